@@ -1,0 +1,1 @@
+"""CLI verbs of the higher layers (experts, training), registered in ``relied.cli``."""
