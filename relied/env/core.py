@@ -6,10 +6,13 @@ step of ``dt_s`` seconds:
 1. agents at a node enter the out-edge they chose (action = slot in the node's out-edge list,
    ``K`` = max out-degree; slot ``K`` is the no-op of agents not at a decision point);
 2. every edge's travel time is recomputed from its occupancy,
-   ``t = t0 * (1 + alpha * (occ / cap) ** beta)`` (BPR), so agents congest each other;
+   ``t = t0 * min(1 + alpha * (others / cap) ** beta, max_slowdown)`` (BPR; ``others`` = vehicles
+   on the edge besides one, so a lone vehicle drives at free flow), so agents congest each other;
 3. agents on edges advance by ``budget / t`` of the edge; those that reach its end are at the
    next node (or arrived, at their destination). Time left in the step carries into the next
-   edge (at most ``dt_s``), so travel times are continuous, not rounded to steps.
+   edge, so travel times are continuous, not rounded to steps (an agent crosses at most one
+   edge per step; on a run of edges shorter than a step its clock lags the simulation clock
+   until its next longer edge absorbs the carry).
 
 Observation (``obs_dim = 4 + 5 K``, bounded in ``[-1, 10]``): ``[at_decision, elapsed/horizon,
 free-flow time to go (10 min units), straight distance to go (km)]`` then per out-edge slot of
@@ -84,7 +87,8 @@ class RoutingCore:
         self.arrival_s = np.full(self.n, np.nan)
         self.occupancy = np.zeros(self.net.n_edges, dtype=np.int64)
         self.entries = np.zeros(self.net.n_edges, dtype=np.int64)
-        self.delay_sum = np.zeros(self.net.n_edges)
+        self.slowdown_sum = np.zeros(self.net.n_edges)
+        self.agent_steps_on = np.zeros(self.net.n_edges, dtype=np.int64)
         self.routes: list[tuple[np.ndarray, np.ndarray]] = []
         self._depart(0.0)
         return self.observe()
@@ -106,7 +110,9 @@ class RoutingCore:
         """Current travel time of every edge from its occupancy (BPR)."""
         occ = self.occupancy if occupancy is None else occupancy
         s = self.scenario
-        return self.net.freeflow_s * (1.0 + s.bpr_alpha * (occ / self.net.capacity) ** s.bpr_beta)
+        others = np.maximum(occ - 1, 0)
+        factor = 1.0 + s.bpr_alpha * (others / self.net.capacity) ** s.bpr_beta
+        return self.net.freeflow_s * np.minimum(factor, s.max_slowdown)
 
     def action_mask(self) -> np.ndarray:
         """``(n, K+1)`` bool: valid out-edge slots at decision points, else only the no-op."""
@@ -134,7 +140,7 @@ class RoutingCore:
         self.status[deciding] = ON_EDGE
         self.edge[deciding] = chosen
         self.remaining[deciding] = 1.0
-        np.add.at(self.entries, chosen, 1)
+        self.entries += np.bincount(chosen, minlength=net.n_edges)
         if self.record_routes:
             self.routes.append((deciding, chosen))
 
@@ -142,7 +148,8 @@ class RoutingCore:
         self.occupancy = np.bincount(self.edge[moving], minlength=net.n_edges)
         tt = self.edge_travel_time()
         e = self.edge[moving]
-        np.add.at(self.delay_sum, e, (tt[e] - net.freeflow_s[e]) / tt[e] * dt)
+        self.slowdown_sum += self.occupancy * (tt / net.freeflow_s)
+        self.agent_steps_on += self.occupancy
         budget = dt + self.carry[moving]
         self.carry[moving] = 0.0
         need = self.remaining[moving] * tt[e]
@@ -159,7 +166,7 @@ class RoutingCore:
         self.arrival_s[arrived_now] = t0 + dt - left[arrive]
         onward = done_edge[~arrive]
         self.status[onward] = AT_NODE
-        self.carry[onward] = np.minimum(left[~arrive], dt)
+        self.carry[onward] = left[~arrive]
 
         reward = np.zeros(self.n)
         reward[moving] = -dt / s.time_scale_s
@@ -168,6 +175,7 @@ class RoutingCore:
         terminated = np.zeros(self.n, dtype=bool)
         terminated[arrived_now] = True
         self.t += 1
+        self.occupancy = np.bincount(self.edge[self.status == ON_EDGE], minlength=net.n_edges)
         self._depart(self.time_s)
         truncated = np.zeros(self.n, dtype=bool)
         if self.t >= s.n_steps:
@@ -225,11 +233,17 @@ class RoutingCore:
         return {
             "mean_travel_time": float(tt.mean()),
             "p95_travel_time": float(np.percentile(tt, 95)),
-            "mean_travel_time_arrived": float(tt[arrived].mean()) if arrived.any() else float("nan"),
+            "mean_travel_time_arrived": (float(tt[arrived].mean()) if arrived.any()
+                                         else float("nan")),
             "arrival_rate": float(arrived.mean()),
             "total_delay": float((tt - self.ff_od).sum()),
             "mean_freeflow_time": float(self.ff_od.mean()),
         }
+
+    def edge_slowdown(self) -> np.ndarray:
+        """Mean travel-time / free-flow ratio met on each edge this episode (NaN if unused)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.slowdown_sum / self.agent_steps_on
 
     def agent_routes(self) -> list[list[int]]:
         """Node sequence driven by each agent (needs ``record_routes=True``)."""

@@ -190,7 +190,8 @@ def build_network(graph: nx.MultiDiGraph, name: str, simplify: bool = True) -> C
 
     nodes = sorted(drive.nodes)
     index = {n: i for i, n in enumerate(nodes)}
-    edges = sorted(drive.edges(keys=True, data=True), key=lambda e: (index[e[0]], index[e[1]], e[2]))
+    edges = sorted(drive.edges(keys=True, data=True),
+                   key=lambda e: (index[e[0]], index[e[1]], e[2]))
     src = np.array([index[u] for u, _, _, _ in edges], dtype=np.int32)
     dst = np.array([index[v] for _, v, _, _ in edges], dtype=np.int32)
     hw = [_first(d.get("highway")) for *_, d in edges]

@@ -18,8 +18,10 @@ from relied.env.network import CityNetwork
 class Scenario(BaseModel):
     """City, agents, OD pairs and simulation settings of one routing problem.
 
-    Traffic: an edge's travel time is ``t0 * (1 + bpr_alpha * (occupancy / capacity) ** bpr_beta)``
-    (BPR form on occupancy, updated every step). Reward per agent and step:
+    Traffic: an edge's travel time is ``t0 * (1 + bpr_alpha * (others / capacity) ** bpr_beta)``
+    with ``others = max(occupancy - 1, 0)``
+    (BPR form on occupancy, updated every step), capped at ``max_slowdown * t0`` (queues do not
+    spill back; the cap stands for the jam speed). Reward per agent and step:
     ``-(seconds en route) / time_scale_s``, ``+arrival_bonus`` on arrival, ``-timeout_penalty``
     for agents not arrived when the horizon ends.
     """
@@ -35,6 +37,7 @@ class Scenario(BaseModel):
     departure_window_s: float = Field(0.0, ge=0, description="departures uniform in [0, window]")
     bpr_alpha: float = Field(0.15, ge=0)
     bpr_beta: float = Field(4.0, ge=0)
+    max_slowdown: float = Field(10.0, ge=1, description="cap of travel time / free flow")
     time_scale_s: float = Field(60.0, gt=0)
     arrival_bonus: float = Field(5.0, ge=0)
     timeout_penalty: float = Field(5.0, ge=0)
@@ -78,8 +81,8 @@ class Scenario(BaseModel):
             origins, destinations = self.origins, self.destinations
         departures = self.departures_s
         if departures is None:
-            departures = np.round(rng.uniform(0, self.departure_window_s, self.n_agents), 1)
-            departures = departures.tolist() if self.departure_window_s > 0 else [0.0] * self.n_agents
+            window = self.departure_window_s
+            departures = np.round(rng.uniform(0, window, self.n_agents), 1).tolist()
         return self.model_copy(update={"origins": origins, "destinations": destinations,
                                        "departures_s": departures})
 
