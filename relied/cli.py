@@ -93,6 +93,15 @@ def simulate(
 
 
 # --- verbs of the higher layers: one registration line each, below this marker ---
+from relied.commands.training import compare, evaluate, train  # noqa: E402
+
+app.command()(train)
+app.command(name="eval")(evaluate)
+app.command()(compare)
+from relied.commands.experts import experts_app, models  # noqa: E402
+
+app.add_typer(experts_app, name="experts")
+app.command()(models)
 
 
 def main() -> None:

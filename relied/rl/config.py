@@ -1,0 +1,114 @@
+"""The one training configuration: every hyperparameter of a run, saved as ``config.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from relied.env.scenario import Scenario
+
+Algo = Literal["reled", "leed", "ippo", "bc", "mappo"]
+ALGOS: tuple[str, ...] = ("reled", "leed", "ippo", "bc", "mappo")
+USES_EXPERTS = {"reled", "leed", "bc"}
+ABLATIONS = ("weight", "expert_loss", "critic_filter", "lambda0", "lambda_min", "lambda_decay",
+             "dtw_scale_km")
+
+
+class TrainConfig(BaseModel):
+    """City, agents, algorithm, expert model, budget and every PPO / hybrid hyperparameter.
+
+    ``weight`` and ``critic_filter`` default by algorithm (``reled``: ``dtw`` and on, ``leed``:
+    ``fixed`` and off) and are stored resolved, so ``config.json`` shows what ran.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # problem
+    city: str = "aguascalientes"
+    n_agents: int = Field(20, ge=1, le=100_000)
+    seed: int = 0
+    train_seeds: int = Field(1, ge=1, description="OD scenarios seed, seed+1, ... cycled over "
+                             "iterations (more trips seen: better transfer to new ones)")
+    horizon_s: float = Field(1800.0, gt=0)
+    departure_window_s: float = Field(0.0, ge=0)
+    # algorithm and experts
+    algo: Algo = "reled"
+    experts: str = Field("offline", description="expert-team model spec, or 'shortest-path'")
+    demo_batches: int = Field(1, ge=1)
+    demos_dir: str | None = Field(None, description="load this demo store instead of generating")
+    # policy
+    share: Literal["none", "group", "all"] = Field(
+        "none", description="none: one network per agent; group: n_groups; all: one + agent id")
+    n_groups: int = Field(4, ge=1)
+    hidden: int = Field(64, ge=4)
+    id_embed: int = Field(8, ge=0, description="agent-id embedding size (share='all'; 0: none)")
+    # sampling
+    total_steps: int = Field(20_000, ge=1, description="budget in simulator steps (all envs)")
+    n_envs: int = Field(2, ge=1)
+    vector: Literal["dummy", "subproc", "ray"] = "dummy"
+    # PPO
+    lr: float = Field(3e-3, gt=0)
+    gamma: float = Field(0.99, gt=0, le=1, description="discount per decision")
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    clip: float = Field(0.2, gt=0)
+    epochs: int = Field(4, ge=1)
+    minibatch: int = Field(512, ge=8)
+    vf_coef: float = Field(0.5, ge=0)
+    ent_coef: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    # hybrid expert loss and its weight lambda_i(t)
+    expert_loss: Literal["bc", "ppo"] = "bc"
+    weight: Literal["dtw", "return", "fixed"] | None = None
+    critic_filter: bool | None = None
+    lambda0: float = Field(1.0, ge=0)
+    lambda_min: float = Field(0.1, ge=0, description="floor: the expert stays an anchor")
+    lambda_max: float = Field(1.0, ge=0)
+    lambda_decay: float = Field(0.99, gt=0, le=1, description="factor per iteration")
+    dtw_scale_km: float = Field(0.3, gt=0)
+    return_temp: float = Field(1.0, gt=0)
+    expert_batch: int = Field(256, ge=1)
+    # bookkeeping
+    keep_checkpoints: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> TrainConfig:
+        if self.weight is None:
+            self.weight = "dtw" if self.algo == "reled" else "fixed"
+        if self.critic_filter is None:
+            self.critic_filter = self.algo == "reled"
+        if self.lambda_min > self.lambda_max:
+            raise ValueError("lambda_min must not exceed lambda_max")
+        if self.demos_dir and self.train_seeds > 1:
+            raise ValueError("demos_dir holds one scenario's demos: use it with train_seeds=1")
+        return self
+
+    @property
+    def uses_experts(self) -> bool:
+        return self.algo in USES_EXPERTS
+
+    @property
+    def uses_rl(self) -> bool:
+        return self.algo != "bc"
+
+    @property
+    def label(self) -> str:
+        """The algorithm name plus the ablation fields that differ from its defaults."""
+        base = TrainConfig(algo=self.algo)
+        diff = [f"{k}={getattr(self, k)}" for k in ABLATIONS
+                if getattr(self, k) != getattr(base, k)]
+        return f"{self.algo}({','.join(diff)})" if diff else self.algo
+
+    def scenario(self, seed: int | None = None, city: str | None = None,
+                 n_agents: int | None = None) -> Scenario:
+        return Scenario(city=city or self.city, n_agents=n_agents or self.n_agents,
+                        seed=self.seed if seed is None else seed, horizon_s=self.horizon_s,
+                        departure_window_s=self.departure_window_s)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.model_validate_json(Path(path).read_text())

@@ -1,0 +1,114 @@
+"""Demonstrations for training: providers that fill a demo store, and the expert buffer.
+
+A :data:`DemoProvider` writes demonstrations of a scenario into a store directory and returns
+the batch paths. Built in: ``shortest-path`` (the free-flow shortest-path reference policy,
+recorded here) and any other name, which is handed to the expert team
+(``relied.agents.generate.generate_demonstrations``) as its model spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from relied.env.core import RoutingCore
+from relied.env.policies import ShortestPathPolicy
+from relied.env.rollout import run_episode
+from relied.env.scenario import Scenario, index_of
+from relied.experts.demos import DemoFileError, DemoMeta, list_batches, load_batch, save_batch
+from relied.rl.rollout import Decisions, decisions_from, gae
+
+DemoProvider = Callable[[Scenario, Path], list[Path]]
+
+
+class DemoError(RuntimeError):
+    """Demonstrations that cannot be produced or do not fit the training scenario."""
+
+
+def shortest_path_demos(scenario: Scenario, out_dir: Path) -> list[Path]:
+    """Record one episode of the free-flow shortest-path policy as a demo batch."""
+    from relied.env.cities import load_city
+
+    net = load_city(scenario.city)
+    core = RoutingCore(net, scenario, record_routes=True)
+    episode = run_episode(core, ShortestPathPolicy(), record=True)
+    routes = [net.osm_ids[r].tolist() for r in episode.routes]
+    meta = DemoMeta(batch_id=f"shortest-path-{scenario.seed}", scenario=core.scenario,
+                    routes=routes, model_spec="shortest-path", source="shortest-path",
+                    metrics=episode.metrics)
+    return [save_batch(Path(out_dir), episode.trajectories, meta)]
+
+
+def expert_team_demos(model: str, batches: int, filter_by_bound: bool,
+                      progress: bool) -> DemoProvider:
+    """A provider that asks the expert team (issue 3) for ``batches`` demo batches."""
+
+    def provide(scenario: Scenario, out_dir: Path) -> list[Path]:
+        try:
+            from relied.agents.generate import generate_demonstrations
+        except ImportError as exc:
+            raise DemoError(f"the expert team is not available ({exc}); use --experts "
+                            "shortest-path or --demos DIR") from None
+        return generate_demonstrations(scenario, Path(out_dir), model=model, batches=batches,
+                                       filter_by_bound=filter_by_bound, progress=progress)
+
+    return provide
+
+
+def make_provider(experts: str, batches: int, filter_by_bound: bool,
+                  progress: bool) -> DemoProvider:
+    if experts == "shortest-path":
+        return shortest_path_demos
+    return expert_team_demos(experts, batches, filter_by_bound, progress)
+
+
+@dataclass
+class ExpertSet:
+    """The expert buffer: decision transitions of all demo batches (kept apart from the
+    agents' own rollouts), each decision's discounted return ``ret``, and per agent its expert
+    route (node xy in km) and episode return."""
+
+    dec: Decisions
+    ret: np.ndarray
+    routes_km: list[np.ndarray]
+    agent_return: np.ndarray
+
+
+def load_expert_set(paths: list[Path], core: RoutingCore, gamma: float,
+                    accepted_only: bool) -> ExpertSet:
+    """Load demo batches of ``core``'s scenario; ``accepted_only`` drops batches the expert
+    team rejected (RELED keeps only demos within the non-stationarity bound)."""
+    parts, returns, routes = [], [], None
+    for path in paths:
+        traj, meta = load_batch(path)
+        if accepted_only and not meta.accepted:
+            continue
+        _check_scenario(meta, core, path)
+        parts.append(decisions_from(traj, core.k))
+        returns.append(traj.reward.sum(axis=0))
+        if routes is None:
+            routes = [core.xy[index_of(core.net, r)] / 1000.0 for r in meta.routes]
+    if not parts:
+        raise DemoError("no usable demonstration batch (all rejected or none given)")
+    dec = Decisions.concat(parts)
+    ret = np.concatenate([gae(p, np.zeros(len(p)), gamma, 1.0) for p in parts])
+    return ExpertSet(dec, ret, routes, np.mean(returns, axis=0))
+
+
+def _check_scenario(meta: DemoMeta, core: RoutingCore, path: Path) -> None:
+    sc = meta.scenario.resolve(core.net) if meta.scenario.city == core.scenario.city else None
+    if sc is None or sc.origins != core.scenario.origins or \
+            sc.destinations != core.scenario.destinations:
+        raise DemoError(f"demo batch '{path}' was recorded for another scenario "
+                        f"({meta.scenario.city}, seed {meta.scenario.seed}); "
+                        "demos must match the training city, agents and seed")
+
+
+def demo_paths(store: Path) -> list[Path]:
+    paths = list_batches(store)
+    if not paths:
+        raise DemoFileError(f"no demonstration batch in '{store}'")
+    return paths

@@ -1,0 +1,110 @@
+"""All agents of one simulator as one gymnasium env, and Tianshou vector envs of them.
+
+The env's observation is the ``(n, obs_dim + K + 1)`` matrix of every agent's observation and
+action mask; its action is one slot per agent; its reward is the ``(n,)`` vector of per-agent
+rewards (the mask also forbids U-turns, see :class:`UTurnGuard`); ``info["node"]`` is each
+agent's decision node (and at the end ``info["metrics"]``,
+``info["arrived"]``). Tianshou's vector envs
+(``DummyVectorEnv``, ``SubprocVectorEnv``, ``RayVectorEnv``) stack these per env, so the
+learner sees ``(n_envs, n, ...)`` arrays and acts for all agents in one forward pass.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from relied.env.cities import load_city
+from relied.env.core import ARRIVED, OBS_HIGH, OBS_LOW, RoutingCore
+from relied.env.scenario import Scenario
+
+VECTORS = ("dummy", "subproc", "ray")
+
+
+class VectorEnvError(RuntimeError):
+    """A vector-env backend that cannot start (e.g. Ray not installed)."""
+
+
+class UTurnGuard:
+    """Masks the out-edge straight back to an agent's previous decision node, unless it is the
+    only way on (dead ends): learned and greedy policies otherwise can shuttle between two
+    nodes when their edges look alike. Call :meth:`apply` once per step."""
+
+    def __init__(self, n: int):
+        self.prev = np.full(n, -1, dtype=np.int64)
+
+    def apply(self, core: RoutingCore, mask: np.ndarray) -> np.ndarray:
+        if core.t == 0:
+            self.prev[:] = -1
+        k = core.k
+        deciding = np.flatnonzero(mask[:, :k].any(axis=1))
+        if deciding.size:
+            node = core.node[deciding]
+            heads = core.net.edge_dst[np.maximum(core.out_table[node], 0)]
+            valid = mask[deciding, :k]
+            back = valid & (heads == self.prev[deciding, None])
+            other = (valid & ~back).any(axis=1)
+            mask[deciding[other], :k] &= ~back[other]
+            self.prev[deciding] = node
+        return mask
+
+
+class BatchRoutingEnv(gym.Env):
+    """One :class:`RoutingCore` with all its agents as one (vector-valued) env."""
+
+    def __init__(self, scenario: Scenario):
+        self.core = RoutingCore(load_city(scenario.city), scenario)
+        n, k = self.core.n, self.core.k
+        self.guard = UTurnGuard(n)
+        self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (n, self.core.obs_dim + k + 1),
+                                            np.float32)
+        self.action_space = spaces.MultiDiscrete(np.full(n, k + 1))
+
+    def _obs(self, obs: np.ndarray) -> np.ndarray:
+        mask = self.guard.apply(self.core, self.core.action_mask())
+        return np.concatenate([obs, mask.astype(np.float32)], axis=1)
+
+    def _info(self) -> dict:
+        return {"node": self.core.decision_node().copy()}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """``options={"scenario": s}`` switches to scenario ``s`` (same number of agents)."""
+        super().reset(seed=seed)
+        scenario = (options or {}).get("scenario")
+        if scenario is not None and scenario != self.core.scenario:
+            self.core = RoutingCore(load_city(scenario.city), scenario)
+        return self._obs(self.core.reset()), self._info()
+
+    def step(self, action: np.ndarray):
+        obs, reward, _, _ = self.core.step(np.asarray(action))
+        info = self._info()
+        done = self.core.done
+        if done:
+            info["metrics"] = self.core.metrics()
+            info["arrived"] = self.core.status == ARRIVED
+        return self._obs(obs), reward, done, False, info
+
+
+def check_backend(vector: str) -> None:
+    """Fail early, with the install hint, if the vector-env backend cannot be used."""
+    if vector not in VECTORS:
+        raise VectorEnvError(f"unknown vector env '{vector}'; choose one of {', '.join(VECTORS)}")
+    if vector == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise VectorEnvError("--vector ray needs Ray, which is not installed: "
+                                 "pip install 'relied[ray]'") from None
+
+
+def make_vector_env(scenario: Scenario, n_envs: int, vector: str):
+    """``n_envs`` copies of the training scenario behind one of Tianshou's vector envs."""
+    from tianshou.env import DummyVectorEnv, RayVectorEnv, SubprocVectorEnv
+
+    check_backend(vector)
+    fns = [functools.partial(BatchRoutingEnv, scenario) for _ in range(n_envs)]
+    backend = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv, "ray": RayVectorEnv}
+    return backend[vector](fns)

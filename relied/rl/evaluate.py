@@ -1,0 +1,152 @@
+"""Evaluating a trained run on held-out scenarios, and comparing runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from relied.env.cities import load_city
+from relied.env.core import RoutingCore
+from relied.env.policies import make_policy
+from relied.env.rollout import run_episode
+from relied.rl.config import TrainConfig
+from relied.rl.policy import TrainedPolicy, load_policy
+from relied.rl.trainer import TrainError, read_metrics
+
+REFERENCES = ("shortest-path", "congestion-aware")
+METRICS = ("mean_return", "mean_travel_time", "p95_travel_time", "arrival_rate")
+
+
+def latest_run(path: Path) -> Path:
+    """``path`` if it is a run folder, else its newest finished run below (by folder name,
+    i.e. timestamp), so ``runs/<city>/<algo>/<seed>`` names the latest run of that seed."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TrainError(f"run folder '{path}' does not exist")
+    if (path / "config.json").exists():
+        return path
+    found = sorted(p.parent for p in path.rglob("policy.pt"))
+    if not found:
+        raise TrainError(f"no finished run (policy.pt) in '{path}'")
+    return max(found, key=lambda p: p.name)
+
+
+def load_run(run_dir: Path):
+    """The config and trained model of a finished run; one-line errors if missing or bad."""
+    model, config = load_policy(latest_run(run_dir) / "policy.pt")
+    return TrainConfig.model_validate(config), model
+
+
+def evaluate_run(run_dir: Path, seeds: list[int], city: str | None = None,
+                 n_agents: int | None = None) -> dict:
+    """Greedy trained policy and the reference policies on scenarios of ``seeds`` (and
+    ``city``/``n_agents`` if given); metrics averaged over seeds."""
+    run_dir = latest_run(run_dir)
+    cfg, model = load_run(run_dir)
+    city = city or cfg.city
+    net = load_city(city)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in (cfg.algo, *REFERENCES)}
+    for seed in seeds:
+        core = RoutingCore(net, cfg.scenario(seed=seed, city=city, n_agents=n_agents))
+        results[cfg.algo].append(run_episode(core, TrainedPolicy(model)).metrics)
+        for name in REFERENCES:
+            results[name].append(run_episode(core, make_policy(name, seed)).metrics)
+    policies = {name: {m: float(np.mean([r[m] for r in rs])) for m in METRICS}
+                for name, rs in results.items()}
+    return {"run_dir": str(run_dir), "algo": cfg.algo, "trained_city": cfg.city, "city": city,
+            "agents": n_agents or cfg.n_agents, "seeds": seeds, "policies": policies}
+
+
+def _final(rows: list[dict[str, float]], key: str, last: int) -> float:
+    return float(np.mean([r[key] for r in rows[-last:]]))
+
+
+def steps_to_reach(rows: list[dict[str, float]], target: float, window: int = 3) -> float | None:
+    """First env-step count where the running mean (``window`` iterations) of the training
+    return reaches ``target``; ``None`` if never."""
+    ret = np.array([r["return"] for r in rows])
+    for i in range(len(ret)):
+        if ret[max(0, i - window + 1): i + 1].mean() >= target:
+            return rows[i]["env_steps"]
+    return None
+
+
+def mean_curve(runs: list[list[dict[str, float]]], points: int = 60) -> list[dict[str, float]]:
+    """The seed-mean of the runs' training return on a common env-step grid."""
+    grid = np.linspace(0, min(r[-1]["env_steps"] for r in runs), points + 1)[1:]
+    ret = np.mean([np.interp(grid, [x["env_steps"] for x in r], [x["return"] for x in r])
+                   for r in runs], axis=0)
+    return [{"env_steps": float(s), "return": float(v)} for s, v in zip(grid, ret, strict=True)]
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run folders named directly or found below the given folders."""
+    runs = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise TrainError(f"run folder '{p}' does not exist")
+        found = [p] if (p / "metrics.csv").exists() else \
+            sorted(c.parent for c in p.rglob("metrics.csv"))
+        if not found:
+            raise TrainError(f"no run with metrics.csv in '{p}'")
+        runs.extend(found)
+    return runs
+
+
+def compare_runs(paths: list[Path], out: Path) -> dict:
+    """Group runs by algorithm (and ablation settings, :attr:`TrainConfig.label`), draw their
+    learning curves into ``out`` and tabulate final figures and the env steps the seed-mean
+    learning curve of each group needs to reach IPPO's final training return, with the number
+    of single runs that reach it. "Final" and running means are over the last
+    ``max(3, train_seeds)`` iterations (a full cycle of training scenarios); the seed-mean
+    curve is smoothed over 5 grid points."""
+    from relied.rl.plots import compare_curves
+
+    groups: dict[str, list[tuple[Path, list[dict[str, float]]]]] = {}
+    window = 3
+    for run in find_runs(paths):
+        cfg = TrainConfig.load(run / "config.json")
+        rows = read_metrics(run)
+        if rows:
+            groups.setdefault(cfg.label, []).append((run, rows))
+            window = max(window, cfg.train_seeds)  # average over a full cycle of scenarios
+    if not groups:
+        raise TrainError("none of the given runs has logged an iteration yet")
+    ippo = groups.get("ippo")
+    target = (float(np.mean([_final(rows, "return", window) for _, rows in ippo]))
+              if ippo else None)
+    table = []
+    for algo, runs in groups.items():
+        summaries = [_summary(run) for run, _ in runs]
+        reach = [steps_to_reach(rows, target, window) if target is not None else None
+                 for _, rows in runs]
+        finals = [_final(rows, "return", window) for _, rows in runs]
+        table.append({
+            "algo": algo, "runs": len(runs),
+            "final_return": float(np.mean(finals)),
+            "final_return_std": float(np.std(finals)),
+            "final_travel_time": float(np.mean([_final(rows, "mean_travel_time", window)
+                                                for _, rows in runs])),
+            "greedy_travel_time": _mean(s.get("mean_travel_time") for s in summaries),
+            "greedy_arrival_rate": _mean(s.get("arrival_rate") for s in summaries),
+            "env_steps": float(np.mean([rows[-1]["env_steps"] for _, rows in runs])),
+            "steps_to_ippo_final": (steps_to_reach(mean_curve([rows for _, rows in runs]),
+                                                   target, 5) if target is not None else None),
+            "reached_ippo_final": sum(r is not None for r in reach),
+            "wall_s": float(np.mean([rows[-1]["wall_s"] for _, rows in runs])),
+        })
+    compare_curves({a: [rows for _, rows in runs] for a, runs in groups.items()}, out,
+                   title="learning curves (mean and min-max over seeds)")
+    return {"plot": str(out), "ippo_final_return": target, "algos": table}
+
+
+def _summary(run: Path) -> dict:
+    path = run / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None

@@ -1,0 +1,127 @@
+"""One update of the hybrid expert-agent objective (CleanRL-style, every knob from the config).
+
+For agent ``i`` the loss is ``L_PPO(own rollouts) + lambda_i(t) * L_expert(its demos)``:
+
+* ``L_PPO``: clipped surrogate ``-min(r A, clip(r, 1-eps, 1+eps) A)`` with normalised GAE
+  advantages, ``vf_coef`` times the squared value error, minus ``ent_coef`` times the entropy;
+* ``L_expert`` (``expert_loss``): ``bc`` is the negative log-likelihood of the expert's action
+  under the masked policy; ``ppo`` is a PPO-style surrogate on expert transitions with
+  advantage +1, ``-min(r_E, 1+eps)``, ``r_E`` the probability ratio of the expert action to the
+  policy at the start of the update (it stops pushing once the expert action gained ``eps``);
+* critic filter (``critic_filter``, RELED): an expert transition counts only while its
+  demonstrated discounted return beats the critic's value of that state,
+  ``G_E(s) > V(s)`` (imitate where the expert is better than what the agent expects).
+
+Agent rollouts and expert transitions stay in separate buffers and meet only in this loss
+(the seam Tianshou's GAIL uses). ``bc`` (the algorithm) drops ``L_PPO`` and uses
+``lambda = 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from relied.rl.config import TrainConfig
+from relied.rl.model import ActorCritic
+from relied.rl.rollout import Decisions
+
+
+@dataclass
+class Tensors:
+    obs: torch.Tensor
+    mask: torch.Tensor
+    action: torch.Tensor
+    agent: torch.Tensor
+    gstate: torch.Tensor
+
+    @staticmethod
+    def of(dec: Decisions) -> Tensors:
+        return Tensors(torch.as_tensor(dec.obs), torch.as_tensor(dec.mask),
+                       torch.as_tensor(dec.action), torch.as_tensor(dec.agent),
+                       torch.as_tensor(dec.gstate))
+
+    def __getitem__(self, idx: torch.Tensor) -> Tensors:
+        return Tensors(self.obs[idx], self.mask[idx], self.action[idx], self.agent[idx],
+                       self.gstate[idx])
+
+
+@torch.no_grad()
+def evaluate_actions(model: ActorCritic, t: Tensors, chunk: int = 65_536):
+    """Log-probabilities of the taken actions and values, in chunks, without gradients."""
+    logp, value = [], []
+    for s in range(0, len(t.action), chunk):
+        part = t[torch.arange(s, min(s + chunk, len(t.action)))]
+        logp.append(model.dist(part.obs, part.mask, part.agent).log_prob(part.action))
+        value.append(model.value(part.obs, part.agent, part.gstate))
+    return torch.cat(logp), torch.cat(value)
+
+
+def hybrid_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainConfig,
+                  gen: torch.Generator, rollout: Tensors, old_logp: torch.Tensor,
+                  adv: torch.Tensor, ret: torch.Tensor, expert: Tensors | None = None,
+                  expert_ret: torch.Tensor | None = None,
+                  lam: torch.Tensor | None = None) -> dict[str, float]:
+    """``epochs`` passes of minibatch SGD on the hybrid loss; returns mean loss statistics."""
+    n = len(rollout.action)
+    use_expert = expert is not None and lam is not None and len(expert.action) > 0
+    keep = None
+    if use_expert:
+        e_logp_old, e_value = evaluate_actions(model, expert)
+        keep = (expert_ret > e_value).float() if cfg.critic_filter else torch.ones_like(e_value)
+        e_weight = lam[expert.agent] * keep
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8) if n > 1 else adv
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, cfg.minibatch):
+            idx = perm[start:start + cfg.minibatch]
+            loss = torch.zeros(())
+            stats = {}
+            if cfg.uses_rl:
+                b = rollout[idx]
+                dist = model.dist(b.obs, b.mask, b.agent)
+                logp = dist.log_prob(b.action)
+                ratio = torch.exp(logp - old_logp[idx])
+                pg = -torch.min(ratio * adv[idx],
+                                ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv[idx]).mean()
+                v_loss = 0.5 * (model.value(b.obs, b.agent, b.gstate) - ret[idx]).pow(2).mean()
+                entropy = dist.entropy().mean()
+                loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                stats.update(loss_pg=pg.item(), loss_v=v_loss.item(), entropy=entropy.item(),
+                             approx_kl=(old_logp[idx] - logp).mean().item())
+            if use_expert:
+                e_idx = torch.randint(len(expert.action), (cfg.expert_batch,), generator=gen)
+                e = expert[e_idx]
+                e_logp = model.dist(e.obs, e.mask, e.agent).log_prob(e.action)
+                if cfg.expert_loss == "bc":
+                    per = -e_logp
+                else:
+                    per = -torch.clamp(torch.exp(e_logp - e_logp_old[e_idx]), max=1 + cfg.clip)
+                e_loss = (e_weight[e_idx] * per).mean()
+                loss = loss + e_loss
+                stats.update(loss_expert=e_loss.item(), expert_nll=-e_logp.mean().item())
+            optim.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optim.step()
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+    out = {key: value / max(count, 1) for key, value in sums.items()}
+    if keep is not None:
+        out["expert_kept"] = float(keep.mean())
+        out["lambda_mean"] = float(lam.mean())
+    return out
+
+
+def masked_greedy(model: ActorCritic, obs: np.ndarray, mask: np.ndarray,
+                  agent: np.ndarray) -> np.ndarray:
+    """Most likely valid action of each row."""
+    with torch.no_grad():
+        logits = model.logits(torch.as_tensor(obs), torch.as_tensor(mask),
+                              torch.as_tensor(agent))
+    return logits.argmax(dim=1).numpy()

@@ -1,0 +1,60 @@
+"""A trained policy as a batched reference-style policy, and its ``policy.pt`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from relied.env.core import RoutingCore
+from relied.rl.envs import UTurnGuard
+from relied.rl.hybrid_ppo import masked_greedy
+from relied.rl.model import ActorCritic
+
+
+class PolicyFileError(ValueError):
+    """A policy or checkpoint file that cannot be read; the message names it."""
+
+
+class TrainedPolicy:
+    """Greedy (most likely valid action, U-turns masked as in training) policy of a trained
+    model over a :class:`RoutingCore` of any city; agent ``i`` of any scenario uses the
+    weights of trained agent ``i mod groups``."""
+
+    def __init__(self, model: ActorCritic):
+        self.model = model.eval()
+        self.guard: UTurnGuard | None = None
+
+    def __call__(self, core: RoutingCore) -> np.ndarray:
+        if self.guard is None or len(self.guard.prev) != core.n:
+            self.guard = UTurnGuard(core.n)
+        mask = self.guard.apply(core, core.action_mask())
+        deciding = np.flatnonzero(mask[:, : core.k].any(axis=1))
+        actions = np.full(core.n, core.noop, dtype=np.int64)
+        if deciding.size:
+            actions[deciding] = masked_greedy(self.model, core.observe()[deciding],
+                                              mask[deciding], deciding)
+        return actions
+
+
+def save_policy(model: ActorCritic, path: Path, config: dict) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save({"kwargs": model.kwargs, "state_dict": model.state_dict(), "config": config}, tmp)
+    tmp.replace(path)
+
+
+def load_policy(path: Path) -> tuple[ActorCritic, dict]:
+    """Model and training config dict from a ``policy.pt``; one-line error if unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise PolicyFileError(f"policy file '{path}' is missing; train the run to the end "
+                              "or resume it")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        model = ActorCritic(**data["kwargs"])
+        model.load_state_dict(data["state_dict"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear error
+        raise PolicyFileError(f"policy file '{path}' is corrupt ({type(exc).__name__}); "
+                              "retrain or resume the run") from None
+    return model, data["config"]

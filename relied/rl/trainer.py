@@ -1,0 +1,346 @@
+"""The training loop: sample, update, log, checkpoint; resumable exactly.
+
+A run folder ``runs/<city>/<algo>/<seed>/<timestamp>/`` holds ``config.json`` (the
+:class:`TrainConfig`), ``demos/seed-<s>/`` (the expert store of each training scenario),
+``metrics.csv`` (one row per iteration), ``tb/`` (TensorBoard, through Tianshou's
+``TensorboardLogger``), ``checkpoints/ckpt_<iteration>.pt``, and at the end ``policy.pt``,
+``summary.json``, ``learning_curve.png`` and ``routes.png``.
+
+One iteration = one full episode in each of the ``n_envs`` envs (iteration ``t`` on training
+scenario ``seed + t mod train_seeds``), then one hybrid update. A checkpoint after every
+iteration holds model, optimizer, all RNG states, step counters and the lambda state; episodes
+never straddle a checkpoint, so ``--resume`` continues from the last one without losing or
+repeating data (later CSV rows and TensorBoard events are dropped)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from relied.env.cities import load_city
+from relied.env.core import RoutingCore
+from relied.env.rollout import run_episode
+from relied.rl.config import TrainConfig
+from relied.rl.demos import (
+    DemoProvider,
+    ExpertSet,
+    demo_paths,
+    load_expert_set,
+    make_provider,
+)
+from relied.rl.envs import check_backend, make_vector_env
+from relied.rl.hybrid_ppo import Tensors, evaluate_actions, hybrid_update
+from relied.rl.model import ActorCritic
+from relied.rl.policy import PolicyFileError, TrainedPolicy, save_policy
+from relied.rl.rollout import Decisions, EpisodeRecord, collect, decisions_from, gae
+from relied.rl.schedule import dtw_per_step, expert_weights
+
+CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "return",
+              "mean_travel_time", "p95_travel_time", "arrival_rate", "loss_pg", "loss_v",
+              "entropy", "approx_kl", "loss_expert", "expert_nll", "expert_kept", "lambda_mean",
+              "dtw_km")
+CKPT = re.compile(r"ckpt_(\d+)\.pt$")
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or resume; the message is one line."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def new_run_dir(root: Path, cfg: TrainConfig) -> Path:
+    city = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(cfg.city).stem if "/" in cfg.city else cfg.city)
+    base = Path(root) / city / cfg.algo / str(cfg.seed)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir, i = base / stamp, 1
+    while run_dir.exists():
+        run_dir, i = base / f"{stamp}-{i}", i + 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+class Trainer:
+    """Trains one run; build with :meth:`create` (new run) or :meth:`resume`."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, provider: DemoProvider | None = None,
+                 progress: bool = True):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.provider = provider or make_provider(cfg.experts, cfg.demo_batches,
+                                                  cfg.algo == "reled", progress)
+        check_backend(cfg.vector)
+        seed_everything(cfg.seed)
+        net = load_city(cfg.city)
+        self.cores = [RoutingCore(net, cfg.scenario(seed=cfg.seed + j))
+                      for j in range(cfg.train_seeds)]
+        self.core, self.scenario = self.cores[0], self.cores[0].scenario
+        n = self.core.n
+        self.model = ActorCritic(self.core.obs_dim, self.core.k, n, share=cfg.share,
+                                 n_groups=cfg.n_groups, hidden=cfg.hidden,
+                                 id_embed=cfg.id_embed, central_critic=cfg.algo == "mappo")
+        self.optim = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-5)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.counters = {"iteration": 0, "env_steps": 0, "agent_steps": 0, "decisions": 0,
+                         "wall_s": 0.0}
+        self.dtw_km = np.full(n, np.nan)
+        self.agent_return = np.full(n, np.nan)
+        self.experts: list[ExpertSet] = []
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def create(cls, cfg: TrainConfig, runs_root: Path, provider: DemoProvider | None = None,
+               progress: bool = True) -> Trainer:
+        trainer = cls(cfg, new_run_dir(runs_root, cfg), provider, progress)
+        cfg.save(trainer.run_dir / "config.json")
+        return trainer
+
+    @classmethod
+    def resume(cls, run_dir: Path, provider: DemoProvider | None = None,
+               progress: bool = True) -> Trainer:
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.json").is_file():
+            raise TrainError(f"'{run_dir}' is not a run folder (no config.json)")
+        try:
+            cfg = TrainConfig.load(run_dir / "config.json")
+        except ValueError as exc:
+            raise TrainError(f"'{run_dir / 'config.json'}' is corrupt "
+                             f"({type(exc).__name__})") from None
+        trainer = cls(cfg, run_dir, provider, progress)
+        ckpts = trainer.checkpoints()
+        if ckpts:
+            trainer.load_checkpoint(ckpts[-1])
+        trainer._truncate_metrics()
+        return trainer
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        folder = self.run_dir / "checkpoints"
+        found = [p for p in folder.glob("ckpt_*.pt") if CKPT.search(p.name)] \
+            if folder.exists() else []
+        return sorted(found, key=lambda p: int(CKPT.search(p.name).group(1)))
+
+    def save_checkpoint(self) -> Path:
+        folder = self.run_dir / "checkpoints"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"ckpt_{self.counters['iteration']:06d}.pt"
+        state = {"model": self.model.state_dict(), "optim": self.optim.state_dict(),
+                 "gen": self.gen.get_state(), "torch": torch.get_rng_state(),
+                 "numpy": np.random.get_state(), "python": random.getstate(),
+                 "counters": dict(self.counters), "dtw_km": self.dtw_km,
+                 "agent_return": self.agent_return}
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+        for old in self.checkpoints()[:-self.cfg.keep_checkpoints]:
+            old.unlink()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            self.model.load_state_dict(state["model"])
+            self.optim.load_state_dict(state["optim"])
+            self.gen.set_state(state["gen"])
+            torch.set_rng_state(state["torch"])
+            np.random.set_state(state["numpy"])
+            random.setstate(state["python"])
+            self.counters = dict(state["counters"])
+            self.dtw_km, self.agent_return = state["dtw_km"], state["agent_return"]
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one clear error
+            raise PolicyFileError(f"checkpoint '{path}' is corrupt ({type(exc).__name__}); "
+                                  "delete it to resume from the one before") from None
+
+    def _truncate_metrics(self) -> None:
+        rows = [r for r in read_metrics(self.run_dir)
+                if r["iteration"] <= self.counters["iteration"]]
+        path = self.run_dir / "metrics.csv"
+        if path.exists():
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, CSV_FIELDS)
+                writer.writeheader()
+                for r in rows:
+                    writer.writerow({k: _fmt(r.get(k)) for k in CSV_FIELDS})
+
+    # ---- demonstrations -----------------------------------------------------------------
+    def load_demos(self) -> None:
+        """Load (or generate once, into ``demos/seed-<s>/``) the demos of every training
+        scenario; all go into one expert buffer."""
+        if not self.cfg.uses_experts:
+            return
+        self.experts = []
+        for core in self.cores:
+            store = self.run_dir / "demos" / f"seed-{core.scenario.seed}"
+            if self.cfg.demos_dir:
+                paths = demo_paths(Path(self.cfg.demos_dir))
+            elif store.exists() and any(store.glob("*.json")):
+                paths = demo_paths(store)
+            else:
+                paths = self.provider(core.scenario, store)
+            self.experts.append(load_expert_set(paths, core, self.cfg.gamma,
+                                                accepted_only=self.cfg.algo == "reled"))
+        self.expert_tensors = Tensors.of(Decisions.concat([e.dec for e in self.experts]))
+        self.expert_ret = torch.as_tensor(np.concatenate([e.ret for e in self.experts]),
+                                          dtype=torch.float32)
+
+    # ---- one iteration ------------------------------------------------------------------
+    def _act(self, obs: np.ndarray, mask: np.ndarray, agent: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits = self.model.logits(torch.as_tensor(obs), torch.as_tensor(mask),
+                                       torch.as_tensor(agent))
+            return torch.multinomial(torch.softmax(logits, 1), 1, generator=self.gen)[:, 0].numpy()
+
+    def _lambdas(self, records: list[EpisodeRecord], j: int) -> torch.Tensor | None:
+        cfg, n = self.cfg, self.core.n
+        if not cfg.uses_experts:
+            return None
+        if cfg.algo == "bc":
+            return torch.ones(n)
+        self.agent_return = np.mean([r.traj.reward.sum(axis=0) for r in records], axis=0)
+        if cfg.weight == "dtw":
+            self.dtw_km = self._route_distances(records[0], j)
+        lam = expert_weights(cfg.weight, self.counters["iteration"], lambda0=cfg.lambda0,
+                             lambda_min=cfg.lambda_min, lambda_max=cfg.lambda_max,
+                             decay=cfg.lambda_decay, dtw_km=self.dtw_km,
+                             dtw_scale_km=cfg.dtw_scale_km, agent_return=self.agent_return,
+                             expert_return=self.experts[j].agent_return,
+                             return_temp=cfg.return_temp, n=n)
+        return torch.as_tensor(lam, dtype=torch.float32)
+
+    def _route_distances(self, rec: EpisodeRecord, j: int) -> np.ndarray:
+        """DTW (km per step) between each agent's driven route and its expert route."""
+        core = self.cores[j]
+        deciding = rec.traj.mask[:, :, : core.k].any(axis=2)
+        out = np.empty(core.n)
+        for i in range(core.n):
+            nodes = rec.node[deciding[:, i], i]
+            if rec.arrived[i]:
+                nodes = np.append(nodes, core.dest[i])
+            out[i] = dtw_per_step(core.xy[nodes] / 1000.0, self.experts[j].routes_km[i])
+        return out
+
+    def iterate(self, venv) -> dict[str, float]:
+        start = time.perf_counter()
+        cfg = self.cfg
+        j = self.counters["iteration"] % cfg.train_seeds
+        records = collect(venv, self._act, self.core.obs_dim, self.core.k,
+                          {"scenario": self.cores[j].scenario})
+        dec = Decisions.concat([decisions_from(r.traj, self.core.k) for r in records])
+        batch = Tensors.of(dec)
+        old_logp, value = evaluate_actions(self.model, batch)
+        adv = gae(dec, value.numpy(), cfg.gamma, cfg.gae_lambda)
+        adv_t = torch.as_tensor(adv, dtype=torch.float32)
+        lam = self._lambdas(records, j)
+        stats = hybrid_update(self.model, self.optim, cfg, self.gen, batch, old_logp, adv_t,
+                              adv_t + value,
+                              self.expert_tensors if self.experts else None,
+                              self.expert_ret if self.experts else None, lam)
+        steps = sum(r.steps for r in records)
+        c = self.counters
+        c["iteration"] += 1
+        c["env_steps"] += steps
+        c["agent_steps"] += steps * self.core.n
+        c["decisions"] += len(dec)
+        c["wall_s"] += time.perf_counter() - start
+        row = dict(c)
+        row["return"] = float(np.mean([r.traj.reward.sum(axis=0).mean() for r in records]))
+        for key in ("mean_travel_time", "p95_travel_time", "arrival_rate"):
+            row[key] = float(np.mean([r.metrics[key] for r in records]))
+        row.update(stats)
+        if lam is not None and "lambda_mean" not in row:
+            row["lambda_mean"] = float(lam.mean())
+        if cfg.weight == "dtw" and self.experts and cfg.algo == "reled":
+            row["dtw_km"] = float(np.mean(self.dtw_km))
+        return row
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self) -> dict:
+        from tianshou.utils import TensorboardLogger
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self.load_demos()
+        cfg = self.cfg
+        venv = make_vector_env(self.scenario, cfg.n_envs, cfg.vector)
+        writer = SummaryWriter(str(self.run_dir / "tb"),
+                               purge_step=self.counters["env_steps"] + 1)
+        logger = TensorboardLogger(writer)
+        csv_path = self.run_dir / "metrics.csv"
+        bar = tqdm(total=cfg.total_steps, initial=min(self.counters["env_steps"], cfg.total_steps),
+                   unit="step", disable=not self.progress, dynamic_ncols=True)
+        try:
+            while self.counters["env_steps"] < cfg.total_steps:
+                row = self.iterate(venv)
+                self.save_checkpoint()
+                new = not csv_path.exists()
+                with open(csv_path, "a", newline="") as f:
+                    w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+                    if new:
+                        w.writeheader()
+                    w.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
+                logger.write("train/env_step", row["env_steps"],
+                             {k: row[k] for k in CSV_FIELDS if k in row})
+                bar.set_postfix(ret=f"{row['return']:.2f}",
+                                tt=f"{row['mean_travel_time']:.0f}s",
+                                arr=f"{row['arrival_rate']:.2f}", refresh=False)
+                bar.update(min(row["env_steps"], cfg.total_steps) - bar.n)
+        finally:
+            bar.close()
+            venv.close()
+            logger.finalize()
+        return self.finish()
+
+    def finish(self) -> dict:
+        """Write ``policy.pt``, the greedy policy's metrics, plots and ``summary.json``."""
+        from relied.env.plot import plot_routes
+        from relied.rl.plots import learning_curve
+
+        cfg = self.cfg
+        save_policy(self.model, self.run_dir / "policy.pt", cfg.model_dump())
+        core = RoutingCore(self.core.net, self.scenario, record_routes=True)
+        episode = run_episode(core, TrainedPolicy(self.model))
+        rows = read_metrics(self.run_dir)
+        title = f"{cfg.algo} on {cfg.city}, {cfg.n_agents} agents, seed {cfg.seed}"
+        if rows:
+            learning_curve(rows, self.run_dir / "learning_curve.png", title)
+        plot_routes(core, episode.routes, self.run_dir / "routes.png", title=title)
+        c = self.counters
+        summary = {
+            "run_dir": str(self.run_dir), "algo": cfg.algo, "city": cfg.city,
+            "agents": cfg.n_agents, "seed": cfg.seed, "iterations": c["iteration"],
+            "env_steps": c["env_steps"], "agent_steps": c["agent_steps"],
+            "decisions": c["decisions"], "wall_s": round(c["wall_s"], 2),
+            "train_agent_steps_per_s": c["agent_steps"] / max(c["wall_s"], 1e-9),
+            "final_return": episode.metrics["mean_return"],
+            "mean_travel_time": episode.metrics["mean_travel_time"],
+            "p95_travel_time": episode.metrics["p95_travel_time"],
+            "arrival_rate": episode.metrics["arrival_rate"],
+            "train_return": rows[-1]["return"] if rows else float("nan"),
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return repr(float(value)) if isinstance(value, float) else str(value)

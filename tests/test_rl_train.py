@@ -1,0 +1,122 @@
+"""Training runs on a tiny scenario: improvement, exact resume, bad input."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from relied.env.rollout import run_episode
+from relied.experts.demos import DemoFileError
+from relied.rl.config import TrainConfig
+from relied.rl.demos import DemoError, shortest_path_demos
+from relied.rl.policy import PolicyFileError, TrainedPolicy, load_policy
+from relied.rl.trainer import Trainer, TrainError, read_metrics
+
+torch.set_num_threads(1)
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(city="west-oakland", n_agents=6, seed=1, experts="shortest-path",
+                total_steps=1500, n_envs=2, minibatch=128, expert_batch=128)
+    return TrainConfig(**(base | kw))
+
+
+def test_short_reled_run_improves_over_initial_policy(tmp_path):
+    trainer = Trainer.create(tiny(), tmp_path, progress=False)
+    initial = run_episode(trainer.core, TrainedPolicy(trainer.model)).metrics
+    summary = trainer.run()
+    assert summary["env_steps"] >= 1500
+    assert summary["final_return"] > initial["mean_return"] + 5.0
+    assert summary["arrival_rate"] == 1.0 > initial["arrival_rate"]
+    rows = read_metrics(trainer.run_dir)
+    assert rows[-1]["return"] > rows[0]["return"]
+    assert 0 < rows[0]["lambda_mean"] <= 1.0 and rows[0]["dtw_km"] > rows[-1]["dtw_km"]
+    for name in ("config.json", "metrics.csv", "policy.pt", "summary.json",
+                 "learning_curve.png", "routes.png"):
+        assert (trainer.run_dir / name).is_file(), name
+    assert any((trainer.run_dir / "tb").iterdir())
+    assert TrainConfig.load(trainer.run_dir / "config.json") == tiny()
+
+
+def test_resume_after_a_kill_restores_identical_state(tmp_path):
+    cfg = tiny(total_steps=2000, keep_checkpoints=3)
+    full = Trainer.create(cfg, tmp_path / "a", progress=False)
+    full.run()
+    ckpts = full.checkpoints()
+    assert len(ckpts) >= 2
+    killed = tmp_path / "b"
+    shutil.copytree(full.run_dir, killed)
+    # simulate a kill after iteration n-1 was logged but before its checkpoint was kept:
+    (killed / "checkpoints" / ckpts[-1].name).unlink()
+    for name in ("policy.pt", "summary.json"):
+        (killed / name).unlink()
+    resumed = Trainer.resume(killed, progress=False)
+    assert resumed.counters["iteration"] == int(ckpts[-2].stem.split("_")[1])
+    assert len(read_metrics(killed)) == resumed.counters["iteration"]
+    resumed.run()
+    a, _ = load_policy(full.run_dir / "policy.pt")
+    b, _ = load_policy(killed / "policy.pt")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    rows_a, rows_b = read_metrics(full.run_dir), read_metrics(killed)
+    assert len(rows_a) == len(rows_b)
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        ra.pop("wall_s"), rb.pop("wall_s")
+        assert ra.keys() == rb.keys()
+        assert np.allclose(list(ra.values()), list(rb.values()), equal_nan=True, rtol=0, atol=0)
+    assert resumed.counters["env_steps"] == full.counters["env_steps"]
+
+
+def test_corrupt_checkpoint_and_missing_run_give_clear_errors(tmp_path):
+    trainer = Trainer.create(tiny(total_steps=10, algo="ippo"), tmp_path, progress=False)
+    trainer.run()
+    trainer.checkpoints()[-1].write_bytes(b"not a checkpoint")
+    with pytest.raises(PolicyFileError, match="checkpoint .* is corrupt"):
+        Trainer.resume(trainer.run_dir, progress=False)
+    (trainer.run_dir / "policy.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(PolicyFileError, match="policy file .* is corrupt"):
+        load_policy(trainer.run_dir / "policy.pt")
+    with pytest.raises(TrainError, match="not a run folder"):
+        Trainer.resume(tmp_path / "missing", progress=False)
+
+
+def test_demos_of_another_scenario_or_corrupt_are_rejected(tmp_path):
+    other = tiny(seed=5).scenario()
+    store = tmp_path / "store"
+    paths = shortest_path_demos(other, store)
+    trainer = Trainer.create(tiny(demos_dir=str(store)), tmp_path / "runs", progress=False)
+    with pytest.raises(DemoError, match="another scenario"):
+        trainer.load_demos()
+    paths[0].with_suffix(".npz").write_bytes(b"broken")
+    with pytest.raises(DemoFileError, match="corrupt"):
+        trainer.load_demos()
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(algo="mappo", share="all"),
+    dict(algo="leed", expert_loss="ppo", share="group", n_groups=2),
+    dict(algo="bc"),
+    dict(algo="reled", weight="return", vector="subproc"),
+])
+def test_every_algorithm_runs_an_iteration(tmp_path, overrides):
+    summary = Trainer.create(tiny(total_steps=10, **overrides), tmp_path, progress=False).run()
+    assert summary["iterations"] == 1 and summary["env_steps"] > 0
+    assert summary["algo"] == overrides["algo"]
+
+
+def test_training_cycles_over_several_od_scenarios(tmp_path):
+    from relied.rl.envs import BatchRoutingEnv
+
+    env = BatchRoutingEnv(tiny().scenario())
+    first, _ = env.reset()
+    other = tiny(seed=2).scenario()
+    switched, _ = env.reset(options={"scenario": other})
+    assert env.core.scenario.seed == 2 and not np.array_equal(first, switched)
+    trainer = Trainer.create(tiny(train_seeds=2, total_steps=721), tmp_path, progress=False)
+    summary = trainer.run()
+    assert summary["iterations"] >= 2
+    assert [len(list((trainer.run_dir / "demos" / f"seed-{s}").glob("*.json")))
+            for s in (1, 2)] == [1, 1]
+    assert len(trainer.expert_tensors.action) == sum(len(e.dec) for e in trainer.experts)
+    assert trainer.experts[0].routes_km[0].tolist() != trainer.experts[1].routes_km[0].tolist()
