@@ -9,13 +9,17 @@ STAMP := $(VENV)/.relied-installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+RUN := runs/aguascalientes/reled/0
 run: $(STAMP)
-	$(VENV)/bin/relied simulate --city aguascalientes --agents 100 --policy congestion-aware --seed 0
+	$(VENV)/bin/relied train --city aguascalientes --agents 20 --algo reled --experts offline \
+		--share all --train-seeds 8 --steps 30000 --seed 0 --bound-every 5 --regen-every 10
+	$(VENV)/bin/relied eval $(RUN)
+	$(VENV)/bin/relied eval $(RUN) --city monaco
+	@echo "Plots and logs: $$(ls -dt $(RUN)/*/ | head -1) (learning_curve.png, routes.png, metrics.csv, tb/)"
 
 test: $(STAMP)
 	NUMBA_DISABLE_JIT=1 MPLBACKEND=Agg $(PY) -m pytest

@@ -120,3 +120,36 @@ def test_training_cycles_over_several_od_scenarios(tmp_path):
             for s in (1, 2)] == [1, 1]
     assert len(trainer.expert_tensors.action) == sum(len(e.dec) for e in trainer.experts)
     assert trainer.experts[0].routes_km[0].tolist() != trainer.experts[1].routes_km[0].tolist()
+
+
+def test_bound_recheck_and_demo_regeneration_use_the_learners(tmp_path):
+    from relied.rl.demos import expert_team_demos
+
+    team = expert_team_demos("offline", batches=1, filter_by_bound=True, progress=False)
+    calls = []
+
+    def provider(scenario, out_dir, policy_probs=None, behaviour=None):
+        calls.append((out_dir, policy_probs, behaviour))
+        return team(scenario, out_dir, policy_probs=policy_probs, behaviour=behaviour)
+
+    cfg = tiny(experts="offline", total_steps=1000, bound_every=1, regen_every=2)
+    trainer = Trainer.create(cfg, tmp_path, provider=provider, progress=False)
+    trainer.run()
+    rows = read_metrics(trainer.run_dir)
+    first, regens = calls[0], calls[1:]
+    assert first[1] is None and first[2] is None  # before training: uniform policies
+    assert len(regens) == len(rows) // 2 >= 1
+    for out_dir, probs, behaviour in regens:
+        assert out_dir.name.startswith("iter-") and any(out_dir.glob("*.json"))
+        assert probs == trainer.policy_probs
+        assert sorted(behaviour) == list(range(6))
+        assert all(route and route[0] == o for route, o in
+                   zip(behaviour.values(), trainer.scenario.origins, strict=True))
+    assert all(r["bound_max"] > 0 for r in rows)
+    assert [r["demos_regenerated"] == 1.0 for r in rows] == \
+        [(i + 1) % 2 == 0 for i in range(len(rows))]
+    # the bound moves with the policies: uniform at the start, trained policies later
+    probs = trainer.policy_probs(trainer.experts[0].dec.obs[:5], trainer.experts[0].dec.mask[:5],
+                                 trainer.experts[0].dec.agent[:5])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert len({round(r["bound_max"], 6) for r in rows}) > 1

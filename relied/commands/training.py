@@ -74,6 +74,10 @@ def train(
     expert_loss: Annotated[str | None, typer.Option(help="bc | ppo")] = None,
     weight: Annotated[str | None, typer.Option(help="lambda mapping: dtw | return | fixed")]
     = None,
+    bound_every: Annotated[int | None, typer.Option(
+        min=0, help="re-check the demos' stationarity bound every N iterations")] = None,
+    regen_every: Annotated[int | None, typer.Option(
+        min=0, help="re-generate demos every K iterations with the learners' behaviour")] = None,
     runs_dir: Annotated[Path, typer.Option(help="root of run folders")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(
         help="continue this run folder from its last checkpoint (other options ignored)")]
@@ -88,7 +92,8 @@ def train(
                  "algo": algo,
                  "experts": experts, "demos_dir": str(demos) if demos else None,
                  "total_steps": steps, "lr": lr, "share": share, "n_groups": groups,
-                 "n_envs": envs, "vector": vector, "expert_loss": expert_loss, "weight": weight}
+                 "n_envs": envs, "vector": vector, "expert_loss": expert_loss, "weight": weight,
+                 "bound_every": bound_every, "regen_every": regen_every}
     try:
         if resume is not None:
             trainer = Trainer.resume(resume, progress=progress)

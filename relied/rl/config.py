@@ -38,6 +38,10 @@ class TrainConfig(BaseModel):
     experts: str = Field("offline", description="expert-team model spec, or 'shortest-path'")
     demo_batches: int = Field(1, ge=1)
     demos_dir: str | None = Field(None, description="load this demo store instead of generating")
+    bound_every: int = Field(0, ge=0, description="every N iterations re-check the demos' "
+                             "stationarity bound under the current policies (0: never)")
+    regen_every: int = Field(0, ge=0, description="every K iterations ask the expert team for new "
+                             "demos with the learners' policies and routes (0: never)")
     # policy
     share: Literal["none", "group", "all"] = Field(
         "none", description="none: one network per agent; group: n_groups; all: one + agent id")
@@ -80,6 +84,8 @@ class TrainConfig(BaseModel):
             self.critic_filter = self.algo == "reled"
         if self.lambda_min > self.lambda_max:
             raise ValueError("lambda_min must not exceed lambda_max")
+        if self.regen_every and (self.experts == "shortest-path" or self.demos_dir):
+            raise ValueError("regen_every needs the expert team (--experts MODEL, no --demos)")
         if self.demos_dir and self.train_seeds > 1:
             raise ValueError("demos_dir holds one scenario's demos: use it with train_seeds=1")
         return self

@@ -21,15 +21,19 @@ from relied.env.scenario import Scenario, index_of
 from relied.experts.demos import DemoFileError, DemoMeta, list_batches, load_batch, save_batch
 from relied.rl.rollout import Decisions, decisions_from, gae
 
-DemoProvider = Callable[[Scenario, Path], list[Path]]
+DemoProvider = Callable[..., list[Path]]
+"""``provider(scenario, out_dir, policy_probs=None, behaviour=None) -> batch paths``: the two
+keywords carry the learners' current action probabilities and recent routes (OSM ids) when
+demonstrations are re-generated during training."""
 
 
 class DemoError(RuntimeError):
     """Demonstrations that cannot be produced or do not fit the training scenario."""
 
 
-def shortest_path_demos(scenario: Scenario, out_dir: Path) -> list[Path]:
-    """Record one episode of the free-flow shortest-path policy as a demo batch."""
+def shortest_path_demos(scenario: Scenario, out_dir: Path, **_: object) -> list[Path]:
+    """Record one episode of the free-flow shortest-path policy as a demo batch (the learners'
+    policies and routes, if given, do not change it)."""
     from relied.env.cities import load_city
 
     net = load_city(scenario.city)
@@ -46,14 +50,16 @@ def expert_team_demos(model: str, batches: int, filter_by_bound: bool,
                       progress: bool) -> DemoProvider:
     """A provider that asks the expert team (issue 3) for ``batches`` demo batches."""
 
-    def provide(scenario: Scenario, out_dir: Path) -> list[Path]:
+    def provide(scenario: Scenario, out_dir: Path, policy_probs=None,
+                behaviour: dict[int, list[int]] | None = None) -> list[Path]:
         try:
             from relied.agents.generate import generate_demonstrations
         except ImportError as exc:
             raise DemoError(f"the expert team is not available ({exc}); use --experts "
                             "shortest-path or --demos DIR") from None
         return generate_demonstrations(scenario, Path(out_dir), model=model, batches=batches,
-                                       filter_by_bound=filter_by_bound, progress=progress)
+                                       filter_by_bound=filter_by_bound, policy_probs=policy_probs,
+                                       behaviour=behaviour, progress=progress)
 
     return provide
 

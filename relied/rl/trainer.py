@@ -46,7 +46,7 @@ from relied.rl.schedule import dtw_per_step, expert_weights
 CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "return",
               "mean_travel_time", "p95_travel_time", "arrival_rate", "loss_pg", "loss_v",
               "entropy", "approx_kl", "loss_expert", "expert_nll", "expert_kept", "lambda_mean",
-              "dtw_km")
+              "dtw_km", "bound_max", "bound_offenders", "demos_regenerated")
 CKPT = re.compile(r"ckpt_(\d+)\.pt$")
 
 
@@ -188,16 +188,29 @@ class Trainer:
         if not self.cfg.uses_experts:
             return
         self.experts = []
+        self.demo_paths: list[list[Path]] = []
         for core in self.cores:
-            store = self.run_dir / "demos" / f"seed-{core.scenario.seed}"
+            store = self._latest_store(core)
             if self.cfg.demos_dir:
                 paths = demo_paths(Path(self.cfg.demos_dir))
             elif store.exists() and any(store.glob("*.json")):
                 paths = demo_paths(store)
             else:
                 paths = self.provider(core.scenario, store)
+            self.demo_paths.append(paths)
             self.experts.append(load_expert_set(paths, core, self.cfg.gamma,
                                                 accepted_only=self.cfg.algo == "reled"))
+        self._stack_experts()
+
+    def _latest_store(self, core: RoutingCore) -> Path:
+        """The demo store in use at the current iteration: ``demos/seed-<s>/`` or, after a
+        re-generation, its newest ``iter-<n>/`` sub-store with ``n`` <= the iteration."""
+        base = self.run_dir / "demos" / f"seed-{core.scenario.seed}"
+        regens = sorted(p for p in base.glob("iter-*")
+                        if int(p.name[5:]) <= self.counters["iteration"] and any(p.glob("*.json")))
+        return regens[-1] if regens else base
+
+    def _stack_experts(self) -> None:
         self.expert_tensors = Tensors.of(Decisions.concat([e.dec for e in self.experts]))
         self.expert_ret = torch.as_tensor(np.concatenate([e.ret for e in self.experts]),
                                           dtype=torch.float32)
@@ -238,6 +251,38 @@ class Trainer:
             out[i] = dtw_per_step(core.xy[nodes] / 1000.0, self.experts[j].routes_km[i])
         return out
 
+    def policy_probs(self, obs: np.ndarray, mask: np.ndarray, agent: np.ndarray) -> np.ndarray:
+        """The learners' current action probabilities, for the stationarity bound."""
+        with torch.no_grad():
+            logits = self.model.logits(torch.as_tensor(obs, dtype=torch.float32),
+                                       torch.as_tensor(mask, dtype=torch.bool),
+                                       torch.as_tensor(agent, dtype=torch.long))
+            return torch.softmax(logits, 1).numpy()
+
+    def _recheck_bound(self, j: int) -> dict[str, float]:
+        """Recompute the stationarity bound of scenario ``j``'s demos under current policies."""
+        from relied.experts.critic import recheck_batch
+
+        reports = [recheck_batch(p, self.policy_probs) for p in self.demo_paths[j]]
+        return {"bound_max": max(max(r.bounds) for r in reports),
+                "bound_offenders": float(np.mean([len(r.offenders) for r in reports]))}
+
+    def _regenerate(self, j: int, rec: EpisodeRecord) -> None:
+        """Ask the expert team again for scenario ``j``, with the learners' policies and their
+        latest routes in the prompt; the new demos replace that scenario's expert set."""
+        core = self.cores[j]
+        deciding = rec.traj.mask[:, :, : core.k].any(axis=2)
+        behaviour = {i: core.net.osm_ids[rec.node[deciding[:, i], i]].tolist()
+                     for i in range(core.n)}
+        store = (self.run_dir / "demos" / f"seed-{core.scenario.seed}"
+                 / f"iter-{self.counters['iteration'] + 1:06d}")
+        paths = self.provider(core.scenario, store, policy_probs=self.policy_probs,
+                              behaviour=behaviour)
+        self.demo_paths[j] = paths
+        self.experts[j] = load_expert_set(paths, core, self.cfg.gamma,
+                                          accepted_only=self.cfg.algo == "reled")
+        self._stack_experts()
+
     def iterate(self, venv) -> dict[str, float]:
         start = time.perf_counter()
         cfg = self.cfg
@@ -255,6 +300,13 @@ class Trainer:
                               self.expert_tensors if self.experts else None,
                               self.expert_ret if self.experts else None, lam)
         steps = sum(r.steps for r in records)
+        extra: dict[str, float] = {}
+        it = self.counters["iteration"] + 1
+        if self.experts and cfg.bound_every and it % cfg.bound_every == 0:
+            extra.update(self._recheck_bound(j))
+        if self.experts and cfg.regen_every and it % cfg.regen_every == 0:
+            self._regenerate(j, records[0])
+            extra["demos_regenerated"] = 1.0
         c = self.counters
         c["iteration"] += 1
         c["env_steps"] += steps
@@ -266,6 +318,7 @@ class Trainer:
         for key in ("mean_travel_time", "p95_travel_time", "arrival_rate"):
             row[key] = float(np.mean([r.metrics[key] for r in records]))
         row.update(stats)
+        row.update(extra)
         if lam is not None and "lambda_mean" not in row:
             row["lambda_mean"] = float(lam.mean())
         if cfg.weight == "dtw" and self.experts and cfg.algo == "reled":
