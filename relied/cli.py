@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from relied.commands.output import JsonFlag, console, fail, metric_table
 from relied.env.cities import SHIPPED_CITIES, CityError, load_city
 from relied.env.core import RoutingCore
 from relied.env.policies import POLICIES, make_policy
@@ -18,18 +18,6 @@ from relied.env.scenario import Scenario
 
 app = typer.Typer(help="Multi-agent RL on real city road networks with expert demonstrations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console()
-err = Console(stderr=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object")]
-
-
-def fail(message: str) -> None:
-    """Print a one-line error and exit with status 2."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
 @app.command()
 def cities(as_json: JsonFlag = False) -> None:
     """List the shipped cities with node and edge counts of their drivable networks."""
@@ -84,12 +72,8 @@ def simulate(
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"{sc.city}, {sc.n_agents} agents, policy {policy}, seed {sc.seed}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
-    console.print(table)
+    console.print(metric_table(
+        f"{sc.city}, {sc.n_agents} agents, policy {policy}, seed {sc.seed}", result))
 
 
 # --- verbs of the higher layers: one registration line each, below this marker ---

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from relied.agents.clients import (
     ModelError,
@@ -23,6 +21,7 @@ from relied.agents.clients import (
 )
 from relied.agents.generate import agenerate, ask, plan_scenario
 from relied.agents.team import TeamConfig
+from relied.commands.output import JsonFlag, console, err, fail, metric_table
 from relied.env.cities import CityError
 from relied.env.scenario import Scenario
 from relied.experts.bound import BoundConfig
@@ -31,10 +30,7 @@ DEFAULT_EPSILON = BoundConfig().epsilon
 
 experts_app = typer.Typer(help="The expert team: plan routes, critic, demonstrations.",
                           no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 City = Annotated[str, typer.Option(help="shipped name, .osm path, or place:<query>")]
 Agents = Annotated[int, typer.Option(min=1, help="number of vehicle agents")]
 Seed = Annotated[int, typer.Option(help="seed of OD sampling")]
@@ -47,12 +43,6 @@ Timeout = Annotated[float, typer.Option(help="seconds per model call")]
 USER_ERRORS = (CityError, ModelError, ValueError, OSError)
 # AutoGen logs a traceback for every agent error it re-raises; ours are reported in one line.
 logging.getLogger("autogen_core").setLevel(logging.CRITICAL)
-
-
-def fail(message: str) -> None:
-    """Print a one-line error and exit with status 2."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _scenario(scenario: Path | None, city: str, agents: int, seed: int) -> Scenario:
@@ -121,13 +111,8 @@ def generate(
     if as_json:
         print(json.dumps(summary))
         return
-    table = Table(title=f"expert plans: {summary['model_label']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in summary.items():
-        if key != "saved":
-            table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    console.print(table)
+    shown = {k: v for k, v in summary.items() if k != "saved"}
+    console.print(metric_table(f"expert plans: {summary['model_label']}", shown))
     console.print(f"saved {len(summary['saved'])} batches under {out}")
 
 

@@ -8,23 +8,12 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from relied.commands.output import JsonFlag, console, fail, metric_table
 from relied.env.cities import CityError
 from relied.experts.demos import DemoFileError
 from relied.rl.config import ALGOS, TrainConfig
-
-console = Console()
-err = Console(stderr=True)
-JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object")]
-
-
-def fail(message: str) -> None:
-    """Print a one-line error and exit with status 2."""
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _message(exc: Exception) -> str:
@@ -42,15 +31,6 @@ def _errors():
 
     return (CityError, DemoError, DemoFileError, TrainError, VectorEnvError, PolicyFileError,
             ValueError, OSError)
-
-
-def _table(title: str, rows: dict[str, object]) -> Table:
-    table = Table(title=title)
-    table.add_column("")
-    table.add_column("value", justify="right")
-    for key, value in rows.items():
-        table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
-    return table
 
 
 def train(
@@ -108,7 +88,7 @@ def train(
     if as_json:
         print(json.dumps(summary))
         return
-    console.print(_table(f"trained {summary['algo']} on {summary['city']}", summary))
+    console.print(metric_table(f"trained {summary['algo']} on {summary['city']}", summary))
 
 
 def evaluate(
