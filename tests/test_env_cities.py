@@ -119,3 +119,19 @@ def test_lanes_tag_parsing_and_defaults():
     assert _lanes(["2", "4"], "secondary") == 4.0
     assert _lanes("two", "primary") == 2.0  # default for primary
     assert _lanes(None, "residential") == 1.0
+
+
+def test_network_build_does_not_depend_on_the_process_hash_seed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from relied.env.cities import load_city; n = load_city('monaco', "
+            "use_cache=False); print(hashlib.sha256(b''.join(getattr(n, k).tobytes() for k in "
+            "('edge_dst', 'freeflow_s', 'capacity', 'highway', 'street'))).hexdigest())")
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+        for seed in (1, 2, 3)
+    }
+    assert len(digests) == 1

@@ -30,6 +30,13 @@ DRIVABLE_HIGHWAYS: frozenset[str] = frozenset(
     }
 )
 
+#: Road classes from most to least important: a merged edge takes its most important class.
+HIGHWAY_RANK: tuple[str, ...] = (
+    "motorway", "trunk", "primary", "secondary", "tertiary", "motorway_link", "trunk_link",
+    "primary_link", "secondary_link", "tertiary_link", "unclassified", "residential", "road",
+    "living_street",
+)
+
 #: Free-flow speed (km/h) used when an edge has no usable ``maxspeed`` tag.
 DEFAULT_SPEED_KPH: dict[str, float] = {
     "motorway": 100.0, "trunk": 80.0, "primary": 60.0, "secondary": 50.0, "tertiary": 40.0,
@@ -50,7 +57,7 @@ CAPACITY_PER_LANE_KM: dict[str, float] = {
 DEFAULT_CAPACITY_PER_LANE_KM = 20.0
 
 #: Bump when the build changes, so that stale caches are not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,20 @@ def _first(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def _canonical_tags(graph: nx.MultiDiGraph) -> None:
+    """Make list-valued tags of merged edges independent of set order (Python's string hashing
+    varies per process): ``highway`` becomes its most important class, other lists are sorted."""
+    rank = {h: i for i, h in enumerate(HIGHWAY_RANK)}
+    for _, _, data in graph.edges(data=True):
+        for key, value in data.items():
+            if not isinstance(value, list):
+                continue
+            if key == "highway":
+                data[key] = min(map(str, value), key=lambda h: (rank.get(h, len(rank)), h))
+            else:
+                data[key] = sorted(value, key=str)
+
+
 def _is_drivable(highway: object) -> bool:
     values = highway if isinstance(highway, list) else [highway]
     return any(str(v) in DRIVABLE_HIGHWAYS for v in values)
@@ -184,8 +205,8 @@ def build_network(graph: nx.MultiDiGraph, name: str, simplify: bool = True) -> C
     if simplify and not drive.graph.get("simplified", False):
         drive = ox.simplify_graph(drive)
         drive = ox.truncate.largest_component(drive, strongly=True)
-    speeds = {k: v for k, v in DEFAULT_SPEED_KPH.items()}
-    drive = ox.add_edge_speeds(drive, hwy_speeds=speeds, fallback=30.0)
+    _canonical_tags(drive)
+    drive = ox.add_edge_speeds(drive, hwy_speeds=dict(DEFAULT_SPEED_KPH), fallback=30.0)
     drive = ox.add_edge_travel_times(drive)
 
     nodes = sorted(drive.nodes)
