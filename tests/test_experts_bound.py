@@ -115,3 +115,32 @@ def test_light_load_shortest_paths_pass_and_slow_plans_fail():
     follow, _ = check_plan(net, light, routes, BoundConfig(), policy_probs=shortest_learner)
     assert max(report.bounds) > 1000
     assert max(follow.bounds) < 0.05 * max(report.bounds)
+
+
+def test_volatility_outside_group_only_moves_agents_outside_the_group():
+    from relied.env.cities import load_city
+    from relied.env.core import RoutingCore
+    from relied.env.policies import ShortestPathPolicy
+    from relied.env.rollout import run_episode
+    from relied.env.scenario import Scenario
+    from relied.experts.bound import BoundConfig
+    from relied.experts.critic import return_volatility
+
+    net = load_city("aguascalientes")
+    one = Scenario(n_agents=1, seed=11).resolve(net)
+    crowd = one.model_copy(update={"n_agents": 30, "origins": one.origins * 30,
+                                   "destinations": one.destinations * 30,
+                                   "departures_s": [0.0] * 30})
+    core = RoutingCore(net, crowd, record_routes=True)
+    routes = run_episode(core, ShortestPathPolicy()).routes
+    together = [list(range(30))] * 30
+    exact = BoundConfig(volatility="outside-group", executions=3)
+    fast = BoundConfig(volatility="all", executions=3)
+    # one group holds everybody: nobody outside it moves, so nothing external varies
+    assert np.all(return_volatility(net, crowd, routes, exact, together) == 0.0)
+    assert return_volatility(net, crowd, routes, fast, together).max() > 0.01
+    # singleton groups in a staggered stream: each agent keeps its own departure while the
+    # others' jitter changes who shares the road with it
+    stream = crowd.model_copy(update={"departures_s": [5.0 * i for i in range(30)]})
+    alone = [[i] for i in range(30)]
+    assert return_volatility(net, stream, routes, exact, alone).max() > 0.01

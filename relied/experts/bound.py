@@ -40,6 +40,10 @@ class BoundConfig(BaseModel):
         "using any edge of i's route within the horizon, or i's planner group")
     executions: int = Field(4, ge=2, le=64, description="perturbed executions for Vol_ext")
     jitter_s: float = Field(30.0, ge=0, description="departure perturbation of executions")
+    volatility: Literal["all", "outside-group"] = Field(
+        "all", description="Vol_ext runs jitter every departure at once ('all': `executions` "
+        "simulations, an upper estimate) or only those of agents outside G(i) ('outside-group':"
+        " the definition, `executions` simulations per distinct group)")
     return_tolerance: float = Field(0.05, ge=0, description="allowed mean-return shortfall "
                                     "against the free-flow shortest-path baseline")
     seed: int = 0

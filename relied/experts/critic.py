@@ -3,8 +3,10 @@
 A plan (one node route per agent, contiguous node indices) is executed in the environment;
 from that execution come the expert trajectories, the interaction subsets ``G(i)`` and the
 divergence term; ``executions`` more runs with every departure perturbed by up to ``jitter_s``
-give ``Vol_ext(i)`` (all agents are perturbed at once: ``executions`` simulations instead of
-``n * executions``; this includes the jitter of ``G(i)`` itself, so the estimate errs high).
+give ``Vol_ext(i)``. By default (``volatility="all"``) all agents are perturbed at once:
+``executions`` simulations instead of one set per group, and the jitter of ``G(i)`` itself is
+included, so the estimate errs high; ``volatility="outside-group"`` perturbs only the agents
+outside ``G(i)``, as the bound defines it.
 The plan is accepted when every agent's bound is at most ``epsilon`` and the plan's mean
 executed return is not below the free-flow shortest-path baseline (minus ``return_tolerance``).
 """
@@ -93,19 +95,34 @@ def execute(net: CityNetwork, scenario: Scenario, policy_for: type[BatchPolicy] 
     return Execution(traj, returns, core.metrics(), np.stack(edges))
 
 
-def jittered(scenario: Scenario, jitter_s: float, rng: np.random.Generator) -> Scenario:
+def jittered(scenario: Scenario, jitter_s: float, rng: np.random.Generator,
+             keep: Sequence[int] = ()) -> Scenario:
+    """Departures delayed by up to ``jitter_s``, except those of the agents in ``keep``."""
     base = np.asarray(scenario.departures_s, dtype=float)
-    dep = np.round(base + rng.uniform(0, jitter_s, base.size), 1)
-    return scenario.model_copy(update={"departures_s": dep.tolist()})
+    shift = rng.uniform(0, jitter_s, base.size)
+    shift[list(keep)] = 0.0
+    return scenario.model_copy(update={"departures_s": np.round(base + shift, 1).tolist()})
 
 
 def return_volatility(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
-                      config: BoundConfig) -> np.ndarray:
-    """``Vol_ext``: std of each agent's return over ``config.executions`` perturbed runs."""
+                      config: BoundConfig,
+                      groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """``Vol_ext``: std of each agent's return over ``config.executions`` perturbed runs
+    (with ``volatility="outside-group"``, runs in which only agents outside ``G(i)`` move)."""
     rng = np.random.default_rng(config.seed)
-    runs = [execute(net, jittered(scenario, config.jitter_s, rng), routes=routes).returns
-            for _ in range(config.executions)]
-    return np.std(np.stack(runs), axis=0)
+    if config.volatility == "all" or groups is None:
+        runs = [execute(net, jittered(scenario, config.jitter_s, rng), routes=routes).returns
+                for _ in range(config.executions)]
+        return np.std(np.stack(runs), axis=0)
+    vol = np.zeros(scenario.n_agents)
+    members: dict[tuple[int, ...], list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(tuple(sorted(group)), []).append(i)
+    for group, agents in members.items():
+        runs = [execute(net, jittered(scenario, config.jitter_s, rng, keep=group),
+                        routes=routes).returns[agents] for _ in range(config.executions)]
+        vol[agents] = np.std(np.stack(runs), axis=0)
+    return vol
 
 
 def _shared_edges(net: CityNetwork, edges_by_step: np.ndarray, agents: list[int],
@@ -131,7 +148,7 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     groups = interaction_groups(run.edges_by_step, config.group, planner_groups)
     div = expert_divergence(run.traj.obs, run.traj.action, run.traj.mask, scenario.n_agents,
                             policy_probs, config.divergence)
-    vol = return_volatility(net, scenario, routes, config)
+    vol = return_volatility(net, scenario, routes, config, groups)
     bound, ext, dterm = stationarity_bound(vol, div, groups, config.gamma, scenario.reward_bound)
     if baseline_return is None:
         baseline_return = float(execute(net, scenario).returns.mean())
