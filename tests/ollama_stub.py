@@ -26,8 +26,8 @@ class OllamaStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
+            def log_message(self, *args):
+                """Silence the per-request log lines of BaseHTTPRequestHandler."""
 
             def _send(self, code: int, body: dict) -> None:
                 data = json.dumps(body).encode()
