@@ -36,7 +36,9 @@ def test_short_reled_run_improves_over_initial_policy(tmp_path):
                  "learning_curve.png", "routes.png"):
         assert (trainer.run_dir / name).is_file(), name
     assert any((trainer.run_dir / "tb").iterdir())
-    assert TrainConfig.load(trainer.run_dir / "config.json") == tiny()
+    stored = TrainConfig.load(trainer.run_dir / "config.json")
+    assert stored == trainer.cfg and len(stored.city_sha256) == 64
+    assert stored.model_copy(update={"city_sha256": None}) == tiny()
 
 
 def test_resume_after_a_kill_restores_identical_state(tmp_path):

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relied.env.scenario import Scenario
+from relied.experts.bound import BoundConfig
 
 Algo = Literal["reled", "leed", "ippo", "bc", "mappo"]
 ALGOS: tuple[str, ...] = ("reled", "leed", "ippo", "bc", "mappo")
 USES_EXPERTS = {"reled", "leed", "bc"}
+EXPERT_SPECS = "'offline', 'auto', 'shortest-path' or 'ollama:<model>'"
 ABLATIONS = ("weight", "expert_loss", "critic_filter", "lambda0", "lambda_min", "lambda_decay",
              "dtw_scale_km")
 
@@ -23,19 +25,27 @@ class TrainConfig(BaseModel):
     ``fixed`` and off) and are stored resolved, so ``config.json`` shows what ran.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # problem
-    city: str = "aguascalientes"
+    city: str = Field("aguascalientes", description="shipped name, place:<query>, or an OSM "
+                      "file (stored as an absolute path when a run is created)")
+    city_sha256: str | None = Field(None, description="SHA-256 of the city's source file, "
+                                    "recorded when the run is created and checked on resume/eval")
     n_agents: int = Field(20, ge=1, le=100_000)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     train_seeds: int = Field(1, ge=1, description="OD scenarios seed, seed+1, ... cycled over "
                              "iterations (more trips seen: better transfer to new ones)")
     horizon_s: float = Field(1800.0, gt=0)
     departure_window_s: float = Field(0.0, ge=0)
     # algorithm and experts
     algo: Algo = "reled"
-    experts: str = Field("offline", description="expert-team model spec, or 'shortest-path'")
+    experts: str = Field("offline", description=f"expert-team model spec: {EXPERT_SPECS}")
+    ollama_host: str | None = Field(None, description="Ollama URL (default $OLLAMA_HOST or "
+                                    "127.0.0.1:11434)")
+    timeout_s: float = Field(120.0, gt=0, description="seconds per expert model call")
+    epsilon: float = Field(BoundConfig().epsilon, gt=0,
+                           description="the critic's stationarity bound threshold")
     demo_batches: int = Field(1, ge=1)
     demos_dir: str | None = Field(None, description="load this demo store instead of generating")
     bound_every: int = Field(0, ge=0, description="every N iterations re-check the demos' "
@@ -76,6 +86,14 @@ class TrainConfig(BaseModel):
     # bookkeeping
     keep_checkpoints: int = Field(2, ge=1)
 
+    @field_validator("experts")
+    @classmethod
+    def _known_spec(cls, spec: str) -> str:
+        if spec in ("offline", "auto", "shortest-path") or \
+                (spec.startswith("ollama:") and spec[len("ollama:"):].strip()):
+            return spec
+        raise ValueError(f"unknown expert model; use {EXPERT_SPECS}")
+
     @model_validator(mode="after")
     def _resolve(self) -> TrainConfig:
         if self.weight is None:
@@ -86,6 +104,14 @@ class TrainConfig(BaseModel):
             raise ValueError("lambda_min must not exceed lambda_max")
         if self.regen_every and (self.experts == "shortest-path" or self.demos_dir):
             raise ValueError("regen_every needs the expert team (--experts MODEL, no --demos)")
+        if self.departure_window_s >= self.horizon_s:
+            raise ValueError(f"departure_window_s ({self.departure_window_s:g}) must be shorter "
+                             f"than horizon_s ({self.horizon_s:g})")
+        if not self.uses_experts:
+            for name in ("demos_dir", "bound_every", "regen_every"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} is only used by {', '.join(sorted(USES_EXPERTS))};"
+                                     f" drop it for algo={self.algo}")
         if self.demos_dir and self.train_seeds > 1:
             raise ValueError("demos_dir holds one scenario's demos: use it with train_seeds=1")
         return self

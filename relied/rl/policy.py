@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +40,25 @@ class TrainedPolicy:
         return actions
 
 
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` to a unique temporary file next to ``path``, synced, then renamed: a
+    reader sees the old file or the whole new one, and concurrent writers never share a name."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_policy(model: ActorCritic, path: Path, config: dict) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    torch.save({"kwargs": model.kwargs, "state_dict": model.state_dict(), "config": config}, tmp)
-    tmp.replace(path)
+    atomic_torch_save({"kwargs": model.kwargs, "state_dict": model.state_dict(),
+                       "config": config}, path)
 
 
 def load_policy(path: Path) -> tuple[ActorCritic, dict]:

@@ -10,12 +10,22 @@ One iteration = one full episode in each of the ``n_envs`` envs (iteration ``t``
 scenario ``seed + t mod train_seeds``), then one hybrid update. A checkpoint after every
 iteration holds model, optimizer, all RNG states, step counters and the lambda state; episodes
 never straddle a checkpoint, so ``--resume`` continues from the last one without losing or
-repeating data (later CSV rows and TensorBoard events are dropped)."""
+repeating data (later CSV rows and TensorBoard events are dropped).
+
+Safety (docs/reliability.md): checkpoints are plain tensors and numbers read with
+``torch.load(weights_only=True)`` (a pickled object in a run folder is refused, never run);
+files are written to unique temporary names and renamed; run folders are created exclusively
+(concurrent runs of one city/algo/seed get distinct folders) and locked while a process trains
+them; a run that fails before its first checkpoint removes its folder; ``config.json`` records
+the city's absolute path and SHA-256, checked on resume and evaluation."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import os
 import random
 import re
 import time
@@ -25,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from relied.env.cities import load_city
+from relied.env.cities import CityError, city_source, load_city
 from relied.env.core import RoutingCore
 from relied.env.rollout import run_episode
 from relied.rl.config import TrainConfig
@@ -39,7 +49,7 @@ from relied.rl.demos import (
 from relied.rl.envs import check_backend, make_vector_env
 from relied.rl.hybrid_ppo import Tensors, evaluate_actions, hybrid_update
 from relied.rl.model import ActorCritic
-from relied.rl.policy import PolicyFileError, TrainedPolicy, save_policy
+from relied.rl.policy import PolicyFileError, TrainedPolicy, atomic_torch_save, save_policy
 from relied.rl.rollout import Decisions, EpisodeRecord, collect, decisions_from, gae
 from relied.rl.schedule import dtw_per_step, expert_weights
 
@@ -48,6 +58,9 @@ CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "r
               "entropy", "approx_kl", "loss_expert", "expert_nll", "expert_kept", "lambda_mean",
               "dtw_km", "bound_max", "bound_offenders", "demos_regenerated")
 CKPT = re.compile(r"ckpt_(\d+)\.pt$")
+CKPT_FORMAT = 2  # plain tensors/numbers only (weights_only=True); 1 was a full pickle
+COUNTERS = {"iteration": int, "env_steps": int, "agent_steps": int, "decisions": int,
+            "wall_s": float}
 
 
 class TrainError(RuntimeError):
@@ -61,23 +74,115 @@ def seed_everything(seed: int) -> None:
 
 
 def new_run_dir(root: Path, cfg: TrainConfig) -> Path:
+    """Create ``root/<city>/<algo>/<seed>/<timestamp>[-k]`` exclusively: concurrent runs of the
+    same city, algo and seed get distinct folders."""
     city = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(cfg.city).stem if "/" in cfg.city else cfg.city)
     base = Path(root) / city / cfg.algo / str(cfg.seed)
+    base.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir, i = base / stamp, 1
-    while run_dir.exists():
-        run_dir, i = base / f"{stamp}-{i}", i + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    for i in range(10_000):
+        run_dir = base / (stamp if i == 0 else f"{stamp}-{i}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise TrainError(f"could not create a run folder under '{base}' (10000 taken)")
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+def discard_run_dir(run_dir: Path, root: Path) -> None:
+    """Remove a run folder that never reached a checkpoint, and its parents up to ``root``
+    when they are left empty (``rmdir`` only: folders of other runs are never touched)."""
+    import shutil
+
+    run_dir, root = Path(run_dir).absolute(), Path(root).absolute()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    while parent != root and root in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def read_metrics(run_dir: Path, drop_partial_tail: bool = True) -> list[dict[str, float]]:
+    """The rows of ``metrics.csv`` (empty if absent). A last line without its newline (a write
+    cut by a kill) is dropped when ``drop_partial_tail``; any other malformed row raises
+    :class:`TrainError` naming the file and line."""
     path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
         return []
-    with open(path, newline="") as f:
-        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()}
-                for row in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainError(f"metrics file '{path}' cannot be read ({type(exc).__name__}); "
+                         "move it aside to resume without its log") from None
+    lines = text.splitlines(keepends=True)
+    if drop_partial_tail and lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    if not lines:
+        return []
+    reader = csv.reader(io.StringIO("".join(lines)))
+    header = next(reader)
+    if not {"iteration", "env_steps", "return"} <= set(header) or len(set(header)) != len(header):
+        raise TrainError(f"metrics file '{path}' has no valid header (line 1); move it aside "
+                         "to resume without its log")
+    rows = []
+    for line, values in enumerate(reader, start=2):
+        try:
+            if len(values) != len(header):
+                raise ValueError(f"{len(values)} fields for {len(header)} columns")
+            rows.append({k: float(v) if v != "" else float("nan")
+                         for k, v in zip(header, values, strict=True)})
+        except ValueError as exc:
+            raise TrainError(f"metrics file '{path}' is corrupt at line {line} ({exc}); delete "
+                             "that line (or move the file aside) to resume") from None
+    return rows
+
+
+def check_city(cfg: TrainConfig, run_dir: Path, fix: str) -> None:
+    """:class:`TrainError` (ending in ``fix``) unless the run's city source exists and, when
+    the run recorded one, has the same SHA-256 as when it was trained."""
+    try:
+        source = city_source(cfg.city)
+    except CityError as exc:
+        raise TrainError(f"{str(exc).split(';')[0]} (the city of run '{run_dir}'); "
+                         f"{fix}") from None
+    digest = source.sha256()
+    if cfg.city_sha256 and source.path is not None and digest != cfg.city_sha256:
+        raise TrainError(f"city file '{source.path}' changed since run '{run_dir}' was trained "
+                         f"(SHA-256 {cfg.city_sha256[:12]}... recorded, {(digest or '')[:12]}"
+                         f"... now); {fix}")
+
+
+def preflight(cfg: TrainConfig) -> TrainConfig:
+    """Check what a new run needs before its folder is made: the city file exists (stored as
+    an absolute path with its SHA-256) and the expert model answers (``auto`` resolved)."""
+    source = city_source(cfg.city)
+    update: dict[str, object] = {"city": source.spec, "city_sha256": source.sha256()}
+    if cfg.uses_experts and not cfg.demos_dir and cfg.experts != "shortest-path":
+        from relied.agents.clients import ModelError, check_ollama_model, resolve_spec
+
+        try:
+            spec = resolve_spec(cfg.experts, cfg.ollama_host)
+            if spec.startswith("ollama:"):
+                check_ollama_model(spec, cfg.ollama_host)
+        except ModelError as exc:
+            raise TrainError(str(exc).replace("--model offline", "--experts offline")) from None
+        update["experts"] = spec
+    return cfg.model_copy(update=update)
+
+
+@contextlib.contextmanager
+def _cleanup_on_failure(trainer: Trainer):
+    try:
+        yield
+    except BaseException:
+        if trainer.created_in is not None and not trainer.checkpoints():
+            trainer.release()
+            discard_run_dir(trainer.run_dir, trainer.created_in)
+        raise
 
 
 class Trainer:
@@ -86,6 +191,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, provider: DemoProvider | None = None,
                  progress: bool = True):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.created_in: Path | None = None  # runs root, while this process made the folder
+        self._lock_fd: int | None = None
         self.provider = provider or make_provider(cfg.experts, cfg.demo_batches,
                                                   cfg.algo == "reled", progress)
         check_backend(cfg.vector)
@@ -110,8 +217,16 @@ class Trainer:
     @classmethod
     def create(cls, cfg: TrainConfig, runs_root: Path, provider: DemoProvider | None = None,
                progress: bool = True) -> Trainer:
-        trainer = cls(cfg, new_run_dir(runs_root, cfg), provider, progress)
-        cfg.save(trainer.run_dir / "config.json")
+        cfg = preflight(cfg)
+        run_dir = new_run_dir(runs_root, cfg)
+        try:
+            trainer = cls(cfg, run_dir, provider, progress)
+            trainer.lock()
+            cfg.save(trainer.run_dir / "config.json")
+        except BaseException:
+            discard_run_dir(run_dir, runs_root)
+            raise
+        trainer.created_in = Path(runs_root)
         return trainer
 
     @classmethod
@@ -122,15 +237,39 @@ class Trainer:
             raise TrainError(f"'{run_dir}' is not a run folder (no config.json)")
         try:
             cfg = TrainConfig.load(run_dir / "config.json")
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             raise TrainError(f"'{run_dir / 'config.json'}' is corrupt "
-                             f"({type(exc).__name__})") from None
+                             f"({type(exc).__name__}); restore it or start a new run") from None
+        check_city(cfg, run_dir, "restore the file, or start a new run")
         trainer = cls(cfg, run_dir, provider, progress)
-        ckpts = trainer.checkpoints()
-        if ckpts:
-            trainer.load_checkpoint(ckpts[-1])
-        trainer._truncate_metrics()
+        trainer.lock()
+        try:
+            ckpts = trainer.checkpoints()
+            if ckpts:
+                trainer.load_checkpoint(ckpts[-1])
+            trainer._truncate_metrics()
+        except BaseException:
+            trainer.release()
+            raise
         return trainer
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the run folder while this process trains it."""
+        import fcntl
+
+        fd = os.open(self.run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise TrainError(f"run folder '{self.run_dir}' is being trained by another process; "
+                             "wait for it to end (or resume a copy of the folder)") from None
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ---- checkpoints --------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
@@ -140,46 +279,80 @@ class Trainer:
         return sorted(found, key=lambda p: int(CKPT.search(p.name).group(1)))
 
     def save_checkpoint(self) -> Path:
+        """Model, optimizer, RNG states, counters and lambda inputs as tensors and plain
+        numbers, readable with ``weights_only=True``."""
         folder = self.run_dir / "checkpoints"
         folder.mkdir(exist_ok=True)
         path = folder / f"ckpt_{self.counters['iteration']:06d}.pt"
-        state = {"model": self.model.state_dict(), "optim": self.optim.state_dict(),
-                 "gen": self.gen.get_state(), "torch": torch.get_rng_state(),
-                 "numpy": np.random.get_state(), "python": random.getstate(),
-                 "counters": dict(self.counters), "dtw_km": self.dtw_km,
-                 "agent_return": self.agent_return}
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        np_state = np.random.get_state(legacy=False)
+        py_version, py_state, py_gauss = random.getstate()
+        state = {"format": CKPT_FORMAT, "model": self.model.state_dict(),
+                 "optim": self.optim.state_dict(), "gen": self.gen.get_state(),
+                 "torch": torch.get_rng_state(),
+                 "numpy": {"bit_generator": np_state["bit_generator"],
+                           "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                           "pos": int(np_state["state"]["pos"]),
+                           "has_gauss": int(np_state["has_gauss"]),
+                           "gauss": float(np_state["gauss"])},
+                 "python": {"version": py_version,
+                            "state": torch.tensor(py_state, dtype=torch.int64),
+                            "gauss_next": py_gauss},
+                 "counters": dict(self.counters),
+                 "dtw_km": torch.from_numpy(np.array(self.dtw_km, dtype=np.float64)),
+                 "agent_return": torch.from_numpy(np.array(self.agent_return, dtype=np.float64))}
+        atomic_torch_save(state, path)
         for old in self.checkpoints()[:-self.cfg.keep_checkpoints]:
-            old.unlink()
+            old.unlink(missing_ok=True)
         return path
 
     def load_checkpoint(self, path: Path) -> None:
+        """Restore a checkpoint; only tensors and plain numbers are unpickled (anything else,
+        e.g. an object with a ``__reduce__`` payload, is refused without running it)."""
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+                raise ValueError("unknown checkpoint format")
+            counters = {k: kind(state["counters"][k]) for k, kind in COUNTERS.items()}
+            if any(v < 0 for v in counters.values()):
+                raise ValueError("negative counter")
+            n = self.core.n
+            dtw, ret = state["dtw_km"].numpy().copy(), state["agent_return"].numpy().copy()
+            if dtw.shape != (n,) or ret.shape != (n,):
+                raise ValueError("per-agent arrays of another size")
             self.model.load_state_dict(state["model"])
             self.optim.load_state_dict(state["optim"])
             self.gen.set_state(state["gen"])
             torch.set_rng_state(state["torch"])
-            np.random.set_state(state["numpy"])
-            random.setstate(state["python"])
-            self.counters = dict(state["counters"])
-            self.dtw_km, self.agent_return = state["dtw_km"], state["agent_return"]
+            npr = state["numpy"]
+            np.random.set_state({"bit_generator": str(npr["bit_generator"]),
+                                 "state": {"key": npr["key"].numpy().astype(np.uint32),
+                                           "pos": int(npr["pos"])},
+                                 "has_gauss": int(npr["has_gauss"]),
+                                 "gauss": float(npr["gauss"])})
+            py = state["python"]
+            random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()),
+                             None if py["gauss_next"] is None else float(py["gauss_next"])))
+            self.counters = counters
+            self.dtw_km, self.agent_return = dtw, ret
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one clear error
-            raise PolicyFileError(f"checkpoint '{path}' is corrupt ({type(exc).__name__}); "
-                                  "delete it to resume from the one before") from None
+            raise PolicyFileError(f"checkpoint '{path}' is corrupt or unsafe "
+                                  f"({type(exc).__name__}); delete it to resume from the one "
+                                  "before") from None
 
     def _truncate_metrics(self) -> None:
+        """Drop log rows after the restored checkpoint (and a row cut by a kill)."""
         rows = [r for r in read_metrics(self.run_dir)
                 if r["iteration"] <= self.counters["iteration"]]
         path = self.run_dir / "metrics.csv"
         if path.exists():
-            with open(path, "w", newline="") as f:
-                writer = csv.DictWriter(f, CSV_FIELDS)
-                writer.writeheader()
-                for r in rows:
-                    writer.writerow({k: _fmt(r.get(k)) for k in CSV_FIELDS})
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: _fmt(r.get(k)) for k in CSV_FIELDS})
+            tmp = path.with_name(f".metrics.{os.getpid()}.tmp")
+            tmp.write_text(buf.getvalue())
+            tmp.replace(path)
 
     # ---- demonstrations -----------------------------------------------------------------
     def load_demos(self) -> None:
@@ -327,6 +500,15 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
+        """Train to the budget and :meth:`finish`; a new run that fails before its first
+        checkpoint removes its folder."""
+        try:
+            with _cleanup_on_failure(self):
+                return self._run()
+        finally:
+            self.release()
+
+    def _run(self) -> dict:
         from tianshou.utils import TensorboardLogger
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
@@ -343,13 +525,14 @@ class Trainer:
         try:
             while self.counters["env_steps"] < cfg.total_steps:
                 row = self.iterate(venv)
-                self.save_checkpoint()
+                # the row first: a kill between the two leaves a row that resume drops
                 new = not csv_path.exists()
                 with open(csv_path, "a", newline="") as f:
                     w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
                     if new:
                         w.writeheader()
                     w.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
+                self.save_checkpoint()
                 logger.write("train/env_step", row["env_steps"],
                              {k: row[k] for k in CSV_FIELDS if k in row})
                 bar.set_postfix(ret=f"{row['return']:.2f}",
