@@ -7,30 +7,68 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
-from relied.commands.output import JsonFlag, console, fail, metric_table
+from relied.commands.output import (
+    JsonFlag,
+    console,
+    emit_json,
+    error_message,
+    fail,
+    figure_path,
+    metric_table,
+)
 from relied.env.cities import CityError
 from relied.experts.demos import DemoFileError
-from relied.rl.config import ALGOS, TrainConfig
+from relied.rl.config import ALGOS, USES_EXPERTS, TrainConfig
 
-
-def _message(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        e = exc.errors()[0]
-        return f"invalid config: {'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+#: TrainConfig fields and the ``train`` flags that set them, for error messages.
+TRAIN_FLAGS = {"city": "--city", "n_agents": "--agents", "seed": "--seed",
+               "train_seeds": "--train-seeds", "algo": "--algo", "experts": "--experts",
+               "demos_dir": "--demos", "total_steps": "--steps", "lr": "--lr", "share": "--share",
+               "n_groups": "--groups", "n_envs": "--envs", "vector": "--vector",
+               "expert_loss": "--expert-loss", "weight": "--weight",
+               "bound_every": "--bound-every", "regen_every": "--regen-every",
+               "ollama_host": "--ollama-host", "timeout_s": "--timeout", "epsilon": "--epsilon"}
 
 
 def _errors():
+    from relied.agents.clients import ModelError
     from relied.rl.demos import DemoError
     from relied.rl.envs import VectorEnvError
     from relied.rl.policy import PolicyFileError
     from relied.rl.trainer import TrainError
 
     return (CityError, DemoError, DemoFileError, TrainError, VectorEnvError, PolicyFileError,
-            ValueError, OSError)
+            ModelError, ValueError, OSError)
+
+
+def _config_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"--config '{path}' cannot be read ({type(exc).__name__})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ValueError(f"--config '{path}' is not valid JSON{where}; fix the file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config '{path}' must hold a JSON object of TrainConfig fields")
+    return data
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 1000,1001`` as integers; ``ValueError`` naming the flag otherwise."""
+    seeds = []
+    for item in text.split(","):
+        try:
+            seed = int(item.strip())
+        except ValueError:
+            raise ValueError(f"--seeds: '{item.strip()}' is not an integer; give "
+                             "comma-separated seeds >= 0, e.g. --seeds 1000,1001") from None
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"--seeds: {seed} is out of range (0 <= seed < 2**32)")
+        seeds.append(seed)
+    return seeds
 
 
 def train(
@@ -58,6 +96,11 @@ def train(
         min=0, help="re-check the demos' stationarity bound every N iterations")] = None,
     regen_every: Annotated[int | None, typer.Option(
         min=0, help="re-generate demos every K iterations with the learners' behaviour")] = None,
+    ollama_host: Annotated[str | None, typer.Option(
+        "--ollama-host", help="Ollama URL for --experts ollama:<model> ($OLLAMA_HOST)")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds per expert model call")] = None,
+    epsilon: Annotated[float | None, typer.Option(
+        help="the critic's largest accepted stationarity bound per agent")] = None,
     runs_dir: Annotated[Path, typer.Option(help="root of run folders")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(
         help="continue this run folder from its last checkpoint (other options ignored)")]
@@ -73,20 +116,24 @@ def train(
                  "experts": experts, "demos_dir": str(demos) if demos else None,
                  "total_steps": steps, "lr": lr, "share": share, "n_groups": groups,
                  "n_envs": envs, "vector": vector, "expert_loss": expert_loss, "weight": weight,
-                 "bound_every": bound_every, "regen_every": regen_every}
+                 "bound_every": bound_every, "regen_every": regen_every,
+                 "ollama_host": ollama_host, "timeout_s": timeout, "epsilon": epsilon}
     try:
         if resume is not None:
             trainer = Trainer.resume(resume, progress=progress)
         else:
-            base = json.loads(config.read_text()) if config else {}
+            base = _config_file(config) if config else {}
             base.update({k: v for k, v in overrides.items() if v is not None})
-            trainer = Trainer.create(TrainConfig.model_validate(base), runs_dir,
-                                     progress=progress)
+            cfg = TrainConfig.model_validate(base)
+            if not cfg.uses_experts and experts is not None:
+                raise ValueError(f"--experts is only used by {', '.join(sorted(USES_EXPERTS))}"
+                                 f"; drop it for --algo {cfg.algo}")
+            trainer = Trainer.create(cfg, runs_dir, progress=progress)
         summary = trainer.run()
     except _errors() as exc:
-        fail(_message(exc))
+        fail(error_message(exc, TRAIN_FLAGS), as_json)
     if as_json:
-        print(json.dumps(summary))
+        emit_json(summary)
         return
     console.print(metric_table(f"trained {summary['algo']} on {summary['city']}", summary))
 
@@ -105,15 +152,16 @@ def evaluate(
 
     try:
         if seeds:
-            seed_list = [int(s) for s in seeds.split(",")]
+            seed_list = parse_seeds(seeds)
         else:
             base = load_run(run)[0].seed + 1000
             seed_list = [base, base + 1, base + 2]
         result = evaluate_run(run, seed_list, city=city, n_agents=agents)
     except _errors() as exc:
-        fail(_message(exc))
+        fail(error_message(exc, {"n_agents": "--agents", "city": "--city", "seed": "--seeds"}),
+             as_json)
     if as_json:
-        print(json.dumps(result))
+        emit_json(result)
         return
     table = Table(title=f"{result['algo']} (trained on {result['trained_city']}) on "
                         f"{result['city']}, {result['agents']} agents, seeds {result['seeds']}")
@@ -129,29 +177,40 @@ def evaluate(
 
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="run folders (or folders holding runs)")],
-    out: Annotated[Path, typer.Option(help="PNG of the learning curves")] = Path("compare.png"),
+    out: Annotated[Path, typer.Option(
+        help="figure of the learning curves (.png, .pdf, .svg; a folder gets compare.png)")]
+    = Path("compare.png"),
+    unfinished: Annotated[bool, typer.Option(
+        "--include-unfinished", help="also pool runs that have not finished (marked)")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Learning curves of several runs in one PNG and a table of sample efficiency."""
+    """Learning curves of several runs of one city in one figure and a table of sample
+    efficiency; unfinished runs are listed apart unless --include-unfinished."""
     from relied.rl.evaluate import compare_runs
 
     try:
-        result = compare_runs(runs, out)
+        out = figure_path(out, "--out", "compare.png")
+        result = compare_runs(runs, out, include_unfinished=unfinished)
     except _errors() as exc:
-        fail(_message(exc))
+        fail(error_message(exc), as_json)
     if as_json:
-        print(json.dumps(result))
+        emit_json(result)
         return
     target = result["ippo_final_return"]
-    table = Table(title=f"IPPO final return {target if target is None else round(target, 2)}; "
-                        f"curves: {out}")
-    cols = {"algo": "algo", "runs": "runs", "final_return": "final return",
+    table = Table(title=f"{result['city']}: IPPO final return "
+                        f"{target if target is None else round(target, 2)}; curves: {out}")
+    cols = {"algo": "algo", "runs": "runs", "unfinished": "unfinished",
+            "final_return": "final return",
             "steps_to_ippo_final": "steps to IPPO final", "reached_ippo_final": "runs reaching",
             "greedy_travel_time": "greedy tt (s)", "greedy_arrival_rate": "arrival",
             "wall_s": "wall (s)"}
     for title in cols.values():
         table.add_column(title, justify="right")
     for row in result["algos"]:
-        table.add_row(*(f"{row[c]:,.2f}" if isinstance(row[c], float) else str(row[c])
-                        for c in cols))
+        table.add_row(*(f"{row[c]:,.2f}" if isinstance(row[c], float) else
+                        "n/a" if row[c] is None else str(row[c]) for c in cols))
     console.print(table)
+    for run in result["unfinished"]:
+        state = "pooled" if unfinished else "left out (--include-unfinished to pool it)"
+        console.print(f"unfinished run {run['run_dir']} at {run['env_steps']:.0f} of "
+                      f"{run['total_steps']} env steps: {state}")

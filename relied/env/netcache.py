@@ -17,6 +17,7 @@ never see half a file; a cache folder that cannot be written turns caching off w
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import sys
 import tempfile
@@ -29,6 +30,35 @@ from relied.env.network import BUILD_VERSION, CityNetwork
 
 META_KEYS = ("__source_sha256__", "__schema__", "__content_sha256__")
 _warned: set[str] = set()
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def temp_file(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """``mkstemp`` in ``folder`` (a unique name: concurrent writers never collide) with the
+    usual ``0o666 & ~umask`` mode instead of mkstemp's 0o600, so renamed files look like
+    ordinary ones."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_UMASK)
+    return fd, Path(name)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` through a unique temporary file and a rename; ``False`` (and
+    one warning) when the folder cannot be written. For cache entries of any kind."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file(path.parent, f".{path.name}.", ".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return True
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        warn_unwritable(path.parent, exc)
+        return False
 
 
 class CacheEntryError(ValueError):
@@ -90,19 +120,9 @@ def save_network(net: CityNetwork, path: Path, source_digest: str) -> bool:
     arrays = _arrays(net)
     meta = {"__source_sha256__": np.array(source_digest), "__schema__": np.array(BUILD_VERSION),
             "__content_sha256__": np.array(content_sha256(arrays))}
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, **meta)
-        os.replace(tmp, path)
-        return True
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        warn_unwritable(path.parent, exc)
-        return False
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **meta)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_network(path: Path, source_digest: str) -> CityNetwork:

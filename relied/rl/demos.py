@@ -18,7 +18,9 @@ from relied.env.core import RoutingCore
 from relied.env.policies import ShortestPathPolicy
 from relied.env.rollout import run_episode
 from relied.env.scenario import Scenario, index_of
+from relied.experts.bound import BoundConfig
 from relied.experts.demos import DemoFileError, DemoMeta, list_batches, load_batch, save_batch
+from relied.rl.config import TrainConfig
 from relied.rl.rollout import Decisions, decisions_from, gae
 
 DemoProvider = Callable[..., list[Path]]
@@ -46,29 +48,36 @@ def shortest_path_demos(scenario: Scenario, out_dir: Path, **_: object) -> list[
     return [save_batch(Path(out_dir), episode.trajectories, meta)]
 
 
-def expert_team_demos(model: str, batches: int, filter_by_bound: bool,
-                      progress: bool) -> DemoProvider:
-    """A provider that asks the expert team (issue 3) for ``batches`` demo batches."""
+def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress: bool,
+                      ollama_host: str | None = None, timeout_s: float = 120.0,
+                      epsilon: float | None = None) -> DemoProvider:
+    """A provider that asks the expert team (issue 3) for ``batches`` demo batches, with the
+    critic's threshold ``epsilon`` (default: :class:`BoundConfig`'s)."""
 
     def provide(scenario: Scenario, out_dir: Path, policy_probs=None,
                 behaviour: dict[int, list[int]] | None = None) -> list[Path]:
         try:
             from relied.agents.generate import generate_demonstrations
+            from relied.agents.team import TeamConfig
         except ImportError as exc:
             raise DemoError(f"the expert team is not available ({exc}); use --experts "
                             "shortest-path or --demos DIR") from None
+        config = TeamConfig() if epsilon is None else \
+            TeamConfig(bound=BoundConfig(epsilon=epsilon))
         return generate_demonstrations(scenario, Path(out_dir), model=model, batches=batches,
                                        filter_by_bound=filter_by_bound, policy_probs=policy_probs,
-                                       behaviour=behaviour, progress=progress)
+                                       behaviour=behaviour, progress=progress, config=config,
+                                       ollama_host=ollama_host, timeout_s=timeout_s)
 
     return provide
 
 
-def make_provider(experts: str, batches: int, filter_by_bound: bool,
-                  progress: bool) -> DemoProvider:
-    if experts == "shortest-path":
+def make_provider(cfg: TrainConfig, progress: bool) -> DemoProvider:
+    """The demo provider of a run's config (its expert model, host, timeout and epsilon)."""
+    if cfg.experts == "shortest-path":
         return shortest_path_demos
-    return expert_team_demos(experts, batches, filter_by_bound, progress)
+    return expert_team_demos(cfg.experts, cfg.demo_batches, cfg.algo == "reled", progress,
+                             cfg.ollama_host, cfg.timeout_s, cfg.epsilon)
 
 
 @dataclass
@@ -93,6 +102,11 @@ def load_expert_set(paths: list[Path], core: RoutingCore, gamma: float,
         if accepted_only and not meta.accepted:
             continue
         _check_scenario(meta, core, path)
+        if traj.obs.shape[2] != core.obs_dim or traj.mask.shape[2] != core.k + 1:
+            raise DemoError(f"demo batch '{path}' has {traj.obs.shape[2]} observation features "
+                            f"and {traj.mask.shape[2]} actions; this environment has "
+                            f"{core.obs_dim} and {core.k + 1} (recorded by another relied "
+                            "version?): regenerate it")
         parts.append(decisions_from(traj, core.k))
         returns.append(traj.reward.sum(axis=0))
         if routes is None:

@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from relied.env.cities import load_city
 from relied.env.core import RoutingCore
 from relied.env.policies import make_policy
 from relied.env.rollout import run_episode
 from relied.rl.config import TrainConfig
-from relied.rl.policy import TrainedPolicy, load_policy
-from relied.rl.trainer import TrainError, read_metrics
+from relied.rl.policy import PolicyFileError, TrainedPolicy, load_policy
+from relied.rl.trainer import TrainError, check_city, read_metrics
 
 REFERENCES = ("shortest-path", "congestion-aware")
 METRICS = ("mean_return", "mean_travel_time", "p95_travel_time", "arrival_rate")
@@ -35,16 +36,33 @@ def latest_run(path: Path) -> Path:
 
 def load_run(run_dir: Path):
     """The config and trained model of a finished run; one-line errors if missing or bad."""
-    model, config = load_policy(latest_run(run_dir) / "policy.pt")
-    return TrainConfig.model_validate(config), model
+    path = latest_run(run_dir) / "policy.pt"
+    model, config = load_policy(path)
+    try:
+        return TrainConfig.model_validate(config), model
+    except ValidationError as exc:
+        raise PolicyFileError(f"policy file '{path}' holds an invalid training config "
+                              f"({exc.error_count()} errors); retrain the run") from None
+
+
+def load_config(run: Path) -> TrainConfig:
+    path = Path(run) / "config.json"
+    try:
+        return TrainConfig.load(path)
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"run config '{path}' is unreadable or invalid "
+                         f"({type(exc).__name__}); restore it or remove the run") from None
 
 
 def evaluate_run(run_dir: Path, seeds: list[int], city: str | None = None,
                  n_agents: int | None = None) -> dict:
     """Greedy trained policy and the reference policies on scenarios of ``seeds`` (and
-    ``city``/``n_agents`` if given); metrics averaged over seeds."""
+    ``city``/``n_agents`` if given); metrics averaged over seeds. Without ``city`` the run's
+    own city file must still exist with the SHA-256 recorded at training time."""
     run_dir = latest_run(run_dir)
     cfg, model = load_run(run_dir)
+    if city is None:
+        check_city(cfg, run_dir, "restore it, or pass --city to evaluate on another city/file")
     city = city or cfg.city
     net = load_city(city)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in (cfg.algo, *REFERENCES)}
@@ -74,8 +92,11 @@ def steps_to_reach(rows: list[dict[str, float]], target: float, window: int = 3)
 
 
 def mean_curve(runs: list[list[dict[str, float]]], points: int = 60) -> list[dict[str, float]]:
-    """The seed-mean of the runs' training return on a common env-step grid."""
-    grid = np.linspace(0, min(r[-1]["env_steps"] for r in runs), points + 1)[1:]
+    """The seed-mean of the runs' training return on a common env-step grid spanning only
+    the steps every run has logged (interpolation, never extrapolation)."""
+    lo = max(r[0]["env_steps"] for r in runs)
+    hi = min(r[-1]["env_steps"] for r in runs)
+    grid = np.linspace(lo, hi, points) if hi > lo else np.array([hi])
     ret = np.mean([np.interp(grid, [x["env_steps"] for x in r], [x["return"] for x in r])
                    for r in runs], axis=0)
     return [{"env_steps": float(s), "return": float(v)} for s, v in zip(grid, ret, strict=True)]
@@ -95,25 +116,59 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
-def compare_runs(paths: list[Path], out: Path) -> dict:
-    """Group runs by algorithm (and ablation settings, :attr:`TrainConfig.label`), draw their
-    learning curves into ``out`` and tabulate final figures and the env steps the seed-mean
-    learning curve of each group needs to reach IPPO's final training return, with the number
-    of single runs that reach it. "Final" and running means are over the last
+PROBLEM = ("city", "n_agents", "horizon_s", "departure_window_s")
+
+
+def _problem_check(configs: dict[Path, TrainConfig]) -> str:
+    """The one city all runs share; :class:`TrainError` naming the runs' cities (or agents,
+    horizons) when they differ: their returns are not comparable."""
+    for field in PROBLEM:
+        counts: dict[object, int] = {}
+        for cfg in configs.values():
+            counts[getattr(cfg, field)] = counts.get(getattr(cfg, field), 0) + 1
+        if len(counts) > 1:
+            listed = ", ".join(f"{field}={v} ({n} runs)" for v, n in counts.items())
+            raise TrainError(f"the runs have different {field}: {listed}; compare runs of one "
+                             "problem at a time")
+    return next(iter(configs.values())).city
+
+
+def is_finished(run: Path) -> bool:
+    return (Path(run) / "summary.json").is_file() and (Path(run) / "policy.pt").is_file()
+
+
+def compare_runs(paths: list[Path], out: Path, include_unfinished: bool = False) -> dict:
+    """Group runs of one problem (city, agents, horizon; mixing them is refused) by algorithm
+    and ablation settings (:attr:`TrainConfig.label`), draw their learning curves into ``out``
+    and tabulate final figures and the env steps the seed-mean learning curve of each group
+    needs to reach IPPO's final training return, with the number of single runs that reach
+    it. Unfinished runs (no ``summary.json``/``policy.pt``) are listed under ``unfinished``
+    and pooled only with ``include_unfinished``. "Final" and running means are over the last
     ``max(3, train_seeds)`` iterations (a full cycle of training scenarios); the seed-mean
     curve is smoothed over 5 grid points."""
     from relied.rl.plots import compare_curves
 
+    found = find_runs(paths)
+    configs = {run: load_config(run) for run in found}
+    city = _problem_check(configs)
     groups: dict[str, list[tuple[Path, list[dict[str, float]]]]] = {}
-    window = 3
-    for run in find_runs(paths):
-        cfg = TrainConfig.load(run / "config.json")
-        rows = read_metrics(run)
-        if rows:
+    unfinished, window = [], 3
+    for run in found:
+        cfg, rows = configs[run], read_metrics(run)
+        done = is_finished(run)
+        if not done:
+            unfinished.append({"run_dir": str(run), "algo": cfg.label,
+                               "env_steps": rows[-1]["env_steps"] if rows else 0.0,
+                               "total_steps": cfg.total_steps})
+        if rows and (done or include_unfinished):
             groups.setdefault(cfg.label, []).append((run, rows))
             window = max(window, cfg.train_seeds)  # average over a full cycle of scenarios
     if not groups:
-        raise TrainError("none of the given runs has logged an iteration yet")
+        raise TrainError("none of the given runs has logged an iteration yet" if not unfinished
+                         or include_unfinished else
+                         f"none of the given runs has finished ({len(unfinished)} unfinished); "
+                         "pass --include-unfinished to compare them as they are")
+    pending = {u["run_dir"] for u in unfinished}
     ippo = groups.get("ippo")
     target = (float(np.mean([_final(rows, "return", window) for _, rows in ippo]))
               if ippo else None)
@@ -125,6 +180,7 @@ def compare_runs(paths: list[Path], out: Path) -> dict:
         finals = [_final(rows, "return", window) for _, rows in runs]
         table.append({
             "algo": algo, "runs": len(runs),
+            "unfinished": sum(str(run) in pending for run, _ in runs),
             "final_return": float(np.mean(finals)),
             "final_return_std": float(np.std(finals)),
             "final_travel_time": float(np.mean([_final(rows, "mean_travel_time", window)
@@ -138,13 +194,19 @@ def compare_runs(paths: list[Path], out: Path) -> dict:
             "wall_s": float(np.mean([rows[-1]["wall_s"] for _, rows in runs])),
         })
     compare_curves({a: [rows for _, rows in runs] for a, runs in groups.items()}, out,
-                   title="learning curves (mean and min-max over seeds)")
-    return {"plot": str(out), "ippo_final_return": target, "algos": table}
+                   title=f"{city}: learning curves (mean and min-max over seeds)")
+    return {"plot": str(out), "city": city, "ippo_final_return": target, "algos": table,
+            "unfinished": unfinished}
 
 
 def _summary(run: Path) -> dict:
     path = run / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"run summary '{path}' is corrupt ({type(exc).__name__}); delete it "
+                         "and resume the run to rewrite it") from None
+    return data if isinstance(data, dict) else {}
 
 
 def _mean(values) -> float | None:

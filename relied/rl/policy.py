@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from relied.env.core import RoutingCore
+from relied.env.netcache import temp_file
 from relied.rl.envs import UTurnGuard
 from relied.rl.hybrid_ppo import masked_greedy
 from relied.rl.model import ActorCritic
@@ -44,7 +44,7 @@ def atomic_torch_save(obj: object, path: Path) -> None:
     """``torch.save`` to a unique temporary file next to ``path``, synced, then renamed: a
     reader sees the old file or the whole new one, and concurrent writers never share a name."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path.parent, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -52,7 +52,7 @@ def atomic_torch_save(obj: object, path: Path) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

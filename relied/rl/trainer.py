@@ -193,8 +193,7 @@ class Trainer:
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         self.created_in: Path | None = None  # runs root, while this process made the folder
         self._lock_fd: int | None = None
-        self.provider = provider or make_provider(cfg.experts, cfg.demo_batches,
-                                                  cfg.algo == "reled", progress)
+        self.provider = provider or make_provider(cfg, progress)
         check_backend(cfg.vector)
         seed_everything(cfg.seed)
         net = load_city(cfg.city)
