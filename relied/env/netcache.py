@@ -128,11 +128,11 @@ def save_network(net: CityNetwork, path: Path, source_digest: str) -> bool:
 def load_network(path: Path, source_digest: str) -> CityNetwork:
     """The network of a verified entry; ``FileNotFoundError`` if absent, else
     :class:`CacheEntryError` naming what is wrong."""
+    if not path.is_file():
+        raise FileNotFoundError(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             stored = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise
     except Exception as exc:  # noqa: BLE001 - np.load raises EOFError, zipfile, zlib, ... errors
         raise CacheEntryError(f"unreadable ({type(exc).__name__})") from None
     missing = [k for k in (*META_KEYS, *(f.name for f in fields(CityNetwork))) if k not in stored]
@@ -147,11 +147,11 @@ def load_network(path: Path, source_digest: str) -> CityNetwork:
         raise CacheEntryError("contents do not match their checksum")
     kw = dict(arrays)
     kw["name"] = str(kw["name"])
-    net = CityNetwork(**kw)
     try:
+        net = CityNetwork(**kw)
         check_network(net)
-    except ValueError as exc:
-        raise CacheEntryError(str(exc)) from None
+    except (ValueError, TypeError, IndexError) as exc:
+        raise CacheEntryError(str(exc).removeprefix(f"network '{kw['name']}': ")) from None
     return net
 
 
