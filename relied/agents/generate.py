@@ -5,10 +5,12 @@ ones training runs on); for ``b > 0`` the task asks for plan variant ``b`` (the 
 routes agents in a seeded permuted order; an LLM is asked for a different valid plan), so the
 batches differ while describing the same training problem.
 
-Cache: a team outcome is stored under ``$RELIED_EXPERT_CACHE/<key>.json`` (default
-``$RELIED_CACHE_DIR/experts``) with ``key`` the hash of (resolved scenario, model spec, prompts,
-team and bound settings); an identical request is answered from disk with zero model calls.
-With ``policy_probs`` the verdict depends on the learners, so the cache is not used.
+Cache: an accepted team outcome is stored under ``$RELIED_EXPERT_CACHE/<key>.json`` (default
+``$RELIED_CACHE_DIR/experts``) with ``key`` the hash of (resolved scenario, model spec and
+digest, every planner's prompts, team and bound settings). Prompts are byte-identical across
+processes, so an identical request is answered from disk with zero model calls. Rejected plans
+and failures are not cached; with ``policy_probs`` the verdict depends on the learners, so the
+cache is not used. A cache directory that cannot be written is skipped with one warning.
 """
 
 from __future__ import annotations
@@ -17,15 +19,25 @@ import asyncio
 import hashlib
 import json
 import os
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
-from relied.agents.clients import check_ollama_model, describe, make_client
-from relied.agents.prompt import EXPLAINER_SYSTEM, PLANNER_SYSTEM, data_block, task_prompt
+from relied.agents.clients import (
+    CallUsage,
+    ModelCard,
+    ModelError,
+    chat_card,
+    describe,
+    make_client,
+    usage_totals,
+)
+from relied.agents.prompt import PLANNER_SYSTEM
 from relied.agents.team import ExpertTeam, TeamConfig, TeamOutcome
 from relied.agents.view import CityView
 from relied.env.cities import cache_dir, load_city
@@ -34,7 +46,23 @@ from relied.env.scenario import Scenario, index_of
 from relied.experts.critic import execute
 from relied.experts.demos import DemoMeta, save_batch
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+
+class PlanRequest(BaseModel):
+    """One request to the expert team: which scenario, which model, which settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: Scenario
+    model: str = "offline"
+    variant: int = Field(0, ge=0)
+    config: TeamConfig = Field(default_factory=TeamConfig)
+    behaviour: dict[int, list[int]] | None = Field(
+        None, description="recent routes (OSM ids) per agent, shown to their planners")
+    ollama_host: str | None = None
+    timeout_s: float = Field(120.0, gt=0)
+    use_cache: bool = True
 
 
 class BatchResult(BaseModel):
@@ -48,15 +76,19 @@ class BatchResult(BaseModel):
     rounds: int
     model_calls: int
     cached: bool
-    mean_travel_time: float
+    mean_travel_time: float | None
     shortest_path_mean_travel_time: float
+    rejected: list[dict] = Field(default_factory=list, description="[{agent, reason}]")
+    usage: list[CallUsage] = Field(default_factory=list)
 
 
-def _cache_key(scenario: Scenario, spec: str, prompt: str, config: TeamConfig) -> str:
-    blob = json.dumps({"v": CACHE_VERSION, "scenario": scenario.model_dump(mode="json"),
-                       "model": spec, "system": PLANNER_SYSTEM, "prompt": prompt,
-                       "config": config.model_dump(mode="json")}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def expert_cache_dir() -> Path:
@@ -65,24 +97,71 @@ def expert_cache_dir() -> Path:
     return Path(env) if env else cache_dir() / "experts"
 
 
-def _cache_path(key: str) -> Path:
-    return expert_cache_dir() / f"{key}.json"
+def cache_key(team: ExpertTeam, card: ModelCard, variant: int) -> str:
+    blob = json.dumps({"v": CACHE_VERSION, "scenario": team.core.scenario.model_dump(mode="json"),
+                       "model": card.spec, "digest": card.digest, "system": PLANNER_SYSTEM,
+                       "prompts": team.prompts, "variant": variant, "tools": card.tools,
+                       "config": team.config.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _load_cached(key: str) -> TeamOutcome | None:
-    path = _cache_path(key)
+    path = expert_cache_dir() / f"{key}.json"
     try:
         return TeamOutcome.model_validate_json(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        _warn_once(f"expert cache entry {path} is unreadable ({type(exc).__name__}); "
+                   "asking the team again")
         return None
 
 
 def _store(key: str, outcome: TeamOutcome) -> None:
-    path = _cache_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(outcome.model_dump_json())
-    tmp.replace(path)
+    """Write atomically (unique temporary name); a read-only cache is skipped with a warning."""
+    folder = expert_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
+            f.write(outcome.model_dump_json())
+        Path(f.name).replace(folder / f"{key}.json")
+    except OSError as exc:
+        _warn_once(f"cannot write the expert cache {folder} ({exc.strerror or exc}); running "
+                   "without caching (set RELIED_EXPERT_CACHE to a writable folder)")
+
+
+def _behaviour_refs(view: CityView, behaviour: dict[int, list[int]] | None
+                    ) -> dict[int, list[str]]:
+    """Recent routes as waypoints with compact ids; routes not on the network are skipped."""
+    refs = {}
+    for k, route in (behaviour or {}).items():
+        try:
+            nodes = index_of(view.net, route).tolist()
+            refs[int(k)] = [view.ref(n) for n in view.waypoints(nodes)]
+        except (ValueError, IndexError):
+            continue
+    return refs
+
+
+async def plan(request: PlanRequest, policy_probs=None
+               ) -> tuple[TeamOutcome, bool, RoutingCore, CityView]:
+    """Run (or fetch from the cache) the expert team; ``(outcome, cached, core, view)``."""
+    net = load_city(request.scenario.city)
+    core = RoutingCore(net, request.scenario)
+    view = CityView(net)
+    card = await asyncio.to_thread(chat_card, request.model, request.ollama_host)
+    client = make_client(request.model, net, view, host=request.ollama_host,
+                         seed=core.scenario.seed, timeout_s=request.timeout_s, card=card)
+    team = ExpertTeam(core, view, client, request.config, policy_probs,
+                      _behaviour_refs(view, request.behaviour), request.variant)
+    key = cache_key(team, card, request.variant)
+    cacheable = request.use_cache and policy_probs is None
+    if cacheable and (hit := _load_cached(key)) is not None:
+        return hit, True, core, view
+    outcome = await team.run()
+    if cacheable and outcome.verdict.accepted:
+        _store(key, outcome)
+    return outcome, False, core, view
 
 
 async def plan_scenario(scenario: Scenario, model: str = "offline", variant: int = 0,
@@ -90,52 +169,40 @@ async def plan_scenario(scenario: Scenario, model: str = "offline", variant: int
                         behaviour: dict[int, list[int]] | None = None,
                         ollama_host: str | None = None, timeout_s: float = 120.0,
                         use_cache: bool = True) -> tuple[TeamOutcome, bool, RoutingCore]:
-    """Run (or fetch from the cache) the expert team on one scenario.
-
-    Returns ``(outcome, cached, core)``.
-    """
-    config = config or TeamConfig()
-    net = load_city(scenario.city)
-    core = RoutingCore(net, scenario)
-    view = CityView(net)
-    behaviour_idx = None
-    if behaviour:
-        behaviour_idx = {int(k): [int(x) for x in v] for k, v in behaviour.items()}
-    load = None
-    if behaviour_idx:
-        load = np.zeros(net.n_edges)
-        for route in behaviour_idx.values():
-            try:
-                nodes = index_of(net, route).tolist()
-            except ValueError:
-                continue
-            for u, v in zip(nodes[:-1], nodes[1:], strict=False):
-                e = net.edge_between(u, v)
-                if e >= 0:
-                    load[e] += 1
-    prompt = task_prompt(core, view, variant, behaviour_idx, load)
-    key = _cache_key(core.scenario, model, prompt, config)
-    cacheable = use_cache and policy_probs is None
-    if cacheable and (hit := _load_cached(key)) is not None:
-        return hit, True, core
-    if model.startswith("ollama:"):
-        check_ollama_model(model, ollama_host)
-    client = make_client(model, net, view, host=ollama_host, seed=core.scenario.seed,
-                         timeout_s=timeout_s)
-    team = ExpertTeam(core, view, client, config, policy_probs, load)
-    outcome = await team.run(prompt)
-    if cacheable:
-        _store(key, outcome)
-    return outcome, False, core
+    """:func:`plan` with keyword arguments; returns ``(outcome, cached, core)``."""
+    request = PlanRequest(scenario=scenario, model=model, variant=variant,
+                          config=config or TeamConfig(), behaviour=behaviour,
+                          ollama_host=ollama_host, timeout_s=timeout_s, use_cache=use_cache)
+    outcome, cached, core, _ = await plan(request, policy_probs)
+    return outcome, cached, core
 
 
-async def _one(scenario: Scenario, out_dir: Path, model: str, variant: int, config: TeamConfig,
-               filter_by_bound: bool, **kw) -> BatchResult:
-    outcome, cached, core = await plan_scenario(scenario, model, variant, config, **kw)
-    net, sc = core.net, core.scenario
+def rejected_agents(outcome: TeamOutcome, limit: int = 20) -> list[dict]:
+    """``[{agent, reason}]`` of a rejected final verdict (empty when accepted)."""
+    v = outcome.verdict
+    if v.accepted:
+        return []
+    terms = {b.agent_id: b for b in v.violations}
+    rows = []
+    for a in v.violating_agents[:limit]:
+        b = terms.get(a)
+        why = (f"bound {b.bound:.0f} > epsilon {v.epsilon:.0f} (external {b.external_term:.0f}, "
+               f"divergence {b.divergence_term:.0f}, {b.group_size - 1} co-occupants)"
+               if b else v.reason[:160])
+        rows.append({"agent": a, "reason": why})
+    if not rows:  # no agent at fault: e.g. the plan is slower than the baseline
+        rows.append({"agent": None, "reason": v.reason[:200]})
+    return rows
+
+
+async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
+               policy_probs=None) -> BatchResult:
+    outcome, cached, core, _ = await plan(request, policy_probs)
+    net, sc, model, variant = core.net, core.scenario, request.model, request.variant
     sp = execute(net, sc).metrics["mean_travel_time"]
     accepted = outcome.verdict.accepted
     mean_tt = outcome.verdict.mean_travel_time
+    usage = [] if cached else outcome.usage
     path = None
     if outcome.routes and (accepted or not filter_by_bound):
         run = execute(net, sc, routes=[index_of(net, r).tolist() for r in outcome.routes])
@@ -152,33 +219,61 @@ async def _one(scenario: Scenario, out_dir: Path, model: str, variant: int, conf
             extra={"model": describe(model), "termination": outcome.termination,
                    "max_rounds": outcome.max_rounds, "accepted_round": outcome.accepted_round,
                    "variant": variant, "filter_by_bound": filter_by_bound, "cached": cached,
-                   "bound": config.bound.model_dump(mode="json")})
+                   "groups": outcome.groups, "bound": request.config.bound.model_dump(mode="json"),
+                   "usage": usage_totals(usage),
+                   "usage_per_call": [u.model_dump() for u in usage]})
         path = str(save_batch(Path(out_dir), run.traj, meta))
     return BatchResult(path=path, scenario_seed=sc.seed, variant=variant, accepted=accepted,
                        accepted_round=outcome.accepted_round, rounds=outcome.rounds,
                        model_calls=0 if cached else outcome.model_calls, cached=cached,
-                       mean_travel_time=float(mean_tt if mean_tt is not None else np.nan),
-                       shortest_path_mean_travel_time=sp)
+                       mean_travel_time=None if mean_tt is None or np.isnan(mean_tt)
+                       else float(mean_tt),
+                       shortest_path_mean_travel_time=sp, rejected=rejected_agents(outcome),
+                       usage=usage)
+
+
+class GenerationError(ModelError):
+    """A batch failed; ``results`` are the batches finished (and saved) before it."""
+
+    def __init__(self, cause: Exception, results: list[BatchResult]):
+        super().__init__(str(cause))
+        self.results = results
 
 
 async def agenerate(jobs: list[tuple[Scenario, int]], out_dir: Path, model: str = "offline",
                     filter_by_bound: bool = True, config: TeamConfig | None = None,
-                    progress: bool = False, concurrency: int = 4, **kw) -> list[BatchResult]:
-    """Generate ``(scenario, variant)`` jobs concurrently; results in job order."""
+                    progress: bool = False, concurrency: int = 4, policy_probs=None,
+                    behaviour: dict[int, list[int]] | None = None,
+                    ollama_host: str | None = None, timeout_s: float = 120.0,
+                    use_cache: bool = True) -> list[BatchResult]:
+    """Generate ``(scenario, variant)`` jobs concurrently; results in job order. A failure
+    cancels the jobs not finished and raises :class:`GenerationError` with the finished ones
+    (whose batches are saved)."""
     config = config or TeamConfig()
     if not filter_by_bound:
         config = config.model_copy(update={"max_rounds": 1})
     gate = asyncio.Semaphore(concurrency)
+    done: dict[int, BatchResult] = {}
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"expert plans ({describe(model)})", total=len(jobs))
 
-        async def run(sc: Scenario, variant: int) -> BatchResult:
+        async def run(k: int, sc: Scenario, variant: int) -> None:
+            request = PlanRequest(scenario=sc, model=model, variant=variant, config=config,
+                                  behaviour=behaviour, ollama_host=ollama_host,
+                                  timeout_s=timeout_s, use_cache=use_cache)
             async with gate:
-                result = await _one(sc, out_dir, model, variant, config, filter_by_bound, **kw)
+                done[k] = await _one(request, out_dir, filter_by_bound, policy_probs)
             bar.advance(task)
-            return result
 
-        return list(await asyncio.gather(*(run(sc, v) for sc, v in jobs)))
+        tasks = [asyncio.ensure_future(run(k, sc, v)) for k, (sc, v) in enumerate(jobs)]
+        try:
+            await asyncio.gather(*tasks)
+        except Exception as exc:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise GenerationError(exc, [done[k] for k in sorted(done)]) from exc
+    return [done[k] for k in range(len(jobs))]
 
 
 def generate_demonstrations(
@@ -195,7 +290,8 @@ def generate_demonstrations(
     current action probabilities for the divergence term (None: uniform over valid actions).
     ``behaviour``: recent routes per agent (OSM ids), shown in the prompt. Other keywords:
     ``config`` (:class:`TeamConfig`), ``ollama_host``, ``timeout_s``, ``use_cache``,
-    ``concurrency``.
+    ``concurrency``. Token usage and wall time of the model calls are in each batch's
+    ``extra["usage"]``.
     """
     jobs = [(scenario, b) for b in range(batches)]
     results = asyncio.run(agenerate(jobs, out_dir, model, filter_by_bound, progress=progress,
@@ -204,20 +300,14 @@ def generate_demonstrations(
 
 
 async def ask(scenario: Scenario, question: str, model: str = "offline",
-              outcome: TeamOutcome | None = None, **kw) -> tuple[str, TeamOutcome]:
-    """One question to the team about ``scenario``: the team plans (or reuses ``outcome``),
-    then the model answers from the plan and the critic's verdict."""
-    from autogen_agentchat.agents import AssistantAgent
+              config: TeamConfig | None = None, ollama_host: str | None = None,
+              timeout_s: float = 120.0) -> tuple[str, TeamOutcome, list[CallUsage]]:
+    """One question to the team about ``scenario``: the team plans, then the answering agent
+    answers from its tools; ``(answer, outcome, usage of the answer)``."""
+    from relied.agents.chat import ChatSession
 
-    if outcome is None:
-        outcome, _, core = await plan_scenario(scenario, model, **kw)
-        net = core.net
-    else:
-        net = load_city(scenario.city)
-    client = make_client(model, net, host=kw.get("ollama_host"),
-                         timeout_s=kw.get("timeout_s", 120.0))
-    agent = AssistantAgent("explainer", model_client=client, system_message=EXPLAINER_SYSTEM)
-    payload = {"question": question[:2000], "plan": outcome.plan.model_dump(mode="json"),
-               "verdict": outcome.verdict.model_dump(mode="json")}
-    result = await agent.run(task=f"Question: {question[:2000]}\n{data_block(payload)}")
-    return result.messages[-1].to_text(), outcome
+    request = PlanRequest(scenario=scenario, model=model, config=config or TeamConfig(),
+                          ollama_host=ollama_host, timeout_s=timeout_s)
+    session = await ChatSession.start(request)
+    answer = await session.answer(question)
+    return answer, session.outcome, session.usage

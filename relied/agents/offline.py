@@ -2,16 +2,23 @@
 
 It implements AutoGen's ``ChatCompletionClient`` so the whole team (planner -> critic ->
 accept) runs for real without a model server. It reads the same prompt an LLM gets (the task's
-data block, the planner's scope, other planners' plans, the critic's verdicts) and returns a
+data block, the planner's scope, the critic's verdicts in the feedback block) and returns a
 schema-valid :class:`JointPlan` from a time-aware incremental assignment: agents are routed one
 by one (by departure) on free-flow times plus the BPR delay caused by the agents already
 assigned (per time bucket), so later agents spread over alternative streets when congestion
-makes that worthwhile. Agents named by a critic rejection also pay a penalty per agent already
-on an edge at the same time and on the shared edges it lists (more for every rejection naming
-them); a rejection for a return below the shortest-path baseline halves these penalties and
-shrinks the congestion estimate (to none after two such rejections). Plan variant ``b > 0``
-routes agents in a permuted order with edge costs scaled by up to 25% (seeded by ``b``).
-Questions (no JSON schema requested) get a deterministic answer from plan and verdict.
+makes that worthwhile. An LLM planner sees the other groups only as corridor loads; the
+offline planner plans every group itself and remembers the routes it gave the other groups of
+the same task (keyed by the task's ``run`` id) to fill its occupancy table. Agents named by a
+critic rejection also pay a penalty per agent already on an edge at the same time and on the
+shared edges it lists (more for every rejection naming them); a rejection for a return below
+the shortest-path baseline halves these penalties and shrinks the congestion estimate (to none
+after two such rejections). Plan variant ``b > 0`` routes agents in a permuted order with edge
+costs scaled by up to 25% (seeded by ``b``).
+
+Questions (no JSON schema requested) are answered from the same tools an LLM gets: with tools
+offered, the client picks the tool calls the question needs (an agent's route or bound terms,
+the slowest agents, a corridor's load, what changed after a replan; "that agent" is the one
+named last in the conversation), and once the results are back it words them as the answer.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from autogen_core import CancellationToken
+from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import (
+    AssistantMessage,
     ChatCompletionClient,
     CreateResult,
+    FunctionExecutionResultMessage,
     LLMMessage,
     ModelFamily,
     ModelInfo,
@@ -37,12 +46,19 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, ValidationError
 
-from relied.agents.plans import AgentPlan, CriticVerdict, JointPlan
-from relied.agents.prompt import read_data_block, read_scope
+from relied.agents.plans import AgentPlan, CriticVerdict, JointPlan, SharedEdge
+from relied.agents.prompt import (
+    AGENTS_KEY,
+    estimate_tokens,
+    read_agents,
+    read_data_block,
+    read_scope,
+)
 from relied.agents.view import CityView
 from relied.env.network import CityNetwork
 
 OFFLINE_LABEL = "offline planner (deterministic congestion-aware assignment, not an LLM)"
+OFFLINE_VERSION = "2"  # bump when the planner's answers change: part of the cache key
 OFFLINE_INFO = ModelInfo(vision=False, function_calling=True, json_output=True,
                          family=ModelFamily.UNKNOWN, structured_output=True)
 
@@ -72,6 +88,8 @@ class OfflinePlannerClient(ChatCompletionClient):
         self.calls = 0
         self._usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._adj = [list(range(net.indptr[u], net.indptr[u + 1])) for u in range(net.n_nodes)]
+        # run id -> {agent: (route, departure)} of the plans it gave
+        self._given: dict[str, dict[int, tuple[list[str], float]]] = {}
 
     # ---- ChatCompletionClient ---------------------------------------------------------------
     async def create(self, messages: Sequence[LLMMessage], *,
@@ -81,20 +99,30 @@ class OfflinePlannerClient(ChatCompletionClient):
                      extra_create_args: Mapping[str, Any] = {},  # noqa: B006 (interface)
                      cancellation_token: CancellationToken | None = None) -> CreateResult:
         self.calls += 1
+        content: str | list[FunctionCall]
         if isinstance(json_output, type) and issubclass(json_output, JointPlan):
             content = self._plan(messages).model_dump_json()
         else:
-            content = self._answer(messages)
-        prompt_chars = sum(len(_text(m)) for m in messages)
-        usage = RequestUsage(prompt_tokens=prompt_chars // 4, completion_tokens=len(content) // 4)
+            offered = {_tool_name(t) for t in tools} if tool_choice != "none" else set()
+            content = self._answer(messages, offered)
+        text = content if isinstance(content, str) else json.dumps(
+            [[c.name, c.arguments] for c in content])
+        # token counts are the same estimate the guard uses: no model, no tokenizer
+        usage = RequestUsage(prompt_tokens=self.count_tokens(messages),
+                             completion_tokens=estimate_tokens(text))
         self._usage = RequestUsage(prompt_tokens=self._usage.prompt_tokens + usage.prompt_tokens,
                                    completion_tokens=self._usage.completion_tokens
                                    + usage.completion_tokens)
-        return CreateResult(finish_reason="stop", content=content, usage=usage, cached=False)
+        return CreateResult(finish_reason="stop" if isinstance(content, str) else
+                            "function_calls", content=content, usage=usage, cached=False)
 
     async def create_stream(self, messages: Sequence[LLMMessage], **kwargs: Any
                             ) -> AsyncGenerator[str | CreateResult, None]:
-        yield await self.create(messages, **kwargs)
+        result = await self.create(messages, **kwargs)
+        if isinstance(result.content, str):
+            for word in re.findall(r"\S+\s*", result.content):
+                yield word
+        yield result
 
     async def close(self) -> None:
         return None
@@ -106,7 +134,7 @@ class OfflinePlannerClient(ChatCompletionClient):
         return self._usage
 
     def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Any] = ()) -> int:
-        return sum(len(_text(m)) for m in messages) // 4
+        return sum(estimate_tokens(_text(m)) for m in messages)
 
     def remaining_tokens(self, messages: Sequence[LLMMessage], *,
                          tools: Sequence[Any] = ()) -> int:
@@ -122,27 +150,45 @@ class OfflinePlannerClient(ChatCompletionClient):
 
     # ---- planning ---------------------------------------------------------------------------
     def _plan(self, messages: Sequence[LLMMessage]) -> JointPlan:
-        task, scope, verdicts, others = None, None, [], {}
+        task, scope, verdicts = None, None, []
         for m in messages:
             text = _text(m)
             if isinstance(m, SystemMessage):
                 scope = read_scope(text) or scope
                 continue
-            data = read_data_block(text)
-            if data is not None and "agents" in data and task is None:
+            data = read_data_block(text) if isinstance(m, UserMessage) else None
+            if data is None:
+                continue
+            if AGENTS_KEY in data and task is None:
                 task = data
-            verdict = _parse(CriticVerdict, text)
-            if verdict is not None:
-                verdicts.append(verdict)
-            plan = _parse(JointPlan, text)
-            if plan is not None and isinstance(m, UserMessage):
-                for p in plan.plans:
-                    others[p.agent_id] = p.route
+            verdicts += [self._verdict(v) for v in data.get("verdicts", [])
+                         if isinstance(v, dict)]
         if task is None:
             raise ValueError("offline planner: the task message has no DATA_BEGIN/DATA_END block")
-        agents = {int(a["id"]): a for a in task["agents"]}
+        agents = read_agents(task)
         scope = [i for i in (scope or sorted(agents)) if i in agents]
-        return self.assign(agents, scope, verdicts, others, task)
+        given = self._given.setdefault(str(task.get("run", "")), {})
+        others = {a: r for a, (r, _) in given.items() if a not in scope}
+        everyone = {**{a: {"departure_s": d} for a, (_, d) in given.items()}, **agents}
+        plan = self.assign(everyone, scope, verdicts, others, task)
+        given.update({p.agent_id: (p.route, agents[p.agent_id]["departure_s"])
+                      for p in plan.plans})
+        return plan
+
+    def _verdict(self, v: dict) -> CriticVerdict:
+        """A compact verdict of the feedback block as a :class:`CriticVerdict`."""
+        edges = []
+        for f, t, k in v.get("shared_edges", {}).get("rows", []):
+            try:
+                edges.append(SharedEdge(from_node=self.view.osm(self.view.resolve(f)),
+                                        to_node=self.view.osm(self.view.resolve(t)), agents=k))
+            except ValueError:
+                continue
+        return CriticVerdict(accepted=bool(v.get("accepted")), kind=v.get("kind", "stationarity"),
+                             round=int(v.get("round", 0)), epsilon=0.0,
+                             violating_agents=[int(a) for a in v.get("your_offending_agents", [])],
+                             shared_edges=edges, too_slow=bool(v.get("too_slow")),
+                             reason=str(v.get("reason", "")))
 
     def assign(self, agents: dict[int, dict], scope: list[int], verdicts: list[CriticVerdict],
                others: dict[int, list[str]], task: dict) -> JointPlan:
@@ -249,41 +295,121 @@ class OfflinePlannerClient(ChatCompletionClient):
         return route[::-1], clock[d] - t0, crowded
 
     # ---- questions --------------------------------------------------------------------------
-    def _answer(self, messages: Sequence[LLMMessage]) -> str:
-        data = None
-        for m in messages:
-            data = read_data_block(_text(m)) or data
-        if not data or "plan" not in data:
-            return ("I am the offline planner (not an LLM): I can explain a plan given as data. "
-                    "Ask about an agent, e.g. 'why did agent 3 take this route?'")
-        question = str(data.get("question", ""))
-        plan = _parse(JointPlan, json.dumps(data["plan"]))
-        verdict = _parse(CriticVerdict, json.dumps(data.get("verdict")))
-        if plan is None:
-            return "The plan given as data is not a valid joint plan."
-        head = self._verdict_line(verdict)
-        match = re.search(r"agent\s*#?\s*(\d+)", question, re.IGNORECASE)
-        if match:
-            aid = int(match.group(1))
-            p = next((x for x in plan.plans if x.agent_id == aid), None)
-            if p is None:
-                return f"There is no agent {aid} in this plan (agents 0..{len(plan.plans) - 1})."
-            route = [self.view.resolve(r) for r in p.route]
-            zones = [self.view.zone_label(n) for n in route]
-            zones = [z for k, z in enumerate(zones) if k == 0 or z != zones[k - 1]]
-            bound = verdict.bounds.get(aid) if verdict else None
-            btext = f"; its stationarity bound is {bound:.0f}" if bound is not None else ""
-            return (f"Agent {aid} drives {len(route) - 1} edges from node {p.route[0]} to "
-                    f"{p.route[-1]} through zones {' -> '.join(zones)} "
-                    f"(free-flow {self.view.route_time(route):.0f} s). Reason: {p.rationale}"
-                    f"{btext}. {head}")
-        return f"The plan routes {len(plan.plans)} agents. {head}"
+    def _answer(self, messages: Sequence[LLMMessage], offered: set[str]
+                ) -> str | list[FunctionCall]:
+        """Tool calls for the last question (when tools are offered and none ran yet for it),
+        else the answer worded from the tool results that came back."""
+        questions = [_text(m) for m in messages if isinstance(m, UserMessage)]
+        question = questions[-1] if questions else ""
+        results = []
+        for m in reversed(messages):
+            if isinstance(m, FunctionExecutionResultMessage):
+                results = [*m.content, *results]
+            elif isinstance(m, AssistantMessage) and isinstance(m.content, list):
+                continue
+            else:
+                break
+        if results:
+            return " ".join(_word(r.name, r.content) for r in results)
+        calls = _calls_for(question, questions[:-1], offered)
+        if calls:
+            return [FunctionCall(id=f"offline-{k}", name=name, arguments=json.dumps(args))
+                    for k, (name, args) in enumerate(calls)]
+        return ("I am the offline planner (not an LLM): ask about an agent ('why did agent 3 "
+                "take this route?', 'what is its bound?'), 'the slowest agents', 'load from L1 "
+                "to L4', 'the busiest corridors' or 'what changed after replan?'.")
 
-    @staticmethod
-    def _verdict_line(verdict: CriticVerdict | None) -> str:
-        if verdict is None:
-            return "The critic has not judged it yet."
-        state = "accepted" if verdict.accepted else "rejected"
-        tt = f", mean travel time {verdict.mean_travel_time:.0f} s" \
-            if verdict.mean_travel_time is not None else ""
-        return f"The critic {state} it in round {verdict.round}{tt}: {verdict.reason}."
+
+_AGENT = re.compile(r"\bagent\s*#?\s*(\d+)", re.IGNORECASE)
+_THAT = re.compile(r"\b(that|this|same|the)\s+(agent|vehicle|one)\b|\b(it|its|him|her)\b",
+                   re.IGNORECASE)
+_LANDMARK = re.compile(r"\bL(\d+)\b")
+
+
+def _tool_name(tool: Any) -> str:
+    return tool.name if hasattr(tool, "name") else str(tool.get("name", ""))
+
+
+def _last_agent(earlier: list[str]) -> int | None:
+    for text in reversed(earlier):
+        found = _AGENT.findall(text)
+        if found:
+            return int(found[-1])
+    return None
+
+
+def _calls_for(question: str, earlier: list[str], offered: set[str]
+               ) -> list[tuple[str, dict]]:
+    """The tool calls a question needs (only tools that are offered)."""
+    q = question.lower()
+    found = _AGENT.findall(question)
+    agent = int(found[-1]) if found else (_last_agent(earlier) if _THAT.search(question)
+                                          else None)
+    calls: list[tuple[str, dict]] = []
+    marks = _LANDMARK.findall(question)
+    if any(w in q for w in ("changed", "change", "differ", "after replan", "new plan")):
+        calls.append(("plan_changes", {}))
+    if "slow" in q:
+        k = re.search(r"\b(\d+)\s+slowest", q)
+        calls.append(("slowest_agents", {"k": int(k.group(1)) if k else 3}))
+    if len(marks) >= 2:
+        calls.append(("corridor_load", {"from_landmark": f"L{marks[0]}",
+                                        "to_landmark": f"L{marks[1]}"}))
+    elif any(w in q for w in ("busiest", "corridor", "congest")):
+        calls.append(("busiest_corridors", {"k": 3}))
+    if agent is not None:
+        if any(w in q for w in ("bound", "stationar", "critic", "reject", "term")):
+            calls.append(("agent_bound", {"agent_id": agent}))
+        if not calls or any(w in q for w in ("route", "why", "take", "drive", "go", "path")):
+            calls.append(("route_of_agent", {"agent_id": agent}))
+    if not calls and any(w in q for w in ("verdict", "accept", "plan", "summary", "how")):
+        calls.append(("plan_summary", {}))
+    return [(name, args) for name, args in calls if name in offered]
+
+
+def _word(name: str, content: str) -> str:
+    """One tool result as a sentence."""
+    try:
+        r = json.loads(content)
+    except json.JSONDecodeError:
+        return content[:300]
+    if not isinstance(r, dict):
+        return content[:300]
+    if "error" in r:
+        return f"{r['error']}."
+    if name == "route_of_agent":
+        return (f"Agent {r['agent']} drives {r['edges']} edges from {r['origin']} to "
+                f"{r['destination']} through zones {' -> '.join(r['zones'])} (free-flow "
+                f"{r['freeflow_s']:.0f} s, {r['travel_time_s']:.0f} s in the simulated plan). "
+                f"Reason: {r['rationale']}.")
+    if name == "agent_bound":
+        state = "within" if r["within_epsilon"] else "above"
+        return (f"Agent {r['agent']}'s stationarity bound is {r['bound']:.0f} ({state} "
+                f"epsilon {r['epsilon']:.0f}): external term {r['external_term']:.0f}, "
+                f"divergence term {r['divergence_term']:.0f}, {r['group_size'] - 1} other "
+                f"agents in its interaction group.")
+    if name == "slowest_agents":
+        rows = ", ".join(f"agent {a['agent']} ({a['travel_time_s']:.0f} s, "
+                         f"+{a['delay_s']:.0f} s over free flow)" for a in r["agents"])
+        return f"The slowest agents: {rows}."
+    if name == "corridor_load":
+        return (f"{r['vehicles']:.0f} vehicles of the plan use corridor {r['from']} -> "
+                f"{r['to']}.")
+    if name == "busiest_corridors":
+        rows = ", ".join(f"{c['from']} -> {c['to']} ({c['vehicles']:.0f})"
+                         for c in r["corridors"])
+        return f"The busiest corridors: {rows}."
+    if name == "plan_changes":
+        if not r.get("replanned"):
+            return "There has been no replan yet in this conversation."
+        moved = r["changed_agents"]
+        return (f"After the replan (variant {r['variant']}) {r['n_changed']} agents changed "
+                f"route{' (' + ', '.join(map(str, moved)) + ')' if moved else ''}; mean travel "
+                f"time {r['mean_travel_time_before']:.0f} s -> {r['mean_travel_time_after']:.0f}"
+                f" s; the critic {r['verdict_before']} before and {r['verdict_after']} now.")
+    if name == "plan_summary":
+        state = "accepted" if r["accepted"] else "rejected"
+        return (f"The plan routes {r['agents']} agents; the critic {state} it in round "
+                f"{r['round']} (mean travel time {r['mean_travel_time']:.0f} s): "
+                f"{r['reason']}.")
+    return content[:300]

@@ -1,16 +1,22 @@
 """The expert team: planner agent(s) and a stationarity critic in an AutoGen round-robin chat.
 
 Planners are ``AssistantAgent`` s with ``output_content_type=JointPlan`` (the schema is the
-model's output format) and the planner tools; one planner per ``group_size`` agents. The critic
-is a code agent: it merges the planners' latest plans, validates them and calls the
-``stationarity_check`` tool (:func:`relied.experts.critic.check_plan`), so its verdict is
-deterministic. The chat ends when a verdict accepts or after ``max_rounds`` rounds.
+model's output format) and, for models with the ``tools`` capability, the planner tools (up to
+:data:`MAX_TOOL_ROUNDS` tool rounds before the structured answer); one planner per group of
+agents. Groups hold at most ``group_size`` agents and are split further until every planner's
+prompt fits the model's budget (:attr:`ModelCard.prompt_budget`), so prompts do not grow with
+the fleet. Each planner sees the chat through a :class:`PlannerContext`: its own task, its own
+last plan as waypoints, the critic's verdicts restricted to its agents, and the other agents
+as corridor loads. The critic is a code agent: it merges the planners' latest plans, validates
+them and calls the ``stationarity_check`` tool (:func:`relied.experts.critic.check_plan`), so
+its verdict is deterministic. The chat ends when a verdict accepts or after ``max_rounds``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from autogen_agentchat.agents import AssistantAgent, BaseChatAgent
@@ -19,10 +25,12 @@ from autogen_agentchat.conditions import FunctionalTermination, MaxMessageTermin
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StructuredMessage
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_core import CancellationToken
+from autogen_core.model_context import ChatCompletionContext
+from autogen_core.models import AssistantMessage, LLMMessage, UserMessage
 from autogen_core.tools import FunctionTool
 from pydantic import BaseModel, Field
 
-from relied.agents.clients import GuardedClient
+from relied.agents.clients import CallUsage, GuardedClient, ModelError
 from relied.agents.plans import (
     AgentBound,
     CriticVerdict,
@@ -31,17 +39,30 @@ from relied.agents.plans import (
     SharedEdge,
     validate_routes,
 )
-from relied.agents.prompt import planner_system
+from relied.agents.prompt import (
+    compact_plan,
+    compact_verdict,
+    estimate_tokens,
+    feedback,
+    group_task,
+    planner_system,
+)
 from relied.agents.tools import planner_tools
-from relied.agents.view import CityView
+from relied.agents.view import CityView, PlanRouteError
 from relied.env.core import RoutingCore
 from relied.experts.bound import BoundConfig, PolicyProbs
 from relied.experts.critic import Execution, check_plan, execute
 
+MAX_TOOL_ROUNDS = 3
+REPLY_TOKENS_PER_AGENT = 60  # room kept in the context for each agent's line of the reply
+FEEDBACK_TOKENS_PER_AGENT = 25  # own last plan and offending-agent ids in later rounds
+FEEDBACK_TOKENS = 900  # verdict tables and the other agents' loads
+
 
 class TeamConfig(BaseModel):
     max_rounds: int = Field(3, ge=1, le=20, description="planner -> critic rounds")
-    group_size: int = Field(50, ge=1, description="agents per planner agent")
+    group_size: int = Field(50, ge=1, description="largest group of agents per planner (split "
+                            "further when a prompt would not fit the model's context)")
     bound: BoundConfig = Field(default_factory=BoundConfig)
 
 
@@ -59,11 +80,87 @@ class TeamOutcome(BaseModel):
     termination: str
     max_rounds: int
     transcript: list[dict]
+    groups: int = 1
+    usage: list[CallUsage] = Field(default_factory=list, description="one row per model call")
 
 
 def is_accepted(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> bool:
     return any(isinstance(m, StructuredMessage) and isinstance(m.content, CriticVerdict)
                and m.content.accepted for m in messages)
+
+
+class PlanBoard:
+    """What planners know of each other: routes as edges, loads per corridor. Before a
+    planner's plan is seen its agents count on their free-flow shortest paths (or on the
+    learners' recent routes when given)."""
+
+    def __init__(self, view: CityView, estimate: list[np.ndarray]):
+        self.view, self.estimate = view, estimate
+
+        @lru_cache(maxsize=4096)
+        def edges_of(refs: tuple[str, ...]) -> tuple[int, ...]:
+            try:
+                nodes = view.expand(list(refs))
+            except PlanRouteError:
+                return ()
+            net = view.net
+            return tuple(net.edge_between(u, v) for u, v in zip(nodes[:-1], nodes[1:],
+                                                                  strict=True))
+
+        @lru_cache(maxsize=256)
+        def parse(text: str) -> JointPlan | None:
+            try:
+                return JointPlan.model_validate_json(text)
+            except ValueError:
+                return None
+
+        self.edges_of, self.parse = edges_of, parse
+
+    def others_load(self, group: Sequence[int], plans: dict[int, list[str]]) -> dict[str, str]:
+        """Corridor loads of every agent outside ``group`` (planned routes where known)."""
+        mine = set(group)
+        load = np.zeros(self.view.net.n_edges)
+        for i, edges in enumerate(self.estimate):
+            if i in mine:
+                continue
+            known = self.edges_of(tuple(plans[i])) if i in plans else None
+            np.add.at(load, np.asarray(known if known else edges, dtype=np.int64), 1.0)
+        return self.view.load_rows(load)
+
+
+class PlannerContext(ChatCompletionContext):
+    """The chat as one planner sees it (see the module docstring); the current turn's tool
+    calls and results are kept as they are."""
+
+    def __init__(self, name: str, group: list[int], task: str, board: PlanBoard):
+        super().__init__()
+        self.name, self.group, self.task, self.board = name, group, task, board
+
+    async def get_messages(self) -> list[LLMMessage]:
+        msgs = self._messages
+        last_input = max((k for k, m in enumerate(msgs) if isinstance(m, UserMessage)),
+                         default=-1)
+        out: list[LLMMessage] = [UserMessage(content=self.task, source="user")]
+        own, plans, verdicts = None, {}, []
+        for m in msgs[:last_input + 1]:
+            if isinstance(m, AssistantMessage) and isinstance(m.content, str):
+                own = m.content
+            elif isinstance(m, UserMessage) and isinstance(m.content, str):
+                if m.source == "critic":
+                    verdicts.append(CriticVerdict.model_validate_json(m.content))
+                elif m.source.startswith("planner_") and m.source != self.name:
+                    plan = self.board.parse(m.content)
+                    for p in plan.plans if plan else ():
+                        plans[p.agent_id] = p.route
+        if own is not None and (plan := self.board.parse(own)) is not None:
+            out.append(AssistantMessage(content=compact_plan(plan, self.board.view),
+                                        source=self.name))
+        if verdicts or plans:
+            rounds = [compact_verdict(v, self.group, self.board.view) for v in verdicts]
+            out.append(UserMessage(content=feedback(len(verdicts) + 1, rounds,
+                                                    self.board.others_load(self.group, plans)),
+                                   source="critic"))
+        return out + list(msgs[last_input + 1:])
 
 
 class CriticAgent(BaseChatAgent):
@@ -98,20 +195,61 @@ class CriticAgent(BaseChatAgent):
 
 
 class ExpertTeam:
-    """Planners + critic for one scenario on one model client."""
+    """Planners + critic for one scenario on one model client.
+
+    ``behaviour``: the learners' recent routes (node refs per agent) shown to their planners
+    and used for the other agents' loads; ``variant`` asks for a different valid plan.
+    """
 
     def __init__(self, core: RoutingCore, view: CityView, client: GuardedClient,
                  config: TeamConfig | None = None, policy_probs: PolicyProbs | None = None,
-                 edge_load: np.ndarray | None = None):
+                 behaviour: dict[int, list[str]] | None = None, variant: int = 0):
         self.core, self.view, self.client = core, view, client
         self.config = config or TeamConfig()
         self.policy_probs = policy_probs
-        n, size = core.n, self.config.group_size
-        self.groups = [list(range(s, min(s + size, n))) for s in range(0, n, size)]
-        self.baseline = float(execute(core.net, core.scenario).returns.mean())
+        self.variant, self.behaviour = variant, behaviour or {}
+        base = execute(core.net, core.scenario)
+        self.baseline = float(base.returns.mean())
         self.runs: dict[int, tuple[list[list[int]], Execution]] = {}
-        self.edge_load = edge_load
+        estimate = [np.unique(base.edges_by_step[:, i][base.edges_by_step[:, i] >= 0])
+                    for i in range(core.n)]
+        self.board = PlanBoard(view, estimate)
+        for i, refs in self.behaviour.items():
+            if 0 <= i < core.n and (edges := self.board.edges_of(tuple(refs))):
+                estimate[i] = np.asarray(edges, dtype=np.int64)
+        self.groups, self.prompts = self._split(self.config.group_size)
 
+    # ---- prompts that fit -------------------------------------------------------------------
+    def _prompts(self, groups: list[list[int]]) -> list[tuple[str, str]]:
+        return [(planner_system(g), group_task(self.core, self.view, g, self.variant,
+                                               self.board.others_load(g, {}), self.behaviour))
+                for g in groups]
+
+    def worst_case_tokens(self, group: list[int], system: str, task: str) -> tuple[int, int]:
+        """``(prompt, prompt + reply)`` tokens of ``group``'s planner in a late round."""
+        prompt = (estimate_tokens(system) + estimate_tokens(task) + FEEDBACK_TOKENS
+                  + FEEDBACK_TOKENS_PER_AGENT * len(group))
+        return prompt, prompt + REPLY_TOKENS_PER_AGENT * len(group)
+
+    def _split(self, size: int) -> tuple[list[list[int]], list[tuple[str, str]]]:
+        """Groups of at most ``size`` agents, halved until every planner prompt fits."""
+        card, n = self.client.card, self.core.n
+        while True:
+            groups = [list(range(s, min(s + size, n))) for s in range(0, n, size)]
+            prompts = self._prompts(groups)
+            worst = max((self.worst_case_tokens(g, *p) for g, p in zip(groups, prompts,
+                                                                       strict=True)),
+                        key=lambda t: t[1])
+            if worst[0] <= card.prompt_budget and worst[1] <= card.num_ctx:
+                return groups, prompts
+            if size == 1:
+                raise ModelError(
+                    f"a planner prompt for one agent needs about {worst[0]:,} tokens, more "
+                    f"than {card.spec} can take ({card.prompt_budget:,} of a "
+                    f"{card.num_ctx:,}-token context); use a model with a longer context")
+            size = max(1, size // 2)
+
+    # ---- the critic's tool ------------------------------------------------------------------
     def check(self, plan: JointPlan, round_: int) -> CriticVerdict:
         """Validate and judge a merged plan (the critic's tool)."""
         eps = self.config.bound.epsilon
@@ -142,11 +280,19 @@ class ExpertTeam:
             return self.check(JointPlan.model_validate_json(plan_json), round).model_dump_json()
 
         tool = FunctionTool(stationarity_check, description=stationarity_check.__doc__ or "")
-        tools = planner_tools(self.view, self.edge_load)
-        planners = [AssistantAgent(f"planner_{k}", model_client=self.client, tools=tools,
-                                   system_message=planner_system(group),
-                                   output_content_type=JointPlan, reflect_on_tool_use=True)
-                    for k, group in enumerate(self.groups)]
+        load = np.zeros(self.core.net.n_edges)
+        for edges in self.board.estimate:
+            np.add.at(load, edges, 1.0)
+        tools = planner_tools(self.view, load) if self.client.card.tools else None
+        planners = []
+        for k, (group, (system, task)) in enumerate(zip(self.groups, self.prompts,
+                                                        strict=True)):
+            name = f"planner_{k}"
+            planners.append(AssistantAgent(
+                name, model_client=self.client, tools=tools, system_message=system,
+                model_context=PlannerContext(name, group, task, self.board),
+                output_content_type=JointPlan, reflect_on_tool_use=True,
+                max_tool_iterations=MAX_TOOL_ROUNDS))
         critic = CriticAgent(tool, [p.name for p in planners])
         per_round = len(planners) + 1
         stop = FunctionalTermination(is_accepted) | MaxMessageTermination(
@@ -156,13 +302,15 @@ class ExpertTeam:
                                                          StructuredMessage[CriticVerdict]])
         return team, critic
 
-    async def run(self, task: str) -> TeamOutcome:
+    async def run(self) -> TeamOutcome:
         """Plan until the critic accepts or the round limit; the last plan is returned."""
         team, critic = self._team()
-        calls0 = self.client.calls
+        calls0, usage0 = self.client.calls, len(self.client.usage)
         self.client.error = None
+        head = (f"Plan routes for the {self.core.n} agents of '{self.core.net.name}'"
+                + (f" (variant {self.variant})" if self.variant else "") + ".")
         try:
-            result = await team.run(task=task)
+            result = await team.run(task=head)
         except Exception:  # AutoGen re-raises agent failures as RuntimeError text
             if self.client.error is not None:
                 raise self.client.error from None
@@ -170,6 +318,8 @@ class ExpertTeam:
         verdicts = [m.content for m in result.messages
                     if isinstance(m, StructuredMessage) and isinstance(m.content, CriticVerdict)]
         if not verdicts:
+            if self.client.error is not None:
+                raise self.client.error
             raise RuntimeError(f"the expert team stopped before the critic spoke "
                                f"({result.stop_reason})")
         final = verdicts[-1]
@@ -183,7 +333,8 @@ class ExpertTeam:
             verdicts=verdicts, rounds=len(verdicts),
             accepted_round=final.round if final.accepted else None,
             model_calls=self.client.calls - calls0, termination=result.stop_reason or "",
-            max_rounds=self.config.max_rounds, transcript=transcript(result.messages))
+            max_rounds=self.config.max_rounds, transcript=transcript(result.messages),
+            groups=len(self.groups), usage=self.client.usage[usage0:])
 
 
 def transcript(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> list[dict]:

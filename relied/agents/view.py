@@ -3,13 +3,16 @@
 A city with thousands of nodes does not fit a prompt. The view keeps ``n_landmarks`` landmark
 nodes (farthest-point sampling on free-flow time, deterministic), assigns every node to the
 zone of its nearest landmark, and links landmarks whose zones touch by a corridor with its
-free-flow time. Street names are OSM data: they are shown quoted, cleaned and cut to 40
-characters, and never steer any computation.
+free-flow time. In prompts a node is a compact id ``n<index>`` (an OSM id also resolves), and
+a node route is shown as its few waypoints (:meth:`CityView.waypoints`). Street names are OSM
+data: they are shown quoted, cleaned and cut to 40 characters, and never steer any
+computation.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from functools import cached_property
 
 import numpy as np
@@ -67,8 +70,9 @@ class CityView:
     def landmark_street(self, i: int) -> str:
         node = self.landmarks[i]
         out = self.net.street[self.net.indptr[node]:self.net.indptr[node + 1]]
-        names = [n for n in out.tolist() if n]
-        return clean_name(max(set(names), key=names.count)) if names else ""
+        counts = Counter(n for n in out.tolist() if n)
+        # most frequent name, ties broken by the name itself: no dependence on set order
+        return clean_name(min(counts, key=lambda n: (-counts[n], n))) if counts else ""
 
     def corridor_loads(self, edge_load: np.ndarray) -> dict[tuple[int, int], float]:
         """Vehicles on edges between (or inside) zones, summed per zone pair."""
@@ -79,28 +83,43 @@ class CityView:
             loads[key] = loads.get(key, 0.0) + float(edge_load[e])
         return loads
 
-    def describe(self, edge_load: np.ndarray | None = None) -> dict:
-        """JSON-ready summary of landmarks and corridors (with loads when given)."""
-        loads = self.corridor_loads(edge_load) if edge_load is not None else {}
+    def describe(self) -> dict:
+        """JSON-ready landmarks (``{"L0": "n12 street"}``) and corridors with their free-flow
+        seconds (``{"L0": "L5:123 L7:88"}``): a few hundred tokens whatever the fleet."""
+        corridors: dict[str, list[str]] = {}
+        for a, b, t in self.corridors:
+            corridors.setdefault(self.labels[a], []).append(f"{self.labels[b]}:{t:.0f}")
         return {
-            "landmarks": [
-                {"id": lab, "node": str(int(self.net.osm_ids[n])),
-                 "street": self.landmark_street(i), "zone_nodes": int((self.zone == i).sum())}
-                for i, (lab, n) in enumerate(zip(self.labels, self.landmarks, strict=True))],
-            "corridors": [
-                {"from": self.labels[a], "to": self.labels[b], "freeflow_s": round(t, 1),
-                 "load": loads.get((a, b), 0.0)} for a, b, t in self.corridors],
+            "landmarks": {lab: f"{self.ref(int(n))} {self.landmark_street(i)}".strip()
+                          for i, (lab, n) in enumerate(zip(self.labels, self.landmarks,
+                                                           strict=True))},
+            "corridors": {k: " ".join(v) for k, v in corridors.items()},
         }
+
+    def load_rows(self, edge_load: np.ndarray) -> dict[str, str]:
+        """Vehicles per corridor (and zone interior, ``L0:L0``) as ``{"L0": "L0:3 L5:4"}``."""
+        rows: dict[str, list[str]] = {}
+        for (a, b), v in sorted(self.corridor_loads(edge_load).items()):
+            if v > 0:
+                rows.setdefault(self.labels[a], []).append(f"{self.labels[b]}:{v:.0f}")
+        return {k: " ".join(v) for k, v in rows.items()}
 
     def zone_label(self, node: int) -> str:
         return self.labels[int(self.zone[node])]
 
     # ---- references and expansion -----------------------------------------------------------
+    def ref(self, node: int) -> str:
+        """Compact prompt id of a node index: ``n<index>``."""
+        return f"n{int(node)}"
+
     def resolve(self, ref: str | int) -> int:
-        """Node index of a reference: a landmark label ``L<k>`` or an OSM node id."""
+        """Node index of a reference: a landmark label ``L<k>``, a compact id ``n<index>`` or
+        an OSM node id."""
         text = str(ref).strip()
         if text in self._label_index:
             return int(self.landmarks[self._label_index[text]])
+        if text[:1] == "n" and text[1:].isdigit() and int(text[1:]) < self.net.n_nodes:
+            return int(text[1:])
         if text.lstrip("-").isdigit() and int(text) in self._node_index:
             return self._node_index[int(text)]
         raise PlanRouteError(f"'{text[:40]}' is neither a landmark (L0..L{len(self.labels) - 1}) "
@@ -130,6 +149,24 @@ class CityView:
                 continue
             route.extend([v] if self.net.edge_between(u, v) >= 0 else self.shortest(u, v)[1:])
         return route
+
+    def waypoints(self, route: list[int]) -> list[int]:
+        """The fewest nodes of ``route`` whose :meth:`expand` gives ``route`` back (greedy: a
+        waypoint ends where the route leaves the free-flow shortest path of the last one)."""
+        if len(route) < 3:
+            return list(route)
+        out, i = [route[0]], 0
+        while i < len(route) - 1:
+            u, j = route[i], i + 1
+            self.shortest(u, u)  # fills the predecessor tree of u
+            pred = self._pred[u]
+            while (int(pred[route[i + 1]]) == u and j + 1 < len(route)
+                   and int(pred[route[j + 1]]) == route[j]
+                   and self.net.edge_between(u, route[j + 1]) < 0):
+                j += 1
+            out.append(route[j])
+            i = j
+        return out if self.expand([self.ref(n) for n in out]) == list(route) else list(route)
 
     def osm(self, node: int) -> int:
         return int(self.net.osm_ids[node])

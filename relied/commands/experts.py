@@ -1,4 +1,9 @@
-"""CLI verbs of the expert team: ``relied experts generate|ask|chat`` and ``relied models``."""
+"""CLI verbs of the expert team: ``relied experts generate|ask|chat`` and ``relied models``.
+
+Errors are one line naming the cause and the fix, exit status 2; with ``--json`` the same
+message is also printed on stdout as ``{"error": ...}``. ``--json`` output is strict JSON
+(undefined figures are ``null``).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,24 @@ import asyncio
 import json
 import logging
 import math
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from relied.agents.clients import (
     ModelError,
+    chat_card,
     describe,
     list_ollama_models,
     ollama_host,
     ollama_model_details,
     resolve_spec,
+    usage_totals,
 )
-from relied.agents.generate import agenerate, ask, plan_scenario
+from relied.agents.generate import GenerationError, PlanRequest, agenerate, ask
 from relied.agents.team import TeamConfig
 from relied.commands.output import JsonFlag, console, err, fail, metric_table
 from relied.env.cities import CityError
@@ -39,23 +48,87 @@ Model = Annotated[str, typer.Option(help="offline | auto | ollama:<model>")]
 Host = Annotated[str | None, typer.Option("--ollama-host", help="Ollama URL ($OLLAMA_HOST)")]
 Epsilon = Annotated[float, typer.Option(help="critic's largest accepted bound per agent")]
 Rounds = Annotated[int, typer.Option(min=1, help="planner -> critic rounds")]
-Timeout = Annotated[float, typer.Option(help="seconds per model call")]
+Timeout = Annotated[float, typer.Option(help="seconds per model call, counted from when it "
+                                        "is sent")]
 USER_ERRORS = (CityError, ModelError, ValueError, OSError)
+# Scenario / TeamConfig / BoundConfig fields and the flags that set them
+FLAGS = {"n_agents": "--agents", "seed": "--seed", "city": "--city", "epsilon": "--epsilon",
+         "max_rounds": "--max-rounds", "group_size": "--group-size", "timeout_s": "--timeout"}
 # AutoGen logs a traceback for every agent error it re-raises; ours are reported in one line.
 logging.getLogger("autogen_core").setLevel(logging.CRITICAL)
 
 
+def strict(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(v) for v in value]
+    return value
+
+
+def print_json(payload: dict) -> None:
+    print(json.dumps(strict(payload), allow_nan=False))
+
+
+def fail_with(message: str, as_json: bool = False) -> NoReturn:
+    """One-line error, exit status 2; with ``--json`` also ``{"error": ...}`` on stdout."""
+    if as_json:
+        print_json({"error": message})
+    fail(message)
+    raise AssertionError("unreachable")
+
+
+def explain_validation(exc: ValidationError, source: str | None = None) -> str:
+    """The first problem of a Pydantic error as one line: flag (or field), value, rule."""
+    e = exc.errors()[0]
+    field = ".".join(str(p) for p in e["loc"]) or "value"
+    where = f"{source}: field '{field}'" if source else FLAGS.get(str(e["loc"][-1]) if e["loc"]
+                                                                  else "", f"'{field}'")
+    ctx = e.get("ctx") or {}
+    rule = {"greater_than": f"must be > {ctx.get('gt')}",
+            "greater_than_equal": f"must be >= {ctx.get('ge')}",
+            "less_than": f"must be < {ctx.get('lt')}",
+            "less_than_equal": f"must be <= {ctx.get('le')}",
+            "finite_number": "must be a finite number"}.get(e["type"], e["msg"])
+    value = e.get("input")
+    shown = "" if isinstance(value, dict | list) or value is None else f" {value!r} is invalid:"
+    return f"{where}:{shown} {rule}"
+
+
 def _scenario(scenario: Path | None, city: str, agents: int, seed: int) -> Scenario:
-    return Scenario.load(scenario) if scenario else Scenario(city=city, n_agents=agents, seed=seed)
+    if scenario is None:
+        return Scenario(city=city, n_agents=agents, seed=seed)
+    try:
+        text = Path(scenario).read_text()
+    except OSError as exc:
+        raise ValueError(f"--scenario {scenario}: cannot read it ({exc.strerror or exc})"
+                         ) from None
+    try:
+        return Scenario.model_validate_json(text)
+    except ValidationError as exc:
+        raise ValueError(explain_validation(exc, f"--scenario {scenario}")) from None
 
 
 def _config(epsilon: float, max_rounds: int, group_size: int = 50) -> TeamConfig:
+    if not math.isfinite(epsilon):
+        raise ValueError(f"--epsilon: {epsilon} is invalid: must be a finite number > 0 "
+                         f"(default {DEFAULT_EPSILON:g})")
     return TeamConfig(max_rounds=max_rounds, group_size=group_size,
                       bound=BoundConfig(epsilon=epsilon))
 
 
 def _first_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return explain_validation(exc)
     return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(kept) / len(kept) if kept else None
 
 
 @experts_app.command()
@@ -67,7 +140,8 @@ def generate(
                                            "concurrently")] = 1,
     out: Annotated[Path, typer.Option(help="demonstration store directory")] = Path("demos"),
     epsilon: Epsilon = DEFAULT_EPSILON, max_rounds: Rounds = 3,
-    group_size: Annotated[int, typer.Option(min=1, help="agents per planner")] = 50,
+    group_size: Annotated[int, typer.Option(min=1, help="largest group of agents per planner "
+                                            "(split further to fit the model's context)")] = 50,
     no_filter: Annotated[bool, typer.Option("--no-filter", help="keep first plans whatever the "
                                             "critic says (LEED)")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore cached answers")] = False,
@@ -75,25 +149,33 @@ def generate(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     as_json: JsonFlag = False,
 ) -> None:
-    """Plan routes with the expert team and save accepted plans as demonstrations."""
+    """Plan routes with the expert team and save accepted plans as demonstrations.
+
+    Exit status: 0 when a plan was accepted (or saved with --no-filter), 1 when the critic
+    rejected every plan (the reasons are shown), 2 on an error.
+    """
+    partial = None
     try:
         base = _scenario(scenario, city, agents, seed)
+        config = _config(epsilon, max_rounds, group_size)
         spec = resolve_spec(model, ollama)
         jobs = [(base.model_copy(update={"seed": base.seed + k}) if k else base, b)
                 for k in range(scenarios) for b in range(batches)]
         results = asyncio.run(agenerate(
-            jobs, out, spec, not no_filter, _config(epsilon, max_rounds, group_size),
-            progress=progress and not as_json, ollama_host=ollama, timeout_s=timeout,
-            use_cache=not no_cache))
-    except USER_ERRORS as exc:
-        fail(_first_line(exc))
+            jobs, out, spec, not no_filter, config, progress=progress and not as_json,
+            ollama_host=ollama, timeout_s=timeout, use_cache=not no_cache))
+    except GenerationError as exc:
+        partial = exc
+    except (*USER_ERRORS, ValidationError) as exc:
+        fail_with(_first_line(exc), as_json)
+    if partial is not None:
+        saved = [r.path for r in partial.results if r.path]
+        kept = f"; {len(saved)} batch(es) finished before it are saved under {out}" \
+            if saved else ""
+        fail_with(f"{_first_line(partial)}{kept}", as_json)
     n = len(results)
     accepted = [r for r in results if r.accepted]
-
-    def mean(values: list[float]) -> float | None:
-        values = [v for v in values if not math.isnan(v)]
-        return sum(values) / len(values) if values else None
-
+    usage = [u for r in results for u in r.usage]
     summary = {
         "model": spec, "model_label": describe(spec), "city": base.city, "agents": base.n_agents,
         "plans": n, "accepted": len(accepted),
@@ -103,17 +185,30 @@ def generate(
         "model_calls_per_accepted_plan": (sum(r.model_calls for r in results) / len(accepted)
                                           if accepted else None),
         "cached": sum(r.cached for r in results),
-        "mean_travel_time": mean([r.mean_travel_time for r in accepted]),
-        "shortest_path_mean_travel_time": mean([r.shortest_path_mean_travel_time
+        "mean_travel_time": _mean([r.mean_travel_time for r in accepted]),
+        "shortest_path_mean_travel_time": _mean([r.shortest_path_mean_travel_time
                                                 for r in results]),
+        "usage": usage_totals(usage),
+        "rejected": [{"scenario_seed": r.scenario_seed, "variant": r.variant, **row}
+                     for r in results if not r.accepted for row in r.rejected],
         "saved": [r.path for r in results if r.path],
     }
     if as_json:
-        print(json.dumps(summary))
-        return
-    shown = {k: v for k, v in summary.items() if k != "saved"}
-    console.print(metric_table(f"expert plans: {summary['model_label']}", shown))
-    console.print(f"saved {len(summary['saved'])} batches under {out}")
+        print_json(summary)
+    else:
+        shown = {k: v for k, v in summary.items() if k not in ("saved", "rejected", "usage")}
+        shown.update({f"usage.{k}": v for k, v in summary["usage"].items()})
+        console.print(metric_table(f"expert plans: {summary['model_label']}", shown))
+        for row in summary["rejected"][:10]:
+            who = f"agent {row['agent']}" if row["agent"] is not None else "plan"
+            console.print(f"rejected (seed {row['scenario_seed']}, variant {row['variant']}) "
+                          f"{who}: {row['reason']}", highlight=False, markup=False)
+        console.print(f"saved {len(summary['saved'])} batches under {out}")
+    if not summary["saved"]:
+        err.print("error: the critic rejected every plan (see 'rejected'); raise --max-rounds "
+                  "or --epsilon, spread departures, or use --no-filter", highlight=False,
+                  markup=False)
+        raise typer.Exit(1)
 
 
 @experts_app.command("ask")
@@ -126,23 +221,32 @@ def ask_cmd(
 ) -> None:
     """Ask the expert team one question about a scenario; prints the answer."""
     if not question.strip():
-        fail("the question is empty; e.g. relied experts ask 'why did agent 3 take this route?'")
+        fail_with("the question is empty; e.g. relied experts ask 'why did agent 3 take this "
+                  "route?'", as_json)
     try:
         sc = _scenario(scenario, city, agents, seed)
+        config = _config(epsilon, max_rounds)
         spec = resolve_spec(model, ollama)
-        answer, outcome = asyncio.run(ask(sc, question, spec, config=_config(epsilon, max_rounds),
-                                          ollama_host=ollama, timeout_s=timeout))
-    except USER_ERRORS as exc:
-        fail(_first_line(exc))
+        answer, outcome, usage = asyncio.run(ask(sc, question, spec, config=config,
+                                                 ollama_host=ollama, timeout_s=timeout))
+    except (*USER_ERRORS, ValidationError) as exc:
+        fail_with(_first_line(exc), as_json)
     if as_json:
-        print(json.dumps({"question": question, "answer": answer, "model": spec,
-                          "accepted": outcome.verdict.accepted, "rounds": outcome.rounds}))
+        print_json({"question": question, "answer": answer, "model": spec,
+                    "accepted": outcome.verdict.accepted, "rounds": outcome.rounds,
+                    "usage": usage_totals([*outcome.usage, *usage])})
         return
     console.print(answer, highlight=False, markup=False)
 
 
-CHAT_HELP = ("Ask about the plan (e.g. 'why agent 3?'), 'verdict' for the critic's verdict, "
-             "'replan' for a new plan variant, 'quit' to leave.")
+CHAT_HELP = ("Ask about the plan (e.g. 'why agent 3?', 'and its bound?', 'the slowest agents'), "
+             "'verdict', 'replan' for a new plan variant, '/model NAME' to switch model, "
+             "'quit' to leave; Ctrl-C cancels an answer.")
+
+
+def _stdin_usable() -> bool:
+    """False when stdin is closed (``0<&-`` leaves Python with ``sys.stdin = None``)."""
+    return sys.stdin is not None and not sys.stdin.closed
 
 
 @experts_app.command()
@@ -151,66 +255,98 @@ def chat(
     scenario: ScenarioOpt = None, model: Model = "offline", epsilon: Epsilon = DEFAULT_EPSILON,
     max_rounds: Rounds = 3, ollama: Host = None, timeout: Timeout = 120.0,
 ) -> None:
-    """Talk with the expert team about a scenario (a REPL)."""
+    """Talk with the expert team about a scenario (a REPL that keeps the conversation)."""
+    from relied.agents.chat import ChatSession
+
+    if not _stdin_usable():
+        fail("experts chat needs a readable stdin (it is closed); use 'relied experts ask "
+             "QUESTION' for one question")
     try:
         sc = _scenario(scenario, city, agents, seed)
-        spec = resolve_spec(model, ollama)
-        config = _config(epsilon, max_rounds)
-        variant = 0
-        outcome, _, _ = asyncio.run(plan_scenario(sc, spec, variant, config, ollama_host=ollama,
-                                                  timeout_s=timeout))
-    except USER_ERRORS as exc:
+        request = PlanRequest(scenario=sc, model=resolve_spec(model, ollama),
+                              config=_config(epsilon, max_rounds), ollama_host=ollama,
+                              timeout_s=timeout)
+        session = asyncio.run(ChatSession.start(request))
+    except (*USER_ERRORS, ValidationError) as exc:
         fail(_first_line(exc))
-    console.print(f"expert team ({describe(spec)}) planned {sc.n_agents} agents in "
-                  f"{outcome.rounds} round(s). {CHAT_HELP}", highlight=False)
+    console.print(f"expert team ({describe(session.spec)}) planned {sc.n_agents} agents in "
+                  f"{session.outcome.rounds} round(s). {CHAT_HELP}", highlight=False,
+                  markup=False)
     while True:
         try:
             line = input("you> ").strip()
         except EOFError:
             break
-        if line in ("quit", "exit", "q"):
-            break
-        if not line:
+        except KeyboardInterrupt:
+            console.print()
             continue
-        try:
-            if line == "verdict":
-                v = outcome.verdict
-                console.print(f"{'accepted' if v.accepted else 'rejected'} in round {v.round}: "
-                              f"{v.reason}", highlight=False, markup=False)
-                continue
-            if line.startswith("replan"):
-                variant += 1
-                outcome, _, _ = asyncio.run(plan_scenario(sc, spec, variant, config,
-                                                          ollama_host=ollama, timeout_s=timeout))
-                v = outcome.verdict
-                console.print(f"new plan (variant {variant}): "
-                              f"{'accepted' if v.accepted else 'rejected'} after {outcome.rounds}"
-                              f" round(s): {v.reason}", highlight=False, markup=False)
-                continue
-            answer, _ = asyncio.run(ask(sc, line, spec, outcome=outcome, ollama_host=ollama,
-                                        timeout_s=timeout))
-            console.print(f"team> {answer}", highlight=False, markup=False)
-        except USER_ERRORS as exc:
-            err.print(f"error: {_first_line(exc)}", highlight=False, markup=False)
+        except (OSError, RuntimeError) as exc:  # stdin went away
+            fail(f"stdin is no longer readable ({type(exc).__name__}); the chat ended")
+        if line in ("quit", "exit", "q", "/quit"):
+            break
+        if line:
+            _turn(session, line)
+
+
+def _turn(session, line: str) -> None:
+    """One REPL input: a command or a question (streamed); errors and Ctrl-C keep the REPL."""
+    try:
+        if line == "verdict":
+            v = session.outcome.verdict
+            console.print(f"{'accepted' if v.accepted else 'rejected'} in round {v.round}: "
+                          f"{v.reason}", highlight=False, markup=False)
+        elif line.startswith("/model"):
+            name = line.removeprefix("/model").strip()
+            if not name:
+                raise ValueError("/model needs a name, e.g. '/model qwen2.5:7b' or "
+                                 "'/model offline'")
+            host = session.request.ollama_host
+            spec = resolve_spec(name if name in ("offline", "auto") or name.startswith("ollama:")
+                                else f"ollama:{name}", host)
+            chat_card(spec, host)
+            session.swap_model(spec)
+            console.print(f"now answering with {describe(spec)}", highlight=False,
+                          markup=False)
+        elif line.startswith("replan"):
+            outcome = asyncio.run(session.replan())
+            v = outcome.verdict
+            console.print(f"new plan (variant {session.variant}): "
+                          f"{'accepted' if v.accepted else 'rejected'} after {outcome.rounds}"
+                          f" round(s): {v.reason}", highlight=False, markup=False)
+        else:
+            asyncio.run(_stream_answer(session, line))
+    except KeyboardInterrupt:
+        console.print("\n(answer cancelled)", highlight=False, markup=False)
+    except (*USER_ERRORS, ValidationError) as exc:
+        err.print(f"error: {_first_line(exc)}", highlight=False, markup=False)
+
+
+async def _stream_answer(session, question: str) -> None:
+    console.print("team> ", end="", highlight=False, markup=False)
+    async for chunk in session.ask(question):
+        console.print(chunk, end="", highlight=False, markup=False, soft_wrap=True)
+        console.file.flush()
+    console.print()
 
 
 def models(ollama: Host = None, as_json: JsonFlag = False) -> None:
-    """List the models Ollama serves, or say that the offline planner will be used."""
+    """List the models Ollama serves (capabilities, context, digest), or say that the offline
+    planner will be used."""
     host = ollama_host(ollama)
     try:
         names = list_ollama_models(ollama)
         reachable, note = True, ""
     except ModelError as exc:
         names, reachable, note = [], False, _first_line(exc)
-    details = {}
+    details: dict[str, dict | None] = {}
     for name in names:
         try:
             details[name] = ollama_model_details(name, ollama)
         except ModelError:
             details[name] = None
     if as_json:
-        print(json.dumps({"host": host, "reachable": reachable, "models": names,
-                          "details": details, "fallback": "offline", "note": note}))
+        print_json({"host": host, "reachable": reachable, "models": names,
+                    "details": details, "fallback": "offline", "note": note})
         return
     if not reachable:
         console.print(f"{note}\nThe offline planner (deterministic, not an LLM) will be used.",
@@ -222,5 +358,8 @@ def models(ollama: Host = None, as_json: JsonFlag = False) -> None:
         return
     for name in names:
         d = details[name] or {}
-        info = ", ".join(str(v) for k, v in d.items() if v and k != "capabilities")
-        console.print(f"ollama:{name}  {info}", highlight=False, markup=False)
+        caps = ",".join(d.get("capabilities") or []) or "?"
+        info = ", ".join(str(d[k]) for k in ("family", "parameter_size", "quantization")
+                         if d.get(k))
+        ctx = f"context {d['context_length']:,}" if d.get("context_length") else "context ?"
+        console.print(f"ollama:{name}  {info}  [{caps}]  {ctx}", highlight=False, markup=False)
