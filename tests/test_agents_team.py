@@ -7,7 +7,6 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from relied.agents.clients import GuardedClient, make_client
 from relied.agents.offline import OFFLINE_INFO
 from relied.agents.plans import AgentPlan, JointPlan
-from relied.agents.prompt import task_prompt
 from relied.agents.team import ExpertTeam, TeamConfig
 from relied.agents.view import CityView
 from relied.env.cities import load_city
@@ -21,7 +20,7 @@ def _team(city, n, seed=0, client=None, config=None):
     view = CityView(net)
     core = RoutingCore(net, Scenario(city=city, n_agents=n, seed=seed, min_trip_m=200))
     client = client or make_client("offline", net, view)
-    return ExpertTeam(core, view, client, config), task_prompt(core, view)
+    return ExpertTeam(core, view, client, config), None
 
 
 def _good_plan(team) -> JointPlan:
@@ -33,7 +32,7 @@ def _good_plan(team) -> JointPlan:
 
 def test_offline_team_plans_and_the_critic_accepts():
     team, prompt = _team("aguascalientes", 20)
-    out = asyncio.run(team.run(prompt))
+    out = asyncio.run(team.run())
     assert out.verdict.accepted and out.accepted_round == 1 and out.rounds == 1
     assert out.model_calls == 1 and out.model_spec == "offline"
     assert len(out.routes) == 20 and all(len(r) >= 2 for r in out.routes)
@@ -43,16 +42,16 @@ def test_offline_team_plans_and_the_critic_accepts():
 
 
 def test_team_is_deterministic():
-    a = asyncio.run(_team("aguascalientes", 30, seed=2)[0].run(_team("aguascalientes", 30, 2)[1]))
+    a = asyncio.run(_team("aguascalientes", 30, seed=2)[0].run())
     team, prompt = _team("aguascalientes", 30, seed=2)
-    b = asyncio.run(team.run(prompt))
+    b = asyncio.run(team.run())
     assert a.routes == b.routes and a.verdict == b.verdict
 
 
 def test_one_planner_per_group_for_large_scenarios():
     team, prompt = _team("aguascalientes", 60, config=TeamConfig(group_size=25))
-    out = asyncio.run(team.run(prompt))
-    assert len(team.groups) == 3 and out.model_calls == 3 * out.rounds
+    out = asyncio.run(team.run())
+    assert len(team.groups) == 3 and out.model_calls == 3 * out.rounds and out.groups == 3
     assert [m["source"] for m in out.transcript[:5]] == [
         "user", "planner_0", "planner_1", "planner_2", "critic"]
     assert sorted(p.agent_id for p in out.plan.plans) == list(range(60))
@@ -65,7 +64,7 @@ def test_invalid_plan_is_fed_back_and_revised():
     replay = ReplayChatCompletionClient([broken.model_dump_json(), good.model_dump_json()],
                                         model_info=OFFLINE_INFO)
     team, prompt = _team("west-oakland", 3, client=GuardedClient(replay, "replay"))
-    out = asyncio.run(team.run(prompt))
+    out = asyncio.run(team.run())
     first, last = out.verdicts
     assert first.kind == "invalid-plan" and first.violating_agents == [2]
     assert "have no plan" in first.reason
@@ -78,7 +77,7 @@ def test_invalid_plan_is_fed_back_and_revised():
 def test_round_limit_ends_with_the_last_rejected_plan():
     config = TeamConfig(max_rounds=2, bound=BoundConfig(epsilon=1.0))  # nothing can pass
     team, prompt = _team("aguascalientes", 20, config=config)
-    out = asyncio.run(team.run(prompt))
+    out = asyncio.run(team.run())
     assert not out.verdict.accepted and out.accepted_round is None
     assert out.rounds == 2 and out.model_calls == 2
     assert "Maximum number of messages" in out.termination
@@ -91,7 +90,7 @@ def test_round_limit_ends_with_the_last_rejected_plan():
 def test_critic_objection_moves_named_agents_and_lowers_their_bound():
     config = TeamConfig(max_rounds=2, bound=BoundConfig(epsilon=9_000.0))
     team, prompt = _team("aguascalientes", 100, seed=0, config=config)
-    out = asyncio.run(team.run(prompt))
+    out = asyncio.run(team.run())
     first = out.verdicts[0]
     assert not first.accepted and first.kind == "stationarity"
     named = first.violating_agents

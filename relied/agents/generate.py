@@ -246,9 +246,9 @@ async def agenerate(jobs: list[tuple[Scenario, int]], out_dir: Path, model: str 
                     behaviour: dict[int, list[int]] | None = None,
                     ollama_host: str | None = None, timeout_s: float = 120.0,
                     use_cache: bool = True) -> list[BatchResult]:
-    """Generate ``(scenario, variant)`` jobs concurrently; results in job order. A failure
-    cancels the jobs not finished and raises :class:`GenerationError` with the finished ones
-    (whose batches are saved)."""
+    """Generate ``(scenario, variant)`` jobs concurrently; results in job order. When a job
+    fails the others still finish (their batches are saved), then :class:`GenerationError`
+    carries the first failure and the finished results."""
     config = config or TeamConfig()
     if not filter_by_bound:
         config = config.model_copy(update={"max_rounds": 1})
@@ -265,14 +265,13 @@ async def agenerate(jobs: list[tuple[Scenario, int]], out_dir: Path, model: str 
                 done[k] = await _one(request, out_dir, filter_by_bound, policy_probs)
             bar.advance(task)
 
-        tasks = [asyncio.ensure_future(run(k, sc, v)) for k, (sc, v) in enumerate(jobs)]
-        try:
-            await asyncio.gather(*tasks)
-        except Exception as exc:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise GenerationError(exc, [done[k] for k in sorted(done)]) from exc
+        outcomes = await asyncio.gather(*(run(k, sc, v) for k, (sc, v) in enumerate(jobs)),
+                                        return_exceptions=True)
+    failures = [e for e in outcomes if isinstance(e, BaseException)]
+    if failures:
+        if not isinstance(failures[0], Exception):
+            raise failures[0]
+        raise GenerationError(failures[0], [done[k] for k in sorted(done)]) from failures[0]
     return [done[k] for k in range(len(jobs))]
 
 
