@@ -50,7 +50,6 @@ def runs(tmp_path_factory):
     (["--agents", "200000"], ["--agents (n_agents): 200000", "less than or equal to 100000"]),
     (["--lr", "nan"], ["--lr (lr): NaN"]),
     (["--algo", "ippo", "--demos", "somewhere"], ["demos_dir is only used by bc, leed, reled"]),
-    (["--algo", "ippo", "--experts", "offline"], ["--experts is only used by"]),
     (["--city", "nowhere/x.osm"], ["city file", "does not exist"]),
 ])
 def test_bad_train_flags(tmp_path, args, needles):

@@ -13,7 +13,7 @@ from relied.rl.trainer import Trainer
 
 
 def tiny(**kw) -> TrainConfig:
-    base = dict(city="west-oakland", n_agents=4, seed=1, experts="shortest-path",
+    base = dict(city="west-oakland", n_agents=4, seed=1, experts="shortest-path", horizon_s=300,
                 total_steps=10, n_envs=1, minibatch=64, expert_batch=64)
     return TrainConfig(**(base | kw))
 

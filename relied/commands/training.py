@@ -20,7 +20,7 @@ from relied.commands.output import (
 )
 from relied.env.cities import CityError
 from relied.experts.demos import DemoFileError
-from relied.rl.config import ALGOS, USES_EXPERTS, TrainConfig
+from relied.rl.config import ALGOS, TrainConfig
 
 #: TrainConfig fields and the ``train`` flags that set them, for error messages.
 TRAIN_FLAGS = {"city": "--city", "n_agents": "--agents", "seed": "--seed",
@@ -124,11 +124,8 @@ def train(
         else:
             base = _config_file(config) if config else {}
             base.update({k: v for k, v in overrides.items() if v is not None})
-            cfg = TrainConfig.model_validate(base)
-            if not cfg.uses_experts and experts is not None:
-                raise ValueError(f"--experts is only used by {', '.join(sorted(USES_EXPERTS))}"
-                                 f"; drop it for --algo {cfg.algo}")
-            trainer = Trainer.create(cfg, runs_dir, progress=progress)
+            trainer = Trainer.create(TrainConfig.model_validate(base), runs_dir,
+                                     progress=progress)
         summary = trainer.run()
     except _errors() as exc:
         fail(error_message(exc, TRAIN_FLAGS), as_json)

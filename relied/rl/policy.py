@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,15 @@ def atomic_torch_save(obj: object, path: Path) -> None:
         raise
 
 
+def safe_torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)``: tensors and plain Python values only, so a pickled
+    object in the file is refused instead of run; torch's warnings about odd pickle protocols
+    in damaged files are not shown (the caller reports the file in one line)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def save_policy(model: ActorCritic, path: Path, config: dict) -> None:
     atomic_torch_save({"kwargs": model.kwargs, "state_dict": model.state_dict(),
                        "config": config}, path)
@@ -68,7 +78,7 @@ def load_policy(path: Path) -> tuple[ActorCritic, dict]:
         raise PolicyFileError(f"policy file '{path}' is missing; train the run to the end "
                               "or resume it")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = safe_torch_load(path)
         model = ActorCritic(**data["kwargs"])
         model.load_state_dict(data["state_dict"])
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear error

@@ -49,7 +49,13 @@ from relied.rl.demos import (
 from relied.rl.envs import check_backend, make_vector_env
 from relied.rl.hybrid_ppo import Tensors, evaluate_actions, hybrid_update
 from relied.rl.model import ActorCritic
-from relied.rl.policy import PolicyFileError, TrainedPolicy, atomic_torch_save, save_policy
+from relied.rl.policy import (
+    PolicyFileError,
+    TrainedPolicy,
+    atomic_torch_save,
+    safe_torch_load,
+    save_policy,
+)
 from relied.rl.rollout import Decisions, EpisodeRecord, collect, decisions_from, gae
 from relied.rl.schedule import dtw_per_step, expert_weights
 
@@ -308,7 +314,7 @@ class Trainer:
         """Restore a checkpoint; only tensors and plain numbers are unpickled (anything else,
         e.g. an object with a ``__reduce__`` payload, is refused without running it)."""
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = safe_torch_load(path)
             if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
                 raise ValueError("unknown checkpoint format")
             counters = {k: kind(state["counters"][k]) for k, kind in COUNTERS.items()}
