@@ -248,3 +248,13 @@ def test_run_folder_of_an_unrelated_file_is_never_removed(tmp_path):
     discard_run_dir(run, root)
     assert not run.exists() and (root / "c" / "ippo" / "0" / "notes.txt").exists()
     assert os.listdir(root) == ["c"]
+
+
+def test_policy_file_with_inflated_sizes_is_refused_before_allocating(finished, tmp_path):
+    data = torch.load(finished / "policy.pt", weights_only=True)
+    path = tmp_path / "policy.pt"
+    torch.save(dict(data, kwargs=dict(data["kwargs"], hidden=10**6, n_agents=10**6)), path)
+    with pytest.raises(PolicyFileError, match="corrupt"):
+        load_policy(path)  # (10^12 weights would not fit in memory: refused from the sizes)
+    torch.save(data, path)
+    assert load_policy(path)[1] == data["config"]

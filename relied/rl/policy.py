@@ -79,8 +79,14 @@ def load_policy(path: Path) -> tuple[ActorCritic, dict]:
                               "or resume it")
     try:
         data = safe_torch_load(path)
-        model = ActorCritic(**data["kwargs"])
-        model.load_state_dict(data["state_dict"])
+        kwargs, weights = data["kwargs"], data["state_dict"]
+        with torch.device("meta"):  # sizes first: a crafted file cannot make us allocate more
+            probe = ActorCritic(**kwargs)  # than the weights it holds
+        if {k: v.shape for k, v in probe.state_dict().items()} != \
+                {k: getattr(v, "shape", None) for k, v in weights.items()}:
+            raise ValueError("weights do not fit the stored model sizes")
+        model = ActorCritic(**kwargs)
+        model.load_state_dict(weights)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear error
         raise PolicyFileError(f"policy file '{path}' is corrupt ({type(exc).__name__}); "
                               "retrain or resume the run") from None
