@@ -70,3 +70,155 @@ def test_models_lists_or_says_offline():
     assert "tools" in out["details"]["qwen2.5:7b"]["capabilities"]
     res = runner.invoke(app, ["models", "--ollama-host", host])
     assert res.exit_code == 0 and "not reachable" in res.stdout and "offline planner" in res.stdout
+
+
+def _strict(text):
+    def refuse(const):
+        raise ValueError(f"non-strict JSON constant {const}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_rejected_plans_are_listed_and_exit_non_zero(tmp_path):
+    res = runner.invoke(app, ["experts", "generate", "--agents", "20", "--epsilon", "1",
+                              "--max-rounds", "1", "--out", str(tmp_path / "d"), "--json"])
+    assert res.exit_code == 1
+    out = _strict(res.stdout)
+    assert out["accepted"] == 0 and out["saved"] == [] and out["mean_travel_time"] is None
+    assert out["rejected"] and {"agent", "reason"} <= set(out["rejected"][0])
+    assert "epsilon" in out["rejected"][0]["reason"] and "rejected every plan" in res.stderr
+    table = runner.invoke(app, ["experts", "generate", "--agents", "20", "--epsilon", "1",
+                                "--max-rounds", "1", "--out", str(tmp_path / "d")])
+    assert table.exit_code == 1 and "rejected (seed 0, variant 0) agent" in table.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epsilon", "inf"], "--epsilon: inf is invalid: must be a finite number"),
+    (["--epsilon", "-1"], "--epsilon: -1.0 is invalid: must be > 0"),
+    (["--agents", "200000"], "--agents: 200000 is invalid: must be <= 100000"),
+])
+def test_bad_values_name_the_flag_and_the_range(args, message):
+    res = runner.invoke(app, ["experts", "generate", *args, "--json"])
+    assert res.exit_code == 2 and message in res.stderr and "Traceback" not in res.output
+    assert message in _strict(res.stdout)["error"]
+
+
+def test_malformed_scenario_file_names_file_and_field(tmp_path):
+    bad = tmp_path / "sc.json"
+    bad.write_text('{"city": "aguascalientes", "n_agents": 0}')
+    res = runner.invoke(app, ["experts", "ask", "why agent 1?", "--scenario", str(bad)])
+    assert res.exit_code == 2 and f"--scenario {bad}: field 'n_agents'" in res.stderr
+    bad.write_text("{not json")
+    res = runner.invoke(app, ["experts", "ask", "why agent 1?", "--scenario", str(bad), "--json"])
+    assert res.exit_code == 2 and "--scenario" in _strict(res.stdout)["error"]
+
+
+def test_unwritable_cache_runs_without_caching_with_one_warning(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("RELIED_EXPERT_CACHE", str(blocker / "experts"))
+    res = runner.invoke(app, ["experts", "ask", "why did agent 1 take this route?",
+                              "--agents", "8"])
+    assert res.exit_code == 0, res.output
+    assert "Agent 1 drives" in res.stdout
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "running without caching" in warnings[0]
+
+
+def test_models_when_the_server_is_not_ollama():
+    with OllamaStub([], tags_body=b"<html>It works!</html>") as stub:
+        res = runner.invoke(app, ["models", "--ollama-host", stub.host, "--json"])
+    assert res.exit_code == 0, res.output
+    out = _strict(res.stdout)
+    assert not out["reachable"] and "does not answer like Ollama" in out["note"]
+
+
+def test_a_failed_batch_keeps_the_saved_ones(tmp_path, monkeypatch):
+    """Two scenarios on a server that drops every request for the second: one line, exit 2,
+    the first scenario's batch is saved."""
+    from ollama_stub import DROP
+    from test_agents_ollama import ROLES
+
+    from relied.agents.clients import GuardedClient
+    from relied.agents.offline import OfflinePlannerClient
+    from relied.env.cities import load_city
+    from relied.env.core import RoutingCore
+    from relied.env.scenario import Scenario
+
+    monkeypatch.setattr(GuardedClient, "backoff_s", 0.01)
+    net = load_city("west-oakland")
+    planner = OfflinePlannerClient(net)
+    second = RoutingCore(net, Scenario(city="west-oakland", n_agents=4, min_trip_m=200, seed=1))
+    marker = f'"0":"n{int(second.origin[0])} '
+
+    def reply(body):
+        if marker in body["messages"][1]["content"]:
+            return DROP
+        msgs = [ROLES[m["role"]](content=m["content"]) if m["role"] == "system"
+                else ROLES[m["role"]](content=m["content"], source="x")
+                for m in body["messages"] if m["role"] in ROLES and m.get("content")]
+        return planner._plan(msgs).model_dump_json()
+
+    with OllamaStub([reply], capabilities={"stub:latest": ["completion"]}) as stub:
+        res = runner.invoke(app, ["experts", "generate", "--city", "west-oakland", "--agents",
+                                  "4", "--scenarios", "2", "--model", "ollama:stub",
+                                  "--ollama-host", stub.host, "--out", str(tmp_path / "d"),
+                                  "--no-filter", "--json"])
+    assert res.exit_code == 2, res.output
+    error = _strict(res.stdout)["error"]
+    assert "dropped the connection 3 times" in error and "1 batch(es)" in error
+    assert len(list((tmp_path / "d").glob("*.json"))) == 1
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+
+
+PROMPTS = """
+import hashlib, sys
+from relied.agents.clients import make_client
+from relied.agents.team import ExpertTeam
+from relied.agents.view import CityView
+from relied.env.cities import load_city
+from relied.env.core import RoutingCore
+from relied.env.scenario import Scenario
+net = load_city("aguascalientes")
+view = CityView(net)
+digest = hashlib.sha256()
+for n in (20, 100):
+    core = RoutingCore(net, Scenario(city="aguascalientes", n_agents=n, seed=0))
+    team = ExpertTeam(core, view, make_client("offline", net, view))
+    for system, task in team.prompts:
+        digest.update(system.encode() + task.encode())
+print(digest.hexdigest())
+"""
+
+
+def test_prompts_are_byte_identical_across_hash_seeds():
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for seed in ("0", "1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "NUMBA_DISABLE_JIT": "1"}
+        res = subprocess.run([sys.executable, "-c", PROMPTS], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        digests.add(res.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_the_cache_hits_across_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "NUMBA_DISABLE_JIT": "1",
+               "RELIED_EXPERT_CACHE": str(tmp_path / "cache")}
+        res = subprocess.run([sys.executable, "-m", "relied.cli", "experts", "generate",
+                              "--agents", "20", "--out", str(tmp_path / f"d{seed}"), "--json"],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        outs.append(_strict(res.stdout))
+    assert outs[0]["cached"] == 0 and outs[0]["model_calls"] == 1
+    assert outs[1]["cached"] == 1 and outs[1]["model_calls"] == 0

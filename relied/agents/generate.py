@@ -109,7 +109,7 @@ def _load_cached(key: str) -> TeamOutcome | None:
     path = expert_cache_dir() / f"{key}.json"
     try:
         return TeamOutcome.model_validate_json(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no entry (or no cache folder)
         return None
     except (OSError, ValueError) as exc:
         _warn_once(f"expert cache entry {path} is unreadable ({type(exc).__name__}); "
