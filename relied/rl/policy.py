@@ -11,7 +11,6 @@ import torch
 
 from relied.env.core import RoutingCore
 from relied.env.netcache import temp_file
-from relied.rl.envs import UTurnGuard
 from relied.rl.hybrid_ppo import masked_greedy
 from relied.rl.model import ActorCritic
 
@@ -21,18 +20,15 @@ class PolicyFileError(ValueError):
 
 
 class TrainedPolicy:
-    """Greedy (most likely valid action, U-turns masked as in training) policy of a trained
-    model over a :class:`RoutingCore` of any city; agent ``i`` of any scenario uses the
-    weights of trained agent ``i mod groups``."""
+    """Greedy (most likely valid action under the core's mask, as in training) policy of a
+    trained model over a :class:`RoutingCore` of any city; agent ``i`` of any scenario uses
+    the weights of trained agent ``i mod groups``."""
 
     def __init__(self, model: ActorCritic):
         self.model = model.eval()
-        self.guard: UTurnGuard | None = None
 
     def __call__(self, core: RoutingCore) -> np.ndarray:
-        if self.guard is None or len(self.guard.prev) != core.n:
-            self.guard = UTurnGuard(core.n)
-        mask = self.guard.apply(core, core.action_mask())
+        mask = core.action_mask()
         deciding = np.flatnonzero(mask[:, : core.k].any(axis=1))
         actions = np.full(core.n, core.noop, dtype=np.int64)
         if deciding.size:
