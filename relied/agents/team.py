@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from autogen_agentchat.agents import AssistantAgent, BaseChatAgent
@@ -54,9 +54,13 @@ from relied.experts.bound import BoundConfig, PolicyProbs
 from relied.experts.critic import Execution, check_plan, execute
 
 MAX_TOOL_ROUNDS = 3
+# worst-case growth of a planner's prompt after the first round (measured on aguascalientes
+# with benchmarks/prompt_size.py; generous): its own last plan as waypoints per agent, its
+# offending agents per verdict, and per verdict the tables of worst terms and shared edges
+OWN_PLAN_TOKENS_PER_AGENT = 60
+OFFENDER_TOKENS_PER_AGENT_ROUND = 4
+VERDICT_TOKENS = 550
 REPLY_TOKENS_PER_AGENT = 60  # room kept in the context for each agent's line of the reply
-FEEDBACK_TOKENS_PER_AGENT = 25  # own last plan and offending-agent ids in later rounds
-FEEDBACK_TOKENS = 900  # verdict tables and the other agents' loads
 
 
 class TeamConfig(BaseModel):
@@ -226,28 +230,52 @@ class ExpertTeam:
                 for g in groups]
 
     def worst_case_tokens(self, group: list[int], system: str, task: str) -> tuple[int, int]:
-        """``(prompt, prompt + reply)`` tokens of ``group``'s planner in a late round."""
-        prompt = (estimate_tokens(system) + estimate_tokens(task) + FEEDBACK_TOKENS
-                  + FEEDBACK_TOKENS_PER_AGENT * len(group))
+        """``(prompt, prompt + reply)`` tokens of ``group``'s planner in its last round: system
+        and task, tool and output schemas, its own last plan, every verdict and the other
+        agents' loads (as large as in the task)."""
+        rounds = self.config.max_rounds - 1
+        loads = estimate_tokens(json.dumps(self.board.others_load(group, {})))
+        prompt = (estimate_tokens(system) + estimate_tokens(task) + self._schema_tokens
+                  + (len(group) * (OWN_PLAN_TOKENS_PER_AGENT + OFFENDER_TOKENS_PER_AGENT_ROUND
+                                   * rounds) + rounds * VERDICT_TOKENS + loads if rounds else 0))
         return prompt, prompt + REPLY_TOKENS_PER_AGENT * len(group)
 
+    @cached_property
+    def _schema_tokens(self) -> int:
+        """Tokens of the tool schemas (when the model has tools) and of the output schema."""
+        parts = [json.dumps(JointPlan.model_json_schema())]
+        if self.client.card.tools:
+            parts += [json.dumps(t.schema) for t in planner_tools(self.view)]
+        return sum(estimate_tokens(p) for p in parts)
+
     def _split(self, size: int) -> tuple[list[list[int]], list[tuple[str, str]]]:
-        """Groups of at most ``size`` agents, halved until every planner prompt fits."""
+        """Groups of the largest size up to ``size`` whose planner prompts all fit the model
+        (binary search: prompts grow with the group)."""
         card, n = self.client.card, self.core.n
-        while True:
-            groups = [list(range(s, min(s + size, n))) for s in range(0, n, size)]
+
+        def attempt(k: int) -> tuple[list[list[int]], list[tuple[str, str]], int] | None:
+            groups = [list(range(s, min(s + k, n))) for s in range(0, n, k)]
             prompts = self._prompts(groups)
             worst = max((self.worst_case_tokens(g, *p) for g, p in zip(groups, prompts,
                                                                        strict=True)),
                         key=lambda t: t[1])
-            if worst[0] <= card.prompt_budget and worst[1] <= card.num_ctx:
-                return groups, prompts
-            if size == 1:
-                raise ModelError(
-                    f"a planner prompt for one agent needs about {worst[0]:,} tokens, more "
-                    f"than {card.spec} can take ({card.prompt_budget:,} of a "
-                    f"{card.num_ctx:,}-token context); use a model with a longer context")
-            size = max(1, size // 2)
+            fits = worst[0] <= card.prompt_budget and worst[1] <= card.num_ctx
+            return (groups, prompts, worst[0]) if fits else None
+
+        lo, hi, best = 1, min(size, n), None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if (found := attempt(mid)) is not None:
+                best, lo = found, mid + 1
+            else:
+                hi = mid - 1
+        if best is None:
+            need = self.worst_case_tokens([0], *self._prompts([[0]])[0])[0]
+            raise ModelError(
+                f"a planner prompt for one agent needs about {need:,} tokens, more than "
+                f"{card.spec} can take ({card.prompt_budget:,} of a {card.num_ctx:,}-token "
+                "context); use a model with a longer context")
+        return best[0], best[1]
 
     # ---- the critic's tool ------------------------------------------------------------------
     def check(self, plan: JointPlan, round_: int) -> CriticVerdict:
