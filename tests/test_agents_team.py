@@ -51,9 +51,11 @@ def test_team_is_deterministic():
 def test_one_planner_per_group_for_large_scenarios():
     team, prompt = _team("aguascalientes", 60, config=TeamConfig(group_size=25))
     out = asyncio.run(team.run())
-    assert len(team.groups) == 3 and out.model_calls == 3 * out.rounds and out.groups == 3
-    assert [m["source"] for m in out.transcript[:5]] == [
-        "user", "planner_0", "planner_1", "planner_2", "critic"]
+    k = len(team.groups)
+    assert k >= 3 and max(map(len, team.groups)) <= 25 and out.groups == k
+    assert out.model_calls == k * out.rounds
+    assert [m["source"] for m in out.transcript[:k + 2]] == [
+        "user", *(f"planner_{j}" for j in range(k)), "critic"]
     assert sorted(p.agent_id for p in out.plan.plans) == list(range(60))
 
 

@@ -304,8 +304,10 @@ class GuardedClient(ChatCompletionClient):
                  host: str = DEFAULT_HOST, timeout_s: float = 120.0, retries: int = 2,
                  transient_retries: int = 2):
         self.inner, self.spec, self.host = inner, spec, host
-        self.card = card or (OFFLINE_CARD if spec == "offline" else
-                             ModelCard(spec=spec, digest="", capabilities=["completion"]))
+        # without a card (a client made in code, e.g. a replay client): what its model_info says
+        self.card = card or (OFFLINE_CARD if spec == "offline" else ModelCard(
+            spec=spec, digest="", context_length=NUM_CTX_CAP,
+            capabilities=["completion"] + ["tools"] * bool(inner.model_info["function_calling"])))
         self.timeout_s, self.retries, self.transient_retries = timeout_s, retries, transient_retries
         # Ollama ignores tools under a JSON-schema format: tool turns and answers are separate
         self.split_turns = not isinstance(inner, OfflinePlannerClient)
