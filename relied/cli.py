@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from relied.commands.output import JsonFlag, console, fail, metric_table
+from relied.commands.output import (
+    JsonFlag,
+    console,
+    emit_json,
+    error_message,
+    fail,
+    figure_path,
+    metric_table,
+    validation_message,
+)
 from relied.env.cities import SHIPPED_CITIES, CityError, load_city
 from relied.env.core import RoutingCore
 from relied.env.policies import POLICIES, make_policy
@@ -37,43 +46,110 @@ def cities(as_json: JsonFlag = False) -> None:
     console.print(table)
 
 
+SCENARIO_FLAGS = {"n_agents": "--agents", "seed": "--seed", "horizon_s": "--horizon",
+                  "departure_window_s": "--departure-window", "dt_s": "--dt",
+                  "background_share": "--background-share", "traffic_model": "--traffic-model",
+                  "city": "--city"}
+
+
+def build_scenario(preset: str | None, scenario: Path | None, overrides: dict) -> Scenario:
+    """The scenario of a run: a preset or a Scenario JSON file (or the defaults), with the
+    flags the user gave (``None`` = not given) on top; re-validated as a whole."""
+    from relied.env.presets import load_preset
+
+    if preset and scenario:
+        raise ValueError("give --preset or --scenario, not both")
+    base = (load_preset(preset).scenario if preset else
+            Scenario.load(scenario) if scenario else Scenario())
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Scenario.model_validate(base.model_dump() | given)
+
+
 @app.command()
 def simulate(
-    city: Annotated[str, typer.Option(help="shipped name, .osm/.graphml path, or place:<query>")]
-    = "aguascalientes",
-    agents: Annotated[int, typer.Option(min=1, help="number of vehicle agents")] = 20,
+    preset: Annotated[str | None, typer.Option(help="named benchmark scenario, e.g. "
+                                               "aguascalientes-peak")] = None,
+    city: Annotated[str | None, typer.Option(
+        help="shipped name, .osm/.graphml path, or place:<query>")] = None,
+    agents: Annotated[int | None, typer.Option(help="learning vehicles [20]")] = None,
     policy: Annotated[str, typer.Option(help=f"one of {', '.join(POLICIES)}")] = "shortest-path",
-    seed: Annotated[int, typer.Option(help="seed of OD sampling and the policy")] = 0,
-    horizon: Annotated[float, typer.Option(help="episode horizon in seconds")] = 1800.0,
-    departure_window: Annotated[float, typer.Option(help="stagger departures over s")] = 0.0,
-    scenario: Annotated[Path | None, typer.Option(help="Scenario JSON (overrides the above)")]
-    = None,
-    plot: Annotated[Path | None, typer.Option(help="draw routes coloured by congestion")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of trips and policy [0]")] = None,
+    horizon: Annotated[float | None, typer.Option(help="episode horizon, s [1800]")] = None,
+    departure_window: Annotated[float | None, typer.Option(
+        help="departures spread over this many seconds [0]")] = None,
+    background_share: Annotated[float | None, typer.Option(
+        help="share of all vehicles that are background traffic, [0, 1)")] = None,
+    traffic_model: Annotated[str | None, typer.Option(help="queue (default) or bpr")] = None,
+    dt: Annotated[float | None, typer.Option(help="simulation step, s [1]")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="Scenario JSON file")] = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG of routes coloured by slowdown")] = None,
+    plot_queues: Annotated[Path | None, typer.Option(
+        help="PNG of queues on the map over time")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run one episode with a reference policy and print its metrics."""
+    """Run one episode with a reference policy and print the learners' metrics."""
+    from pydantic import ValidationError
+
     try:
-        sc = (Scenario.load(scenario) if scenario else
-              Scenario(city=city, n_agents=agents, seed=seed, horizon_s=horizon,
-                       departure_window_s=departure_window))
+        sc = build_scenario(preset, scenario, {
+            "city": city, "n_agents": agents, "seed": seed, "horizon_s": horizon,
+            "departure_window_s": departure_window, "background_share": background_share,
+            "traffic_model": traffic_model, "dt_s": dt})
+        plot = figure_path(plot, "--plot", "routes.png") if plot else None
+        plot_queues = (figure_path(plot_queues, "--plot-queues", "queues.png")
+                       if plot_queues else None)
         net = load_city(sc.city)
-        core = RoutingCore(net, sc, record_routes=plot is not None)
-        pol = make_policy(policy, seed)
+        core = RoutingCore(net, sc, record_routes=plot is not None,
+                           record_queues=plot_queues is not None)
+        pol = make_policy(policy, sc.seed)
+    except ValidationError as exc:
+        fail(validation_message(exc, SCENARIO_FLAGS), as_json)
     except (CityError, ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(error_message(exc), as_json)
     episode = run_episode(core, pol)
-    result = {"city": sc.city, "agents": sc.n_agents, "policy": policy, "seed": sc.seed,
-              "steps": episode.steps, **episode.metrics}
+    result = {"city": sc.city, "preset": preset, "agents": sc.n_agents,
+              "vehicles": sc.n_vehicles, "traffic_model": sc.traffic_model, "policy": policy,
+              "seed": sc.seed, "steps": episode.steps, "wall_s": episode.wall_s,
+              **episode.metrics}
+    equilibrium = getattr(pol, "equilibrium", None)
+    if equilibrium is not None:
+        result["relative_gap"] = equilibrium.relative_gap[-1]
+        result["equilibrium_iterations"] = equilibrium.iterations
+    label = f"{sc.city}: {policy}, {sc.n_agents} learners of {sc.n_vehicles} vehicles"
     if plot is not None:
         from relied.env.plot import plot_routes
 
-        plot_routes(core, episode.routes, plot, title=f"{sc.city}: {policy}, {sc.n_agents} agents")
-        result["plot"] = str(plot)
+        result["plot"] = str(plot_routes(core, episode.routes, plot, title=label))
+    if plot_queues is not None:
+        from relied.env.plot import plot_queues as draw_queues
+
+        result["plot_queues"] = str(draw_queues(core, plot_queues, title=label))
     if as_json:
-        print(json.dumps(result))
+        emit_json(result)
         return
-    console.print(metric_table(
-        f"{sc.city}, {sc.n_agents} agents, policy {policy}, seed {sc.seed}", result))
+    console.print(metric_table(f"{label}, seed {sc.seed}", result))
+
+
+@app.command()
+def presets(as_json: JsonFlag = False) -> None:
+    """List the shipped benchmark scenarios."""
+    from relied.env.presets import load_preset, preset_names
+
+    rows = []
+    for name in preset_names():
+        p = load_preset(name)
+        rows.append({"name": name, "city": p.scenario.city, "learners": p.scenario.n_agents,
+                     "vehicles": p.scenario.n_vehicles, "description": p.description})
+    if as_json:
+        emit_json({"presets": rows})
+        return
+    table = Table(title="Benchmark presets")
+    for col in ("name", "city", "learners", "vehicles", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in ("name", "city", "learners", "vehicles",
+                                              "description")))
+    console.print(table)
 
 
 # --- verbs of the higher layers: one registration line each, below this marker ---

@@ -39,7 +39,7 @@ def test_arrived_agents_leave_and_match_the_core(oakland):
             i = env._index[a]
             mask = obs[a]["action_mask"]
             # follow free-flow shortest path: smallest detour among valid slots
-            per = obs[a]["observation"][4:].reshape(env.core.k, 5)
+            per = obs[a]["observation"][4:].reshape(env.core.k, 6)
             slots = np.flatnonzero(mask[:-1])
             actions[a] = int(slots[np.argmin(per[slots, 1])]) if slots.size else env.core.noop
             assert (env.core.status[i] == 1) == bool(slots.size)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from relied.env.cities import load_city
-from relied.env.core import RoutingCore
+from relied.env.core import SLOT_FEATURES, RoutingCore
 from relied.env.policies import ShortestPathPolicy
 from relied.env.rollout import run_episode
 from relied.env.scenario import Scenario
@@ -108,7 +108,7 @@ def test_light_load_shortest_paths_pass_and_slow_plans_fail():
     # zero detour in the observation) has no divergence left: the bound shrinks to Vol_ext
     def shortest_learner(obs, mask, ids):
         k = mask.shape[1] - 1
-        per = obs[:, 4:].reshape(len(obs), k, 5)
+        per = obs[:, 4:].reshape(len(obs), k, SLOT_FEATURES)
         detour = np.where(per[:, :, 0] > 0, per[:, :, 1], np.inf)
         return np.eye(k + 1)[np.argmin(detour, axis=1)]
 
@@ -137,7 +137,8 @@ def test_volatility_outside_group_only_moves_agents_outside_the_group():
     exact = BoundConfig(volatility="outside-group", executions=3)
     fast = BoundConfig(volatility="all", executions=3)
     # one group holds everybody: nobody outside it moves, so nothing external varies
-    assert np.all(return_volatility(net, crowd, routes, exact, together) == 0.0)
+    np.testing.assert_allclose(return_volatility(net, crowd, routes, exact, together), 0.0,
+                               atol=1e-9)
     assert return_volatility(net, crowd, routes, fast, together).max() > 0.01
     # singleton groups in a staggered stream: each agent keeps its own departure while the
     # others' jitter changes who shares the road with it

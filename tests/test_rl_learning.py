@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from relied.env.core import RoutingCore
+from relied.env.core import SLOT_FEATURES, RoutingCore
 from relied.env.rollout import Trajectories
 from relied.rl.config import TrainConfig
 from relied.rl.demos import load_expert_set, shortest_path_demos
@@ -78,10 +78,11 @@ def test_shared_and_grouped_parameters(share, groups):
 
 def test_actor_scores_slots_by_features_for_any_out_degree():
     torch.manual_seed(0)
-    model = ActorCritic(obs_dim=4 + 5 * 4, k=4, n_agents=2, share="all")
+    f = SLOT_FEATURES
+    model = ActorCritic(obs_dim=4 + f * 4, k=4, n_agents=2, share="all")
     agent = torch.zeros(1, dtype=torch.long)
-    slot_a, slot_b = torch.rand(5), torch.rand(5)
-    obs4 = torch.cat([torch.rand(4), slot_a, slot_b, slot_a, torch.zeros(5)])[None]
+    slot_a, slot_b = torch.rand(f), torch.rand(f)
+    obs4 = torch.cat([torch.rand(4), slot_a, slot_b, slot_a, torch.zeros(f)])[None]
     mask4 = torch.tensor([[True, True, True, False, False]])
     logits = model.logits(obs4, mask4, agent)[0]
     assert logits[0] == logits[2]  # same edge features, same score, whatever the slot
@@ -148,31 +149,3 @@ def test_critic_filter_drops_demos_the_critic_rates_above_the_expert(expert_set)
                           torch.ones(core.n))
     assert stats["expert_kept"] == 0.0 and stats["loss_expert"] == 0.0
     assert torch.allclose(evaluate_actions(model, t)[0], before)
-
-
-def test_u_turn_guard_masks_the_way_back_unless_it_is_the_only_one(oakland):
-    from relied.env.core import RoutingCore
-    from relied.env.policies import RandomPolicy
-    from relied.env.scenario import Scenario
-    from relied.rl.envs import UTurnGuard
-
-    core = RoutingCore(oakland, Scenario(city="west-oakland", n_agents=12, seed=4,
-                                         min_trip_m=150))
-    guard, rng, prev = UTurnGuard(core.n), RandomPolicy(0), {}
-    masked = 0
-    core.reset()
-    for _ in range(60):
-        full = core.action_mask()
-        mask = guard.apply(core, full.copy())
-        for i in np.flatnonzero(full[:, : core.k].any(axis=1)):
-            heads = oakland.edge_dst[np.maximum(core.out_table[core.node[i]], 0)]
-            back = full[i, : core.k] & (heads == prev.get(i, -1))
-            if back.any() and (full[i, : core.k] & ~back).any():
-                assert not (mask[i, : core.k] & back).any()
-                masked += 1
-            else:  # no way back, or it is the only way on (dead end): nothing masked
-                assert (mask[i] == full[i]).all()
-            prev[i] = core.node[i]
-        actions = np.argmax(rng.rng.random(mask.shape) * mask, axis=1)
-        core.step(actions)
-    assert masked > 0

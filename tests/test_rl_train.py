@@ -18,16 +18,17 @@ torch.set_num_threads(1)
 
 def tiny(**kw) -> TrainConfig:
     base = dict(city="west-oakland", n_agents=6, seed=1, experts="shortest-path",
-                total_steps=1500, n_envs=2, minibatch=128, expert_batch=128)
+                horizon_s=300, total_steps=1500, n_envs=2, minibatch=128, expert_batch=128)
     return TrainConfig(**(base | kw))
 
 
 def test_short_reled_run_improves_over_initial_policy(tmp_path):
-    trainer = Trainer.create(tiny(), tmp_path, progress=False)
+    trainer = Trainer.create(tiny(total_steps=4000), tmp_path, progress=False)
     initial = run_episode(trainer.core, TrainedPolicy(trainer.model)).metrics
     summary = trainer.run()
-    assert summary["env_steps"] >= 1500
-    assert summary["final_return"] > initial["mean_return"] + 5.0
+    assert summary["env_steps"] >= 4000
+    # from trips cut off at the horizon to arriving in about two minutes
+    assert summary["final_return"] > initial["mean_return"] + 3.0
     assert summary["arrival_rate"] == 1.0 > initial["arrival_rate"]
     rows = read_metrics(trainer.run_dir)
     assert rows[-1]["return"] > rows[0]["return"]
@@ -38,7 +39,7 @@ def test_short_reled_run_improves_over_initial_policy(tmp_path):
     assert any((trainer.run_dir / "tb").iterdir())
     stored = TrainConfig.load(trainer.run_dir / "config.json")
     assert stored == trainer.cfg and len(stored.city_sha256) == 64
-    assert stored.model_copy(update={"city_sha256": None}) == tiny()
+    assert stored.model_copy(update={"city_sha256": None}) == tiny(total_steps=4000)
 
 
 def test_resume_after_a_kill_restores_identical_state(tmp_path):

@@ -1,23 +1,43 @@
-"""Batched, time-stepped mesoscopic traffic simulator: all agents advance in numpy at once.
+"""Batched, time-stepped mesoscopic traffic simulator: all vehicles advance in numpy at once.
 
-Each agent is waiting to depart, at a node (a decision point), on an edge, or arrived. Every
-step of ``dt_s`` seconds:
+Link model (``Scenario.traffic_model``):
 
-1. agents at a node enter the out-edge they chose (action = slot in the node's out-edge list,
-   ``K`` = max out-degree; slot ``K`` is the no-op of agents not at a decision point);
-2. every edge's travel time is recomputed from its occupancy,
-   ``t = t0 * min(1 + alpha * (others / cap) ** beta, max_slowdown)`` (BPR; ``others`` = vehicles
-   on the edge besides one, so a lone vehicle drives at free flow), so agents congest each other;
-3. agents on edges advance by ``budget / t`` of the edge; those that reach its end are at the
-   next node (or arrived, at their destination). Time left in the step carries into the next
-   edge, so travel times are continuous, not rounded to steps (an agent crosses at most one
-   edge per step; on a run of edges shorter than a step its clock lags the simulation clock
-   until its next longer edge absorbs the carry).
+* ``"queue"`` (default): a *spatial queue* per edge, the queue model of MATSim's QSim
+  (Gawron 1998; Cetin, Burri & Nagel 2003). A vehicle entering an edge drives it at free-flow
+  speed to the stop line, then leaves in FIFO order at the edge's saturation flow
+  times the green share its intersection gives it (``CityNetwork.green_share``): the j-th
+  vehicle leaves at ``d_j = max(ready_j, d_{j-1} + headway)``, ``headway = 1 / (saturation
+  * green_share)`` (deterministic D/D/1 discharge at the approach's mean capacity), and only
+  when its next edge holds fewer than ``CityNetwork.storage`` vehicles, so a full edge refuses
+  entry and queues spill back upstream. A vehicle held at the head of a queue for
+  ``stuck_time_s`` by a full next edge enters anyway (MATSim's ``stuckTime``), which dissolves
+  the gridlocks spatial queues can form.
+* ``"bpr"`` (kept for comparison): the traversal time is fixed when a vehicle enters,
+  ``t0 * min(1 + alpha (others / capacity) ** beta, max_slowdown)``; no capacity, no queue.
 
-Observation (``obs_dim = 4 + 5 K``, bounded in ``[-1, 10]``): ``[at_decision, elapsed/horizon,
+Time is exact per vehicle. Each vehicle carries its own clock: it reaches a stop line at a
+continuous time, decides its next edge at the next step, and that decision is dated back to
+the moment it reached the stop line, so decisions cost no time and short edges are not rounded
+up to a step. The price is that a vehicle crossing several edges shorter than a step lags the
+simulation clock by up to a few steps (it still crosses one edge per step); it catches up
+on longer edges and in queues. A learner's reward each step is minus the time its own clock
+advanced, so its rewards sum exactly to minus its travel time (in ``time_scale_s`` units).
+
+Vehicle states: ``WAITING`` (before departure), ``AT_NODE`` (at an intersection or its origin,
+choosing the next edge), ``QUEUED`` (next edge chosen, waiting to leave), ``ON_EDGE`` (driving
+to the stop line), ``ARRIVED``. Learners are vehicles ``0..n-1``; background vehicles follow
+from ``n``, choose their own edges (free-flow shortest path or logit) and are invisible to the
+learning API (``obs``, ``action_mask``, rewards and metrics are per learner).
+
+Actions are out-edge slots of the decision node (``K`` = max out-degree; slot ``K`` is the no-op
+of learners not at a decision point). The mask forbids the edge straight back to where the
+vehicle came from unless it is the only way on (dead ends).
+
+Observation (``obs_dim = 4 + 6 K``, bounded in ``[-1, 10]``): ``[at_decision, elapsed/horizon,
 free-flow time to go (10 min units), straight distance to go (km)]`` then per out-edge slot of
-the next decision node ``[valid, detour vs. free-flow shortest path (min), occupancy/capacity,
-free-flow time of the edge (min), cos(angle to destination)]``.
+the next decision node ``[valid, detour vs. free-flow shortest path (min), delay an entering
+vehicle would meet now (min), fill = vehicles / storage, free-flow time (min), cos(angle to
+destination)]``.
 """
 
 from __future__ import annotations
@@ -28,13 +48,14 @@ from scipy.sparse.csgraph import dijkstra
 from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
 
-WAITING, AT_NODE, ON_EDGE, ARRIVED = 0, 1, 2, 3
-GLOBAL_FEATURES, SLOT_FEATURES = 4, 5
+WAITING, AT_NODE, QUEUED, ON_EDGE, ARRIVED = 0, 1, 2, 3, 4
+ARRIVE = -2  # value of ``next_edge`` for a vehicle leaving the network at its edge's head
+GLOBAL_FEATURES, SLOT_FEATURES = 4, 6
 OBS_LOW, OBS_HIGH = -1.0, 10.0
 
 
 class InvalidActionError(ValueError):
-    """An agent at a decision point chose a slot with no out-edge."""
+    """An agent at a decision point chose a slot the action mask forbids."""
 
 
 def cost_to_go(net: CityNetwork, targets: np.ndarray, weight: np.ndarray | None = None):
@@ -50,46 +71,93 @@ def _local_xy(net: CityNetwork) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
-class RoutingCore:
-    """The simulator. ``reset()`` then ``step(actions)`` with one action per agent."""
+def _segment_starts(keys: np.ndarray) -> np.ndarray:
+    """Index of the first element of each element's run of equal ``keys`` (sorted input)."""
+    idx = np.arange(keys.size)
+    start = np.ones(keys.size, dtype=bool)
+    start[1:] = keys[1:] != keys[:-1]
+    return np.maximum.accumulate(np.where(start, idx, 0))
 
-    def __init__(self, net: CityNetwork, scenario: Scenario, record_routes: bool = False):
+
+class RoutingCore:
+    """The simulator. ``reset()`` then ``step(actions)`` with one action per learner.
+
+    ``record_routes`` keeps every learner's edges (:meth:`agent_routes`); ``record_queues``
+    keeps the queue length of every edge at every step (``queue_history``, for plots);
+    ``record_traversals`` keeps every edge traversal of every vehicle (``traversals``, for
+    the dynamic equilibrium).
+    """
+
+    def __init__(self, net: CityNetwork, scenario: Scenario, record_routes: bool = False,
+                 record_queues: bool = False, record_traversals: bool = False):
         self.net = net
-        self.scenario = scenario.resolve(net)
-        s = self.scenario
-        self.n = s.n_agents
+        self.scenario = s = scenario.resolve(net)
+        self.n, self.n_all = s.n_agents, s.n_vehicles
         self.k = net.max_out_degree
         self.noop = self.k
         self.obs_dim = GLOBAL_FEATURES + SLOT_FEATURES * self.k
         self.out_table = net.out_edge_table()
-        self.origin = index_of(net, s.origins)
-        self.dest = index_of(net, s.destinations)
-        self.depart_s = np.asarray(s.departures_s, dtype=np.float64)
-        self.dest_ids, self.dest_row = np.unique(self.dest, return_inverse=True)
+        self.queue_model = s.traffic_model == "queue"
+        self.headway = 1.0 / (net.saturation_vps * net.green_share)
+        bg = s.n_background
+        self.v_origin = np.concatenate([index_of(net, s.origins),
+                                        index_of(net, s.background_origins or [])[:bg]])
+        self.v_dest = np.concatenate([index_of(net, s.destinations),
+                                      index_of(net, s.background_destinations or [])[:bg]])
+        self.v_depart = np.asarray(list(s.departures_s) + list(s.background_departures_s or []),
+                                   dtype=np.float64)
+        self.dest_ids, self.v_dest_row = np.unique(self.v_dest, return_inverse=True)
         self.ff_to_dest = cost_to_go(net, self.dest_ids).astype(np.float64)
-        self.ff_od = self.ff_to_dest[self.dest_row, self.origin]
-        xy = _local_xy(net)
-        self.xy = xy
-        vec = xy[net.edge_dst] - xy[net.edge_src]
+        self.v_ff_od = self.ff_to_dest[self.v_dest_row, self.v_origin]
+        # learner views (learners are vehicles 0..n-1)
+        n = self.n
+        self.origin, self.dest, self.depart_s = (self.v_origin[:n], self.v_dest[:n],
+                                                 self.v_depart[:n])
+        self.dest_row, self.ff_od = self.v_dest_row[:n], self.v_ff_od[:n]
+        self.xy = _local_xy(net)
+        vec = self.xy[net.edge_dst] - self.xy[net.edge_src]
         self.edge_dir = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-9)
         self.record_routes = record_routes
-        self.rows = np.arange(self.n)
+        self.record_queues = record_queues
+        self.record_traversals = record_traversals
+        self.bg_rng = np.random.default_rng([s.seed, 2])
+        m = self.n_all
+        self.v_status = np.empty(m, dtype=np.int8)
+        self.v_node = np.empty(m, dtype=np.int64)
+        self.v_edge = np.empty(m, dtype=np.int64)
+        self.next_edge = np.empty(m, dtype=np.int64)
+        self.ready_s = np.empty(m)
+        self.entered_s = np.empty(m)
+        self.clock_s = np.empty(m)
+        self.head_since = np.empty(m)
+        self.v_arrival = np.empty(m)
+        self.status, self.node, self.edge = self.v_status[:n], self.v_node[:n], self.v_edge[:n]
+        self.arrival_s = self.v_arrival[:n]
         self.reset()
 
     # ---- state ------------------------------------------------------------------------------
     def reset(self) -> np.ndarray:
+        """Start a new episode (same trips) and return the learners' observations."""
+        e = self.net.n_edges
         self.t = 0
-        self.status = np.full(self.n, WAITING, dtype=np.int8)
-        self.node = self.origin.copy()
-        self.edge = np.full(self.n, -1, dtype=np.int64)
-        self.remaining = np.zeros(self.n)
-        self.carry = np.zeros(self.n)
-        self.arrival_s = np.full(self.n, np.nan)
-        self.occupancy = np.zeros(self.net.n_edges, dtype=np.int64)
-        self.entries = np.zeros(self.net.n_edges, dtype=np.int64)
-        self.slowdown_sum = np.zeros(self.net.n_edges)
-        self.agent_steps_on = np.zeros(self.net.n_edges, dtype=np.int64)
+        self.v_status.fill(WAITING)
+        self.v_node[:] = self.v_origin
+        self.v_edge.fill(-1)
+        self.next_edge.fill(-1)
+        self.ready_s[:] = self.v_depart
+        self.entered_s.fill(np.nan)
+        self.clock_s[:] = self.v_depart
+        self.head_since.fill(np.nan)
+        self.v_arrival.fill(np.nan)
+        self.count = np.zeros(e, dtype=np.int64)  # vehicles on each edge (all states)
+        self.next_slot = np.full(e, -np.inf)  # earliest discharge of the next vehicle
+        self.entries = np.zeros(e, dtype=np.int64)
+        self.traversal_s = np.zeros(e)  # summed experienced traversal times
+        self.traversal_n = np.zeros(e, dtype=np.int64)
+        self.forced = 0  # entries forced by the stuck time
         self.routes: list[tuple[np.ndarray, np.ndarray]] = []
+        self.queue_history: list[np.ndarray] = []
+        self.traversals: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._depart(0.0)
         return self.observe()
 
@@ -98,111 +166,275 @@ class RoutingCore:
         return self.t * self.scenario.dt_s
 
     @property
+    def end_s(self) -> float:
+        """Simulated time at the horizon."""
+        return self.scenario.n_steps * self.scenario.dt_s
+
+    @property
     def done(self) -> bool:
         return self.t >= self.scenario.n_steps or bool((self.status == ARRIVED).all())
 
-    def _depart(self, now: float) -> None:
-        go = (self.status == WAITING) & (self.depart_s <= now + 1e-9)
-        self.status[go] = AT_NODE
-        self.carry[go] = np.minimum(now - self.depart_s[go], self.scenario.dt_s)
+    @property
+    def stored(self) -> np.ndarray:
+        """Vehicles taking up each edge's storage. A vehicle waiting at the stop line of an
+        edge with no queue for its decision does not: in its own (back-dated) timeline it
+        leaves as soon as it got there, so it must not hold a short edge's space for a step.
+        (If its next edge then turns out full, it queues and counts again: an edge can hold
+        one vehicle more than its storage for a step.)"""
+        e = self.net.n_edges
+        on = self.v_edge >= 0
+        queued = np.bincount(self.v_edge[on & (self.v_status == QUEUED)], minlength=e)
+        free = (self.v_status == AT_NODE) & on
+        free[free] = (queued[self.v_edge[free]] == 0) & \
+            (self.next_slot[self.v_edge[free]] <= self.ready_s[free] + 1e-9)
+        return self.count - np.bincount(self.v_edge[free], minlength=e)
 
-    def edge_travel_time(self, occupancy: np.ndarray | None = None) -> np.ndarray:
-        """Current travel time of every edge from its occupancy (BPR)."""
-        occ = self.occupancy if occupancy is None else occupancy
-        s = self.scenario
-        others = np.maximum(occ - 1, 0)
-        factor = 1.0 + s.bpr_alpha * (others / self.net.capacity) ** s.bpr_beta
-        return self.net.freeflow_s * np.minimum(factor, s.max_slowdown)
+    @property
+    def occupancy(self) -> np.ndarray:
+        """Vehicles on each edge (driving, queued or deciding at its end)."""
+        return self.count
+
+    def _depart(self, now: float) -> None:
+        go = (self.v_status == WAITING) & (self.v_depart <= now + 1e-9)
+        self.v_status[go] = AT_NODE
+
+    def edge_delay(self, now: float | None = None) -> np.ndarray:
+        """Delay over free flow (s) that a vehicle entering each edge at ``now`` would meet:
+        the vehicles already on it leave first, one per headway (queue model), or the BPR
+        slowdown of the current occupancy."""
+        net = self.net
+        if not self.queue_model:
+            return self._bpr_time(np.arange(net.n_edges), self.count) - net.freeflow_s
+        now = self.time_s if now is None else now
+        clear = np.maximum(self.next_slot, now) + self.count * self.headway
+        return np.maximum(clear - (now + net.freeflow_s), 0.0)
+
+    def edge_travel_time(self) -> np.ndarray:
+        """Travel time (s) of each edge for a vehicle entering now (free flow + delay)."""
+        return self.net.freeflow_s + self.edge_delay()
+
+    def _bpr_time(self, edges: np.ndarray, others: np.ndarray) -> np.ndarray:
+        s, net = self.scenario, self.net
+        factor = 1.0 + s.bpr_alpha * (others / net.capacity[edges]) ** s.bpr_beta
+        return net.freeflow_s[edges] * np.minimum(factor, s.max_slowdown)
+
+    def _slot_mask(self, vehicles: np.ndarray) -> np.ndarray:
+        """``(len, K)`` valid out-edge slots of deciding ``vehicles``: out-edges of their node,
+        without the edge straight back unless it is the only way on."""
+        node = self.v_node[vehicles]
+        slots = self.out_table[node]
+        valid = slots >= 0
+        came = self.v_edge[vehicles]
+        heads = self.net.edge_dst[np.maximum(slots, 0)]
+        back = valid & (came[:, None] >= 0) & \
+            (heads == self.net.edge_src[np.maximum(came, 0)][:, None])
+        other = (valid & ~back).any(axis=1)
+        valid[other] &= ~back[other]
+        return valid
 
     def action_mask(self) -> np.ndarray:
         """``(n, K+1)`` bool: valid out-edge slots at decision points, else only the no-op."""
         mask = np.zeros((self.n, self.k + 1), dtype=bool)
-        deciding = self.status == AT_NODE
-        mask[deciding, : self.k] = self.out_table[self.node[deciding]] >= 0
-        mask[~deciding, self.k] = True
+        deciding = np.flatnonzero(self.status == AT_NODE)
+        mask[deciding, : self.k] = self._slot_mask(deciding)
+        mask[self.status != AT_NODE, self.k] = True
         return mask
 
     # ---- dynamics ---------------------------------------------------------------------------
     def step(self, actions: np.ndarray):
         """Advance one step. Returns ``(obs, reward, terminated, truncated)``, arrays of n."""
-        s, net = self.scenario, self.net
-        dt = s.dt_s
-        t0 = self.time_s
-        actions = np.asarray(actions, dtype=np.int64)
-        deciding = np.flatnonzero(self.status == AT_NODE)
-        a = actions[deciding]
-        chosen = self.out_table[self.node[deciding], np.clip(a, 0, self.k - 1)]
-        bad = (a < 0) | (a >= self.k) | (chosen < 0)
-        if bad.any():
-            i = int(deciding[bad][0])
-            raise InvalidActionError(f"agent {i} at node {int(self.node[i])} chose slot "
-                                     f"{int(actions[i])}, which is masked; use action_mask()")
-        self.status[deciding] = ON_EDGE
-        self.edge[deciding] = chosen
-        self.remaining[deciding] = 1.0
-        self.entries += np.bincount(chosen, minlength=net.n_edges)
-        if self.record_routes:
-            self.routes.append((deciding, chosen))
-
-        moving = np.flatnonzero(self.status == ON_EDGE)
-        self.occupancy = np.bincount(self.edge[moving], minlength=net.n_edges)
-        tt = self.edge_travel_time()
-        e = self.edge[moving]
-        self.slowdown_sum += self.occupancy * (tt / net.freeflow_s)
-        self.agent_steps_on += self.occupancy
-        budget = dt + self.carry[moving]
-        self.carry[moving] = 0.0
-        need = self.remaining[moving] * tt[e]
-        reach = need <= budget
-        self.remaining[moving] = np.where(reach, 0.0, self.remaining[moving] - budget / tt[e])
-        done_edge = moving[reach]
-        left = (budget - need)[reach]
-        head = net.edge_dst[e[reach]]
-        self.node[done_edge] = head
-        self.edge[done_edge] = -1
-        arrive = head == self.dest[done_edge]
-        arrived_now = done_edge[arrive]
-        self.status[arrived_now] = ARRIVED
-        self.arrival_s[arrived_now] = t0 + dt - left[arrive]
-        onward = done_edge[~arrive]
-        self.status[onward] = AT_NODE
-        self.carry[onward] = left[~arrive]
-
-        reward = np.zeros(self.n)
-        reward[moving] = -dt / s.time_scale_s
-        reward[arrived_now] = (-np.clip(dt - left[arrive], 0.0, dt) / s.time_scale_s
-                               + s.arrival_bonus)
-        terminated = np.zeros(self.n, dtype=bool)
-        terminated[arrived_now] = True
+        s = self.scenario
+        t1 = self.time_s + s.dt_s
+        clock_before = self.clock_s[: self.n].copy()
+        self._decide(np.asarray(actions, dtype=np.int64))
+        arrived = self._discharge(t1)
+        self._reach_stop_lines(t1)
+        if self.queue_model:  # space freed during the step lets held vehicles in, at t1
+            arrived = np.concatenate([arrived, self._discharge(t1)])
+            self._reach_stop_lines(t1)
         self.t += 1
-        self.occupancy = np.bincount(self.edge[self.status == ON_EDGE], minlength=net.n_edges)
-        self._depart(self.time_s)
-        truncated = np.zeros(self.n, dtype=bool)
+        self._depart(t1)
+        if self.record_queues:
+            waiting = (self.v_status == QUEUED) | (self.v_status == AT_NODE)
+            on = waiting & (self.v_edge >= 0)
+            self.queue_history.append(np.bincount(self.v_edge[on], minlength=self.net.n_edges)
+                                      .astype(np.int32))
+        n = self.n
+        reward = -(self.clock_s[:n] - clock_before) / s.time_scale_s
+        terminated = np.zeros(n, dtype=bool)
+        now_arrived = arrived[arrived < n]
+        terminated[now_arrived] = True
+        reward[now_arrived] += s.arrival_bonus
+        truncated = np.zeros(n, dtype=bool)
         if self.t >= s.n_steps:
             late = self.status != ARRIVED
             truncated[late] = True
+            reward[late] -= (self.end_s - self.clock_s[:n][late]) / s.time_scale_s
             reward[late] -= s.timeout_penalty
+            self.clock_s[:n][late] = self.end_s
         return self.observe(), reward, terminated, truncated
+
+    def _decide(self, actions: np.ndarray) -> None:
+        """Learners at a decision point take their chosen slot; background vehicles choose."""
+        deciding = np.flatnonzero(self.v_status == AT_NODE)
+        if deciding.size == 0:
+            return
+        learner = deciding[deciding < self.n]
+        slot = np.empty(deciding.size, dtype=np.int64)
+        if learner.size:
+            a = actions[learner]
+            valid = self._slot_mask(learner)
+            ok = (a >= 0) & (a < self.k)
+            ok[ok] = valid[np.flatnonzero(ok), a[ok]]
+            if not ok.all():
+                i = int(learner[~ok][0])
+                raise InvalidActionError(f"agent {i} at node {int(self.v_node[i])} chose slot "
+                                         f"{int(actions[i])}, which is masked; use action_mask()")
+            slot[: learner.size] = a
+        bg = deciding[deciding >= self.n]
+        if bg.size:
+            slot[learner.size:] = self._background_choice(bg)
+        self.next_edge[deciding] = self.out_table[self.v_node[deciding], slot]
+        self.v_status[deciding] = QUEUED
+
+    def _background_choice(self, vehicles: np.ndarray) -> np.ndarray:
+        """Free-flow shortest path, or a logit choice among the out-edges that bring the
+        vehicle strictly closer (in free-flow time) to its destination, so it never loops."""
+        net = self.net
+        slots = self.out_table[self.v_node[vehicles]]
+        valid = slots >= 0
+        se = np.where(valid, slots, 0)
+        row = self.v_dest_row[vehicles]
+        here = self.ff_to_dest[row, self.v_node[vehicles]]
+        via = net.freeflow_s[se] + self.ff_to_dest[row[:, None], net.edge_dst[se]]
+        best = np.argmin(np.where(valid, via, np.inf), axis=1)
+        if self.scenario.background_choice == "shortest-path":
+            return best
+        closer = valid & (self.ff_to_dest[row[:, None], net.edge_dst[se]] < here[:, None])
+        closer[np.arange(vehicles.size), best] = True
+        util = np.where(closer, -(via - here[:, None]) / self.scenario.logit_scale_s, -np.inf)
+        p = np.exp(util - util.max(axis=1, keepdims=True))
+        cum = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+        u = self.bg_rng.random(vehicles.size)[:, None]
+        return np.minimum((cum < u).sum(axis=1), self.k - 1)
+
+    def _discharge(self, t1: float) -> np.ndarray:
+        """Move queued vehicles that can leave by ``t1`` into their next edge (or out of the
+        network). Returns the vehicles that arrived."""
+        net = self.net
+        q = np.flatnonzero(self.v_status == QUEUED)
+        if q.size == 0:
+            return q
+        src = self.v_edge[q]
+        order = np.lexsort((q, self.ready_s[q], src))  # FIFO per edge: by stop-line time
+        q, src = q[order], src[order]
+        ready = self.ready_s[q]
+        on_edge = src >= 0
+        first = _segment_starts(src)
+        depart = ready.copy()  # origins: leave when decided
+        if self.queue_model and on_edge.any():
+            j = np.arange(q.size) - first
+            h = self.headway[np.maximum(src, 0)]
+            b = np.where(on_edge, ready - j * h, 0.0)
+            group = np.cumsum(np.arange(q.size) == first)
+            span = b.max() - b.min() + 1.0
+            cummax = np.maximum.accumulate(b - b.min() + group * span) - group * span + b.min()
+            chained = j * h + np.maximum(self.next_slot[np.maximum(src, 0)], cummax)
+            depart = np.where(on_edge, chained, ready)
+        depart = np.maximum(depart, self.clock_s[q])
+        can = depart <= t1 + 1e-9
+        target = self.next_edge[q]
+        leaving = target == ARRIVE
+        if self.queue_model:
+            # storage of the next edge, first come first served; FIFO within each source edge
+            tq = np.flatnonzero(can & ~leaving)
+            tord = tq[np.lexsort((q[tq], depart[tq], target[tq]))]
+            rank = np.arange(tord.size) - _segment_starts(target[tord])
+            fits = np.zeros(q.size, dtype=bool)
+            fits[tord] = rank < net.storage[target[tord]] - self.stored[target[tord]]
+            stuck = can & ~leaving & (t1 - self.head_since[q] >= self.scenario.stuck_time_s)
+            ok = can & (leaving | fits | stuck)
+            blocked = np.cumsum(~ok)
+            go = on_edge & (blocked - (blocked[first] - (~ok)[first]) == 0)
+            go |= ~on_edge & ok
+            held = can & ~go  # could leave but the next edge is full (or the one ahead is held)
+            head = held & (np.arange(q.size) == first) | held & ~on_edge
+            self.head_since[q[head]] = np.where(np.isnan(self.head_since[q[head]]), t1,
+                                                self.head_since[q[head]])
+            self.forced += int((go & stuck & ~fits).sum())
+            blocked_edges = src[held & on_edge & (np.arange(q.size) == first)]
+            self.next_slot[blocked_edges] = np.maximum(self.next_slot[blocked_edges], t1)
+        else:
+            go = can
+        stay = q[~go]
+        self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
+        v, d, from_edge, to = q[go], depart[go], src[go], target[go]
+        if v.size == 0:
+            return v
+        came = from_edge >= 0
+        if self.queue_model:
+            np.maximum.at(self.next_slot, from_edge[came], d[came] + self.headway[from_edge[came]])
+        np.subtract.at(self.count, from_edge[came], 1)
+        np.add.at(self.traversal_s, from_edge[came], d[came] - self.entered_s[v[came]])
+        np.add.at(self.traversal_n, from_edge[came], 1)
+        if self.record_traversals:
+            self.traversals.append((v[came], from_edge[came], self.entered_s[v[came]], d[came]))
+        self.clock_s[v] = d
+        self.head_since[v] = np.nan
+        out = to == ARRIVE
+        gone = v[out]
+        self.v_status[gone] = ARRIVED
+        self.v_arrival[gone] = d[out]
+        self.v_edge[gone] = -1
+        mv, dm, e = v[~out], d[~out], to[~out]
+        if self.queue_model:
+            t_edge = net.freeflow_s[e]
+        else:
+            t_edge = self._bpr_time(e, np.maximum(self.count[e], 0))
+        np.add.at(self.count, e, 1)
+        np.add.at(self.entries, e, 1)
+        self.v_status[mv] = ON_EDGE
+        self.v_edge[mv] = e
+        self.v_node[mv] = net.edge_dst[e]
+        self.next_edge[v] = -1
+        self.entered_s[mv] = dm
+        self.ready_s[mv] = dm + t_edge
+        self.clock_s[mv] = np.minimum(dm + t_edge, t1)
+        if self.record_routes:
+            learner = mv < self.n
+            self.routes.append((mv[learner], e[learner]))
+        return gone
+
+    def _reach_stop_lines(self, t1: float) -> None:
+        """Vehicles whose free-flow traversal ends by ``t1`` are at the stop line: they decide
+        next (or, at their destination's edge, queue to leave the network)."""
+        on = np.flatnonzero((self.v_status == ON_EDGE) & (self.ready_s <= t1 + 1e-9))
+        if on.size == 0:
+            return
+        self.clock_s[on] = self.ready_s[on]
+        last = self.v_node[on] == self.v_dest[on]
+        self.v_status[on[last]] = QUEUED
+        self.next_edge[on[last]] = ARRIVE
+        self.v_status[on[~last]] = AT_NODE
 
     # ---- observation ------------------------------------------------------------------------
     def decision_node(self) -> np.ndarray:
-        """The node where each agent decides next (its edge's head while on an edge)."""
-        on_edge = self.status == ON_EDGE
-        return np.where(on_edge, self.net.edge_dst[np.maximum(self.edge, 0)], self.node)
+        """The node where each learner decides next (its edge's head, or its origin)."""
+        return self.node
 
     def observe(self) -> np.ndarray:
         net, s = self.net, self.scenario
-        node = self.decision_node()
+        node = self.node
         slots = self.out_table[node]
+        deciding = np.flatnonzero(self.status == AT_NODE)
         valid = slots >= 0
+        valid[deciding] = self._slot_mask(deciding)
         se = np.where(valid, slots, 0)
         togo = self.ff_to_dest[self.dest_row, node]
         via = net.freeflow_s[se] + self.ff_to_dest[self.dest_row[:, None], net.edge_dst[se]]
-        detour = (via - togo[:, None]) / 60.0
         to_dest = self.xy[self.dest] - self.xy[node]
         dist = np.linalg.norm(to_dest, axis=1)
         unit = to_dest / np.maximum(dist, 1e-9)[:, None]
-        cos = np.einsum("nkd,nd->nk", self.edge_dir[se], unit)
         obs = np.empty((self.n, self.obs_dim), dtype=np.float32)
         obs[:, 0] = self.status == AT_NODE
         obs[:, 1] = min(self.time_s / s.horizon_s, 1.0)
@@ -210,43 +442,53 @@ class RoutingCore:
         obs[:, 3] = dist / 1000.0
         per = obs[:, GLOBAL_FEATURES:].reshape(self.n, self.k, SLOT_FEATURES)
         per[:, :, 0] = valid
-        per[:, :, 1] = detour
-        per[:, :, 2] = self.occupancy[se] / net.capacity[se]
-        per[:, :, 3] = net.freeflow_s[se] / 60.0
-        per[:, :, 4] = cos
+        per[:, :, 1] = (via - togo[:, None]) / 60.0
+        per[:, :, 2] = self.edge_delay()[se] / 60.0
+        per[:, :, 3] = self.count[se] / net.storage[se]
+        per[:, :, 4] = net.freeflow_s[se] / 60.0
+        per[:, :, 5] = np.einsum("nkd,nd->nk", self.edge_dir[se], unit)
         per[~valid] = 0.0
-        arrived = self.status == ARRIVED
-        obs[arrived, 1:] = 0.0
+        obs[self.status == ARRIVED, 1:] = 0.0
         np.clip(obs, OBS_LOW, OBS_HIGH, out=obs)
         return obs
 
     # ---- metrics ----------------------------------------------------------------------------
-    def travel_times(self) -> np.ndarray:
-        """Travel time per agent; agents not arrived are censored at the current time."""
-        end = np.where(np.isnan(self.arrival_s), self.time_s, self.arrival_s)
-        return np.maximum(end - self.depart_s, 0.0)
+    def travel_times(self, background: bool = False) -> np.ndarray:
+        """Travel time of each learner (or background vehicle); trips not finished are
+        censored at the current time (the horizon, at the end of an episode)."""
+        sl = slice(self.n, None) if background else slice(0, self.n)
+        arrival, depart = self.v_arrival[sl], self.v_depart[sl]
+        end = np.where(np.isnan(arrival), self.time_s, arrival)
+        return np.maximum(end - depart, 0.0)
 
-    def metrics(self) -> dict[str, float]:
-        """Episode metrics. Travel times of agents not arrived count up to the horizon."""
+    def metrics(self) -> dict[str, float | None]:
+        """Learners' episode metrics (``None`` where undefined), and the background's."""
         tt = self.travel_times()
         arrived = self.status == ARRIVED
-        return {
+        out: dict[str, float | None] = {
             "mean_travel_time": float(tt.mean()),
             "p95_travel_time": float(np.percentile(tt, 95)),
-            "mean_travel_time_arrived": (float(tt[arrived].mean()) if arrived.any()
-                                         else float("nan")),
+            "mean_travel_time_arrived": float(tt[arrived].mean()) if arrived.any() else None,
             "arrival_rate": float(arrived.mean()),
-            "total_delay": float((tt - self.ff_od).sum()),
             "mean_freeflow_time": float(self.ff_od.mean()),
+            "total_delay": float(np.maximum(tt - self.ff_od, 0.0).sum()),
+            "delay_ratio": float(tt.mean() / self.ff_od.mean() - 1.0),
+            "forced_entries": float(self.forced),
         }
+        if self.n_all > self.n:
+            btt = self.travel_times(background=True)
+            out["background_vehicles"] = float(self.n_all - self.n)
+            out["background_mean_travel_time"] = float(btt.mean())
+            out["background_arrival_rate"] = float((self.v_status[self.n:] == ARRIVED).mean())
+        return out
 
     def edge_slowdown(self) -> np.ndarray:
-        """Mean travel-time / free-flow ratio met on each edge this episode (NaN if unused)."""
+        """Mean experienced traversal time / free-flow time of each edge (NaN if unused)."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.slowdown_sum / self.agent_steps_on
+            return self.traversal_s / self.traversal_n / self.net.freeflow_s
 
     def agent_routes(self) -> list[list[int]]:
-        """Node sequence driven by each agent (needs ``record_routes=True``)."""
+        """Node sequence driven by each learner (needs ``record_routes=True``)."""
         routes = [[int(o)] for o in self.origin]
         for agents, edges in self.routes:
             for i, e in zip(agents.tolist(), edges.tolist(), strict=True):

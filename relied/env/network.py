@@ -2,13 +2,24 @@
 
 The environment never touches networkx in its hot path: it reads the contiguous arrays of
 :class:`CityNetwork` (CSR adjacency sorted by source node, per-edge length / free-flow time /
-capacity, node coordinates). Building is done once per city and cached as ``.npz``.
+flow and storage capacity, node coordinates). Building is done once per city and cached.
 
-Capacity model (documented defaults, see ``CAPACITY_PER_LANE_KM``): an edge holds
-``lanes * length_km * k_crit(highway)`` vehicles at critical density, at least 1. ``lanes``
-comes from the OSM ``lanes`` tag when it parses as a positive number, else
-``DEFAULT_LANES[highway]``. Speeds come from ``maxspeed`` (osmnx ``add_edge_speeds``), falling
-back to ``DEFAULT_SPEED_KPH[highway]``.
+Link parameters (documented defaults; sources: HCM 6th ed. base saturation flows, and the
+jam spacing of queue-based simulators such as MATSim's QSim and UXsim):
+
+* ``lanes``: the OSM ``lanes`` tag when it parses as a positive number (the larger of a list),
+  else ``DEFAULT_LANES[highway]``.
+* free-flow speed: ``maxspeed`` (osmnx ``add_edge_speeds``), else ``DEFAULT_SPEED_KPH[highway]``.
+* ``saturation_vps``: outflow capacity in vehicles per second,
+  ``lanes * SATURATION_VPH_PER_LANE[highway] / 3600`` (1,800 veh/h/lane on arterials).
+* ``green_share``: the share of time an intersection gives an approach. Crossing streams take
+  turns: a node with ``m`` incoming edges is run in ``ceil(m / 2)`` phases (opposing approaches
+  together) with 10% lost time, so an approach gets ``0.9 / phases`` (1 when ``m == 1``: no
+  conflict). It applies at signalised and priority junctions alike (OSM rarely tags which).
+  The core discharges an edge at ``saturation_vps * green_share``.
+* ``storage``: vehicles the edge holds when jammed, ``max(1, lanes * length / JAM_SPACING_M)``.
+* ``capacity``: vehicles at critical density, ``max(1, lanes * length_km * k_crit(highway))``,
+  used only by the BPR comparison model.
 """
 
 from __future__ import annotations
@@ -50,14 +61,35 @@ DEFAULT_LANES: dict[str, float] = {
     "motorway": 2.0, "trunk": 2.0, "primary": 2.0, "secondary": 1.0, "tertiary": 1.0,
 }
 
-#: Critical density (vehicles per lane-km) by class: the occupancy at which BPR delay is 15%.
+#: Saturation flow (vehicles per hour and lane) by class: HCM-style values, 2,100 on motorways,
+#: 1,800 on arterials, lower on minor roads where turning, parking and pedestrians slow the
+#: discharge. Unlisted classes use ``DEFAULT_SATURATION_VPH``.
+SATURATION_VPH_PER_LANE: dict[str, float] = {
+    "motorway": 2100.0, "trunk": 1900.0, "primary": 1800.0, "secondary": 1800.0,
+    "tertiary": 1700.0, "motorway_link": 1800.0, "trunk_link": 1700.0, "primary_link": 1700.0,
+    "secondary_link": 1600.0, "tertiary_link": 1600.0, "unclassified": 1500.0,
+    "residential": 1400.0, "road": 1400.0, "living_street": 900.0,
+}
+DEFAULT_SATURATION_VPH = 1400.0
+
+#: Road length one stopped vehicle takes in a jam (jam density 133 vehicles/km/lane).
+JAM_SPACING_M = 7.5
+
+#: Share of time lost to phase changes at an intersection with conflicting approaches.
+LOST_TIME_SHARE = 0.1
+
+#: Critical density (vehicles per lane-km) by class, for the BPR comparison model.
 CAPACITY_PER_LANE_KM: dict[str, float] = {
     "motorway": 30.0, "trunk": 30.0, "primary": 25.0, "secondary": 25.0, "tertiary": 20.0,
 }
 DEFAULT_CAPACITY_PER_LANE_KM = 20.0
 
 #: Bump when the build changes, so that stale caches are not reused.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
+
+
+class NetworkError(ValueError):
+    """Arrays that do not form a valid network; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +97,8 @@ class CityNetwork:
     """A strongly connected drivable network as contiguous arrays.
 
     Nodes are ``0..n_nodes-1``; edges ``0..n_edges-1`` are sorted by source node so that the
-    out-edges of node ``u`` are ``indptr[u]:indptr[u+1]`` (CSR).
+    out-edges of node ``u`` are ``indptr[u]:indptr[u+1]`` (CSR). Build one from OSM with
+    :func:`build_network`, or from plain arrays with :meth:`from_edges`.
     """
 
     name: str
@@ -77,10 +110,99 @@ class CityNetwork:
     edge_dst: np.ndarray  # (n_edges,) int32
     length_m: np.ndarray  # (n_edges,) float64
     freeflow_s: np.ndarray  # (n_edges,) float64
-    capacity: np.ndarray  # (n_edges,) float64 vehicles at critical density
     lanes: np.ndarray  # (n_edges,) float64
+    saturation_vps: np.ndarray  # (n_edges,) float64 outflow capacity, vehicles per second
+    green_share: np.ndarray  # (n_edges,) float64 share of time the head intersection gives it
+    storage: np.ndarray  # (n_edges,) float64 vehicles held when jammed
+    capacity: np.ndarray  # (n_edges,) float64 vehicles at critical density (BPR only)
     highway: np.ndarray  # (n_edges,) str class
     street: np.ndarray  # (n_edges,) str OSM name (untrusted data, never an instruction)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`NetworkError` naming the first inconsistent field."""
+        n, m = self.osm_ids.shape[0], self.edge_src.shape[0]
+        for f in fields(self):
+            if f.name == "name":
+                continue
+            arr = getattr(self, f.name)
+            want = n + 1 if f.name == "indptr" else n if f.name in ("osm_ids", "lon", "lat") \
+                else m
+            if arr.ndim != 1 or arr.shape[0] != want:
+                raise NetworkError(f"network '{self.name}': field '{f.name}' has shape "
+                                   f"{arr.shape}, expected ({want},)")
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise NetworkError(f"network '{self.name}': field '{f.name}' has non-finite "
+                                   "values")
+        if n < 2 or m < 1:
+            raise NetworkError(f"network '{self.name}' has {n} nodes and {m} edges; "
+                               "it needs at least 2 nodes and 1 edge")
+        if (self.green_share > 1).any():
+            raise NetworkError(f"network '{self.name}': green_share must lie in (0, 1]")
+        for name in ("length_m", "freeflow_s", "lanes", "saturation_vps", "green_share",
+                     "storage", "capacity"):
+            arr = getattr(self, name)
+            if (arr <= 0).any():
+                i = int(np.flatnonzero(arr <= 0)[0])
+                raise NetworkError(f"network '{self.name}': {name} of edge {i} is "
+                                   f"{float(arr[i])}; it must be positive")
+        for name in ("edge_src", "edge_dst"):
+            arr = getattr(self, name)
+            if arr.min() < 0 or arr.max() >= n:
+                raise NetworkError(f"network '{self.name}': {name} holds node indices outside "
+                                   f"0..{n - 1}")
+        if self.indptr[0] != 0 or self.indptr[-1] != m or (np.diff(self.indptr) < 0).any() or \
+                not np.array_equal(np.repeat(np.arange(n), np.diff(self.indptr)), self.edge_src):
+            raise NetworkError(f"network '{self.name}': indptr does not match edge_src "
+                               "(edges must be sorted by source node)")
+
+    @classmethod
+    def from_edges(cls, name: str, lon: np.ndarray, lat: np.ndarray, src: np.ndarray,
+                   dst: np.ndarray, length_m: np.ndarray, speed_kph: np.ndarray,
+                   lanes: np.ndarray | None = None, highway: np.ndarray | None = None,
+                   street: np.ndarray | None = None, osm_ids: np.ndarray | None = None,
+                   saturation_vps: np.ndarray | None = None,
+                   green_share: np.ndarray | None = None,
+                   storage: np.ndarray | None = None) -> CityNetwork:
+        """A network from plain per-node and per-edge arrays (any edge order); missing link
+        parameters follow the documented per-class defaults. Raises :class:`NetworkError`."""
+        src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+        m, n = src.shape[0], np.asarray(lon).shape[0]
+        hw = np.asarray(highway if highway is not None else ["primary"] * m, dtype=str)
+        length = np.asarray(length_m, dtype=np.float64)
+        speed = np.asarray(speed_kph, dtype=np.float64)
+        if speed.shape != (m,) or (speed <= 0).any() or not np.isfinite(speed).all():
+            raise NetworkError(f"network '{name}': speed_kph must be {m} positive numbers")
+        ln = (np.asarray(lanes, dtype=np.float64) if lanes is not None
+              else np.array([DEFAULT_LANES.get(h, 1.0) for h in hw]))
+        sat = (np.asarray(saturation_vps, dtype=np.float64) if saturation_vps is not None else
+               ln * np.array([SATURATION_VPH_PER_LANE.get(h, DEFAULT_SATURATION_VPH)
+                              for h in hw]) / 3600.0)
+        store = (np.asarray(storage, dtype=np.float64) if storage is not None
+                 else np.maximum(1.0, ln * length / JAM_SPACING_M))
+        if green_share is None and m and dst.min() >= 0 and dst.max() < n:
+            incoming = np.bincount(dst, minlength=n)[dst]
+            phases = np.ceil(incoming / 2.0)
+            green_share = np.where(incoming <= 1, 1.0, (1.0 - LOST_TIME_SHARE) / phases)
+        green = np.asarray(green_share if green_share is not None else np.ones(m), dtype=float)
+        k_crit = np.array([CAPACITY_PER_LANE_KM.get(h, DEFAULT_CAPACITY_PER_LANE_KM) for h in hw])
+        order = np.lexsort((dst, src))
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        if m and src.min() >= 0 and src.max() < n:
+            np.add.at(indptr, src + 1, 1)
+        return cls(
+            name=name,
+            osm_ids=np.asarray(osm_ids if osm_ids is not None else np.arange(n), dtype=np.int64),
+            lon=np.asarray(lon, dtype=np.float64), lat=np.asarray(lat, dtype=np.float64),
+            indptr=np.cumsum(indptr), edge_src=src[order].astype(np.int32),
+            edge_dst=dst[order].astype(np.int32), length_m=length[order],
+            freeflow_s=np.maximum(length / (speed / 3.6), 0.5)[order], lanes=ln[order],
+            saturation_vps=sat[order], green_share=green[order], storage=store[order],
+            capacity=np.maximum(1.0, ln * length / 1000.0 * k_crit)[order], highway=hw[order],
+            street=np.asarray(street if street is not None else [""] * m, dtype=str)[order],
+        )
 
     @property
     def n_nodes(self) -> int:
@@ -207,36 +329,24 @@ def build_network(graph: nx.MultiDiGraph, name: str, simplify: bool = True) -> C
         drive = ox.truncate.largest_component(drive, strongly=True)
     _canonical_tags(drive)
     drive = ox.add_edge_speeds(drive, hwy_speeds=dict(DEFAULT_SPEED_KPH), fallback=30.0)
-    drive = ox.add_edge_travel_times(drive)
 
     nodes = sorted(drive.nodes)
     index = {n: i for i, n in enumerate(nodes)}
     edges = sorted(drive.edges(keys=True, data=True),
                    key=lambda e: (index[e[0]], index[e[1]], e[2]))
-    src = np.array([index[u] for u, _, _, _ in edges], dtype=np.int32)
-    dst = np.array([index[v] for _, v, _, _ in edges], dtype=np.int32)
     hw = [_first(d.get("highway")) for *_, d in edges]
-    length = np.array([max(float(d.get("length", 1.0)), 1.0) for *_, d in edges])
-    tt = np.array([max(float(d.get("travel_time", 1.0)), 0.5) for *_, d in edges])
-    lanes = np.array([_lanes(d.get("lanes"), h) for (*_, d), h in zip(edges, hw, strict=True)])
-    k_crit = np.array([CAPACITY_PER_LANE_KM.get(h, DEFAULT_CAPACITY_PER_LANE_KM) for h in hw])
-    capacity = np.maximum(1.0, lanes * length / 1000.0 * k_crit)
-    indptr = np.zeros(len(nodes) + 1, dtype=np.int64)
-    np.add.at(indptr, src.astype(np.int64) + 1, 1)
-    return CityNetwork(
-        name=name,
-        osm_ids=np.array(nodes, dtype=np.int64),
+    return CityNetwork.from_edges(
+        name,
         lon=np.array([float(drive.nodes[n]["x"]) for n in nodes]),
         lat=np.array([float(drive.nodes[n]["y"]) for n in nodes]),
-        indptr=np.cumsum(indptr),
-        edge_src=src,
-        edge_dst=dst,
-        length_m=length,
-        freeflow_s=tt,
-        capacity=capacity,
-        lanes=lanes,
+        src=np.array([index[u] for u, _, _, _ in edges]),
+        dst=np.array([index[v] for _, v, _, _ in edges]),
+        length_m=np.array([max(float(d.get("length", 1.0)), 1.0) for *_, d in edges]),
+        speed_kph=np.array([float(d["speed_kph"]) for *_, d in edges]),
+        lanes=np.array([_lanes(d.get("lanes"), h) for (*_, d), h in zip(edges, hw, strict=True)]),
         highway=np.array(hw, dtype=str),
         street=np.array([_first(d.get("name")) for *_, d in edges], dtype=str),
+        osm_ids=np.array(nodes, dtype=np.int64),
     )
 
 

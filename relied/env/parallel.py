@@ -71,5 +71,8 @@ class RoutingParallelEnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def state(self) -> np.ndarray:
-        """Global state: per-edge occupancy over capacity."""
-        return (self.core.occupancy / self.net.capacity).astype(np.float32)
+        """Global state: vehicles on each edge over its storage (queue model) or capacity
+        (BPR model)."""
+        core = self.core
+        room = self.net.storage if core.queue_model else self.net.capacity
+        return (core.count / room).astype(np.float32)

@@ -1,10 +1,14 @@
 """Reference policies over the batched core: each maps a :class:`RoutingCore` to actions.
 
-* :class:`RandomPolicy`: uniform over valid out-edges (masked).
+* :class:`RandomPolicy`: uniform over the valid slots of the action mask.
 * :class:`ShortestPathPolicy`: free-flow shortest path to the destination.
-* :class:`CongestionAwarePolicy`: shortest path on current travel times, re-planned every
-  ``replan_every_s`` seconds.
+* :class:`CongestionAwarePolicy`: at every intersection, the fastest way on as an entering
+  vehicle would see the network now (free-flow time plus the delay of the queue it would join,
+  :meth:`RoutingCore.edge_delay`), re-planned at each decision.
 * :class:`RoutePolicy`: follows given node routes (how expert plans are executed).
+* ``equilibrium`` (:mod:`relied.env.equilibrium`): routes of a dynamic user equilibrium.
+
+All of them choose among the slots of :meth:`RoutingCore.action_mask`, the mask learners get.
 """
 
 from __future__ import annotations
@@ -20,15 +24,16 @@ class BatchPolicy(Protocol):
     def __call__(self, core: RoutingCore) -> np.ndarray: ...
 
 
-def _greedy(core: RoutingCore, edge_cost: np.ndarray, to_go: np.ndarray, rows: np.ndarray):
-    """For deciding agents pick the slot minimising ``edge_cost[e] + to_go[row, head(e)]``."""
+def greedy_actions(core: RoutingCore, edge_cost: np.ndarray, to_go: np.ndarray,
+                   rows: np.ndarray) -> np.ndarray:
+    """For deciding learners pick the valid slot minimising ``edge_cost[e] + to_go[row,
+    head(e)]``; everyone else gets the no-op."""
     actions = np.full(core.n, core.noop, dtype=np.int64)
     deciding = np.flatnonzero(core.status == AT_NODE)
     if deciding.size == 0:
         return actions
-    slots = core.out_table[core.node[deciding]]
-    valid = slots >= 0
-    se = np.where(valid, slots, 0)
+    valid = core.action_mask()[deciding, : core.k]
+    se = np.maximum(core.out_table[core.node[deciding]], 0)
     cost = edge_cost[se] + to_go[rows[deciding][:, None], core.net.edge_dst[se]]
     actions[deciding] = np.argmin(np.where(valid, cost, np.inf), axis=1)
     return actions
@@ -45,62 +50,82 @@ class RandomPolicy:
 
 class ShortestPathPolicy:
     def __call__(self, core: RoutingCore) -> np.ndarray:
-        return _greedy(core, core.net.freeflow_s, core.ff_to_dest, core.dest_row)
+        return greedy_actions(core, core.net.freeflow_s, core.ff_to_dest, core.dest_row)
 
 
 class CongestionAwarePolicy:
-    """Re-plans on current edge travel times every ``replan_every_s`` seconds."""
-
-    def __init__(self, replan_every_s: float = 30.0):
-        self.replan_every_s = replan_every_s
-        self._planned_at: float | None = None
-        self._to_go: np.ndarray | None = None
+    """Fastest way on at each intersection on current entering travel times (queue delay plus
+    own traversal); cost-to-go is recomputed every step for the destinations of the learners
+    deciding in it."""
 
     def __call__(self, core: RoutingCore) -> np.ndarray:
-        now = core.time_s
-        if self._planned_at is None or now < self._planned_at or \
-                now - self._planned_at >= self.replan_every_s:
-            self._tt = core.edge_travel_time()
-            self._to_go = cost_to_go(core.net, core.dest_ids, self._tt)
-            self._planned_at = now
-        return _greedy(core, self._tt, self._to_go, core.dest_row)
+        deciding = np.flatnonzero(core.status == AT_NODE)
+        if deciding.size == 0:
+            return np.full(core.n, core.noop, dtype=np.int64)
+        cost = core.edge_travel_time()
+        dests, rows = np.unique(core.dest[deciding], return_inverse=True)
+        to_go = np.zeros((dests.size, core.net.n_nodes))
+        to_go[:] = cost_to_go(core.net, dests, cost)
+        row_of = np.zeros(core.n, dtype=np.int64)
+        row_of[deciding] = rows
+        return greedy_actions(core, cost, to_go, row_of)
 
 
 class RoutePolicy:
-    """Drives each agent along its node route; off-route agents fall back to shortest path."""
+    """Drives each learner along its node route (at a node the route visits twice, the first
+    visit's edge); off-route learners and steps the mask forbids fall back to the free-flow
+    shortest path."""
 
     def __init__(self, core: RoutingCore, routes: list[list[int]]):
         if len(routes) != core.n:
             raise ValueError(f"{len(routes)} routes for {core.n} agents")
         net = core.net
-        self.next_edge: list[dict[int, int]] = []
-        for route in routes:
-            hop = {}
+        keys, edges = [], []
+        for i, route in enumerate(routes):
+            seen = set()
             for u, v in zip(route[:-1], route[1:], strict=True):
                 e = net.edge_between(u, v)
                 if e < 0:
                     raise ValueError(f"route step {u}->{v} is not an edge of '{net.name}'")
-                hop.setdefault(u, e)
-            self.next_edge.append(hop)
+                if u not in seen:
+                    seen.add(u)
+                    keys.append(i * net.n_nodes + u)
+                    edges.append(e)
+        order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
+        self.keys = np.asarray(keys, dtype=np.int64)[order]
+        self.edges = np.asarray(edges, dtype=np.int64)[order]
         self.fallback = ShortestPathPolicy()
 
     def __call__(self, core: RoutingCore) -> np.ndarray:
         actions = self.fallback(core)
-        for i in np.flatnonzero(core.status == AT_NODE).tolist():
-            e = self.next_edge[i].get(int(core.node[i]))
-            if e is not None:
-                actions[i] = e - core.net.indptr[core.node[i]]
+        deciding = np.flatnonzero(core.status == AT_NODE)
+        if deciding.size == 0 or self.keys.size == 0:
+            return actions
+        node = core.node[deciding]
+        key = deciding * core.net.n_nodes + node
+        pos = np.minimum(np.searchsorted(self.keys, key), self.keys.size - 1)
+        slot = self.edges[pos] - core.net.indptr[node]
+        found = self.keys[pos] == key
+        mask = core.action_mask()[deciding]
+        take = found & mask[np.arange(deciding.size), np.clip(slot, 0, core.k)]
+        actions[deciding[take]] = slot[take]
         return actions
 
 
-POLICIES = {
-    "random": RandomPolicy,
-    "shortest-path": ShortestPathPolicy,
-    "congestion-aware": CongestionAwarePolicy,
-}
+POLICIES = ("random", "shortest-path", "congestion-aware", "equilibrium")
 
 
 def make_policy(name: str, seed: int = 0) -> BatchPolicy:
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy '{name}'; choose one of {', '.join(POLICIES)}")
-    return POLICIES[name](seed) if name == "random" else POLICIES[name]()
+    """A reference policy by name (``equilibrium`` solves a dynamic user equilibrium first,
+    on the core it is first called with)."""
+    if name == "random":
+        return RandomPolicy(seed)
+    if name == "shortest-path":
+        return ShortestPathPolicy()
+    if name == "congestion-aware":
+        return CongestionAwarePolicy()
+    if name == "equilibrium":
+        from relied.env.equilibrium import EquilibriumPolicy
+
+        return EquilibriumPolicy()
+    raise ValueError(f"unknown policy '{name}'; choose one of {', '.join(POLICIES)}")

@@ -2,7 +2,7 @@
 
 The env's observation is the ``(n, obs_dim + K + 1)`` matrix of every agent's observation and
 action mask; its action is one slot per agent; its reward is the ``(n,)`` vector of per-agent
-rewards (the mask also forbids U-turns, see :class:`UTurnGuard`); ``info["node"]`` is each
+rewards (the core's mask, the one every face of the env uses); ``info["node"]`` is each
 agent's decision node (and at the end ``info["metrics"]``,
 ``info["arrived"]``). Tianshou's vector envs
 (``DummyVectorEnv``, ``SubprocVectorEnv``, ``RayVectorEnv``) stack these per env, so the
@@ -28,43 +28,18 @@ class VectorEnvError(RuntimeError):
     """A vector-env backend that cannot start (e.g. Ray not installed)."""
 
 
-class UTurnGuard:
-    """Masks the out-edge straight back to an agent's previous decision node, unless it is the
-    only way on (dead ends): learned and greedy policies otherwise can shuttle between two
-    nodes when their edges look alike. Call :meth:`apply` once per step."""
-
-    def __init__(self, n: int):
-        self.prev = np.full(n, -1, dtype=np.int64)
-
-    def apply(self, core: RoutingCore, mask: np.ndarray) -> np.ndarray:
-        if core.t == 0:
-            self.prev[:] = -1
-        k = core.k
-        deciding = np.flatnonzero(mask[:, :k].any(axis=1))
-        if deciding.size:
-            node = core.node[deciding]
-            heads = core.net.edge_dst[np.maximum(core.out_table[node], 0)]
-            valid = mask[deciding, :k]
-            back = valid & (heads == self.prev[deciding, None])
-            other = (valid & ~back).any(axis=1)
-            mask[deciding[other], :k] &= ~back[other]
-            self.prev[deciding] = node
-        return mask
-
-
 class BatchRoutingEnv(gym.Env):
     """One :class:`RoutingCore` with all its agents as one (vector-valued) env."""
 
     def __init__(self, scenario: Scenario):
         self.core = RoutingCore(load_city(scenario.city), scenario)
         n, k = self.core.n, self.core.k
-        self.guard = UTurnGuard(n)
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (n, self.core.obs_dim + k + 1),
                                             np.float32)
         self.action_space = spaces.MultiDiscrete(np.full(n, k + 1))
 
     def _obs(self, obs: np.ndarray) -> np.ndarray:
-        mask = self.guard.apply(self.core, self.core.action_mask())
+        mask = self.core.action_mask()
         return np.concatenate([obs, mask.astype(np.float32)], axis=1)
 
     def _info(self) -> dict:
