@@ -13,7 +13,9 @@ For agent ``i`` the loss is ``L_PPO(own rollouts) + lambda_i(t) * L_expert(its d
   ``G_E(s) > V(s)`` (imitate where the expert is better than what the agent expects).
 
 Agent rollouts and expert transitions stay in separate buffers and meet only in this loss
-(the seam Tianshou's GAIL uses). ``bc`` (the algorithm) drops ``L_PPO`` and uses
+(the seam Tianshou's GAIL uses). :class:`ExpertTerm` is the expert half, shared by both
+engines: ``hybrid_update`` here and ``HybridPPO`` (a Tianshou ``PPO``) in
+``relied.rl.tianshou_engine``. ``bc`` (the algorithm) drops ``L_PPO`` and uses
 ``lambda = 1``.
 """
 
@@ -59,6 +61,38 @@ def evaluate_actions(model: ActorCritic, t: Tensors, chunk: int = 65_536):
     return torch.cat(logp), torch.cat(value)
 
 
+@dataclass
+class ExpertTerm:
+    """The expert buffer's tensors for one update: each transition's weight
+    ``lambda_{agent} * keep`` (``keep``: the critic filter) and its log-probability under the
+    policy at the start of the update."""
+
+    expert: Tensors
+    weight: torch.Tensor
+    logp_old: torch.Tensor
+    keep: torch.Tensor
+
+    @staticmethod
+    def prepare(model: ActorCritic, cfg: TrainConfig, expert: Tensors, expert_ret: torch.Tensor,
+                lam: torch.Tensor) -> ExpertTerm:
+        """Evaluate the expert buffer once, before the update's first minibatch."""
+        logp_old, value = evaluate_actions(model, expert)
+        keep = (expert_ret > value).float() if cfg.critic_filter else torch.ones_like(value)
+        return ExpertTerm(expert, lam[expert.agent] * keep, logp_old, keep)
+
+    def loss(self, model: ActorCritic, cfg: TrainConfig, idx: torch.Tensor
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``mean(lambda_i * keep * L_expert)`` over the expert rows ``idx`` (one minibatch)."""
+        e = self.expert[idx]
+        e_logp = model.dist(e.obs, e.mask, e.agent).log_prob(e.action)
+        if cfg.expert_loss == "bc":
+            per = -e_logp
+        else:
+            per = -torch.clamp(torch.exp(e_logp - self.logp_old[idx]), max=1 + cfg.clip)
+        e_loss = (self.weight[idx] * per).mean()
+        return e_loss, {"loss_expert": e_loss.item(), "expert_nll": -e_logp.mean().item()}
+
+
 def hybrid_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainConfig,
                   gen: torch.Generator, rollout: Tensors, old_logp: torch.Tensor,
                   adv: torch.Tensor, ret: torch.Tensor, expert: Tensors | None = None,
@@ -67,11 +101,7 @@ def hybrid_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCo
     """``epochs`` passes of minibatch SGD on the hybrid loss; returns mean loss statistics."""
     n = len(rollout.action)
     use_expert = expert is not None and lam is not None and len(expert.action) > 0
-    keep = None
-    if use_expert:
-        e_logp_old, e_value = evaluate_actions(model, expert)
-        keep = (expert_ret > e_value).float() if cfg.critic_filter else torch.ones_like(e_value)
-        e_weight = lam[expert.agent] * keep
+    term = ExpertTerm.prepare(model, cfg, expert, expert_ret, lam) if use_expert else None
     adv = (adv - adv.mean()) / (adv.std() + 1e-8) if n > 1 else adv
     sums: dict[str, float] = {}
     count = 0
@@ -93,17 +123,11 @@ def hybrid_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCo
                 loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                 stats.update(loss_pg=pg.item(), loss_v=v_loss.item(), entropy=entropy.item(),
                              approx_kl=(old_logp[idx] - logp).mean().item())
-            if use_expert:
+            if term is not None:
                 e_idx = torch.randint(len(expert.action), (cfg.expert_batch,), generator=gen)
-                e = expert[e_idx]
-                e_logp = model.dist(e.obs, e.mask, e.agent).log_prob(e.action)
-                if cfg.expert_loss == "bc":
-                    per = -e_logp
-                else:
-                    per = -torch.clamp(torch.exp(e_logp - e_logp_old[e_idx]), max=1 + cfg.clip)
-                e_loss = (e_weight[e_idx] * per).mean()
+                e_loss, e_stats = term.loss(model, cfg, e_idx)
                 loss = loss + e_loss
-                stats.update(loss_expert=e_loss.item(), expert_nll=-e_logp.mean().item())
+                stats.update(e_stats)
             optim.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -112,8 +136,8 @@ def hybrid_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCo
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
     out = {key: value / max(count, 1) for key, value in sums.items()}
-    if keep is not None:
-        out["expert_kept"] = float(keep.mean())
+    if term is not None:
+        out["expert_kept"] = float(term.keep.mean())
         out["lambda_mean"] = float(lam.mean())
     return out
 

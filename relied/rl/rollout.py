@@ -61,14 +61,29 @@ def decisions_from(traj: Trajectories, k: int) -> Decisions:
 
 
 def gae(dec: Decisions, value: np.ndarray, gamma: float, lam: float) -> np.ndarray:
-    """Advantages by GAE over each agent's decisions (Tianshou's ``_gae`` kernel); the value
-    after an agent's last decision is 0. ``value=0, lam=1`` gives the discounted return."""
-    from tianshou.algorithm.algorithm_base import _gae
-
+    """Advantages by GAE over each agent's decisions: rows are chains of one agent's
+    decisions in time order, each chain closed by an ``end`` row whose next value is 0.
+    ``A_k = delta_k + gamma * lam * A_{k+1}`` with ``delta_k = r_k + gamma * V_{k+1} - V_k``;
+    ``value=0, lam=1`` gives the discounted return. Vectorised over chains: one pass per
+    depth from the chains' ends (the longest chain's length), not one per row."""
     value = np.asarray(value, dtype=np.float64)
-    end = dec.end.astype(np.float64)
-    next_value = np.where(dec.end, 0.0, np.roll(value, -1))
-    return _gae(value, next_value, dec.reward.astype(np.float64), end, gamma, lam)
+    reward = np.asarray(dec.reward, dtype=np.float64)
+    end = np.asarray(dec.end, dtype=bool).copy()
+    if len(end) == 0:
+        return np.zeros(0)
+    end[-1] = True  # a chain never runs past the data
+    next_value = np.where(end, 0.0, np.roll(value, -1))
+    delta = reward + gamma * next_value - value
+    ends = np.flatnonzero(end)
+    chain_end = ends[np.searchsorted(ends, np.arange(len(end)))]
+    depth = chain_end - np.arange(len(end))  # 0 at each chain's last decision
+    order = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
+    adv = np.zeros_like(delta)
+    for d in range(len(bounds) - 1):
+        rows = order[bounds[d]:bounds[d + 1]]
+        adv[rows] = delta[rows] + (gamma * lam * adv[rows + 1] if d else 0.0)
+    return adv
 
 
 @dataclass
