@@ -151,6 +151,8 @@ class RoutingCore:
         self.v_arrival.fill(np.nan)
         self.count = np.zeros(e, dtype=np.int64)  # vehicles on each edge (all states)
         self.next_slot = np.full(e, -np.inf)  # earliest discharge of the next vehicle
+        self.blocked_on = np.full(e, -1, dtype=np.int64)  # full edge a queue's head waits for
+        self.blocked_since = np.full(e, np.nan)
         self.entries = np.zeros(e, dtype=np.int64)
         self.traversal_s = np.zeros(e)  # summed experienced traversal times
         self.traversal_n = np.zeros(e, dtype=np.int64)
@@ -248,9 +250,12 @@ class RoutingCore:
         clock_before = self.clock_s[: self.n].copy()
         self._decide(np.asarray(actions, dtype=np.int64))
         arrived = self._discharge(t1)
-        self._reach_stop_lines(t1)
+        ready = self._reach_stop_lines(t1)
         if self.queue_model:  # space freed during the step lets held vehicles in, at t1
-            arrived = np.concatenate([arrived, self._discharge(t1)])
+            retry = np.zeros(self.net.n_edges + 1, dtype=bool)  # index -1: origins
+            retry[self.v_edge[self._held]] = True
+            retry[self.v_edge[ready]] = True
+            arrived = np.concatenate([arrived, self._discharge(t1, retry)])
             self._reach_stop_lines(t1)
         self.t += 1
         self._depart(t1)
@@ -296,6 +301,7 @@ class RoutingCore:
             slot[learner.size:] = self._background_choice(bg)
         self.next_edge[deciding] = self.out_table[self.v_node[deciding], slot]
         self.v_status[deciding] = QUEUED
+        self.blocked_on[self.v_edge[deciding][self.v_edge[deciding] >= 0]] = -1  # new heads?
 
     def _background_choice(self, vehicles: np.ndarray) -> np.ndarray:
         """Free-flow shortest path, or a logit choice among the out-edges that bring the
@@ -318,15 +324,39 @@ class RoutingCore:
         u = self.bg_rng.random(vehicles.size)[:, None]
         return np.minimum((cum < u).sum(axis=1), self.k - 1)
 
-    def _discharge(self, t1: float) -> np.ndarray:
+    def _discharge(self, t1: float, edges: np.ndarray | None = None) -> np.ndarray:
         """Move queued vehicles that can leave by ``t1`` into their next edge (or out of the
-        network). Returns the vehicles that arrived."""
+        network), only those on ``edges`` (a mask over edges, last entry: origins) if given.
+        Returns the vehicles that arrived; ``self._held`` keeps those a full next edge held."""
         net = self.net
-        q = np.flatnonzero(self.v_status == QUEUED)
+        queued = self.v_status == QUEUED
+        if edges is not None:
+            queued &= edges[self.v_edge]
+        q = np.flatnonzero(queued)
+        if self.queue_model:
+            # queues that cannot move: the next discharge slot is after t1, or the head waits
+            # for an edge that is still full and has not waited the stuck time
+            e = self.v_edge[q]
+            ee = np.maximum(e, 0)
+            wait = self.blocked_on[ee]
+            full = wait >= 0
+            if full.any():
+                w = np.maximum(wait, 0)
+                full &= (self.stored[w] >= net.storage[w]) & \
+                    (t1 - self.blocked_since[ee] < self.scenario.stuck_time_s)
+            late = (e >= 0) & ((self.next_slot[ee] > t1 + 1e-9) | full)
+            self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # as if re-held
+            self.clock_s[q[late]] = np.maximum(self.clock_s[q[late]], t1)
+            waiting, q = q[full], q[~late]
+        else:
+            waiting = q[:0]
+        self._held = waiting
         if q.size == 0:
             return q
         src = self.v_edge[q]
-        order = np.lexsort((q, self.ready_s[q], src))  # FIFO per edge: by stop-line time
+        # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
+        order = np.argsort((src + 1) * (2.0 * self.end_s + 1e4) + self.ready_s[q],
+                           kind="stable")
         q, src = q[order], src[order]
         ready = self.ready_s[q]
         on_edge = src >= 0
@@ -351,7 +381,8 @@ class RoutingCore:
             tord = tq[np.lexsort((q[tq], depart[tq], target[tq]))]
             rank = np.arange(tord.size) - _segment_starts(target[tord])
             fits = np.zeros(q.size, dtype=bool)
-            fits[tord] = rank < net.storage[target[tord]] - self.stored[target[tord]]
+            if tord.size:
+                fits[tord] = rank < net.storage[target[tord]] - self.stored[target[tord]]
             stuck = can & ~leaving & (t1 - self.head_since[q] >= self.scenario.stuck_time_s)
             ok = can & (leaving | fits | stuck)
             blocked = np.cumsum(~ok)
@@ -362,8 +393,12 @@ class RoutingCore:
             self.head_since[q[head]] = np.where(np.isnan(self.head_since[q[head]]), t1,
                                                 self.head_since[q[head]])
             self.forced += int((go & stuck & ~fits).sum())
-            blocked_edges = src[held & on_edge & (np.arange(q.size) == first)]
+            self._held = np.concatenate([waiting, q[held]])
+            held_head = held & on_edge & (np.arange(q.size) == first)
+            blocked_edges = src[held_head]
             self.next_slot[blocked_edges] = np.maximum(self.next_slot[blocked_edges], t1)
+            self.blocked_on[blocked_edges] = target[held_head]
+            self.blocked_since[blocked_edges] = self.head_since[q[held_head]]
         else:
             go = can
         stay = q[~go]
@@ -372,6 +407,7 @@ class RoutingCore:
         if v.size == 0:
             return v
         came = from_edge >= 0
+        self.blocked_on[from_edge[came]] = -1
         if self.queue_model:
             np.maximum.at(self.next_slot, from_edge[came], d[came] + self.headway[from_edge[came]])
         np.subtract.at(self.count, from_edge[came], 1)
@@ -405,17 +441,19 @@ class RoutingCore:
             self.routes.append((mv[learner], e[learner]))
         return gone
 
-    def _reach_stop_lines(self, t1: float) -> None:
+    def _reach_stop_lines(self, t1: float) -> np.ndarray:
         """Vehicles whose free-flow traversal ends by ``t1`` are at the stop line: they decide
-        next (or, at their destination's edge, queue to leave the network)."""
+        next (or, at their destination's edge, queue to leave the network: returned)."""
         on = np.flatnonzero((self.v_status == ON_EDGE) & (self.ready_s <= t1 + 1e-9))
         if on.size == 0:
-            return
+            return on
         self.clock_s[on] = self.ready_s[on]
         last = self.v_node[on] == self.v_dest[on]
         self.v_status[on[last]] = QUEUED
         self.next_edge[on[last]] = ARRIVE
+        self.blocked_on[self.v_edge[on[last]]] = -1  # possibly a new head, bound nowhere full
         self.v_status[on[~last]] = AT_NODE
+        return on[last]
 
     # ---- observation ------------------------------------------------------------------------
     def decision_node(self) -> np.ndarray:
