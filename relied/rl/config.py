@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from relied.env.scenario import Scenario
 from relied.experts.bound import BoundConfig
 
-Algo = Literal["reled", "leed", "ippo", "bc", "mappo"]
-ALGOS: tuple[str, ...] = ("reled", "leed", "ippo", "bc", "mappo")
+Algo = Literal["reled", "leed", "ippo", "bc", "mappo", "tianshou:ppo", "tianshou:a2c"]
+ALGOS: tuple[str, ...] = ("reled", "leed", "ippo", "bc", "mappo", "tianshou:ppo", "tianshou:a2c")
 USES_EXPERTS = {"reled", "leed", "bc"}
 EXPERT_SPECS = "'offline', 'auto', 'shortest-path' or 'ollama:<model>'"
 ABLATIONS = ("weight", "expert_loss", "critic_filter", "lambda0", "lambda_min", "lambda_decay",
@@ -62,6 +62,9 @@ class TrainConfig(BaseModel):
     total_steps: int = Field(20_000, ge=1, description="budget in simulator steps (all envs)")
     n_envs: int = Field(2, ge=1)
     vector: Literal["dummy", "subproc", "ray"] = "dummy"
+    engine: Literal["fast", "tianshou"] = Field(
+        "fast", description="fast: relied's batched loop; tianshou: Tianshou's collector, "
+        "trainer and PPO subclass (docs/tianshou.md)")
     # PPO
     lr: float = Field(3e-3, gt=0)
     gamma: float = Field(0.99, gt=0, le=1, description="discount per decision")
