@@ -27,6 +27,7 @@ TRAIN_FLAGS = {"city": "--city", "n_agents": "--agents", "seed": "--seed",
                "train_seeds": "--train-seeds", "algo": "--algo", "experts": "--experts",
                "demos_dir": "--demos", "total_steps": "--steps", "lr": "--lr", "share": "--share",
                "n_groups": "--groups", "n_envs": "--envs", "vector": "--vector",
+               "engine": "--engine",
                "expert_loss": "--expert-loss", "weight": "--weight",
                "bound_every": "--bound-every", "regen_every": "--regen-every",
                "ollama_host": "--ollama-host", "timeout_s": "--timeout", "epsilon": "--epsilon"}
@@ -89,6 +90,9 @@ def train(
     groups: Annotated[int | None, typer.Option(min=1, help="groups for --share group")] = None,
     envs: Annotated[int | None, typer.Option(min=1, help="parallel env copies")] = None,
     vector: Annotated[str | None, typer.Option(help="dummy | subproc | ray")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="fast (default) | tianshou: Tianshou's collector/trainer (tianshou:* algos)")]
+    = None,
     expert_loss: Annotated[str | None, typer.Option(help="bc | ppo")] = None,
     weight: Annotated[str | None, typer.Option(help="lambda mapping: dtw | return | fixed")]
     = None,
@@ -115,7 +119,8 @@ def train(
                  "algo": algo,
                  "experts": experts, "demos_dir": str(demos) if demos else None,
                  "total_steps": steps, "lr": lr, "share": share, "n_groups": groups,
-                 "n_envs": envs, "vector": vector, "expert_loss": expert_loss, "weight": weight,
+                 "n_envs": envs, "vector": vector, "engine": engine, "expert_loss": expert_loss,
+                 "weight": weight,
                  "bound_every": bound_every, "regen_every": regen_every,
                  "ollama_host": ollama_host, "timeout_s": timeout, "epsilon": epsilon}
     try:
@@ -124,8 +129,13 @@ def train(
         else:
             base = _config_file(config) if config else {}
             base.update({k: v for k, v in overrides.items() if v is not None})
-            trainer = Trainer.create(TrainConfig.model_validate(base), runs_dir,
-                                     progress=progress)
+            cfg = TrainConfig.model_validate(base)
+            if cfg.engine == "tianshou" or cfg.algo.startswith("tianshou:"):
+                from relied.rl.tianshou_engine import TianshouRun
+
+                trainer = TianshouRun.create(cfg, runs_dir, progress=progress)
+            else:
+                trainer = Trainer.create(cfg, runs_dir, progress=progress)
         summary = trainer.run()
     except _errors() as exc:
         fail(error_message(exc, TRAIN_FLAGS), as_json)
