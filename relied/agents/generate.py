@@ -72,6 +72,7 @@ class BatchResult(BaseModel):
     scenario_seed: int
     variant: int
     accepted: bool
+    fallback: bool = Field(False, description="no plan passed: the best-bound plan was saved")
     accepted_round: int | None
     rounds: int
     model_calls: int
@@ -204,7 +205,11 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
     mean_tt = outcome.verdict.mean_travel_time
     usage = [] if cached else outcome.usage
     path = None
-    if outcome.routes and (accepted or not filter_by_bound):
+    if outcome.fallback and filter_by_bound:
+        _warn_once(f"no plan for {sc.city} seed {sc.seed} passed the critic in "
+                   f"{outcome.max_rounds} rounds; keeping the plan with the lowest bound "
+                   "(fallback, marked in its metadata)")
+    if outcome.routes and (accepted or not filter_by_bound or outcome.fallback):
         run = execute(net, sc, routes=[index_of(net, r).tolist() for r in outcome.routes])
         mean_tt = run.metrics["mean_travel_time"]
         batch_id = f"{sc.city}-n{sc.n_agents}-s{sc.seed}-v{variant}-{model.replace(':', '_')}"
@@ -220,10 +225,12 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                    "max_rounds": outcome.max_rounds, "accepted_round": outcome.accepted_round,
                    "variant": variant, "filter_by_bound": filter_by_bound, "cached": cached,
                    "groups": outcome.groups, "bound": request.config.bound.model_dump(mode="json"),
+                   "fallback": outcome.fallback, "reference_bound": outcome.reference_bound,
                    "usage": usage_totals(usage),
                    "usage_per_call": [u.model_dump() for u in usage]})
         path = str(save_batch(Path(out_dir), run.traj, meta))
     return BatchResult(path=path, scenario_seed=sc.seed, variant=variant, accepted=accepted,
+                       fallback=outcome.fallback,
                        accepted_round=outcome.accepted_round, rounds=outcome.rounds,
                        model_calls=0 if cached else outcome.model_calls, cached=cached,
                        mean_travel_time=None if mean_tt is None or np.isnan(mean_tt)
@@ -285,8 +292,10 @@ def generate_demonstrations(
     demonstration batches; returns the ``.json`` paths of the saved batches.
 
     ``filter_by_bound=False`` keeps the planner's first plan whatever the critic says (the LEED
-    baseline); otherwise only accepted plans are saved. ``policy_probs`` gives the learners'
-    current action probabilities for the divergence term (None: uniform over valid actions).
+    baseline); otherwise accepted plans are saved, and where no plan passed within
+    ``max_rounds`` the best-bound plan (``accepted=False``, ``extra["fallback"]=True``).
+    ``policy_probs`` gives the learners' current action probabilities for the divergence term
+    (None: uniform over valid actions).
     ``behaviour``: recent routes per agent (OSM ids), shown in the prompt. Other keywords:
     ``config`` (:class:`TeamConfig`), ``ollama_host``, ``timeout_s``, ``use_cache``,
     ``concurrency``. Token usage and wall time of the model calls are in each batch's

@@ -9,7 +9,9 @@ the fleet. Each planner sees the chat through a :class:`PlannerContext`: its own
 last plan as waypoints, the critic's verdicts restricted to its agents, and the other agents
 as corridor loads. The critic is a code agent: it merges the planners' latest plans, validates
 them and calls the ``stationarity_check`` tool (:func:`relied.experts.critic.check_plan`), so
-its verdict is deterministic. The chat ends when a verdict accepts or after ``max_rounds``.
+its verdict is deterministic. The chat ends when a verdict accepts or after ``max_rounds``;
+when no plan passed, the outcome is the valid plan with the lowest bound quantile, marked
+``fallback=True`` (training goes on with it; it is logged and counted).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from relied.agents.tools import planner_tools
 from relied.agents.view import CityView, PlanRouteError
 from relied.env.core import RoutingCore
 from relied.experts.bound import BoundConfig, PolicyProbs
-from relied.experts.critic import Execution, check_plan, execute
+from relied.experts.critic import Execution, check_plan, execute, reference_bound
 
 MAX_TOOL_ROUNDS = 3
 # worst-case growth of a planner's prompt after the first round (measured on aguascalientes
@@ -86,6 +88,11 @@ class TeamOutcome(BaseModel):
     transcript: list[dict]
     groups: int = 1
     usage: list[CallUsage] = Field(default_factory=list, description="one row per model call")
+    accepted: bool = Field(False, description="the critic accepted the returned plan")
+    fallback: bool = Field(False, description="no plan passed within max_rounds: the returned "
+                           "plan is the valid one with the lowest bound quantile")
+    reference_bound: float | None = Field(None, description="bound quantile of the learners' "
+                                          "current behaviour (the scale of epsilon)")
 
 
 def is_accepted(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> bool:
@@ -174,6 +181,7 @@ class CriticAgent(BaseChatAgent):
         super().__init__("critic", "Checks plans with the stationarity bound, computed in code.")
         self.tool, self.planners = tool, planners
         self.latest: dict[str, JointPlan] = {}
+        self.plans_of_round: dict[int, JointPlan] = {}
         self.round = 0
 
     @property
@@ -188,6 +196,7 @@ class CriticAgent(BaseChatAgent):
         self.round += 1
         plans = [p for name in self.planners if name in self.latest
                  for p in self.latest[name].plans]
+        self.plans_of_round[self.round] = JointPlan(plans=sorted(plans, key=lambda p: p.agent_id))
         text = await self.tool.run_json({"plan_json": JointPlan(plans=plans).model_dump_json(),
                                          "round": self.round}, cancellation_token)
         verdict = CriticVerdict.model_validate_json(text)
@@ -195,7 +204,7 @@ class CriticAgent(BaseChatAgent):
                                                                       source=self.name))
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
-        self.latest, self.round = {}, 0
+        self.latest, self.plans_of_round, self.round = {}, {}, 0
 
 
 class ExpertTeam:
@@ -214,7 +223,7 @@ class ExpertTeam:
         self.variant, self.behaviour = variant, behaviour or {}
         base = execute(core.net, core.scenario)
         self.baseline = float(base.returns.mean())
-        self.runs: dict[int, tuple[list[list[int]], Execution]] = {}
+        self.runs: dict[int, tuple[list[list[int]], Execution, float]] = {}
         estimate = [np.unique(base.edges_by_step[:, i][base.edges_by_step[:, i] >= 0])
                     for i in range(core.n)]
         self.board = PlanBoard(view, estimate)
@@ -222,6 +231,16 @@ class ExpertTeam:
             if 0 <= i < core.n and (edges := self.board.edges_of(tuple(refs))):
                 estimate[i] = np.asarray(edges, dtype=np.int64)
         self.groups, self.prompts = self._split(self.config.group_size)
+        known = [self.board.edges_of(tuple(self.behaviour[i])) if i in self.behaviour else ()
+                 for i in range(core.n)]
+        current = None
+        if all(known):  # the learners' recent routes as node routes
+            net = core.net
+            current = [[int(net.edge_src[e[0]]), *(int(net.edge_dst[x]) for x in e)]
+                       for e in known]
+        self.reference = reference_bound(core.net, core.scenario, self.config.bound,
+                                         policy_probs, routes=current,
+                                         planner_groups=self.groups)
 
     # ---- prompts that fit -------------------------------------------------------------------
     def _prompts(self, groups: list[list[int]]) -> list[tuple[str, str]]:
@@ -280,7 +299,7 @@ class ExpertTeam:
     # ---- the critic's tool ------------------------------------------------------------------
     def check(self, plan: JointPlan, round_: int) -> CriticVerdict:
         """Validate and judge a merged plan (the critic's tool)."""
-        eps = self.config.bound.epsilon
+        eps = self.config.bound.epsilon * self.reference
         try:
             routes = validate_routes(plan.plans, self.view, self.core.origin.tolist(),
                                      self.core.dest.tolist())
@@ -289,11 +308,12 @@ class ExpertTeam:
                                  violating_agents=exc.agents,
                                  reason=f"{exc}; fix these agents and resend the whole plan")
         report, run = check_plan(self.core.net, self.core.scenario, routes, self.config.bound,
-                                 self.policy_probs, self.groups, self.baseline)
-        self.runs[round_] = (routes, run)
+                                 self.policy_probs, self.groups, self.baseline,
+                                 reference=self.reference)
+        self.runs[round_] = (routes, run, report.plan_bound + (1e12 if report.too_slow else 0))
         return CriticVerdict(
             accepted=report.accepted, kind="accepted" if report.accepted else "stationarity",
-            round=round_, epsilon=eps, bounds=dict(enumerate(report.bounds)),
+            round=round_, epsilon=report.epsilon, bounds=dict(enumerate(report.bounds)),
             violating_agents=[o.agent_id for o in report.offenders],
             violations=[AgentBound(**o.model_dump()) for o in report.offenders[:20]],
             shared_edges=[SharedEdge(from_node=a, to_node=b, agents=c)
@@ -354,6 +374,11 @@ class ExpertTeam:
         plan = JointPlan(plans=sorted((p for name in critic.planners if name in critic.latest
                                        for p in critic.latest[name].plans),
                                       key=lambda p: p.agent_id))
+        fallback = not final.accepted and bool(self.runs)
+        if fallback:  # no plan passed: the valid plan with the lowest bound quantile
+            best = min(self.runs, key=lambda r: (self.runs[r][2], r))
+            final = next(v for v in verdicts if v.round == best)
+            plan = critic.plans_of_round.get(best, plan)
         routes = self.runs[final.round][0] if final.round in self.runs else []
         return TeamOutcome(
             model_spec=self.client.spec, plan=plan,
@@ -362,7 +387,8 @@ class ExpertTeam:
             accepted_round=final.round if final.accepted else None,
             model_calls=self.client.calls - calls0, termination=result.stop_reason or "",
             max_rounds=self.config.max_rounds, transcript=transcript(result.messages),
-            groups=len(self.groups), usage=self.client.usage[usage0:])
+            groups=len(self.groups), usage=self.client.usage[usage0:],
+            accepted=final.accepted, fallback=fallback, reference_bound=self.reference)
 
 
 def transcript(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> list[dict]:

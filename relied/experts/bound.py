@@ -1,23 +1,30 @@
 """Stationarity bound of RELED (our reconstruction; the paper's text is only partly public).
 
-For agent ``i`` with interaction subset ``G(i)`` the non-stationarity it faces when the agents
-learn from a plan is bounded by
+For agent ``i`` with interaction subset ``G(i)`` the change of its return between two training
+iterations, caused by the other agents, is bounded by (derivation in docs/experts.md)
 
-    NS_i <= c1 * Vol_ext(i) + c2 * sum_{j in G(i), j != i} E_o[ D(pi_j'(.|o), pi_j(.|o)) ]
+    NS_i <= c1 * Vol_ext(i) + c2 * sum_{j in G(i), j != i} D_j
+    D_j  = E_o[ TV(pi_j^t, pi_j^{t-1}) ] + E_o[ TV(pi_j^t, pi_j^plan) ]
 
-with ``c1 = 1 / (1 - gamma)``, ``c2 = 2 gamma R_max / (1 - gamma)^2`` (``R_max`` the env's
-reward bound), ``Vol_ext(i)`` the spread (std) of ``i``'s return over executions of the plan in
-which the other agents vary, and ``D`` the total-variation distance between agent ``j``'s
-current policy ``pi_j`` and the policy the plan would teach it, ``pi_j'`` (a point mass on the
-expert's action), averaged over the expert's observations of ``j``. ``TV(onehot_a, p) = 1 - p_a``.
-The KL variant bounds TV through Pinsker: ``D = min(1, sqrt(KL(onehot_a || p) / 2))`` with
-``KL = -log p_a``. Before any training ``pi_j`` is uniform over the valid actions.
+with ``c1 = 1 / (1 - gamma)``, ``c2 = 2 gamma R_max / (1 - gamma)^2`` (``gamma`` the learners'
+discount, ``R_max`` the env's reward bound). ``D_j`` is the expected policy change of agent
+``j`` on the states the plan visits: the step its learning made last (current against previous
+policy) plus the pull of the plan (current policy against the point mass on the plan's action,
+``TV = 1 - pi(a_plan|o)``). ``Vol_ext(i)`` is the spread (std) of ``i``'s return over
+resimulations in which only agents outside ``G(i)`` change behaviour (see
+:mod:`relied.experts.critic`). The KL variant bounds each TV through Pinsker,
+``min(1, sqrt(KL / 2))``. Before any training ``pi`` is uniform over the valid actions and
+the previous policy is the current one.
+
+The threshold is scale-free: a plan is accepted when the ``quantile`` of its agents' bounds is
+at most ``epsilon`` times the same quantile for the learners' current joint behaviour (their
+recent routes; the free-flow shortest paths when unknown), under the same policies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,28 +32,51 @@ from pydantic import BaseModel, ConfigDict, Field
 #: ``policy_probs(obs (M, obs_dim), mask (M, K+1), agent_ids (M,)) -> probs (M, K+1)``.
 PolicyProbs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
+#: the learners' discount per decision (``TrainConfig.gamma``'s default); training passes its
+#: own ``gamma`` so the bound and the learners always discount alike
+DEFAULT_GAMMA = 0.99
+BOUND_VERSION = 2  # 1: absolute epsilon (12,000), point-mass TV only, all-agent jitter
+
 
 class BoundConfig(BaseModel):
     """Settings of the stationarity critic."""
 
     model_config = ConfigDict(extra="forbid")
 
-    gamma: float = Field(0.95, gt=0, lt=1, description="discount of the learners")
-    epsilon: float = Field(12_000.0, gt=0, description="largest accepted bound of one agent "
-                           "(about 4 co-occupying agents at untrained policies, gamma 0.95)")
+    version: int = Field(BOUND_VERSION, description="settings format (1: absolute epsilon)")
+    gamma: float = Field(DEFAULT_GAMMA, gt=0, lt=1, description="the learners' discount "
+                         "(TrainConfig.gamma; passed in by training)")
+    epsilon: float = Field(1.0, gt=0, description="scale-free threshold: the largest accepted "
+                           "ratio of the plan's bound quantile to that of the learners' current "
+                           "behaviour")
+    quantile: float = Field(0.9, gt=0, le=1, description="quantile of the agents' bounds that "
+                            "is compared (1: the worst agent)")
     divergence: Literal["tv", "kl"] = Field("tv", description="'kl' = KL through Pinsker")
     group: Literal["co-occupancy", "shared-edges", "planner"] = Field(
         "co-occupancy", description="G(i): agents on one edge with i at the same step, agents "
         "using any edge of i's route within the horizon, or i's planner group")
-    executions: int = Field(4, ge=2, le=64, description="perturbed executions for Vol_ext")
-    jitter_s: float = Field(30.0, ge=0, description="departure perturbation of executions")
-    volatility: Literal["all", "outside-group"] = Field(
-        "all", description="Vol_ext runs jitter every departure at once ('all': `executions` "
-        "simulations, an upper estimate) or only those of agents outside G(i) ('outside-group':"
-        " the definition, `executions` simulations per distinct group)")
+    executions: int = Field(6, ge=2, le=256, description="resimulations of the shared pool "
+                            "for Vol_ext (and per group where the pool has too few)")
+    switch_share: float = Field(0.2, gt=0, le=1, description="probability that an agent "
+                                "outside G(i) changes behaviour in a resimulation")
+    alternative: Literal["congestion-aware", "shortest-path"] = Field(
+        "congestion-aware", description="the route a changing agent switches to (its plan "
+        "route when they coincide: then the other one)")
+    jitter_s: float = Field(30.0, ge=0, description="a changing agent also departs up to this "
+                            "much later")
+    min_runs: int = Field(3, ge=2, description="resimulations per agent for its Vol_ext")
     return_tolerance: float = Field(0.05, ge=0, description="allowed mean-return shortfall "
                                     "against the free-flow shortest-path baseline")
     seed: int = 0
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any] | None) -> BoundConfig:
+        """Settings stored with a batch; a version-1 record (absolute epsilon) keeps only its
+        group, divergence and seed, the rest takes today's defaults."""
+        stored = dict(stored or {})
+        if stored.get("version", 1) != BOUND_VERSION:
+            stored = {k: stored[k] for k in ("divergence", "group", "seed") if k in stored}
+        return cls(**{k: v for k, v in stored.items() if k in cls.model_fields})
 
 
 def bound_constants(gamma: float, r_max: float) -> tuple[float, float]:
@@ -66,15 +96,37 @@ def divergence_to_expert(probs: np.ndarray, expert_action: np.ndarray,
     raise ValueError(f"unknown divergence '{kind}'; use 'tv' or 'kl'")
 
 
+def divergence_between(probs: np.ndarray, previous: np.ndarray, kind: str = "tv") -> np.ndarray:
+    """Per-row distance between two policies' action distributions (M, A)."""
+    if kind == "tv":
+        return 0.5 * np.abs(probs - previous).sum(axis=1)
+    if kind == "kl":
+        p, q = np.maximum(probs, 1e-12), np.maximum(previous, 1e-12)
+        kl = np.where(probs > 0, probs * np.log(p / q), 0.0).sum(axis=1)
+        return np.minimum(1.0, np.sqrt(np.maximum(kl, 0.0) / 2.0))
+    raise ValueError(f"unknown divergence '{kind}'; use 'tv' or 'kl'")
+
+
 def uniform_probs(obs: np.ndarray, mask: np.ndarray, agent_ids: np.ndarray) -> np.ndarray:
     """The untrained policy: uniform over the valid actions of each row."""
     m = mask.astype(np.float64)
     return m / np.maximum(m.sum(axis=1, keepdims=True), 1.0)
 
 
-def expert_divergence(obs: np.ndarray, action: np.ndarray, mask: np.ndarray, n_agents: int,
-                      policy_probs: PolicyProbs | None = None, kind: str = "tv") -> np.ndarray:
-    """Mean divergence per agent over its decision steps of an expert trajectory.
+def _probs(fn: PolicyProbs, obs: np.ndarray, mask: np.ndarray, agents: np.ndarray) -> np.ndarray:
+    probs = np.asarray(fn(obs, mask, agents), dtype=np.float64)
+    if probs.shape != mask.shape:
+        raise ValueError(f"policy_probs returned shape {probs.shape}, expected {mask.shape}")
+    return probs
+
+
+def policy_divergence(obs: np.ndarray, action: np.ndarray, mask: np.ndarray, n_agents: int,
+                      policy_probs: PolicyProbs | None = None,
+                      previous_probs: PolicyProbs | None = None,
+                      kind: str = "tv") -> tuple[np.ndarray, np.ndarray]:
+    """Per agent ``(to_plan, step)``: mean divergence over its decision steps in the plan's
+    execution between its current policy and the plan's action, and between its current and
+    previous policy (0 without ``previous_probs``).
 
     ``obs (T, n, d)``, ``action (T, n)``, ``mask (T, n, K+1)``: decision steps are those where
     the no-op is masked. Agents without a decision step get 0.
@@ -82,16 +134,25 @@ def expert_divergence(obs: np.ndarray, action: np.ndarray, mask: np.ndarray, n_a
     noop = mask.shape[-1] - 1
     steps, agents = np.nonzero(~mask[:, :, noop])
     if steps.size == 0:
-        return np.zeros(n_agents)
-    probs_fn = policy_probs or uniform_probs
-    probs = np.asarray(probs_fn(obs[steps, agents], mask[steps, agents], agents), dtype=np.float64)
-    if probs.shape != (steps.size, mask.shape[-1]):
-        raise ValueError(f"policy_probs returned shape {probs.shape}, expected "
-                         f"{(steps.size, mask.shape[-1])}")
-    d = divergence_to_expert(probs, action[steps, agents], kind)
-    total = np.bincount(agents, weights=d, minlength=n_agents)
-    count = np.bincount(agents, minlength=n_agents)
-    return total / np.maximum(count, 1)
+        return np.zeros(n_agents), np.zeros(n_agents)
+    o, m = obs[steps, agents], mask[steps, agents]
+    probs = _probs(policy_probs or uniform_probs, o, m, agents)
+    to_plan = divergence_to_expert(probs, action[steps, agents], kind)
+    step = divergence_between(probs, _probs(previous_probs, o, m, agents), kind) \
+        if previous_probs is not None else np.zeros(steps.size)
+    count = np.maximum(np.bincount(agents, minlength=n_agents), 1)
+    return (np.bincount(agents, weights=to_plan, minlength=n_agents) / count,
+            np.bincount(agents, weights=step, minlength=n_agents) / count)
+
+
+def expert_divergence(obs: np.ndarray, action: np.ndarray, mask: np.ndarray, n_agents: int,
+                      policy_probs: PolicyProbs | None = None, kind: str = "tv",
+                      previous_probs: PolicyProbs | None = None) -> np.ndarray:
+    """``D_j`` per agent: divergence to the plan plus the last learning step
+    (:func:`policy_divergence`)."""
+    to_plan, step = policy_divergence(obs, action, mask, n_agents, policy_probs,
+                                      previous_probs, kind)
+    return to_plan + step
 
 
 def stationarity_bound(vol_ext: np.ndarray, divergence: np.ndarray, groups: Sequence[Sequence[int]],
@@ -107,6 +168,12 @@ def stationarity_bound(vol_ext: np.ndarray, divergence: np.ndarray, groups: Sequ
     inner = np.array([sum(div[j] for j in g if j != i) for i, g in enumerate(groups)], dtype=float)
     div_term = c2 * inner
     return ext + div_term, ext, div_term
+
+
+def threshold(reference_bounds: np.ndarray, config: BoundConfig) -> tuple[float, float]:
+    """``(reference quantile, absolute threshold = epsilon * reference quantile)``."""
+    ref = float(np.quantile(np.asarray(reference_bounds, dtype=float), config.quantile))
+    return ref, config.epsilon * ref
 
 
 def interaction_groups(edges_by_step: np.ndarray, mode: str = "co-occupancy",

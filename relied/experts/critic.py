@@ -2,17 +2,29 @@
 
 A plan (one node route per agent, contiguous node indices) is executed in the environment;
 from that execution come the expert trajectories, the interaction subsets ``G(i)`` and the
-divergence term; ``executions`` more runs with every departure perturbed by up to ``jitter_s``
-give ``Vol_ext(i)``. By default (``volatility="all"``) all agents are perturbed at once:
-``executions`` simulations instead of one set per group, and the jitter of ``G(i)`` itself is
-included, so the estimate errs high; ``volatility="outside-group"`` perturbs only the agents
-outside ``G(i)``, as the bound defines it.
-The plan is accepted when every agent's bound is at most ``epsilon`` and the plan's mean
-executed return is not below the free-flow shortest-path baseline (minus ``return_tolerance``).
+divergence term (:func:`relied.experts.bound.policy_divergence`: the learners' last step and
+their distance to the plan, on the states the plan visits).
+
+``Vol_ext(i)`` is resimulated, seeded: in each resimulation a held set of agents keeps the plan
+and every other agent changes behaviour with probability ``switch_share``: it drives its
+alternative route (congestion-aware, or free-flow shortest path; whichever differs from its
+plan route) and departs up to ``jitter_s`` later. Agent ``i``'s sample is the plan's execution
+plus every resimulation in which no member of ``G(i)`` (``i`` included) changed, so only agents
+outside ``G(i)`` ever moved; ``Vol_ext(i)`` is the std of its return over that sample. A shared
+pool of ``executions`` resimulations (nobody held) serves most agents; agents left with fewer
+than ``min_runs`` samples get resimulations in which their groups are held (packed together
+while the held set stays at most half the agents), up to ``3 * executions`` in all.
+
+Acceptance is scale-free: the plan's ``quantile`` of per-agent bounds must be at most
+``epsilon`` times the same quantile of the reference (the learners' current routes; the
+free-flow shortest paths when not given) under the same policies, and the plan's mean return
+must not be below the free-flow shortest-path baseline minus ``return_tolerance``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,15 +35,21 @@ from pydantic import BaseModel, Field
 
 from relied.env.core import AT_NODE, ON_EDGE, RoutingCore
 from relied.env.network import CityNetwork
-from relied.env.policies import BatchPolicy, RoutePolicy, ShortestPathPolicy
-from relied.env.rollout import Trajectories
+from relied.env.policies import (
+    BatchPolicy,
+    CongestionAwarePolicy,
+    RoutePolicy,
+    ShortestPathPolicy,
+)
+from relied.env.rollout import Trajectories, run_episode
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import (
     BoundConfig,
     PolicyProbs,
-    expert_divergence,
     interaction_groups,
+    policy_divergence,
     stationarity_bound,
+    threshold,
 )
 from relied.experts.demos import load_batch
 
@@ -55,11 +73,19 @@ class AgentTerms(BaseModel):
 
 
 class StationarityReport(BaseModel):
-    """Outcome of the check; ``offenders`` are sorted by bound, worst first."""
+    """Outcome of the check; ``offenders`` (agents above ``epsilon``) are sorted by bound,
+    worst first. ``epsilon`` is the absolute threshold: ``threshold_ratio`` times the
+    reference's bound quantile ``reference_bound``."""
 
     accepted: bool
     epsilon: float
+    threshold_ratio: float
+    quantile: float
+    plan_bound: float = Field(description="the plan's quantile of per-agent bounds")
+    reference_bound: float = Field(description="the same quantile for the reference")
     bounds: list[float]
+    external_terms: list[float]
+    divergence_terms: list[float]
     offenders: list[AgentTerms]
     shared_edges: list[tuple[int, int, int]]  # (from OSM id, to OSM id, agents in conflict)
     plan_mean_return: float
@@ -95,34 +121,103 @@ def execute(net: CityNetwork, scenario: Scenario, policy_for: type[BatchPolicy] 
     return Execution(traj, returns, core.metrics(), np.stack(edges))
 
 
-def jittered(scenario: Scenario, jitter_s: float, rng: np.random.Generator,
-             keep: Sequence[int] = ()) -> Scenario:
-    """Departures delayed by up to ``jitter_s``, except those of the agents in ``keep``."""
-    base = np.asarray(scenario.departures_s, dtype=float)
-    shift = rng.uniform(0, jitter_s, base.size)
-    shift[list(keep)] = 0.0
-    return scenario.model_copy(update={"departures_s": np.round(base + shift, 1).tolist()})
+_CACHE: dict[str, object] = {}
+
+
+def _cached(key: str, make):
+    """A small in-process memo (resimulations of one plan are reused across checks)."""
+    if key not in _CACHE:
+        if len(_CACHE) >= 64:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def policy_routes(net: CityNetwork, scenario: Scenario, kind: str) -> list[list[int]]:
+    """Node routes the learners drive under a reference policy (``shortest-path`` or
+    ``congestion-aware``), background traffic as in the scenario."""
+    def make() -> list[list[int]]:
+        policy = CongestionAwarePolicy() if kind == "congestion-aware" else ShortestPathPolicy()
+        core = RoutingCore(net, scenario, record_routes=True)
+        return [list(map(int, r)) for r in run_episode(core, policy).routes]
+
+    return _cached(_digest("routes", net.name, scenario.model_dump(mode="json"), kind), make)
+
+
+def alternative_routes(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
+                       kind: str) -> list[list[int]]:
+    """Per agent the route it switches to when it changes behaviour: the ``kind`` policy's
+    route, or the other reference policy's where that one equals the plan route."""
+    other = "shortest-path" if kind == "congestion-aware" else "congestion-aware"
+    first, second = policy_routes(net, scenario, kind), policy_routes(net, scenario, other)
+    return [a if list(a) != list(r) else b for r, a, b in zip(routes, first, second,
+                                                                 strict=True)]
+
+
+def resimulate(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
+               alternative: Sequence[Sequence[int]], change: np.ndarray, config: BoundConfig,
+               rng: np.random.Generator) -> np.ndarray:
+    """Returns of one run in which the agents flagged in ``change`` drive their alternative
+    route and depart up to ``jitter_s`` later; everyone else keeps the plan."""
+    deps = np.asarray(scenario.departures_s, dtype=float)
+    shift = np.where(change, rng.uniform(0, config.jitter_s, deps.size), 0.0)
+    deps = np.minimum(np.round(deps + shift, 1), scenario.horizon_s - scenario.dt_s)
+    moved = scenario.model_copy(update={"departures_s": deps.tolist()})
+    mixed = [list(alternative[i]) if change[i] else list(routes[i]) for i in range(len(routes))]
+    return execute(net, moved, routes=mixed).returns
 
 
 def return_volatility(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
-                      config: BoundConfig,
-                      groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """``Vol_ext``: std of each agent's return over ``config.executions`` perturbed runs
-    (with ``volatility="outside-group"``, runs in which only agents outside ``G(i)`` move)."""
-    rng = np.random.default_rng(config.seed)
-    if config.volatility == "all" or groups is None:
-        runs = [execute(net, jittered(scenario, config.jitter_s, rng), routes=routes).returns
-                for _ in range(config.executions)]
-        return np.std(np.stack(runs), axis=0)
-    vol = np.zeros(scenario.n_agents)
-    members: dict[tuple[int, ...], list[int]] = {}
-    for i, group in enumerate(groups):
-        members.setdefault(tuple(sorted(group)), []).append(i)
-    for group, agents in members.items():
-        runs = [execute(net, jittered(scenario, config.jitter_s, rng, keep=group),
-                        routes=routes).returns[agents] for _ in range(config.executions)]
-        vol[agents] = np.std(np.stack(runs), axis=0)
-    return vol
+                      config: BoundConfig, groups: Sequence[Sequence[int]] | None = None,
+                      base_returns: np.ndarray | None = None) -> np.ndarray:
+    """``Vol_ext``: per agent the std of its return over the plan's execution and the
+    resimulations in which only agents outside ``G(i)`` changed behaviour (module docstring).
+    ``groups=None`` means ``G(i) = {i}``."""
+    scenario = scenario.resolve(net)
+    n = scenario.n_agents
+    groups = [list(g) for g in groups] if groups is not None else [[i] for i in range(n)]
+    key = _digest("vol", net.name, scenario.model_dump(mode="json"),
+                  [list(map(int, r)) for r in routes], groups,
+                  config.model_dump(include={"executions", "switch_share", "alternative",
+                                             "jitter_s", "min_runs", "seed"}))
+
+    def make() -> np.ndarray:
+        alt = alternative_routes(net, scenario, routes, config.alternative)
+        base = base_returns if base_returns is not None else \
+            execute(net, scenario, routes=routes).returns
+        samples: list[list[float]] = [[float(base[i])] for i in range(n)]
+        member = [np.asarray(g, dtype=np.int64) for g in groups]
+        rng = np.random.default_rng([config.seed, 7])
+        held_cap = max(n // 2, max(len(g) for g in groups))
+
+        def run(held: np.ndarray) -> None:
+            change = (rng.random(n) < config.switch_share) & ~held
+            if not change.any():
+                return
+            returns = resimulate(net, scenario, routes, alt, change, config, rng)
+            for i in range(n):
+                if not change[member[i]].any():
+                    samples[i].append(float(returns[i]))
+
+        for _ in range(config.executions):
+            run(np.zeros(n, dtype=bool))
+        for _ in range(2 * config.executions):
+            lacking = [i for i in range(n) if len(samples[i]) < config.min_runs]
+            if not lacking:
+                break
+            held = np.zeros(n, dtype=bool)
+            for i in lacking:
+                if held.sum() + len(member[i]) > held_cap and held.any():
+                    continue
+                held[member[i]] = True
+            run(held)
+        return np.array([np.std(s) for s in samples])
+
+    return _cached(key, make)
 
 
 def _shared_edges(net: CityNetwork, edges_by_step: np.ndarray, agents: list[int],
@@ -138,22 +233,75 @@ def _shared_edges(net: CityNetwork, edges_by_step: np.ndarray, agents: list[int]
             for e, c in crowd.most_common(top)]
 
 
+@dataclass
+class BoundTerms:
+    """Per-agent terms of one plan: ``bound``, ``external``, ``divergence``, ``groups``."""
+
+    bound: np.ndarray
+    external: np.ndarray
+    divergence: np.ndarray
+    groups: list[list[int]]
+    run: Execution
+
+
+def plan_bounds(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
+                config: BoundConfig, policy_probs: PolicyProbs | None = None,
+                previous_probs: PolicyProbs | None = None,
+                planner_groups: Sequence[Sequence[int]] | None = None,
+                run: Execution | None = None) -> BoundTerms:
+    """Every agent's bound for ``routes`` under the learners' current (and previous) policy."""
+    scenario = scenario.resolve(net)
+    run = run or execute(net, scenario, routes=routes)
+    groups = interaction_groups(run.edges_by_step, config.group, planner_groups)
+    to_plan, step = policy_divergence(run.traj.obs, run.traj.action, run.traj.mask,
+                                      scenario.n_agents, policy_probs, previous_probs,
+                                      config.divergence)
+    vol = return_volatility(net, scenario, routes, config, groups, run.returns)
+    bound, ext, dterm = stationarity_bound(vol, to_plan + step, groups, config.gamma,
+                                           scenario.reward_bound)
+    return BoundTerms(bound, ext, dterm, groups, run)
+
+
+def reference_bound(net: CityNetwork, scenario: Scenario, config: BoundConfig,
+                    policy_probs: PolicyProbs | None = None,
+                    previous_probs: PolicyProbs | None = None,
+                    routes: Sequence[Sequence[int]] | None = None,
+                    planner_groups: Sequence[Sequence[int]] | None = None) -> float:
+    """The ``quantile`` of the per-agent bounds of the learners' current joint behaviour:
+    ``routes`` (their recent routes) or, when unknown, the free-flow shortest paths."""
+    scenario = scenario.resolve(net)
+    routes = routes if routes is not None else policy_routes(net, scenario, "shortest-path")
+    terms = plan_bounds(net, scenario, routes, config, policy_probs, previous_probs,
+                        planner_groups)
+    return threshold(terms.bound, config)[0]
+
+
 def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
                config: BoundConfig, policy_probs: PolicyProbs | None = None,
                planner_groups: Sequence[Sequence[int]] | None = None,
-               baseline_return: float | None = None) -> tuple[StationarityReport, Execution]:
-    """Evaluate a joint plan (node indices per agent); returns the report and its execution."""
+               baseline_return: float | None = None,
+               previous_probs: PolicyProbs | None = None,
+               reference: float | None = None,
+               reference_routes: Sequence[Sequence[int]] | None = None,
+               ) -> tuple[StationarityReport, Execution]:
+    """Evaluate a joint plan (node indices per agent); returns the report and its execution.
+
+    ``reference``: the reference's bound quantile when already known; otherwise it is
+    computed for ``reference_routes`` (default: free-flow shortest paths)."""
     scenario = scenario.resolve(net)
-    run = execute(net, scenario, routes=routes)
-    groups = interaction_groups(run.edges_by_step, config.group, planner_groups)
-    div = expert_divergence(run.traj.obs, run.traj.action, run.traj.mask, scenario.n_agents,
-                            policy_probs, config.divergence)
-    vol = return_volatility(net, scenario, routes, config, groups)
-    bound, ext, dterm = stationarity_bound(vol, div, groups, config.gamma, scenario.reward_bound)
+    terms = plan_bounds(net, scenario, routes, config, policy_probs, previous_probs,
+                        planner_groups)
+    bound, ext, dterm, groups, run = (terms.bound, terms.external, terms.divergence,
+                                      terms.groups, terms.run)
+    if reference is None:
+        reference = reference_bound(net, scenario, config, policy_probs, previous_probs,
+                                    reference_routes, planner_groups)
+    eps = config.epsilon * reference
+    plan_q = float(np.quantile(bound, config.quantile))
     if baseline_return is None:
         baseline_return = float(execute(net, scenario).returns.mean())
     plan_return = float(run.returns.mean())
-    bad = np.flatnonzero(bound > config.epsilon)
+    bad = np.flatnonzero(bound > eps)
     bad = bad[np.argsort(-bound[bad], kind="stable")]
     offenders = [AgentTerms(agent_id=int(i), bound=float(bound[i]), external_term=float(ext[i]),
                             divergence_term=float(dterm[i]), group_size=len(groups[i]))
@@ -161,35 +309,49 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     conflict = sorted({j for i in bad for j in groups[i]})
     shared = _shared_edges(net, run.edges_by_step, conflict) if bad.size else []
     short = plan_return < baseline_return - config.return_tolerance
+    unstable = plan_q > eps
     reasons = []
-    if bad.size:
-        reasons.append(f"{bad.size} agents exceed epsilon={config.epsilon:.0f} (worst: agent "
-                       f"{int(bad[0])}, bound {bound[bad[0]]:.0f}, shares edges with "
-                       f"{len(groups[bad[0]]) - 1} agents); spread the listed agents over "
-                       "other streets or away from the shared edges")
+    if unstable:
+        reasons.append(
+            f"the {config.quantile:.0%} quantile of the agents' bounds, {plan_q:.0f}, exceeds "
+            f"epsilon={eps:.0f} ({config.epsilon:g} x the learners' current behaviour, "
+            f"{reference:.0f}); {bad.size} agents exceed epsilon (worst: agent {int(bad[0])}, "
+            f"bound {bound[bad[0]]:.0f}, shares edges with {len(groups[bad[0]]) - 1} agents); "
+            "spread the listed agents over other streets or away from the shared edges")
     if short:
         reasons.append(f"mean return {plan_return:.3f} is below the free-flow shortest-path "
                        f"baseline {baseline_return:.3f}; use faster routes")
     report = StationarityReport(
-        accepted=not reasons, epsilon=config.epsilon, bounds=bound.round(3).tolist(),
-        offenders=offenders, shared_edges=shared, plan_mean_return=plan_return,
-        baseline_mean_return=baseline_return, too_slow=short,
+        accepted=not reasons, epsilon=eps, threshold_ratio=config.epsilon,
+        quantile=config.quantile, plan_bound=plan_q, reference_bound=float(reference),
+        bounds=bound.round(3).tolist(), external_terms=ext.round(4).tolist(),
+        divergence_terms=dterm.round(3).tolist(),
+        offenders=offenders if unstable else [], shared_edges=shared if unstable else [],
+        plan_mean_return=plan_return, baseline_mean_return=baseline_return, too_slow=short,
         mean_travel_time=run.metrics["mean_travel_time"],
-        reason="; ".join(reasons) or "every agent's bound is under epsilon and the mean return "
-        "is not below the shortest-path baseline")
+        reason="; ".join(reasons) or f"the {config.quantile:.0%} quantile of the agents' "
+        f"bounds ({plan_q:.0f}) is within epsilon={eps:.0f} and the mean return is not below "
+        "the shortest-path baseline")
     return report, run
 
 
 def recheck_batch(path: Path, policy_probs: PolicyProbs | None = None,
-                  config: BoundConfig | None = None) -> StationarityReport:
+                  config: BoundConfig | None = None,
+                  previous_probs: PolicyProbs | None = None,
+                  gamma: float | None = None) -> StationarityReport:
     """Recompute a stored batch's bound with the learners' current policies (during training).
 
-    ``config`` defaults to the bound settings stored with the batch.
+    ``config`` defaults to the bound settings stored with the batch (version-1 settings are
+    upgraded, :meth:`BoundConfig.from_stored`); ``previous_probs`` is the learners' policy of
+    the previous iteration (the step term), ``gamma`` the learners' discount.
     """
     from relied.env.cities import load_city
 
     _, meta = load_batch(path)
     net = load_city(meta.scenario.city)
-    config = config or BoundConfig(**meta.extra.get("bound", {}))
+    config = config or BoundConfig.from_stored(meta.extra.get("bound"))
+    if gamma is not None:
+        config = config.model_copy(update={"gamma": gamma})
     routes = [index_of(net, r).tolist() for r in meta.routes]
-    return check_plan(net, meta.scenario, routes, config, policy_probs)[0]
+    return check_plan(net, meta.scenario, routes, config, policy_probs,
+                      previous_probs=previous_probs)[0]

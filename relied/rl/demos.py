@@ -8,6 +8,7 @@ recorded here) and any other name, which is handed to the expert team
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from relied.env.core import RoutingCore
 from relied.env.policies import ShortestPathPolicy
-from relied.env.rollout import run_episode
+from relied.env.rollout import Trajectories, run_episode
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import BoundConfig
 from relied.experts.demos import DemoFileError, DemoMeta, list_batches, load_batch, save_batch
@@ -76,7 +77,7 @@ def make_provider(cfg: TrainConfig, progress: bool) -> DemoProvider:
     """The demo provider of a run's config (its expert model, host, timeout and epsilon)."""
     if cfg.experts == "shortest-path":
         return shortest_path_demos
-    return expert_team_demos(cfg.experts, cfg.demo_batches, cfg.algo == "reled", progress,
+    return expert_team_demos(cfg.experts, cfg.demo_batches, cfg.spec.demos == "accepted", progress,
                              cfg.ollama_host, cfg.timeout_s, cfg.epsilon)
 
 
@@ -90,17 +91,18 @@ class ExpertSet:
     ret: np.ndarray
     routes_km: list[np.ndarray]
     agent_return: np.ndarray
+    fallback: int = 0  # batches used although the critic rejected them (none was accepted)
 
 
 def load_expert_set(paths: list[Path], core: RoutingCore, gamma: float,
                     accepted_only: bool) -> ExpertSet:
     """Load demo batches of ``core``'s scenario; ``accepted_only`` drops batches the expert
-    team rejected (RELED keeps only demos within the non-stationarity bound)."""
+    team rejected (RELED keeps only demos within the non-stationarity bound) unless none was
+    accepted: then the best-bound fallback batches are used (:func:`select_batches`)."""
     parts, returns, routes = [], [], None
-    for path in paths:
-        traj, meta = load_batch(path)
-        if accepted_only and not meta.accepted:
-            continue
+    loaded = [(path, *load_batch(path)) for path in paths]
+    chosen, fallback = select_batches(loaded, accepted_only)
+    for path, traj, meta in chosen:
         _check_scenario(meta, core, path)
         if traj.obs.shape[2] != core.obs_dim or traj.mask.shape[2] != core.k + 1:
             raise DemoError(f"demo batch '{path}' has {traj.obs.shape[2]} observation features "
@@ -115,7 +117,31 @@ def load_expert_set(paths: list[Path], core: RoutingCore, gamma: float,
         raise DemoError("no usable demonstration batch (all rejected or none given)")
     dec = Decisions.concat(parts)
     ret = np.concatenate([gae(p, np.zeros(len(p)), gamma, 1.0) for p in parts])
-    return ExpertSet(dec, ret, routes, np.mean(returns, axis=0))
+    return ExpertSet(dec, ret, routes, np.mean(returns, axis=0), fallback)
+
+
+def _bound_quantile(meta: DemoMeta) -> float:
+    """The bound quantile the critic gave a batch (its verdict's bounds; inf if unknown)."""
+    bounds = list(((meta.verdict or {}).get("bounds") or {}).values())
+    q = float((meta.extra.get("bound") or {}).get("quantile", 0.9))
+    return float(np.quantile(np.asarray(bounds, dtype=float), q)) if bounds else float("inf")
+
+
+def select_batches(loaded: list[tuple[Path, Trajectories, DemoMeta]], accepted_only: bool
+                   ) -> tuple[list[tuple[Path, Trajectories, DemoMeta]], int]:
+    """``(batches to train on, fallback count)``: all, or with ``accepted_only`` the accepted
+    ones; when none was accepted, the rejected batch with the lowest bound quantile (those the
+    team marked ``fallback`` first), with one warning line: training goes on."""
+    if not accepted_only:
+        return loaded, 0
+    accepted = [b for b in loaded if b[2].accepted]
+    if accepted or not loaded:
+        return accepted, 0
+    best = min(loaded, key=lambda b: (not b[2].extra.get("fallback", False),
+                                      _bound_quantile(b[2]), str(b[0])))
+    print(f"warning: no demonstration batch passed the critic; training on the best-bound "
+          f"batch '{best[0]}' (fallback)", file=sys.stderr)
+    return [best], 1
 
 
 def _check_scenario(meta: DemoMeta, core: RoutingCore, path: Path) -> None:

@@ -1,0 +1,271 @@
+"""Does the stationarity bound predict non-stationarity, and does the critic discriminate?
+
+On a congested preset (default ``aguascalientes-peak`` with fewer learners, the background
+traffic kept so the streets stay congested), for each seed and each candidate plan
+(free-flow shortest path, congestion-aware, dynamic user equilibrium, and two perturbed plans:
+40% of the agents detour through a random node, on top of shortest path or congestion-aware):
+
+1. the critic judges the plan before training (untrained learners, reference: shortest path);
+2. the plan is saved as the demonstration batch and ``relied.rl.trainer.Trainer`` (reled) trains
+   ``--iterations`` iterations from the same initial weights (one episode per iteration);
+3. after every iteration the greedy policy is run once (edge traversals recorded) and each
+   agent's bound is recomputed with the current and previous policies;
+4. drift of agent i between iterations t and t+1: mean absolute change of the realised travel
+   time (s) of the edges of its route at its entry times (time-dependent edge times, 60 s
+   bins), i.e. how much its local environment moved.
+
+Reported: Spearman rank correlation between bound_i(t) and drift_i(t) (pairs pooled over agents,
+candidates and iterations within a seed), mean over seeds with a 95% bootstrap interval over
+seeds, also for each term of the bound alone and for the co-occupant count; and, per seed, mean
+drift of accepted vs rejected candidates. Writes ``benchmarks/results/bound_validity.{json,md}``.
+
+    python benchmarks/bound_validity.py [--seeds 5] [--agents 30] [--iterations 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from relied.env.cities import load_city
+from relied.env.core import RoutingCore
+from relied.env.equilibrium import edge_times, fastest_routes, solve_equilibrium
+from relied.env.presets import load_preset
+from relied.env.rollout import run_episode
+from relied.experts.bound import BoundConfig
+from relied.experts.critic import check_plan, plan_bounds, policy_routes
+from relied.experts.demos import DemoMeta, save_batch
+from relied.rl.config import TrainConfig
+from relied.rl.envs import make_vector_env
+from relied.rl.policy import TrainedPolicy
+from relied.rl.trainer import Trainer
+
+RESULTS = Path(__file__).parent / "results"
+BIN_S = 60.0
+
+
+def perturbed(net, sc, routes, share: float, rng) -> list[list[int]]:
+    """``share`` of the agents detour through a random node (free-flow legs)."""
+    n = len(routes)
+    movers = np.flatnonzero(rng.random(n) < share)
+    via = rng.integers(0, net.n_nodes, movers.size)
+    ff = net.freeflow_s[:, None]
+    o = np.array([routes[i][0] for i in movers])
+    d = np.array([routes[i][-1] for i in movers])
+    zero = np.zeros(movers.size)
+    first, _ = fastest_routes(net, ff, 1e9, o, via, zero)
+    second, _ = fastest_routes(net, ff, 1e9, via, d, zero)
+    out = [list(r) for r in routes]
+    for k, i in enumerate(movers):
+        path = first[k] + second[k][1:]
+        if len(set(path)) == len(path):  # keep simple paths only
+            out[i] = path
+    return out
+
+
+def local_times(core: RoutingCore, routes) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
+    """Time-dependent edge times of a recorded run, and per agent its (edge, bin) list."""
+    times = edge_times(core, BIN_S)
+    cells = [[] for _ in range(core.n)]
+    if core.traversals:
+        veh, edge, entered, _ = (np.concatenate(x) for x in zip(*core.traversals, strict=True))
+        learner = veh < core.n
+        for v, e, t in zip(veh[learner], edge[learner], entered[learner], strict=True):
+            cells[int(v)].append((int(e), min(int(t // BIN_S), times.shape[1] - 1)))
+    return times, cells
+
+
+def drift(prev: tuple, cur: tuple) -> np.ndarray:
+    """Per agent: mean |change| of the edge times along its route (previous iteration's cells)."""
+    (t0, cells), (t1, _) = prev, cur
+    width = min(t0.shape[1], t1.shape[1])
+    out = np.zeros(len(cells))
+    for i, c in enumerate(cells):
+        if c:
+            e, b = np.array(c).T
+            b = np.minimum(b, width - 1)
+            out[i] = float(np.mean(np.abs(t1[e, b] - t0[e, b])))
+    return out
+
+
+def frozen_probs(model):
+    """``policy_probs`` of a frozen copy of ``model`` (the previous iteration's policy)."""
+    model = copy.deepcopy(model)
+
+    def probs(obs, mask, agent):
+        with torch.no_grad():
+            logits = model.logits(torch.as_tensor(obs, dtype=torch.float32),
+                                  torch.as_tensor(mask, dtype=torch.bool),
+                                  torch.as_tensor(agent, dtype=torch.long))
+            return torch.softmax(logits, 1).numpy()
+
+    return probs
+
+
+def greedy_run(net, sc, model):
+    core = RoutingCore(net, sc, record_routes=True, record_traversals=True)
+    episode = run_episode(core, TrainedPolicy(model))
+    model.train()
+    return local_times(core, episode.routes)
+
+
+def one_seed(seed: int, args, net, bound: BoundConfig, work: Path) -> dict:
+    preset = load_preset(args.preset).scenario
+    share = 1 - args.agents / (preset.n_agents / (1 - preset.background_share))
+    sc = preset.model_copy(update={"n_agents": args.agents, "seed": seed,
+                                   "background_share": share}).resolve(net)
+    rng = np.random.default_rng([seed, 11])
+    sp, ca = policy_routes(net, sc, "shortest-path"), policy_routes(net, sc, "congestion-aware")
+    eq = solve_equilibrium(net, sc, iterations=args.eq_iterations).routes
+    candidates = {"shortest-path": sp, "congestion-aware": ca, "equilibrium": eq,
+                  "perturbed-sp": perturbed(net, sc, sp, 0.4, rng),
+                  "perturbed-ca": perturbed(net, sc, ca, 0.4, rng)}
+    ref = check_plan(net, sc, sp, bound)[0].reference_bound
+    rows, pairs = [], []
+    for name, routes in candidates.items():
+        report, run = check_plan(net, sc, routes, bound, reference=ref)
+        store = work / f"s{seed}-{name}"
+        meta = DemoMeta(batch_id=name, scenario=sc,
+                        routes=[net.osm_ids[r].tolist() for r in routes], model_spec=name,
+                        source="bound-validity", accepted=True)
+        save_batch(store, run.traj, meta)
+        cfg = TrainConfig(city=sc.city, n_agents=args.agents, seed=seed, algo="reled",
+                          experts="shortest-path", demos_dir=str(store), n_envs=1,
+                          horizon_s=sc.horizon_s, departure_window_s=preset.departure_window_s,
+                          gamma=bound.gamma, bound_every=0)
+        trainer = Trainer.create(cfg, work / "runs", progress=False)
+        trainer.cores = [RoutingCore(net, sc)]
+        trainer.core, trainer.scenario = trainer.cores[0], sc
+        trainer.load_demos()
+        venv = make_vector_env(sc, 1, "dummy")
+        local = [greedy_run(net, sc, trainer.model)]
+        previous = None
+        drifts = []
+        for _ in range(args.iterations):
+            before = frozen_probs(trainer.model)
+            terms = plan_bounds(net, sc, routes, bound, before, previous)
+            trainer.iterate(venv)
+            local.append(greedy_run(net, sc, trainer.model))
+            d = drift(local[-2], local[-1])
+            drifts.append(d)
+            previous = before
+            count = np.array([len(g) - 1 for g in terms.groups], dtype=float)
+            pairs += [(float(b), float(x), float(e), float(v), float(c), float(dd)) for b, x, e, v,
+                      c, dd in zip(terms.bound, terms.divergence, terms.external,
+                                   terms.external, count, d, strict=True)]
+        venv.close()
+        trainer.release()
+        rows.append({"seed": seed, "plan": name, "accepted": report.accepted,
+                     "plan_bound": report.plan_bound, "reference_bound": ref,
+                     "too_slow": report.too_slow, "mean_travel_time": report.mean_travel_time,
+                     "mean_drift_s": float(np.mean(drifts))})
+        print(f"seed {seed} {name}: accepted={report.accepted} q90 bound "
+              f"{report.plan_bound:.0f} (ref {ref:.0f}) drift {np.mean(drifts):.2f} s",
+              file=sys.stderr)
+    p = np.array(pairs)
+    rho = {k: float(spearmanr(p[:, j], p[:, 5]).statistic)
+           for j, k in enumerate(("bound", "divergence_term", "external_term", "_", "co_occupants"))
+           if k != "_"}
+    return {"rows": rows, "rho": rho, "pairs": len(p)}
+
+
+def boot_ci(values: list[float], rng, reps: int = 10_000) -> tuple[float, float, float]:
+    v = np.asarray([x for x in values if np.isfinite(x)])
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    means = v[rng.integers(0, v.size, (reps, v.size))].mean(axis=1)
+    return float(v.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="aguascalientes-peak")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--agents", type=int, default=30)
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--eq-iterations", type=int, default=6)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args()
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    net = load_city(load_preset(args.preset).scenario.city)
+    bound = BoundConfig(gamma=TrainConfig().gamma)
+    with tempfile.TemporaryDirectory() as tmp:
+        seeds = [one_seed(s, args, net, bound, Path(tmp)) for s in range(args.seeds)]
+    rng = np.random.default_rng(0)
+    corr = {k: dict(zip(("mean", "lo", "hi"), boot_ci([s["rho"][k] for s in seeds], rng),
+                        strict=True)) | {"per_seed": [s["rho"][k] for s in seeds]}
+            for k in seeds[0]["rho"]}
+    rows = [r for s in seeds for r in s["rows"]]
+    gaps = []
+    for s in seeds:
+        acc = [r["mean_drift_s"] for r in s["rows"] if r["accepted"]]
+        rej = [r["mean_drift_s"] for r in s["rows"] if not r["accepted"]]
+        if acc and rej:
+            gaps.append(float(np.mean(rej) - np.mean(acc)))
+    gap = dict(zip(("mean", "lo", "hi"), boot_ci(gaps, rng), strict=True))
+    acc_all = [r["mean_drift_s"] for r in rows if r["accepted"]]
+    rej_all = [r["mean_drift_s"] for r in rows if not r["accepted"]]
+    result = {
+        "preset": args.preset, "agents": args.agents, "seeds": args.seeds,
+        "iterations": args.iterations, "equilibrium_iterations": args.eq_iterations,
+        "background_vehicles": load_preset(args.preset).scenario.n_vehicles - args.agents,
+        "bound": bound.model_dump(mode="json"), "wall_s": time.perf_counter() - start,
+        "spearman": corr, "pairs_per_seed": [s["pairs"] for s in seeds],
+        "accepted_plans": sum(r["accepted"] for r in rows), "rejected_plans": len(rows) - sum(
+            r["accepted"] for r in rows),
+        "mean_drift_accepted_s": float(np.mean(acc_all)) if acc_all else None,
+        "mean_drift_rejected_s": float(np.mean(rej_all)) if rej_all else None,
+        "drift_gap_rejected_minus_accepted_s": gap | {"seeds_with_both": len(gaps)},
+        "plans": rows,
+    }
+    md = table(result)
+    if not args.no_save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "bound_validity.json").write_text(json.dumps(result, indent=1) + "\n")
+        (RESULTS / "bound_validity.md").write_text(md + "\n")
+    print(json.dumps(result) if args.json else md)
+
+
+def table(r: dict) -> str:
+    def f(x):
+        return "-" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+    lines = [f"Bound validity on {r['preset']}: {r['agents']} learners among "
+             f"{r['agents'] + r['background_vehicles']} vehicles, {r['seeds']} seeds, "
+             f"{r['iterations']} reled iterations per candidate plan, gamma "
+             f"{r['bound']['gamma']}, epsilon {r['bound']['epsilon']} x reference q"
+             f"{r['bound']['quantile']} ({r['wall_s']:.0f} s)", "",
+             "Spearman rank correlation with the drift of each agent's local edge times "
+             "(mean over seeds, 95% bootstrap interval over seeds):", "",
+             "| predictor | rho | 95% CI | per seed |", "|---|---:|---:|---|"]
+    for k, v in r["spearman"].items():
+        lines.append(f"| {k} | {f(v['mean'])} | [{f(v['lo'])}, {f(v['hi'])}] | "
+                     + ", ".join(f(x) for x in v["per_seed"]) + " |")
+    g = r["drift_gap_rejected_minus_accepted_s"]
+    lines += ["", f"Critic: {r['accepted_plans']} plans accepted, {r['rejected_plans']} rejected; "
+              f"mean drift accepted {f(r['mean_drift_accepted_s'])} s, rejected "
+              f"{f(r['mean_drift_rejected_s'])} s; rejected - accepted per seed "
+              f"{f(g['mean'])} s [{f(g['lo'])}, {f(g['hi'])}] over {g['seeds_with_both']} "
+              "seeds with both", "",
+              "| seed | plan | accepted | q bound | reference | too slow | travel time (s) | "
+              "drift (s) |", "|---:|---|---|---:|---:|---|---:|---:|"]
+    for p in r["plans"]:
+        lines.append(f"| {p['seed']} | {p['plan']} | {p['accepted']} | {p['plan_bound']:.0f} | "
+                     f"{p['reference_bound']:.0f} | {p['too_slow']} | "
+                     f"{p['mean_travel_time']:.1f} | {p['mean_drift_s']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
