@@ -29,10 +29,15 @@ class VectorEnvError(RuntimeError):
 
 
 class BatchRoutingEnv(gym.Env):
-    """One :class:`RoutingCore` with all its agents as one (vector-valued) env."""
+    """One :class:`RoutingCore` with all its agents as one (vector-valued) env. The city is
+    loaded once; ``with_state`` adds ``info["state"]``, vehicles / storage of every edge (the
+    global state of MAPPO's value function)."""
 
-    def __init__(self, scenario: Scenario):
-        self.core = RoutingCore(load_city(scenario.city), scenario)
+    def __init__(self, scenario: Scenario, with_state: bool = False):
+        self.net = load_city(scenario.city)
+        self.city = scenario.city
+        self.with_state = with_state
+        self.core = RoutingCore(self.net, scenario)
         n, k = self.core.n, self.core.k
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (n, self.core.obs_dim + k + 1),
                                             np.float32)
@@ -43,14 +48,19 @@ class BatchRoutingEnv(gym.Env):
         return np.concatenate([obs, mask.astype(np.float32)], axis=1)
 
     def _info(self) -> dict:
-        return {"node": self.core.decision_node().copy()}
+        info = {"node": self.core.decision_node().copy()}
+        if self.with_state:
+            info["state"] = (self.core.count / self.net.storage).astype(np.float32)
+        return info
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """``options={"scenario": s}`` switches to scenario ``s`` (same number of agents)."""
         super().reset(seed=seed)
         scenario = (options or {}).get("scenario")
         if scenario is not None and scenario != self.core.scenario:
-            self.core = RoutingCore(load_city(scenario.city), scenario)
+            if scenario.city != self.city:
+                self.net, self.city = load_city(scenario.city), scenario.city
+            self.core = RoutingCore(self.net, scenario)
         return self._obs(self.core.reset()), self._info()
 
     def step(self, action: np.ndarray):
@@ -75,11 +85,29 @@ def check_backend(vector: str) -> None:
                                  "pip install 'relied[ray]'") from None
 
 
-def make_vector_env(scenario: Scenario, n_envs: int, vector: str):
+def start_ray(n_envs: int) -> None:
+    """Join the Ray cluster at ``$RAY_ADDRESS`` or, without one, start a local instance with
+    ``n_envs`` CPUs and no dashboard (it ends with this process); a running
+    ``ray.init`` of the caller is kept."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+    else:
+        ray.init(num_cpus=max(n_envs, 1), include_dashboard=False, log_to_driver=False)
+
+
+def make_vector_env(scenario: Scenario, n_envs: int, vector: str, with_state: bool = False):
     """``n_envs`` copies of the training scenario behind one of Tianshou's vector envs."""
     from tianshou.env import DummyVectorEnv, RayVectorEnv, SubprocVectorEnv
 
     check_backend(vector)
-    fns = [functools.partial(BatchRoutingEnv, scenario) for _ in range(n_envs)]
+    if vector == "ray":
+        start_ray(n_envs)
+    fns = [functools.partial(BatchRoutingEnv, scenario, with_state) for _ in range(n_envs)]
     backend = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv, "ray": RayVectorEnv}
     return backend[vector](fns)

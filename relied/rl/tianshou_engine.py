@@ -198,8 +198,9 @@ class TianshouRun:
         self.provider = provider or make_provider(cfg, progress)
         seed_everything(cfg.seed)
         net = load_city(cfg.city)
-        self.cores = [RoutingCore(net, cfg.scenario(seed=cfg.seed + j))
-                      for j in range(cfg.train_seeds)]
+        seeds = cfg.pool_seeds() if hasattr(cfg, "pool_seeds") else \
+            [cfg.seed + j for j in range(cfg.train_seeds)]  # a fixed pool, cycled
+        self.cores = [RoutingCore(net, cfg.scenario(seed=s)) for s in seeds]
         core = self.cores[0]
         self.model = ActorCritic(core.obs_dim, core.k, core.n, share=cfg.share,
                                  n_groups=cfg.n_groups, hidden=cfg.hidden,
@@ -246,7 +247,7 @@ class TianshouRun:
     def _weights(self, episodes: list[EpisodeStats]) -> torch.Tensor:
         """``lambda_i(t)`` as in the fast engine, from this iteration's episodes."""
         cfg, core = self.cfg, self.cores[0]
-        j = self.counters["iteration"] % cfg.train_seeds
+        j = self.counters["iteration"] % len(self.cores)
         agent_return = np.mean([e.agent_return for e in episodes], axis=0)
         if cfg.weight == "dtw":
             ep, c = episodes[0], self.cores[j]

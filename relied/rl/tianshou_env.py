@@ -28,7 +28,7 @@ from pettingzoo import AECEnv
 from relied.env.cities import load_city
 from relied.env.core import ARRIVED, OBS_HIGH, OBS_LOW, RoutingCore
 from relied.env.scenario import Scenario
-from relied.rl.envs import VECTORS, check_backend
+from relied.rl.envs import VECTORS, check_backend, start_ray
 
 
 class RoutingAECEnv(AECEnv):
@@ -114,6 +114,8 @@ def make_aec_vector_env(scenarios: list[Scenario], n_envs: int, vector: str):
     from tianshou.env import DummyVectorEnv, RayVectorEnv, SubprocVectorEnv
 
     check_backend(vector)
+    if vector == "ray":
+        start_ray(n_envs)
     fns = [functools.partial(_wrapped, scenarios) for _ in range(n_envs)]
     backend = dict(zip(VECTORS, (DummyVectorEnv, SubprocVectorEnv, RayVectorEnv), strict=True))
     return backend[vector](fns)

@@ -1,0 +1,212 @@
+"""Tianshou at the seams: MultiAgentPolicy export, demo ReplayBuffers in HDF5, our GAE, the
+decision advantages, HybridPPO and the Tianshou engine against the fast one."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from tianshou.data import Batch
+from typer.testing import CliRunner
+
+from relied.cli import app
+from relied.env.core import RoutingCore
+from relied.env.scenario import Scenario
+from relied.experts.demos import DemoFileError
+from relied.rl.config import TrainConfig
+from relied.rl.demos import load_expert_set, shortest_path_demos
+from relied.rl.model import ActorCritic
+from relied.rl.policy import TrainedPolicy
+from relied.rl.rollout import Decisions, gae
+from relied.rl.tianshou_engine import HybridPPO, TianshouRun
+from relied.rl.tianshou_policy import (
+    buffer_decisions,
+    load_demo_buffer,
+    save_demo_buffer,
+    to_multiagent_policy,
+)
+
+torch.set_num_threads(1)
+SCEN = Scenario(city="west-oakland", n_agents=6, seed=0, horizon_s=300)
+
+
+def loop_gae(reward, value, end, gamma, lam):
+    adv, nxt_adv, nxt_v = np.zeros(len(reward)), 0.0, 0.0
+    for i in reversed(range(len(reward))):
+        if end[i]:
+            nxt_adv, nxt_v = 0.0, 0.0
+        delta = reward[i] + gamma * nxt_v - value[i]
+        nxt_adv = delta + gamma * lam * nxt_adv
+        adv[i], nxt_v = nxt_adv, value[i]
+    return adv
+
+
+def test_gae_matches_the_backward_recursion_on_ragged_chains():
+    rng = np.random.default_rng(0)
+    end = rng.random(500) < 0.08
+    end[-1] = True
+    dec = Decisions(*(np.zeros(500) for _ in range(8)))
+    dec.reward, dec.end = rng.normal(size=500), end
+    value = rng.normal(size=500)
+    assert gae(dec, value, 0.97, 0.9) == pytest.approx(loop_gae(dec.reward, value, end, 0.97,
+                                                                0.9))
+    import pathlib
+
+    import relied.rl.rollout as rollout
+    assert "_gae" not in pathlib.Path(rollout.__file__).read_text()
+
+
+@pytest.mark.parametrize("share", ["none", "group", "all"])
+def test_multiagent_policy_acts_as_the_fast_path(oakland, share):
+    torch.manual_seed(1)
+    core = RoutingCore(oakland, SCEN)
+    model = ActorCritic(core.obs_dim, core.k, core.n, share=share, n_groups=2)
+    with torch.no_grad():  # a trained-looking policy: large, varied logits
+        for p in model.parameters():
+            p.mul_(4)
+    policy = to_multiagent_policy(model)
+    assert type(policy).__name__ == "MultiAgentPolicy" and len(policy.policies) == core.n
+    actors = {id(p.actor) for p in policy.policies.values()}
+    assert len(actors) == {"none": core.n, "group": 2, "all": core.n}[share]
+    fast, compared, differ = TrainedPolicy(model), 0, 0
+    core.reset()
+    while not core.done:
+        actions, mask = fast(core), core.action_mask()
+        rows = np.flatnonzero(mask[:, : core.k].any(axis=1))
+        if rows.size:
+            obs = Batch(agent_id=np.array([f"vehicle_{i}" for i in rows]),
+                        obs=core.observe()[rows], mask=mask[rows])
+            act = np.asarray(policy(Batch(obs=obs, info=Batch())).act)
+            assert (act == actions[rows]).all()
+            assert mask[rows, act].all()  # masks honoured
+            differ += int((act != mask[rows, : core.k].argmax(1)).sum())
+            compared += rows.size
+        core.step(actions)
+    assert compared > 20 and differ > 0  # not merely the first valid slot
+
+
+def test_demos_round_trip_through_a_tianshou_replay_buffer(oakland, tmp_path):
+    core = RoutingCore(oakland, SCEN)
+    paths = shortest_path_demos(SCEN, tmp_path / "demos")
+    expert = load_expert_set(paths, core, 0.99, accepted_only=False)
+    path = save_demo_buffer(expert, tmp_path / "demos.h5")
+    buf = load_demo_buffer(path, core.obs_dim, core.k)
+    assert type(buf).__name__ == "ReplayBuffer" and len(buf) == len(expert.dec)
+    dec, ret = buffer_decisions(buf)
+    for field in ("obs", "mask", "action", "reward", "agent", "t", "end"):
+        assert np.array_equal(getattr(dec, field), getattr(expert.dec, field)), field
+    assert ret == pytest.approx(expert.ret)
+    sample, _ = buf.sample(8)  # what Tianshou's GAIL does with an expert buffer
+    assert sample.obs.obs.shape == (8, core.obs_dim) and sample.obs.mask.shape[1] == core.k + 1
+    with pytest.raises(DemoFileError, match="actions"):
+        load_demo_buffer(path, core.obs_dim + 1, core.k)
+
+
+def test_a_buffer_file_with_a_foreign_pickle_is_refused(oakland, tmp_path):
+    import pickle
+
+    core = RoutingCore(oakland, SCEN)
+    expert = load_expert_set(shortest_path_demos(SCEN, tmp_path / "d"), core, 0.99, False)
+    path = save_demo_buffer(expert, tmp_path / "demos.h5")
+    with h5py.File(path, "a") as f:
+        del f["_random_state"]
+        payload = pickle.dumps(print)  # any global other than numpy's random state
+        f.create_dataset("_random_state", data=np.frombuffer(payload, dtype=np.byte))
+        f["_random_state"].attrs["__data_type__"] = "RandomState"
+    with pytest.raises(DemoFileError, match="corrupt or unsafe"):
+        load_demo_buffer(path)
+    with pytest.raises(DemoFileError, match="missing"):
+        load_demo_buffer(tmp_path / "nope.h5")
+
+
+def small(algo: str, engine: str, steps: int, **kw) -> TrainConfig:
+    return TrainConfig(city="west-oakland", n_agents=10, horizon_s=300, algo=algo,
+                       experts="shortest-path", share="all", total_steps=steps, n_envs=2,
+                       seed=0, engine=engine, **kw)
+
+
+def test_decision_returns_rebuild_each_agents_rewards(tmp_path):
+    """With gamma = lambda = 1 the return of an agent's first decision is everything it earned
+    from there to the end of the episode, though its rewards arrive on other agents' turns."""
+    cfg = small("tianshou:ppo", "tianshou", 1, gamma=1.0, gae_lambda=1.0)
+    run = TianshouRun.create(cfg, tmp_path, progress=False)
+    algo, seen = run.algorithm(), {}
+    original = algo._add_returns_and_advantages
+
+    def spy(batch, buffer, indices):
+        seen["batch"] = original(batch, buffer, indices)
+        return seen["batch"]
+
+    algo._add_returns_and_advantages = spy
+    run.algorithm = lambda experts=None: algo
+    run.run()
+    batch = seen["batch"]
+    agent = np.array([int(a.rsplit("_", 1)[1]) for a in batch.obs.agent_id])
+    rew, done = np.asarray(batch.rew), np.asarray(batch.done)
+    end = int(np.flatnonzero(done)[0])  # first episode: rows 0..end
+    checked = 0
+    for i in range(cfg.n_agents):
+        rows = np.flatnonzero(agent[: end + 1] == i)
+        if rows.size < 2:
+            continue
+        first = rows[0]
+        assert batch.returns[first].item() == pytest.approx(rew[first:end + 1, i].sum(),
+                                                            rel=1e-4, abs=1e-4)
+        assert rew[rows[0], i] != pytest.approx(rew[first:end + 1, i].sum())
+        checked += 1
+    assert checked >= 3
+    ep = algo.episodes[0]
+    assert ep.agent_return == pytest.approx(rew[: end + 1].sum(axis=0))
+
+
+def test_hybrid_ppo_adds_the_expert_term(tmp_path):
+    run = TianshouRun.create(small("leed", "tianshou", 1), tmp_path, progress=False)
+    summary = run.run()
+    rows = (tmp_path / summary["run_dir"]).joinpath("metrics.csv").read_text().splitlines()
+    header, first = rows[0].split(","), rows[1].split(",")
+    row = dict(zip(header, first, strict=True))
+    assert float(row["loss_expert"]) > 0 and float(row["lambda_mean"]) > 0
+    assert (tmp_path / summary["run_dir"] / "demos" / "expert_buffer.h5").is_file()
+    assert isinstance(run.algorithm(None), HybridPPO)
+
+
+@pytest.mark.parametrize("algo", ["tianshou:ppo", "tianshou:a2c"])
+def test_tianshou_baselines_train_from_the_cli_and_evaluate(tmp_path, algo):
+    res = CliRunner().invoke(app, ["train", "--city", "west-oakland", "--agents", "6",
+                                   "--algo", algo, "--steps", "600", "--share", "all",
+                                   "--runs-dir", str(tmp_path), "--no-progress", "--json",
+                                   "--config", str(_cfg(tmp_path))])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["engine"] == "tianshou" and out["algo"] == algo and out["iterations"] >= 1
+    cfg = json.loads((tmp_path / out["run_dir"] / "config.json").read_text())
+    assert cfg["engine"] == "tianshou"
+    res = CliRunner().invoke(app, ["eval", out["run_dir"], "--seeds", "1000", "--json"])
+    assert res.exit_code == 0, res.output
+
+
+def _cfg(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"horizon_s": 300}))
+    return path
+
+
+def test_engine_refuses_what_it_cannot_train(tmp_path):
+    res = CliRunner().invoke(app, ["train", "--city", "west-oakland", "--agents", "4",
+                                   "--algo", "mappo", "--engine", "tianshou", "--steps", "10",
+                                   "--runs-dir", str(tmp_path), "--json"])
+    assert res.exit_code == 2 and "use --engine fast for mappo" in res.output
+    assert not any(tmp_path.rglob("config.json"))
+
+
+def test_tianshou_engine_reaches_the_fast_engines_travel_time(tmp_path):
+    """reled on west-oakland, same budget and seed: final greedy mean travel time within 5%."""
+    from relied.rl.trainer import Trainer
+
+    steps = 12_000
+    fast = Trainer.create(small("reled", "fast", steps), tmp_path / "fast", progress=False).run()
+    tian = TianshouRun.create(small("reled", "tianshou", steps), tmp_path / "ts",
+                              progress=False).run()
+    assert tian["arrival_rate"] == pytest.approx(fast["arrival_rate"], abs=0.1)
+    assert abs(tian["mean_travel_time"] / fast["mean_travel_time"] - 1) < 0.05, (fast, tian)
