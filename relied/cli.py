@@ -20,7 +20,6 @@ from relied.commands.output import (
     validation_message,
 )
 from relied.env.cities import SHIPPED_CITIES, CityError, load_city
-from relied.env.core import RoutingCore
 from relied.env.policies import POLICIES, make_policy
 from relied.env.rollout import run_episode
 from relied.env.scenario import Scenario
@@ -85,10 +84,15 @@ def simulate(
     plot: Annotated[Path | None, typer.Option(help="PNG of routes coloured by slowdown")] = None,
     plot_queues: Annotated[Path | None, typer.Option(
         help="PNG of queues on the map over time")] = None,
+    backend: Annotated[str, typer.Option(
+        help="core (fast built-in), sumo (SUMO micro) or sumo-meso (SUMO mesoscopic); "
+             "SUMO needs pip install 'relied[sumo]'")] = "core",
     as_json: JsonFlag = False,
 ) -> None:
     """Run one episode with a reference policy and print the learners' metrics."""
     from pydantic import ValidationError
+
+    from relied.env.sumo import SumoError, check_backend, make_core
 
     try:
         sc = build_scenario(preset, scenario, {
@@ -98,24 +102,29 @@ def simulate(
         plot = figure_path(plot, "--plot", "routes.png") if plot else None
         plot_queues = (figure_path(plot_queues, "--plot-queues", "queues.png")
                        if plot_queues else None)
+        check_backend(backend)
+        if backend != "core" and plot_queues is not None:
+            raise ValueError("--plot-queues needs --backend core (queues are the core's)")
         net = load_city(sc.city)
-        core = RoutingCore(net, sc, record_routes=plot is not None,
-                           record_queues=plot_queues is not None)
+        kw = {"record_queues": True} if plot_queues is not None else {}
+        core = make_core(net, sc, backend, record_routes=plot is not None, **kw)
         pol = make_policy(policy, sc.seed)
+        episode = run_episode(core, pol)
     except ValidationError as exc:
         fail(validation_message(exc, SCENARIO_FLAGS), as_json)
-    except (CityError, ValueError, OSError) as exc:
+    except (CityError, ValueError, OSError, SumoError) as exc:
         fail(error_message(exc), as_json)
-    episode = run_episode(core, pol)
     result = {"city": sc.city, "preset": preset, "agents": sc.n_agents,
               "vehicles": sc.n_vehicles, "traffic_model": sc.traffic_model, "policy": policy,
-              "seed": sc.seed, "steps": episode.steps, "wall_s": episode.wall_s,
-              **episode.metrics}
+              "seed": sc.seed, "backend": backend, "steps": episode.steps,
+              "wall_s": episode.wall_s, **episode.metrics}
     equilibrium = getattr(pol, "equilibrium", None)
     if equilibrium is not None:
         result["relative_gap"] = equilibrium.relative_gap[-1]
         result["equilibrium_iterations"] = equilibrium.iterations
     label = f"{sc.city}: {policy}, {sc.n_agents} learners of {sc.n_vehicles} vehicles"
+    if backend != "core":
+        label += f" ({backend})"
     if plot is not None:
         from relied.env.plot import plot_routes
 

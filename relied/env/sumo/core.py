@@ -1,0 +1,357 @@
+"""A :class:`RoutingCore` whose traffic is simulated by SUMO (libsumo, in process).
+
+:class:`SumoCore` keeps the core's interface (``status``, ``node``, ``action_mask()``,
+``observe()``, ``edge_travel_time()``, ``step()``, ``metrics()``, ...), so every reference
+policy and every trained policy runs on it unchanged, and it inherits the core's observation
+code: only the state it reads comes from SUMO.
+
+* Demand: the Scenario's learners and background vehicles, same ODs and departures. Background
+  vehicles get their whole route at insertion (free-flow shortest path, or the core's logit
+  choice sampled junction by junction), as fragments of the core's edges.
+* Decisions: a learner decides when it enters the last SUMO edge of its core edge's fragment
+  (or at its origin before it is inserted); its choice is applied at once with
+  ``vehicle.setRoute`` (current edge + the chosen core edge's fragment + SUMO's fastest way on
+  to the destination), so SUMO knows it before the vehicle reaches the junction. Slots that
+  SUMO cannot drive (no connection, destination unreachable) are masked. A learner that
+  crosses a whole core edge within one step misses that decision and keeps its route
+  (``missed_decisions``).
+* State: the ``delay`` of a core edge is SUMO's current travel time of its fragment minus
+  SUMO's free-flow time (``edge.getTraveltime``); ``count`` (the observation's fill) is the
+  vehicles on the fragment.
+* Metrics: the core's keys; trip times run from the Scenario's departure to SUMO's arrival
+  (insertion delay included). SUMO's teleports (a vehicle stuck for ``time_to_teleport_s`` is
+  moved on) are counted, never dropped: ``teleports``, ``teleported_learners``.
+  A vehicle SUMO removes without arriving stays unarrived (censored at the horizon) and is
+  counted in ``removed_vehicles``.
+
+libsumo runs one simulation per process: a new reset closes the simulation of any other
+:class:`SumoCore` in the process (use one process per env worker).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from relied.env.core import (
+    ARRIVED,
+    AT_NODE,
+    ON_EDGE,
+    QUEUED,
+    WAITING,
+    InvalidActionError,
+    RoutingCore,
+)
+from relied.env.network import CityNetwork
+from relied.env.scenario import Scenario
+from relied.env.sumo.network import SumoError, SumoNetwork
+
+Mode = Literal["micro", "meso"]
+MODES: tuple[str, ...] = ("micro", "meso")
+_ACTIVE: list[SumoCore] = []
+
+
+def _libsumo():
+    try:
+        import libsumo
+    except ImportError:
+        raise SumoError("SUMO is not installed: pip install 'relied[sumo]'") from None
+    return libsumo
+
+
+class SumoCore(RoutingCore):
+    """The Scenario in SUMO micro (``mode="micro"``) or mesoscopic (``"meso"``) simulation."""
+
+    def __init__(self, net: CityNetwork, scenario: Scenario, sumo_net: SumoNetwork,
+                 mode: Mode = "micro", record_routes: bool = False,
+                 time_to_teleport_s: float = 300.0):
+        if mode not in MODES:
+            raise ValueError(f"unknown SUMO mode '{mode}'; choose micro or meso")
+        if sumo_net.net is not net:
+            raise ValueError("the SumoNetwork was mapped onto another CityNetwork")
+        self.traci = _libsumo()
+        self.sumo_net, self.mode = sumo_net, mode
+        self.time_to_teleport_s = time_to_teleport_s
+        self.running = False
+        super().__init__(net, scenario, record_routes=record_routes)
+
+    # ---- SUMO process -------------------------------------------------------------------------
+    def _command(self) -> list[str]:
+        from relied.env.sumo.network import require_sumo
+
+        s = self.scenario
+        cmd = [f"{require_sumo().SUMO_HOME}/bin/sumo", "-n", str(self.sumo_net.path),
+               "--begin", "0", "--end", str(self.end_s), "--step-length", str(s.dt_s),
+               "--seed", str(s.seed % 2**31), "--time-to-teleport", str(self.time_to_teleport_s),
+               "--no-step-log", "true", "--no-warnings", "true", "--duration-log.disable",
+               "true", "--ignore-route-errors", "true"]
+        if self.mode == "meso":
+            cmd += ["--mesosim", "true", "--meso-junction-control", "true"]
+        return cmd
+
+    def close(self) -> None:
+        """End this core's SUMO simulation (if it is the running one)."""
+        if self.running and _ACTIVE and _ACTIVE[0] is self:
+            self.traci.close()
+            _ACTIVE.clear()
+        self.running = False
+
+    def _start(self) -> None:
+        if _ACTIVE:
+            _ACTIVE[0].close()
+        try:
+            self.traci.start(self._command())
+        except self.traci.TraCIException as exc:
+            raise SumoError(f"SUMO did not start on '{self.sumo_net.path}' ({exc})") from None
+        _ACTIVE.append(self)
+        self.running = True
+        tc = self.traci.constants
+        self.sumo_edges = [self.sumo_net.edge_ids[s] for s in
+                           np.flatnonzero(self.sumo_net.sumo_to_core >= 0)]
+        for s in np.flatnonzero(self.sumo_net.sumo_to_core >= 0).tolist():
+            self.traci.edge.setMaxSpeed(self.sumo_net.edge_ids[s], float(self.sumo_net.speed[s]))
+        for sid in self.sumo_edges:
+            self.traci.edge.subscribe(sid, [tc.LAST_STEP_VEHICLE_NUMBER,
+                                            tc.VAR_CURRENT_TRAVELTIME])
+
+    # ---- state --------------------------------------------------------------------------------
+    def reset(self) -> np.ndarray:
+        self._start()
+        self._cache_t = -1
+        self.sumo_road = [""] * self.n  # SUMO edge each learner was on after the last step
+        self.decided = np.full(self.n, -2, dtype=np.int64)  # core edge of the last decision
+        self.teleports, self.missed = 0, 0
+        self.teleported: set[int] = set()
+        self.removed: set[int] = set()
+        obs = super().reset()
+        self._add_background()
+        return obs
+
+    def _route_of(self, edges: list[int]) -> list[str]:
+        ids = self.sumo_net.edge_ids
+        return [ids[s] for e in edges for s in self.sumo_net.fragments[e]]
+
+    def _background_route(self, v: int) -> list[int]:
+        """Core edges of background vehicle ``v``: the core's choice rule junction by junction
+        (free-flow shortest path, or logit among edges that bring it closer)."""
+        net, node, dest, row = self.net, int(self.v_origin[v]), int(self.v_dest[v]), \
+            int(self.v_dest_row[v])
+        edges: list[int] = []
+        while node != dest and len(edges) < net.n_nodes:
+            out = net.out_edges(node)
+            out = out[self.sumo_net.mapped[out]]
+            if edges:
+                out = out[[self.sumo_net.turn_ok(edges[-1], int(o)) for o in out]]
+            if out.size == 0:
+                break
+            via = net.freeflow_s[out] + self.ff_to_dest[row, net.edge_dst[out]]
+            pick = int(np.argmin(via))
+            if self.scenario.background_choice == "logit":
+                here = self.ff_to_dest[row, node]
+                closer = self.ff_to_dest[row, net.edge_dst[out]] < here
+                closer[pick] = True
+                util = np.where(closer, -(via - here) / self.scenario.logit_scale_s, -np.inf)
+                p = np.exp(util - util.max())
+                pick = int(self.bg_rng.choice(out.size, p=p / p.sum()))
+            edges.append(int(out[pick]))
+            node = int(net.edge_dst[out[pick]])
+        return edges
+
+    def _add_background(self) -> None:
+        tr, sn = self.traci, self.sumo_net
+        for v in range(self.n, self.n_all):
+            edges = self._background_route(v)
+            if edges and int(self.net.edge_dst[edges[-1]]) == self.v_dest[v]:
+                route = self._route_of(edges)
+            else:  # no legal SUMO route along the core's rule: SUMO's own fastest route
+                start = self.net.out_edges(int(self.v_origin[v]))
+                start, goal = start[sn.mapped[start]], sn.target(int(self.v_dest[v]))
+                route = list(tr.simulation.findRoute(sn.edge_ids[sn.first[start[0]]],
+                                                     sn.edge_ids[goal]).edges) \
+                    if start.size and goal >= 0 else []
+            if not route:
+                self.removed.add(v)  # never inserted: unarrived, counted
+                continue
+            tr.route.add(f"rB{v}", route)
+            tr.vehicle.add(f"B{v}", f"rB{v}", depart=f"{self.v_depart[v]:.1f}",
+                           departLane="best", departSpeed="max")
+
+    def _slot_mask(self, vehicles: np.ndarray) -> np.ndarray:
+        """The core's mask, less the slots SUMO cannot drive from where each vehicle is."""
+        valid = super()._slot_mask(vehicles)
+        sn = self.sumo_net
+        slots = np.maximum(self.out_table[self.v_node[vehicles]], 0)
+        for row, v in enumerate(vehicles.tolist()):
+            came = int(self.v_edge[v])
+            reach = sn.reaches(int(self.v_dest[v]))
+            for k in np.flatnonzero(valid[row]).tolist():
+                e = int(slots[row, k])
+                ok = sn.mapped[e] and (came < 0 or sn.turn_ok(came, e)) and \
+                    (self.net.edge_dst[e] == self.v_dest[v] or reach[sn.last[e]])
+                valid[row, k] = ok
+        return valid
+
+    def _sumo_state(self) -> None:
+        """Occupancy and current fragment travel times of the core edges, once per step."""
+        if self._cache_t == self.t:
+            return
+        tc = self.traci.constants
+        res = self.traci.edge.getAllSubscriptionResults()
+        sn, ids = self.sumo_net, self.sumo_net.index
+        count = np.zeros(self.net.n_edges)
+        tt = sn.sumo_ff.copy()
+        for sid, vals in res.items():
+            s = ids.get(sid)
+            e = sn.sumo_to_core[s] if s is not None else -1
+            if e < 0:
+                continue
+            count[e] += vals[tc.LAST_STEP_VEHICLE_NUMBER]
+            tt[e] += min(vals[tc.VAR_CURRENT_TRAVELTIME], self.end_s) - sn.freeflow_s[s]
+        self.count = count.astype(np.int64)
+        self._delay = np.maximum(tt - sn.sumo_ff, 0.0)
+        self._cache_t = self.t
+
+    def edge_delay(self, now: float | None = None) -> np.ndarray:
+        """SUMO's current travel time of each core edge's fragment over its free-flow time."""
+        self._sumo_state()
+        return self._delay
+
+    # ---- dynamics -----------------------------------------------------------------------------
+    def step(self, actions: np.ndarray):
+        if not self.running:
+            raise SumoError("this SUMO simulation was closed (another SumoCore started in this "
+                            "process); reset() it, one SumoCore per process at a time")
+        s, tr, n = self.scenario, self.traci, self.n
+        actions = np.asarray(actions, dtype=np.int64)
+        t0, t1 = self.time_s, self.time_s + s.dt_s
+        self._apply(actions)
+        tr.simulationStep(t1)
+        self.t += 1
+        for vid in tr.simulation.getStartingTeleportIDList():
+            self.teleports += 1
+            self.teleported.add(int(vid[1:]))
+        arrived = []
+        for vid in tr.simulation.getArrivedIDList():
+            v = int(vid[1:])
+            self.v_status[v] = ARRIVED
+            self.v_arrival[v] = t1
+            self.v_edge[v] = -1
+            arrived.append(v)
+        arrived_now = np.array([v for v in arrived if v < n], dtype=np.int64)
+        self._track()
+        go = (self.status == WAITING) & (self.depart_s <= t1 + 1e-9)
+        self.status[go] = AT_NODE
+        # reward: minus the part of [t0, t1] each learner spent travelling
+        end = np.minimum(np.where(np.isnan(self.arrival_s), t1, self.arrival_s), t1)
+        spent = np.maximum(end - np.maximum(self.depart_s, t0), 0.0)
+        reward = -spent / s.time_scale_s
+        terminated = np.zeros(n, dtype=bool)
+        terminated[arrived_now] = True
+        reward[arrived_now] += s.arrival_bonus
+        truncated = np.zeros(n, dtype=bool)
+        if self.t >= s.n_steps:
+            late = self.status != ARRIVED
+            truncated[late] = True
+            reward[late] -= s.timeout_penalty
+        return self.observe(), reward, terminated, truncated
+
+    def _apply(self, actions: np.ndarray) -> None:
+        """Send the deciding learners' choices to SUMO (insert at the origin, or reroute)."""
+        deciding = np.flatnonzero(self.status == AT_NODE)
+        if deciding.size == 0:
+            return
+        a = actions[deciding]
+        valid = self._slot_mask(deciding)
+        ok = (a >= 0) & (a < self.k)
+        ok[ok] = valid[np.flatnonzero(ok), a[ok]]
+        if not ok.all():
+            i = int(deciding[~ok][0])
+            raise InvalidActionError(f"agent {i} at node {int(self.node[i])} chose slot "
+                                     f"{int(actions[i])}, which is masked; use action_mask()")
+        tr, sn = self.traci, self.sumo_net
+        for i, e in zip(deciding.tolist(), self.out_table[self.node[deciding], a].tolist(),
+                        strict=True):
+            route = self._route_of([e])
+            if int(self.net.edge_dst[e]) != int(self.dest[i]):
+                rest = tr.simulation.findRoute(route[-1],
+                                               sn.edge_ids[sn.target(int(self.dest[i]))]).edges
+                if not rest:
+                    raise SumoError(f"SUMO finds no route from '{route[-1]}' to the "
+                                    f"destination of learner {i}")
+                route += list(rest[1:])
+            if self.edge[i] < 0:
+                tr.route.add(f"rL{i}", route)
+                tr.vehicle.add(f"L{i}", f"rL{i}", depart="now", departLane="best",
+                               departSpeed="max")
+                tr.vehicle.subscribe(f"L{i}", [tr.constants.VAR_ROAD_ID])
+                self.status[i] = QUEUED
+            else:
+                try:
+                    tr.vehicle.setRoute(f"L{i}", [self.sumo_road[i], *route])
+                except tr.TraCIException as exc:
+                    raise SumoError(f"SUMO refused the route of learner {i} ({exc})") from None
+                self.status[i] = ON_EDGE
+            self.decided[i] = self.edge[i]
+            self.next_edge[i] = e
+
+    def _track(self) -> None:
+        """Learners' SUMO edges -> core edges; who is now at a decision point."""
+        sn, net, tc = self.sumo_net, self.net, self.traci.constants
+        res = self.traci.vehicle.getAllSubscriptionResults()
+        for vid, vals in res.items():
+            if vid[0] != "L":
+                continue
+            i = int(vid[1:])
+            if self.status[i] == ARRIVED:
+                continue
+            road = vals[tc.VAR_ROAD_ID]
+            if not road or road[0] == ":":  # inside a junction
+                continue
+            s = sn.index.get(road, -1)
+            e = int(sn.sumo_to_core[s]) if s >= 0 else -1
+            self.sumo_road[i] = road
+            if self.status[i] == QUEUED:
+                self.status[i] = ON_EDGE
+            if e < 0 or e == self.edge[i]:
+                if e >= 0 and self.status[i] == ON_EDGE and s == sn.last[e] and \
+                        self.decided[i] != e and int(net.edge_dst[e]) != int(self.dest[i]):
+                    self._at_junction(i)
+                continue
+            if self.edge[i] >= 0 and self.decided[i] != self.edge[i] and \
+                    int(net.edge_dst[self.edge[i]]) != int(self.dest[i]):
+                self.missed += 1
+            self.edge[i], self.node[i] = e, int(net.edge_dst[e])
+            if self.record_routes:
+                self.routes.append((np.array([i]), np.array([e])))
+            if s == sn.last[e] and self.node[i] != self.dest[i]:
+                self._at_junction(i)
+        lost = [i for i in np.flatnonzero((self.status == ON_EDGE) | (self.status == AT_NODE))
+                .tolist() if self.sumo_road[i] and f"L{i}" not in res and i not in self.removed]
+        running = set(self.traci.vehicle.getIDList()) if lost else set()
+        for i in lost:
+            if f"L{i}" not in running:
+                self.removed.add(i)  # left SUMO without arriving: unarrived, counted
+                self.decided[i] = self.edge[i]
+                self.status[i] = ON_EDGE
+
+    def _at_junction(self, i: int) -> None:
+        if self._slot_mask(np.array([i]))[0].any():
+            self.status[i] = AT_NODE
+        else:  # nothing SUMO can drive from here: keep the route SUMO has
+            self.decided[i] = self.edge[i]
+
+    # ---- metrics ------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, float | None]:
+        out = super().metrics()
+        removed = np.array(sorted(self.removed), dtype=np.int64)
+        out["arrival_rate"] = float((~np.isnan(self.arrival_s)).mean())
+        out["forced_entries"] = 0.0
+        out["teleports"] = float(self.teleports)
+        out["teleported_learners"] = float(sum(v < self.n for v in self.teleported))
+        out["removed_vehicles"] = float(removed.size)
+        out["missed_decisions"] = float(self.missed)
+        if self.n_all > self.n:
+            bg = ~np.isnan(self.v_arrival[self.n:])
+            out["background_arrival_rate"] = float(bg.mean())
+        return out

@@ -1,0 +1,289 @@
+"""The SUMO network of a city: built by ``netconvert`` from the core's OSM file, cached, and
+mapped edge by edge onto the core's :class:`CityNetwork`.
+
+``netconvert`` options (:data:`NETCONVERT_OPTIONS`): only the core's drivable highway classes
+(``--keep-edges.by-type``), junctions not joined (``--junctions.join false``) so that every
+SUMO junction keeps its OSM node id, geometry nodes kept as geometry, isolated edges removed,
+turnarounds and OSM turn restrictions as SUMO builds them, traffic lights where OSM tags them.
+The net is cached beside the core's network entry (``<entry>.sumo<N>.net.xml``), keyed by the
+source file's SHA-256, the options and SUMO's version.
+
+Mapping: OSM nodes that osmnx keeps are the core's nodes; netconvert splits ways at the same
+nodes and more (where two ways meet end to end). A core edge ``u -> v`` maps to the shortest
+connected chain of SUMO edges from junction ``u`` to junction ``v`` whose inner junctions are
+not core nodes (its *fragment*). Turns between core edges map to SUMO connections. Core edges
+without a fragment, or much longer or shorter than theirs, are listed in :class:`MapReport`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import heapq
+import shutil
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from relied.env import netcache
+from relied.env.network import DRIVABLE_HIGHWAYS, CityNetwork
+
+#: Bump when the options or the mapping change.
+SUMO_BUILD = 1
+
+NETCONVERT_OPTIONS: tuple[str, ...] = (
+    "--keep-edges.by-type", ",".join(f"highway.{h}" for h in sorted(DRIVABLE_HIGHWAYS)),
+    "--junctions.join", "false",
+    "--geometry.remove", "false",
+    "--remove-edges.isolated", "true",
+    "--osm.all-attributes", "false",
+    "--tls.discard-simple", "false",
+    "--no-warnings", "true",
+)
+
+#: A fragment is "length mismatched" when it differs from its core edge by more than this
+#: share and :data:`LENGTH_SLACK_M`.
+LENGTH_TOLERANCE, LENGTH_SLACK_M = 0.25, 15.0
+
+
+class SumoError(RuntimeError):
+    """SUMO missing, netconvert failing, or a SUMO run that cannot go on; one line."""
+
+
+def require_sumo():
+    """The ``sumo`` wheel module (binaries) or a one-line install hint."""
+    try:
+        import sumo
+    except ImportError:
+        raise SumoError("SUMO is not installed: pip install 'relied[sumo]'") from None
+    return sumo
+
+
+def sumo_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("eclipse-sumo")
+    except PackageNotFoundError:
+        raise SumoError("SUMO is not installed: pip install 'relied[sumo]'") from None
+
+
+def _plain_osm(source: Path, folder: Path) -> Path:
+    """``source`` as plain OSM XML (netconvert does not read ``.bz2``)."""
+    name = source.name.lower()
+    if name.endswith(".graphml"):
+        raise SumoError(f"the SUMO backend needs the city's OSM XML file, not '{source.name}' "
+                        "(GraphML); use a shipped city or an .osm/.osm.bz2/.osm.gz file")
+    opener = bz2.open if name.endswith(".bz2") else gzip.open if name.endswith(".gz") else open
+    out = folder / "city.osm"
+    with opener(source, "rb") as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return out
+
+
+def sumo_net_path(net: CityNetwork, source: Path) -> Path:
+    """Where the SUMO net of ``net`` (built from ``source``) is cached."""
+    digest = netcache.source_sha256(source)
+    key = hashlib.sha256("|".join((*NETCONVERT_OPTIONS, sumo_version(), str(SUMO_BUILD)))
+                         .encode()).hexdigest()[:8]
+    entry = netcache.entry_path(net.name, digest)
+    return entry.with_name(f"{entry.stem}.sumo{SUMO_BUILD}-{key}.net.xml")
+
+
+def build_sumo_net(net: CityNetwork, source: Path, use_cache: bool = True) -> Path:
+    """Run netconvert on ``source`` (the OSM file ``net`` was built from), cached; returns the
+    ``.net.xml`` path. :class:`SumoError` with netconvert's first error line on failure."""
+    sumo = require_sumo()
+    source = Path(source)
+    target = sumo_net_path(net, source)
+    if use_cache and target.is_file() and target.stat().st_size > 0:
+        return target
+    with tempfile.TemporaryDirectory(prefix="relied-netconvert-") as tmp:
+        osm = _plain_osm(source, Path(tmp))
+        out = Path(tmp) / "city.net.xml"
+        cmd = [str(Path(sumo.SUMO_HOME) / "bin" / "netconvert"), "--osm-files", str(osm),
+               "-o", str(out), *NETCONVERT_OPTIONS]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not out.is_file():
+            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
+            why = (lines[0] if lines else f"exit status {proc.returncode}").strip()[:200]
+            raise SumoError(f"netconvert could not build a SUMO network from '{source}' "
+                            f"({why}); check or re-export the OSM file")
+        data = out.read_bytes()
+    if not use_cache or not netcache.atomic_write_bytes(target, data):
+        keep = Path(tempfile.mkdtemp(prefix="relied-sumo-")) / target.name
+        keep.write_bytes(data)
+        return keep
+    return target
+
+
+@dataclass
+class MapReport:
+    """What of the core's network maps onto SUMO: core edges without a fragment, fragments of
+    a very different length, and turns between mapped core edges that SUMO does not allow."""
+
+    core_edges: int
+    mapped_edges: int
+    unmapped: list[int] = field(default_factory=list)
+    length_mismatch: list[int] = field(default_factory=list)
+    turns: int = 0
+    turns_missing: int = 0
+
+    def summary(self) -> dict:
+        return {"core_edges": self.core_edges, "mapped_edges": self.mapped_edges,
+                "unmapped_edges": len(self.unmapped), "length_mismatch": len(self.length_mismatch),
+                "turns": self.turns, "turns_missing_in_sumo": self.turns_missing}
+
+    def line(self) -> str:
+        return (f"{self.mapped_edges}/{self.core_edges} core edges map to SUMO "
+                f"({len(self.unmapped)} do not, {len(self.length_mismatch)} with a length off by "
+                f">{LENGTH_TOLERANCE:.0%}); {self.turns - self.turns_missing}/{self.turns} "
+                "turns allowed in SUMO")
+
+
+class SumoNetwork:
+    """The SUMO net (normal edges, lengths, free-flow times, connections) and its mapping onto
+    a :class:`CityNetwork`: ``fragments[e]`` (SUMO edge indices, empty if unmapped),
+    ``sumo_to_core`` (core edge of each SUMO edge, -1 if none)."""
+
+    def __init__(self, net: CityNetwork, path: Path):
+        self.net, self.path = net, Path(path)
+        self._read(self.path)
+        self._map()
+
+    def _read(self, path: Path) -> None:
+        ids, frm, to, length, speed = [], [], [], [], []
+        succ: list[tuple[str, str]] = []
+        try:
+            for _, el in ET.iterparse(path):
+                if el.tag == "edge" and el.get("function") is None:
+                    lanes = el.findall("lane")
+                    ids.append(el.get("id"))
+                    frm.append(el.get("from"))
+                    to.append(el.get("to"))
+                    length.append(float(lanes[0].get("length")))
+                    speed.append(max(float(ln.get("speed")) for ln in lanes))
+                    el.clear()
+                elif el.tag == "connection" and not el.get("from", "").startswith(":"):
+                    succ.append((el.get("from"), el.get("to")))
+                elif el.tag == "junction":
+                    el.clear()
+        except (ET.ParseError, TypeError, ValueError, IndexError) as exc:
+            raise SumoError(f"SUMO network '{path}' is unreadable ({type(exc).__name__}); "
+                            "delete it to rebuild") from None
+        self.edge_ids = ids
+        self.index = {e: i for i, e in enumerate(ids)}
+        self.edge_from, self.edge_to = frm, to
+        self.length_m = np.asarray(length)
+        self.freeflow_s = self.length_m / np.maximum(np.asarray(speed), 0.1)
+        self.succ: list[set[int]] = [set() for _ in ids]
+        for a, b in succ:
+            if a in self.index and b in self.index:
+                self.succ[self.index[a]].add(self.index[b])
+        self.pred: list[set[int]] = [set() for _ in ids]
+        for a, nxt in enumerate(self.succ):
+            for b in nxt:
+                self.pred[b].add(a)
+
+    def _fragment(self, u: str, v: str, core_nodes: set[str], starts: dict[str, list[int]],
+                  want_m: float) -> list[int]:
+        """Shortest connected SUMO edge chain from junction ``u`` to ``v`` through non-core
+        junctions (Dijkstra on edges, bounded by 3x the core length)."""
+        heap = [(self.length_m[s], s, (s,)) for s in starts.get(u, [])]
+        heapq.heapify(heap)
+        done: set[int] = set()
+        limit = 3.0 * want_m + 100.0
+        while heap:
+            dist, s, chain = heapq.heappop(heap)
+            if s in done or dist > limit:
+                continue
+            done.add(s)
+            head = self.edge_to[s]
+            if head == v:
+                return list(chain)
+            if head in core_nodes:
+                continue
+            for nxt in self.succ[s]:
+                if nxt not in done:
+                    heapq.heappush(heap, (dist + self.length_m[nxt], nxt, (*chain, nxt)))
+        return []
+
+    def _map(self) -> None:
+        net = self.net
+        osm = [str(int(i)) for i in net.osm_ids]
+        core_nodes = set(osm)
+        starts: dict[str, list[int]] = {}
+        for i, f in enumerate(self.edge_from):
+            starts.setdefault(f, []).append(i)
+        self.fragments: list[list[int]] = []
+        report = MapReport(core_edges=net.n_edges, mapped_edges=0)
+        self.sumo_to_core = np.full(len(self.edge_ids), -1, dtype=np.int64)
+        for e in range(net.n_edges):
+            frag = self._fragment(osm[net.edge_src[e]], osm[net.edge_dst[e]], core_nodes, starts,
+                                  float(net.length_m[e]))
+            self.fragments.append(frag)
+            if not frag:
+                report.unmapped.append(e)
+                continue
+            report.mapped_edges += 1
+            got = float(self.length_m[frag].sum())
+            if abs(got - net.length_m[e]) > max(LENGTH_TOLERANCE * net.length_m[e],
+                                                LENGTH_SLACK_M):
+                report.length_mismatch.append(e)
+            for s in frag:
+                if self.sumo_to_core[s] < 0:
+                    self.sumo_to_core[s] = e
+        # SUMO drives each mapped edge at the core's free-flow speed (set by SumoCore)
+        core_speed = net.length_m / net.freeflow_s
+        on = self.sumo_to_core >= 0
+        self.speed = np.where(on, core_speed[np.maximum(self.sumo_to_core, 0)],
+                              self.length_m / self.freeflow_s)
+        self.freeflow_s = self.length_m / self.speed
+        self.mapped = np.array([bool(f) for f in self.fragments])
+        self.first = np.array([f[0] if f else -1 for f in self.fragments], dtype=np.int64)
+        self.last = np.array([f[-1] if f else -1 for f in self.fragments], dtype=np.int64)
+        self.sumo_ff = np.array([self.freeflow_s[f].sum() if f else 0.0 for f in self.fragments])
+        for e in range(net.n_edges):  # turns at the head of each core edge
+            for o in net.out_edges(int(net.edge_dst[e])):
+                report.turns += 1
+                if not self.turn_ok(e, int(o)):
+                    report.turns_missing += 1
+        self.report = report
+        self._reach: dict[int, np.ndarray] = {}
+
+    def turn_ok(self, came: int, to: int) -> bool:
+        """SUMO connects core edge ``came`` to core edge ``to`` (both mapped)."""
+        return bool(self.mapped[came] and self.mapped[to]
+                    and self.first[to] in self.succ[self.last[came]])
+
+    def reaches(self, dest: int) -> np.ndarray:
+        """Bool per SUMO edge: a vehicle on it can still reach core node ``dest`` (reverse
+        search over SUMO's connections from the mapped core edges into ``dest``)."""
+        if dest not in self._reach:
+            ok = np.zeros(len(self.edge_ids), dtype=bool)
+            into = np.flatnonzero((self.net.edge_dst == dest) & self.mapped)
+            todo = [int(self.last[e]) for e in into]
+            ok[todo] = True
+            while todo:
+                s = todo.pop()
+                for p in self.pred[s]:
+                    if not ok[p]:
+                        ok[p] = True
+                        todo.append(p)
+            self._reach[dest] = ok
+        return self._reach[dest]
+
+    def target(self, dest: int) -> int:
+        """A SUMO edge ending at core node ``dest`` (the last of a mapped core in-edge), or -1."""
+        into = np.flatnonzero((self.net.edge_dst == dest) & self.mapped)
+        return int(self.last[into[0]]) if into.size else -1
+
+
+def load_sumo_network(net: CityNetwork, source: Path, use_cache: bool = True) -> SumoNetwork:
+    """The mapped SUMO network of ``net`` built from its OSM ``source`` file."""
+    return SumoNetwork(net, build_sumo_net(net, source, use_cache))
