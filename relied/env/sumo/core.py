@@ -107,8 +107,8 @@ class SumoCore(RoutingCore):
         _ACTIVE.append(self)
         self.running = True
         tc = self.traci.constants
-        self.sumo_edges = [self.sumo_net.edge_ids[s] for s in
-                           np.flatnonzero(self.sumo_net.sumo_to_core >= 0)]
+        self._subscribed = np.flatnonzero(self.sumo_net.sumo_to_core >= 0)
+        self.sumo_edges = [self.sumo_net.edge_ids[s] for s in self._subscribed]
         for s in np.flatnonzero(self.sumo_net.sumo_to_core >= 0).tolist():
             self.traci.edge.setMaxSpeed(self.sumo_net.edge_ids[s], float(self.sumo_net.speed[s]))
         for sid in self.sumo_edges:
@@ -196,20 +196,16 @@ class SumoCore(RoutingCore):
         """Occupancy and current fragment travel times of the core edges, once per step."""
         if self._cache_t == self.t:
             return
-        tc = self.traci.constants
+        tc, sn, e = self.traci.constants, self.sumo_net, self.net.n_edges
         res = self.traci.edge.getAllSubscriptionResults()
-        sn, ids = self.sumo_net, self.sumo_net.index
-        count = np.zeros(self.net.n_edges)
-        tt = sn.sumo_ff.copy()
-        for sid, vals in res.items():
-            s = ids.get(sid)
-            e = sn.sumo_to_core[s] if s is not None else -1
-            if e < 0:
-                continue
-            count[e] += vals[tc.LAST_STEP_VEHICLE_NUMBER]
-            tt[e] += min(vals[tc.VAR_CURRENT_TRAVELTIME], self.end_s) - sn.freeflow_s[s]
-        self.count = count.astype(np.int64)
-        self._delay = np.maximum(tt - sn.sumo_ff, 0.0)
+        vals = [res.get(sid, {}) for sid in self.sumo_edges]
+        cnt = np.fromiter((v.get(tc.LAST_STEP_VEHICLE_NUMBER, 0) for v in vals), float,
+                          len(vals))
+        tt = np.fromiter((v.get(tc.VAR_CURRENT_TRAVELTIME, 0.0) for v in vals), float, len(vals))
+        core = sn.sumo_to_core[self._subscribed]
+        extra = np.minimum(tt, self.end_s) - sn.freeflow_s[self._subscribed]
+        self.count = np.bincount(core, weights=cnt, minlength=e).astype(np.int64)
+        self._delay = np.maximum(np.bincount(core, weights=extra, minlength=e), 0.0)
         self._cache_t = self.t
 
     def edge_delay(self, now: float | None = None) -> np.ndarray:

@@ -1,0 +1,143 @@
+"""Side by side: the core, SUMO micro and SUMO meso on the same demand (issue 11).
+
+For each city, the same Scenario (``--trips`` learners, departures uniform over
+``--window`` s; with ``--presets`` also the congested peak presets) is run with shortest-path
+and congestion-aware routing on each backend. Reported: mean travel time, arrival rate, SUMO
+teleports, and the wall time of the whole episode. Goals, as ratios within one run: the core
+>= 50x faster than SUMO micro and >= 10x faster than SUMO meso (wall time); the core's mean
+travel time within 20% of SUMO meso's; the policy ranking the same on every backend.
+
+    .venv/bin/python benchmarks/backends.py --json            # writes results/backends.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from relied.env.cities import city_source, load_city
+from relied.env.policies import make_policy
+from relied.env.presets import load_preset
+from relied.env.rollout import run_episode
+from relied.env.scenario import Scenario
+from relied.env.sumo import BACKENDS, load_sumo_network, make_core
+
+RESULTS = Path(__file__).parent / "results"
+POLICIES = ("shortest-path", "congestion-aware")
+
+
+def run_case(label: str, scenario: Scenario) -> dict:
+    net = load_city(scenario.city)
+    sumo_net = load_sumo_network(net, city_source(scenario.city).path)
+    rows = []
+    for backend in BACKENDS:
+        for policy in POLICIES:
+            core = make_core(net, scenario, backend, sumo_net=sumo_net)
+            start = time.perf_counter()
+            ep = run_episode(core, make_policy(policy, scenario.seed))
+            wall = time.perf_counter() - start
+            m = ep.metrics
+            rows.append({"case": label, "backend": backend, "policy": policy, "wall_s": wall,
+                         "steps": ep.steps, "mean_travel_time": m["mean_travel_time"],
+                         "arrival_rate": m["arrival_rate"],
+                         "teleports": m.get("teleports", 0.0),
+                         "missed_decisions": m.get("missed_decisions", 0.0)})
+            if backend != "core":
+                core.close()
+            print(f"{label:28s} {backend:9s} {policy:16s} {wall:8.2f} s  "
+                  f"tt {m['mean_travel_time']:7.1f} s  arrived {m['arrival_rate']:.2f}",
+                  flush=True)
+    return {"case": label, "city": scenario.city, "learners": scenario.n_agents,
+            "vehicles": scenario.n_vehicles, "window_s": scenario.departure_window_s,
+            "mapping": sumo_net.report.summary(), "rows": rows, "goals": goals(rows)}
+
+
+def goals(rows: list[dict]) -> dict:
+    """The issue's ratios for one case (per policy, then over both)."""
+    by = {(r["backend"], r["policy"]): r for r in rows}
+    out: dict = {}
+    for p in POLICIES:
+        core, micro, meso = by[("core", p)], by[("sumo", p)], by[("sumo-meso", p)]
+        out[p] = {"speedup_vs_micro": micro["wall_s"] / core["wall_s"],
+                  "speedup_vs_meso": meso["wall_s"] / core["wall_s"],
+                  "tt_core_over_meso": core["mean_travel_time"] / meso["mean_travel_time"]}
+    order = {b: sorted(POLICIES, key=lambda p: by[(b, p)]["mean_travel_time"]) for b in BACKENDS}
+    out["ranking"] = order
+    out["ranking_preserved"] = all(order[b] == order["core"] for b in BACKENDS)
+    out["speedup_micro_goal_50x_met"] = all(out[p]["speedup_vs_micro"] >= 50 for p in POLICIES)
+    out["speedup_meso_goal_10x_met"] = all(out[p]["speedup_vs_meso"] >= 10 for p in POLICIES)
+    out["tt_within_20pct_of_meso_met"] = all(abs(out[p]["tt_core_over_meso"] - 1) <= 0.2
+                                             for p in POLICIES)
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Backends side by side: core vs SUMO micro vs SUMO meso", "",
+             f"Command: `{result['command']}`", "",
+             f"Settings: {result['settings']}", "",
+             "Timings are wall time of one whole episode on a 2-core machine SHARED with other "
+             "engineers' test runs at the same time (one run each, no repeats): ratios are "
+             "indicative, absolute seconds noisy.", ""]
+    for case in result["cases"]:
+        lines += [f"## {case['case']} ({case['vehicles']} vehicles, {case['learners']} routed by "
+                  f"the policy, departures over {case['window_s']:.0f} s)", "",
+                  f"SUMO mapping: {case['mapping']}", "",
+                  "| backend | policy | wall (s) | mean tt (s) | arrived | teleports | "
+                  "missed decisions |", "|---|---|---:|---:|---:|---:|---:|"]
+        for r in case["rows"]:
+            lines.append(f"| {r['backend']} | {r['policy']} | {r['wall_s']:.2f} | "
+                         f"{r['mean_travel_time']:.1f} | {r['arrival_rate']:.2f} | "
+                         f"{r['teleports']:.0f} | {r['missed_decisions']:.0f} |")
+        g = case["goals"]
+        lines += ["", "| goal | " + " | ".join(POLICIES) + " | met |", "|---|---|---|---|",
+                  "| core >= 50x faster than SUMO micro | " + " | ".join(
+                      f"{g[p]['speedup_vs_micro']:.1f}x" for p in POLICIES)
+                  + f" | {g['speedup_micro_goal_50x_met']} |",
+                  "| core >= 10x faster than SUMO meso | " + " | ".join(
+                      f"{g[p]['speedup_vs_meso']:.1f}x" for p in POLICIES)
+                  + f" | {g['speedup_meso_goal_10x_met']} |",
+                  "| core tt within 20% of SUMO meso | " + " | ".join(
+                      f"{g[p]['tt_core_over_meso']:.2f}" for p in POLICIES)
+                  + f" | {g['tt_within_20pct_of_meso_met']} |",
+                  f"| ranking preserved (core {g['ranking']['core']}, micro "
+                  f"{g['ranking']['sumo']}, meso {g['ranking']['sumo-meso']}) | | | "
+                  f"{g['ranking_preserved']} |", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cities", nargs="+", default=["aguascalientes", "monaco"])
+    ap.add_argument("--trips", type=int, default=1000)
+    ap.add_argument("--window", type=float, default=600.0, help="departure window (s)")
+    ap.add_argument("--presets", action="store_true", help="also the congested peak presets "
+                    "(2,500 vehicles each; SUMO micro takes many minutes)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print one JSON object; write results")
+    args = ap.parse_args()
+    cases = [(f"{c} {args.trips} trips", Scenario(city=c, n_agents=args.trips, seed=args.seed,
+                                                  departure_window_s=args.window))
+             for c in args.cities]
+    if args.presets:
+        cases += [(f"{c}-peak", load_preset(f"{c}-peak").scenario) for c in args.cities]
+    result = {"command": "benchmarks/backends.py " + " ".join(sys.argv[1:]),
+              "settings": {"trips": args.trips, "window_s": args.window, "seed": args.seed,
+                           "presets": args.presets, "dt_s": 1.0, "horizon_s": 1800.0,
+                           "sumo": "libsumo 1.28, Krauss defaults, time-to-teleport 300 s, "
+                                   "meso with junction control", "python":
+                           platform.python_version(), "cpus": os.cpu_count()},
+              "cases": [run_case(label, sc) for label, sc in cases]}
+    if args.json:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "backends.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / "backends.md").write_text(markdown(result))
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
