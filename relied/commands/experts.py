@@ -8,12 +8,11 @@ message is also printed on stdout as ``{"error": ...}``. ``--json`` output is st
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -30,7 +29,16 @@ from relied.agents.clients import (
 )
 from relied.agents.generate import GenerationError, PlanRequest, agenerate, ask
 from relied.agents.team import TeamConfig
-from relied.commands.output import JsonFlag, console, err, fail, metric_table
+from relied.commands.output import (
+    JsonFlag,
+    console,
+    emit_json,
+    error_message,
+    fail,
+    flag_message,
+    metric_table,
+    print_error,
+)
 from relied.env.cities import CityError
 from relied.env.scenario import Scenario
 from relied.experts.bound import BoundConfig
@@ -58,46 +66,6 @@ FLAGS = {"n_agents": "--agents", "seed": "--seed", "city": "--city", "epsilon": 
 logging.getLogger("autogen_core").setLevel(logging.CRITICAL)
 
 
-def strict(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: strict(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict(v) for v in value]
-    return value
-
-
-def print_json(payload: dict) -> None:
-    print(json.dumps(strict(payload), allow_nan=False))
-
-
-def fail_with(message: str, as_json: bool = False) -> NoReturn:
-    """One-line error, exit status 2; with ``--json`` also ``{"error": ...}`` on stdout."""
-    if as_json:
-        print_json({"error": message})
-    fail(message)
-    raise AssertionError("unreachable")
-
-
-def explain_validation(exc: ValidationError, source: str | None = None) -> str:
-    """The first problem of a Pydantic error as one line: flag (or field), value, rule."""
-    e = exc.errors()[0]
-    field = ".".join(str(p) for p in e["loc"]) or "value"
-    where = f"{source}: field '{field}'" if source else FLAGS.get(str(e["loc"][-1]) if e["loc"]
-                                                                  else "", f"'{field}'")
-    ctx = e.get("ctx") or {}
-    rule = {"greater_than": f"must be > {ctx.get('gt')}",
-            "greater_than_equal": f"must be >= {ctx.get('ge')}",
-            "less_than": f"must be < {ctx.get('lt')}",
-            "less_than_equal": f"must be <= {ctx.get('le')}",
-            "finite_number": "must be a finite number"}.get(e["type"], e["msg"])
-    value = e.get("input")
-    shown = "" if isinstance(value, dict | list) or value is None else f" {value!r} is invalid:"
-    return f"{where}:{shown} {rule}"
-
-
 def _scenario(scenario: Path | None, city: str, agents: int, seed: int) -> Scenario:
     if scenario is None:
         return Scenario(city=city, n_agents=agents, seed=seed)
@@ -109,7 +77,7 @@ def _scenario(scenario: Path | None, city: str, agents: int, seed: int) -> Scena
     try:
         return Scenario.model_validate_json(text)
     except ValidationError as exc:
-        raise ValueError(explain_validation(exc, f"--scenario {scenario}")) from None
+        raise ValueError(flag_message(exc, source=f"--scenario {scenario}")) from None
 
 
 def _config(epsilon: float, max_rounds: int, group_size: int = 50) -> TeamConfig:
@@ -120,10 +88,9 @@ def _config(epsilon: float, max_rounds: int, group_size: int = 50) -> TeamConfig
                       bound=BoundConfig(epsilon=epsilon))
 
 
-def _first_line(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return explain_validation(exc)
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
+def _message(exc: Exception) -> str:
+    """One line for a user error; a bad value names its flag and the allowed range."""
+    return flag_message(exc, FLAGS) if isinstance(exc, ValidationError) else error_message(exc)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -167,12 +134,12 @@ def generate(
     except GenerationError as exc:
         partial = exc
     except (*USER_ERRORS, ValidationError) as exc:
-        fail_with(_first_line(exc), as_json)
+        fail(_message(exc), as_json)
     if partial is not None:
         saved = [r.path for r in partial.results if r.path]
         kept = f"; {len(saved)} batch(es) finished before it are saved under {out}" \
             if saved else ""
-        fail_with(f"{_first_line(partial)}{kept}", as_json)
+        fail(f"{_message(partial.__cause__ or partial)}{kept}", as_json)
     n = len(results)
     accepted = [r for r in results if r.accepted]
     usage = [u for r in results for u in r.usage]
@@ -194,7 +161,7 @@ def generate(
         "saved": [r.path for r in results if r.path],
     }
     if as_json:
-        print_json(summary)
+        emit_json(summary)
     else:
         shown = {k: v for k, v in summary.items() if k not in ("saved", "rejected", "usage")}
         shown.update({f"usage.{k}": v for k, v in summary["usage"].items()})
@@ -205,9 +172,8 @@ def generate(
                           f"{who}: {row['reason']}", highlight=False, markup=False)
         console.print(f"saved {len(summary['saved'])} batches under {out}")
     if not summary["saved"]:
-        err.print("error: the critic rejected every plan (see 'rejected'); raise --max-rounds "
-                  "or --epsilon, spread departures, or use --no-filter", highlight=False,
-                  markup=False)
+        print_error("the critic rejected every plan (see 'rejected'); raise --max-rounds or "
+                    "--epsilon, spread departures, or use --no-filter")
         raise typer.Exit(1)
 
 
@@ -221,8 +187,8 @@ def ask_cmd(
 ) -> None:
     """Ask the expert team one question about a scenario; prints the answer."""
     if not question.strip():
-        fail_with("the question is empty; e.g. relied experts ask 'why did agent 3 take this "
-                  "route?'", as_json)
+        fail("the question is empty; e.g. relied experts ask 'why did agent 3 take this "
+             "route?'", as_json)
     try:
         sc = _scenario(scenario, city, agents, seed)
         config = _config(epsilon, max_rounds)
@@ -230,11 +196,11 @@ def ask_cmd(
         answer, outcome, usage = asyncio.run(ask(sc, question, spec, config=config,
                                                  ollama_host=ollama, timeout_s=timeout))
     except (*USER_ERRORS, ValidationError) as exc:
-        fail_with(_first_line(exc), as_json)
+        fail(_message(exc), as_json)
     if as_json:
-        print_json({"question": question, "answer": answer, "model": spec,
-                    "accepted": outcome.verdict.accepted, "rounds": outcome.rounds,
-                    "usage": usage_totals([*outcome.usage, *usage])})
+        emit_json({"question": question, "answer": answer, "model": spec,
+                   "accepted": outcome.verdict.accepted, "rounds": outcome.rounds,
+                   "usage": usage_totals([*outcome.usage, *usage])})
         return
     console.print(answer, highlight=False, markup=False)
 
@@ -268,7 +234,7 @@ def chat(
                               timeout_s=timeout)
         session = asyncio.run(ChatSession.start(request))
     except (*USER_ERRORS, ValidationError) as exc:
-        fail(_first_line(exc))
+        fail(_message(exc))
     console.print(f"expert team ({describe(session.spec)}) planned {sc.n_agents} agents in "
                   f"{session.outcome.rounds} round(s). {CHAT_HELP}", highlight=False,
                   markup=False)
@@ -318,7 +284,7 @@ def _turn(session, line: str) -> None:
     except KeyboardInterrupt:
         console.print("\n(answer cancelled)", highlight=False, markup=False)
     except (*USER_ERRORS, ValidationError) as exc:
-        err.print(f"error: {_first_line(exc)}", highlight=False, markup=False)
+        print_error(_message(exc))
 
 
 async def _stream_answer(session, question: str) -> None:
@@ -337,7 +303,7 @@ def models(ollama: Host = None, as_json: JsonFlag = False) -> None:
         names = list_ollama_models(ollama)
         reachable, note = True, ""
     except ModelError as exc:
-        names, reachable, note = [], False, _first_line(exc)
+        names, reachable, note = [], False, error_message(exc)
     details: dict[str, dict | None] = {}
     for name in names:
         try:
@@ -345,8 +311,8 @@ def models(ollama: Host = None, as_json: JsonFlag = False) -> None:
         except ModelError:
             details[name] = None
     if as_json:
-        print_json({"host": host, "reachable": reachable, "models": names,
-                    "details": details, "fallback": "offline", "note": note})
+        emit_json({"host": host, "reachable": reachable, "models": names,
+                   "details": details, "fallback": "offline", "note": note})
         return
     if not reachable:
         console.print(f"{note}\nThe offline planner (deterministic, not an LLM) will be used.",

@@ -2,10 +2,13 @@
 
 Reusable pieces for every command (docs/reliability.md):
 
-* :func:`fail` -- one red line on stderr, ``{"error": ...}`` on stdout with ``--json``, exit 2;
+* :func:`fail` -- one red line on stderr, ``{"error": ...}`` on stdout with ``--json``, exit 2
+  (:func:`print_error` alone for an error that does not end the command);
 * :func:`emit_json` -- strict JSON (NaN/inf -> ``null``, numpy -> Python) on one line;
 * :func:`error_message` / :func:`validation_message` -- an exception, or a Pydantic
   ``ValidationError``, as one line ``field: value (reason)``, fields named by their flag;
+* :func:`flag_message` -- the first problem of a ``ValidationError`` in option wording,
+  ``--epsilon: -1.0 is invalid: must be > 0`` (or naming the file and field it came from);
 * :func:`figure_path` -- where a ``--plot``/``--out`` figure is written (a folder gets a
   default file name; an unknown extension is refused naming the flag).
 """
@@ -20,6 +23,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -34,13 +38,18 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif
                    ".webp")
 
 
-def fail(message: str, as_json: bool = False) -> NoReturn:
-    """Print a one-line error (markup in ``message`` is shown as text) and exit with status 2;
-    with ``as_json`` also print ``{"error": message}`` on stdout."""
+def print_error(message: str) -> None:
+    """Print ``error: message`` as one line on stderr (markup in ``message`` is shown as text)."""
     line = " ".join(str(message).split())
-    if as_json:
-        print(json.dumps({"error": line}), flush=True)
     err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, as_json: bool = False) -> NoReturn:
+    """Print a one-line error (:func:`print_error`) and exit with status 2; with ``as_json``
+    also print ``{"error": message}`` on stdout."""
+    if as_json:
+        print(json.dumps({"error": " ".join(str(message).split())}), flush=True)
+    print_error(message)
     raise typer.Exit(2)
 
 
@@ -71,33 +80,75 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+#: Pydantic's bound errors: the operator and the ``ctx`` key holding the bound.
+_RANGES = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
+           "less_than": ("<", "lt"), "less_than_equal": ("<=", "le")}
+
+
+def _field(error: ErrorDetails, flags: Mapping[str, str]) -> str:
+    """``--flag (field)`` for a field a flag sets, else the field's dotted path ('' for none)."""
+    loc = ".".join(str(p) for p in error["loc"])
+    top = str(error["loc"][0]) if error["loc"] else ""
+    return f"{flags[top]} ({loc})" if top in flags else loc
+
+
+def _reason(error: ErrorDetails, ranges: bool = False) -> str:
+    """Why a value was refused; ``ranges`` words bounds as ``must be > 0``."""
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "json_invalid":
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    if ranges and error["type"] in _RANGES:
+        op, key = _RANGES[error["type"]]
+        bound = error.get("ctx", {}).get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # "must be > 0", not "> 0.0"
+        return f"must be {op} {bound}"
+    if ranges and error["type"] == "finite_number":
+        return "must be a finite number"
+    reason = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return reason.replace("Input should be", "must be")
+
+
 def validation_message(exc: ValidationError, flags: Mapping[str, str] | None = None,
                        limit: int = 3) -> str:
     """One line for a Pydantic error: ``invalid <Model>: field: value (reason); ...``.
 
     ``flags`` maps field names to the CLI flags that set them (``{"horizon_s": "--horizon"}``),
     shown as ``--horizon (horizon_s)``. At most ``limit`` errors are listed."""
-    flags = flags or {}
     parts = []
     for e in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"])
-        reason = str(e["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        reason = reason.replace("Input should be", "must be")
-        if e["type"] == "extra_forbidden":
-            reason = "unknown field"
+        field, reason = _field(e, flags or {}), _reason(e)
         if e["type"] == "json_invalid":
-            parts.append(f"invalid JSON ({e.get('ctx', {}).get('error', reason)})")
-            continue
-        if not loc:
+            parts.append(f"invalid JSON ({reason})")
+        elif not field:
             parts.append(reason)
-            continue
-        field = f"{flags[str(e['loc'][0])]} ({loc})" if str(e["loc"][0]) in flags else loc
-        if e["type"] == "missing":
+        elif e["type"] == "missing":
             parts.append(f"{field}: missing")
         else:
             parts.append(f"{field}: {_shown(e.get('input'))} ({reason})")
     more = f"; and {len(parts) - limit} more" if len(parts) > limit else ""
     return f"invalid {exc.title}: " + "; ".join(parts[:limit]) + more
+
+
+def flag_message(exc: ValidationError, flags: Mapping[str, str] | None = None,
+                 source: str | None = None) -> str:
+    """The first problem of a Pydantic error in the wording of a bad option value:
+    ``--epsilon: -1.0 is invalid: must be > 0`` (a field no flag in ``flags`` sets is named
+    ``'field'``); with ``source`` (e.g. ``"--scenario sc.json"``) the value came from that
+    file: ``--scenario sc.json: field 'n_agents': 0 is invalid: must be >= 1``."""
+    e = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    top = str(e["loc"][0]) if e["loc"] else ""
+    reason = _reason(e, ranges=True)
+    if e["type"] == "json_invalid":
+        return f"{source + ': ' if source else ''}invalid JSON ({reason})"
+    if not loc:
+        return f"{source}: {reason}" if source else reason
+    where = f"{source}: field '{loc}'" if source else (flags or {}).get(top, f"'{loc}'")
+    if e["type"] == "missing":
+        return f"{where}: missing"
+    return f"{where}: {_shown(e.get('input'))} is invalid: {reason}"
 
 
 def error_message(exc: BaseException, flags: Mapping[str, str] | None = None) -> str:
