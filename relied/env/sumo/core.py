@@ -122,6 +122,7 @@ class SumoCore(RoutingCore):
         self.sumo_road = [""] * self.n  # SUMO edge each learner was on after the last step
         self.decided = np.full(self.n, -2, dtype=np.int64)  # core edge of the last decision
         self.teleports, self.missed = 0, 0
+        self.missed_by = np.zeros(self.n, dtype=np.int64)  # decisions missed per learner
         self.teleported: set[int] = set()
         self.removed: set[int] = set()
         obs = super().reset()
@@ -314,12 +315,17 @@ class SumoCore(RoutingCore):
                         self.decided[i] != e and int(net.edge_dst[e]) != int(self.dest[i]):
                     self._at_junction(i)
                 continue
-            if self.edge[i] >= 0 and self.decided[i] != self.edge[i] and \
-                    int(net.edge_dst[self.edge[i]]) != int(self.dest[i]):
+            crossed = [e]
+            if self.edge[i] >= 0 and int(net.edge_src[e]) != int(self.node[i]):
+                gap = net.edge_between(int(self.node[i]), int(net.edge_src[e]))
+                crossed = [gap, e] if gap >= 0 else crossed  # crossed within one step
+            if self.edge[i] >= 0 and (len(crossed) > 1 or self.decided[i] != self.edge[i]) \
+                    and int(net.edge_dst[self.edge[i]]) != int(self.dest[i]):
                 self.missed += 1
+                self.missed_by[i] += 1
             self.edge[i], self.node[i] = e, int(net.edge_dst[e])
             if self.record_routes:
-                self.routes.append((np.array([i]), np.array([e])))
+                self.routes.append((np.full(len(crossed), i), np.array(crossed)))
             if s == sn.last[e] and self.node[i] != self.dest[i]:
                 self._at_junction(i)
         lost = [i for i in np.flatnonzero((self.status == ON_EDGE) | (self.status == AT_NODE))

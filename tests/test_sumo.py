@@ -1,0 +1,203 @@
+"""SUMO backend (issue 11): network build and mapping, SumoCore episodes in micro and meso,
+decisions applied through TraCI, teleports counted, errors, CLI. West Oakland, few vehicles."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("libsumo")
+
+from relied.env.cities import city_source, load_city  # noqa: E402
+from relied.env.core import RoutingCore  # noqa: E402
+from relied.env.network import CityNetwork  # noqa: E402
+from relied.env.policies import RoutePolicy, make_policy  # noqa: E402
+from relied.env.rollout import run_episode  # noqa: E402
+from relied.env.scenario import Scenario  # noqa: E402
+from relied.env.sumo import SumoError, load_sumo_network, make_core  # noqa: E402
+from relied.env.sumo.core import SumoCore  # noqa: E402
+from relied.env.sumo.network import SumoNetwork, build_sumo_net  # noqa: E402
+
+CITY = "west-oakland"
+
+
+@pytest.fixture(scope="module")
+def net():
+    return load_city(CITY)
+
+
+@pytest.fixture(scope="module")
+def sumo_net(net):
+    return load_sumo_network(net, city_source(CITY).path)
+
+
+def test_every_core_edge_maps_to_a_connected_fragment(net, sumo_net):
+    rep = sumo_net.report
+    assert rep.core_edges == net.n_edges and rep.mapped_edges == net.n_edges
+    assert rep.unmapped == []
+    for e, frag in enumerate(sumo_net.fragments):
+        assert sumo_net.edge_from[frag[0]] == str(net.osm_ids[net.edge_src[e]])
+        assert sumo_net.edge_to[frag[-1]] == str(net.osm_ids[net.edge_dst[e]])
+        for a, b in zip(frag[:-1], frag[1:], strict=True):
+            assert b in sumo_net.succ[a]
+    # SUMO drives the core's free-flow speed: fragment free-flow within 25% + 10 s of the core
+    assert np.all(np.abs(sumo_net.sumo_ff - net.freeflow_s) <= 0.25 * net.freeflow_s + 10)
+
+
+def test_unmappable_core_edge_is_reported(net, sumo_net):
+    far = [(u, v) for u in range(net.n_nodes) for v in range(net.n_nodes)
+           if u != v and net.edge_between(u, v) < 0]
+    u, v = far[len(far) // 2]
+    extra = CityNetwork.from_edges(
+        "west-oakland", net.lon, net.lat, np.append(net.edge_src, u), np.append(net.edge_dst, v),
+        np.append(net.length_m, 100.0),
+        np.append(net.length_m / net.freeflow_s * 3.6, 30.0), osm_ids=net.osm_ids)
+    mapped = SumoNetwork(extra, sumo_net.path)
+    bad = extra.edge_between(u, v)
+    assert mapped.report.unmapped == [bad]
+    assert "1 do not" in mapped.report.line()
+    assert not mapped.mapped[bad]
+
+
+@pytest.mark.parametrize("backend", ["sumo", "sumo-meso"])
+def test_episode_in_sumo_same_demand_and_metrics(net, sumo_net, backend):
+    sc = Scenario(city=CITY, n_agents=8, seed=3, background_share=0.5,
+                  departure_window_s=60.0)
+    core = make_core(net, sc, backend, sumo_net=sumo_net)
+    ref = RoutingCore(net, sc)
+    np.testing.assert_array_equal(core.v_origin, ref.v_origin)
+    np.testing.assert_array_equal(core.v_depart, ref.v_depart)
+    assert core.obs_dim == ref.obs_dim and core.n_all == 16
+    ep = run_episode(core, make_policy("shortest-path"))
+    m = ep.metrics
+    assert set(run_episode(ref, make_policy("shortest-path")).metrics) <= set(m)
+    assert m["arrival_rate"] == 1.0 and m["background_arrival_rate"] == 1.0
+    tt = core.travel_times()
+    # SUMO drives at the core's free-flow speeds: no trip much faster than its free flow
+    assert (tt >= 0.7 * core.ff_od).all() and m["mean_travel_time"] < 4 * m["mean_freeflow_time"]
+    # rewards sum to minus the travel time plus the arrival bonus
+    np.testing.assert_allclose(ep.returns, -tt / sc.time_scale_s + sc.arrival_bonus, atol=1e-6)
+    assert m["removed_vehicles"] == 0 and m["missed_decisions"] == core.missed_by.sum()
+    core.close()
+
+
+def _detour_routes(net, core) -> list[list[int]]:
+    """Per learner a loop-free route that leaves its origin by a non-shortest edge, then
+    follows the free-flow shortest path (so it differs from shortest-path routing)."""
+    from scipy.sparse.csgraph import dijkstra
+
+    _, pred = dijkstra(net.sparse().T.tocsr(), indices=core.dest, return_predecessors=True)
+    routes = []
+    for i, (o, d) in enumerate(zip(core.origin.tolist(), core.dest.tolist(), strict=True)):
+        best = None
+        for e in net.out_edges(o).tolist():
+            route, node = [o], int(net.edge_dst[e])
+            while node != d and node >= 0 and len(route) < net.n_nodes:
+                route.append(node)
+                node = int(pred[i, node])
+            route.append(d)
+            if node == d and len(set(route)) == len(route) and route[1] != pred[i, o]:
+                best = route
+        routes.append(best)
+    return routes
+
+
+def test_decisions_reach_sumo(net, sumo_net):
+    """Learners told to take detours drive exactly those node sequences in SUMO: every
+    choice was applied (setRoute) before the vehicle reached the junction."""
+    sc = Scenario(city=CITY, n_agents=24, seed=5, horizon_s=900.0)
+    ref = RoutingCore(net, sc)
+    routes = _detour_routes(net, ref)
+    have = [r is not None for r in routes]
+    assert sum(have) >= 2
+    routes = [r if r is not None else [int(o)] for r, o in zip(routes, ref.origin, strict=True)]
+    sumo = SumoCore(net, sc, sumo_net, "micro", record_routes=True)
+    got = run_episode(sumo, RoutePolicy(sumo, routes)).routes
+    shortest = run_episode(RoutingCore(net, sc, record_routes=True),
+                           make_policy("shortest-path")).routes
+    followed = [i for i, ok in enumerate(have) if ok and sumo.missed_by[i] == 0]
+    assert len(followed) >= 2
+    for i in followed:
+        assert got[i] == routes[i] != shortest[i]
+    sumo.close()
+
+
+def test_observation_and_mask_from_sumo_state(net, sumo_net):
+    sc = Scenario(city=CITY, n_agents=10, seed=1)
+    core = SumoCore(net, sc, sumo_net, "micro")
+    pol = make_policy("congestion-aware")
+    busy = 0.0
+    while not core.done:
+        obs, _, _, _ = core.step(pol(core))
+        mask = core.action_mask()
+        assert obs.shape == (10, core.obs_dim) and mask.any(axis=1).all()
+        assert ((obs[:, 0] == 1) == mask[:, : core.k].any(axis=1)).all()
+        busy = max(busy, float(core.count.sum()))
+    assert busy >= 1  # occupancy read from SUMO
+    assert core.metrics()["arrival_rate"] == 1.0
+    core.close()
+
+
+def test_teleports_are_counted_and_kept_in_metrics(net, sumo_net):
+    sc = Scenario(city=CITY, n_agents=40, seed=2, horizon_s=900.0)
+    core = SumoCore(net, sc, sumo_net, "micro", time_to_teleport_s=3.0)
+    m = run_episode(core, make_policy("shortest-path")).metrics
+    assert m["teleports"] > 0 and m["teleported_learners"] > 0
+    assert np.isfinite(core.travel_times()).all() and core.travel_times().size == 40
+    core.close()
+
+
+def test_second_core_closes_the_first(net, sumo_net):
+    sc = Scenario(city=CITY, n_agents=3, seed=0)
+    a = SumoCore(net, sc, sumo_net, "meso")
+    SumoCore(net, sc, sumo_net, "meso")
+    with pytest.raises(SumoError, match="one SumoCore per process"):
+        a.step(np.full(3, a.noop))
+
+
+def test_netconvert_failure_is_one_line(net, tmp_path):
+    bad = tmp_path / "broken.osm"
+    bad.write_text("<osm><node id='1' lat='x'")
+    with pytest.raises(SumoError, match="netconvert could not build"):
+        build_sumo_net(net, bad, use_cache=False)
+
+
+def test_sumo_not_installed_message(net, monkeypatch):
+    monkeypatch.setitem(sys.modules, "libsumo", None)
+    with pytest.raises(SumoError, match=r"pip install 'relied\[sumo\]'"):
+        make_core(net, Scenario(city=CITY, n_agents=2), "sumo")
+
+
+def test_cli_simulate_backend(tmp_path):
+    from typer.testing import CliRunner
+
+    from relied.cli import app
+
+    runner = CliRunner()
+    args = ["simulate", "--city", CITY, "--agents", "5", "--json"]
+    core = json.loads(runner.invoke(app, args).stdout)
+    res = runner.invoke(app, [*args, "--backend", "sumo-meso"])
+    assert res.exit_code == 0, res.output
+    sumo = json.loads(res.stdout)
+    assert set(core) - {"backend"} <= set(sumo) and sumo["backend"] == "sumo-meso"
+    assert sumo["arrival_rate"] == 1.0 and "teleports" in sumo
+    bad = runner.invoke(app, [*args, "--backend", "vissim"])
+    assert bad.exit_code == 2 and "unknown backend 'vissim'" in bad.stdout
+
+
+def test_backend_report_ranking_and_carry_over():
+    from relied.rl.evaluate import backend_report
+
+    def pol(sp, ca, algo):
+        return {"shortest-path": {"mean_travel_time": sp}, "congestion-aware":
+                {"mean_travel_time": ca}, "ippo": {"mean_travel_time": algo}}
+
+    rep = backend_report("ippo", pol(200, 180, 160), pol(300, 280, 285))
+    assert rep["ranking_core"] == ["ippo", "congestion-aware", "shortest-path"]
+    assert rep["ranking_backend"] == ["congestion-aware", "ippo", "shortest-path"]
+    assert not rep["ranking_preserved"]
+    assert rep["gain_core"] == pytest.approx(0.2) and rep["gain_backend"] == pytest.approx(0.05)
+    assert rep["gain_carry_over"] == pytest.approx(0.25)
