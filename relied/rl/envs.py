@@ -31,17 +31,26 @@ class VectorEnvError(RuntimeError):
 class BatchRoutingEnv(gym.Env):
     """One :class:`RoutingCore` with all its agents as one (vector-valued) env. The city is
     loaded once; ``with_state`` adds ``info["state"]``, vehicles / storage of every edge (the
-    global state of MAPPO's value function)."""
+    global state of MAPPO's value function). ``backend`` ``sumo``/``sumo-meso`` simulates in SUMO
+    (:mod:`relied.env.sumo`; one SUMO per process, slow)."""
 
-    def __init__(self, scenario: Scenario, with_state: bool = False):
+    def __init__(self, scenario: Scenario, with_state: bool = False, backend: str = "core"):
         self.net = load_city(scenario.city)
         self.city = scenario.city
         self.with_state = with_state
-        self.core = RoutingCore(self.net, scenario)
+        self.backend = backend
+        self.core = self._core(scenario)
         n, k = self.core.n, self.core.k
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (n, self.core.obs_dim + k + 1),
                                             np.float32)
         self.action_space = spaces.MultiDiscrete(np.full(n, k + 1))
+
+    def _core(self, scenario: Scenario) -> RoutingCore:
+        if self.backend == "core":
+            return RoutingCore(self.net, scenario)
+        from relied.env.sumo import make_core
+
+        return make_core(self.net, scenario, self.backend)
 
     def _obs(self, obs: np.ndarray) -> np.ndarray:
         mask = self.core.action_mask()
@@ -60,7 +69,9 @@ class BatchRoutingEnv(gym.Env):
         if scenario is not None and scenario != self.core.scenario:
             if scenario.city != self.city:
                 self.net, self.city = load_city(scenario.city), scenario.city
-            self.core = RoutingCore(self.net, scenario)
+            if self.backend != "core":
+                self.core.close()
+            self.core = self._core(scenario)
         return self._obs(self.core.reset()), self._info()
 
     def step(self, action: np.ndarray):
@@ -101,13 +112,19 @@ def start_ray(n_envs: int) -> None:
         ray.init(num_cpus=max(n_envs, 1), include_dashboard=False, log_to_driver=False)
 
 
-def make_vector_env(scenario: Scenario, n_envs: int, vector: str, with_state: bool = False):
-    """``n_envs`` copies of the training scenario behind one of Tianshou's vector envs."""
+def make_vector_env(scenario: Scenario, n_envs: int, vector: str, with_state: bool = False,
+                    backend: str = "core"):
+    """``n_envs`` copies of the training scenario behind one of Tianshou's vector envs
+    (``backend`` sumo/sumo-meso: one SUMO per env worker, so several envs need subprocesses)."""
     from tianshou.env import DummyVectorEnv, RayVectorEnv, SubprocVectorEnv
 
     check_backend(vector)
+    if backend != "core" and vector == "dummy" and n_envs > 1:
+        raise VectorEnvError(f"--backend {backend} runs one SUMO per process (libsumo): use "
+                             "--vector subproc (or ray) with --envs > 1, or --envs 1")
     if vector == "ray":
         start_ray(n_envs)
-    fns = [functools.partial(BatchRoutingEnv, scenario, with_state) for _ in range(n_envs)]
+    fns = [functools.partial(BatchRoutingEnv, scenario, with_state, backend)
+           for _ in range(n_envs)]
     backend = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv, "ray": RayVectorEnv}
     return backend[vector](fns)
