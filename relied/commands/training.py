@@ -90,6 +90,8 @@ def train(
     groups: Annotated[int | None, typer.Option(min=1, help="groups for --share group")] = None,
     envs: Annotated[int | None, typer.Option(min=1, help="parallel env copies")] = None,
     vector: Annotated[str | None, typer.Option(help="dummy | subproc | ray")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="core | sumo | sumo-meso: simulator of the training envs (SUMO is slow)")] = None,
     engine: Annotated[str | None, typer.Option(
         help="fast (default) | tianshou: Tianshou's collector/trainer (tianshou:* algos)")]
     = None,
@@ -119,7 +121,8 @@ def train(
                  "algo": algo,
                  "experts": experts, "demos_dir": str(demos) if demos else None,
                  "total_steps": steps, "lr": lr, "share": share, "n_groups": groups,
-                 "n_envs": envs, "vector": vector, "engine": engine, "expert_loss": expert_loss,
+                 "n_envs": envs, "vector": vector, "backend": backend,
+                 "engine": engine, "expert_loss": expert_loss,
                  "weight": weight,
                  "bound_every": bound_every, "regen_every": regen_every,
                  "ollama_host": ollama_host, "timeout_s": timeout, "epsilon": epsilon}
@@ -152,9 +155,13 @@ def evaluate(
         help="comma-separated held-out scenario seeds (default: run seed + 1000..1002)")] = None,
     city: Annotated[str | None, typer.Option(help="evaluate on another city")] = None,
     agents: Annotated[int | None, typer.Option(min=1, help="number of agents")] = None,
+    backend: Annotated[str, typer.Option(
+        help="core, sumo (SUMO micro) or sumo-meso: in SUMO the report also compares the "
+             "ranking and the gain over shortest-path with the core")] = "core",
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate a trained run on held-out scenarios against the reference policies."""
+    from relied.env.sumo import SumoError
     from relied.rl.evaluate import evaluate_run, load_run
 
     try:
@@ -163,8 +170,8 @@ def evaluate(
         else:
             base = load_run(run)[0].seed + 1000
             seed_list = [base, base + 1, base + 2]
-        result = evaluate_run(run, seed_list, city=city, n_agents=agents)
-    except _errors() as exc:
+        result = evaluate_run(run, seed_list, city=city, n_agents=agents, backend=backend)
+    except (*_errors(), SumoError) as exc:
         fail(error_message(exc, {"n_agents": "--agents", "city": "--city", "seed": "--seeds"}),
              as_json)
     if as_json:
@@ -179,7 +186,18 @@ def evaluate(
         table.add_column(head, justify="right")
     for name, values in result["policies"].items():
         table.add_row(name, *(f"{values[m]:,.2f}" for m in heads))
+    if backend != "core":
+        table.title += f", backend {backend}"
     console.print(table)
+    cmp = result.get("comparison")
+    if cmp:
+        carry = cmp["gain_carry_over"]
+        console.print(f"ranking in {backend}: {' < '.join(cmp['ranking_backend'])}; core: "
+                      f"{' < '.join(cmp['ranking_core'])} "
+                      f"({'preserved' if cmp['ranking_preserved'] else 'NOT preserved'})")
+        console.print(f"gain over shortest-path: core {cmp['gain_core']:+.1%}, {backend} "
+                      f"{cmp['gain_backend']:+.1%}, carry-over "
+                      f"{'n/a' if carry is None else f'{carry:.2f}'}")
 
 
 def compare(

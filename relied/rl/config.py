@@ -62,6 +62,9 @@ class TrainConfig(BaseModel):
     total_steps: int = Field(20_000, ge=1, description="budget in simulator steps (all envs)")
     n_envs: int = Field(2, ge=1)
     vector: Literal["dummy", "subproc", "ray"] = "dummy"
+    backend: Literal["core", "sumo", "sumo-meso"] = Field(
+        "core", description="simulator of the training envs: the core, or SUMO micro/meso "
+        "(slow; one SUMO per env worker, docs/sumo.md)")
     engine: Literal["fast", "tianshou"] = Field(
         "fast", description="fast: relied's batched loop; tianshou: Tianshou's collector, "
         "trainer and PPO subclass (docs/tianshou.md)")

@@ -54,27 +54,80 @@ def load_config(run: Path) -> TrainConfig:
                          f"({type(exc).__name__}); restore it or remove the run") from None
 
 
+def _run_policies(net, cfg: TrainConfig, model, seeds: list[int], city: str,
+                  n_agents: int | None, backend: str, sumo_net=None) -> dict[str, dict]:
+    """Seed-mean metrics of the trained policy and the references on one backend."""
+    from relied.env.sumo import make_core
+
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in (cfg.algo, *REFERENCES)}
+    for seed in seeds:
+        scenario = cfg.scenario(seed=seed, city=city, n_agents=n_agents)
+        core = (RoutingCore(net, scenario) if backend == "core"
+                else make_core(net, scenario, backend, sumo_net=sumo_net))
+        results[cfg.algo].append(run_episode(core, TrainedPolicy(model)).metrics)
+        for name in REFERENCES:
+            results[name].append(run_episode(core, make_policy(name, seed)).metrics)
+        if backend != "core":
+            core.close()
+    return {name: {m: float(np.mean([r[m] for r in rs])) for m in METRICS}
+            for name, rs in results.items()}
+
+
+def ranking(policies: dict[str, dict]) -> list[str]:
+    """Policy names from the shortest to the longest mean travel time."""
+    return sorted(policies, key=lambda name: policies[name]["mean_travel_time"])
+
+
+def gain(policies: dict[str, dict], algo: str) -> float:
+    """Relative travel-time gain of ``algo`` over shortest-path (positive: faster)."""
+    sp = policies["shortest-path"]["mean_travel_time"]
+    return (sp - policies[algo]["mean_travel_time"]) / sp
+
+
+def backend_report(algo: str, core: dict[str, dict], other: dict[str, dict]) -> dict:
+    """Does the ranking of policies on ``other`` match the core's, and how much of the
+    learner's gain over shortest-path carries over (gain there / gain in the core)?"""
+    g_core, g_other = gain(core, algo), gain(other, algo)
+    return {"ranking_core": ranking(core), "ranking_backend": ranking(other),
+            "ranking_preserved": ranking(core) == ranking(other),
+            "gain_core": g_core, "gain_backend": g_other,
+            "gain_carry_over": g_other / g_core if abs(g_core) > 1e-12 else None}
+
+
 def evaluate_run(run_dir: Path, seeds: list[int], city: str | None = None,
-                 n_agents: int | None = None) -> dict:
+                 n_agents: int | None = None, backend: str = "core") -> dict:
     """Greedy trained policy and the reference policies on scenarios of ``seeds`` (and
     ``city``/``n_agents`` if given); metrics averaged over seeds. Without ``city`` the run's
-    own city file must still exist with the SHA-256 recorded at training time."""
+    own city file must still exist with the SHA-256 recorded at training time.
+
+    ``backend`` ``sumo``/``sumo-meso`` evaluates in SUMO and also in the core, and adds
+    ``comparison`` (:func:`backend_report`); ``policies`` are the backend's figures."""
+    from relied.env.sumo import check_backend
+
+    check_backend(backend)
     run_dir = latest_run(run_dir)
     cfg, model = load_run(run_dir)
     if city is None:
         check_city(cfg, run_dir, "restore it, or pass --city to evaluate on another city/file")
     city = city or cfg.city
     net = load_city(city)
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in (cfg.algo, *REFERENCES)}
-    for seed in seeds:
-        core = RoutingCore(net, cfg.scenario(seed=seed, city=city, n_agents=n_agents))
-        results[cfg.algo].append(run_episode(core, TrainedPolicy(model)).metrics)
-        for name in REFERENCES:
-            results[name].append(run_episode(core, make_policy(name, seed)).metrics)
-    policies = {name: {m: float(np.mean([r[m] for r in rs])) for m in METRICS}
-                for name, rs in results.items()}
-    return {"run_dir": str(run_dir), "algo": cfg.algo, "trained_city": cfg.city, "city": city,
-            "agents": n_agents or cfg.n_agents, "seeds": seeds, "policies": policies}
+    policies = _run_policies(net, cfg, model, seeds, city, n_agents, "core")
+    out = {"run_dir": str(run_dir), "algo": cfg.algo, "trained_city": cfg.city, "city": city,
+           "agents": n_agents or cfg.n_agents, "seeds": seeds, "backend": backend,
+           "policies": policies}
+    if backend != "core":
+        from relied.env.cities import city_source
+        from relied.env.sumo import load_sumo_network
+
+        source = city_source(city).path
+        if source is None:
+            raise TrainError(f"city '{city}' has no local OSM file for SUMO's netconvert")
+        sumo_net = load_sumo_network(net, source)
+        other = _run_policies(net, cfg, model, seeds, city, n_agents, backend, sumo_net)
+        out.update(policies=other, core_policies=policies,
+                   comparison=backend_report(cfg.algo, policies, other),
+                   sumo_network=sumo_net.report.summary())
+    return out
 
 
 def _final(rows: list[dict[str, float]], key: str, last: int) -> float:
