@@ -139,7 +139,7 @@ def one_seed(seed: int, args, net, bound: BoundConfig, work: Path) -> dict:
                         source="bound-validity", accepted=True)
         save_batch(store, run.traj, meta)
         cfg = TrainConfig(city=sc.city, n_agents=args.agents, seed=seed, algo="reled",
-                          experts="shortest-path", demos_dir=str(store), n_envs=1,
+                          experts="shortest-path", demos_dir=str(store), n_envs=1, train_seeds=1,
                           horizon_s=sc.horizon_s, departure_window_s=preset.departure_window_s,
                           gamma=bound.gamma, bound_every=0)
         trainer = Trainer.create(cfg, work / "runs", progress=False)

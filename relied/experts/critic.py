@@ -151,11 +151,26 @@ def policy_routes(net: CityNetwork, scenario: Scenario, kind: str) -> list[list[
 def alternative_routes(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
                        kind: str) -> list[list[int]]:
     """Per agent the route it switches to when it changes behaviour: the ``kind`` policy's
-    route, or the other reference policy's where that one equals the plan route."""
+    route, else the other reference policy's, else (both equal the plan route) the fastest
+    free-flow route with the plan routes' edges three times slower (a second path)."""
     other = "shortest-path" if kind == "congestion-aware" else "congestion-aware"
     first, second = policy_routes(net, scenario, kind), policy_routes(net, scenario, other)
-    return [a if list(a) != list(r) else b for r, a, b in zip(routes, first, second,
-                                                                 strict=True)]
+    out = [a if list(a) != list(r) else b for r, a, b in zip(routes, first, second,
+                                                               strict=True)]
+    same = [i for i, r in enumerate(routes) if list(out[i]) == list(r) and len(r) > 1]
+    if same:
+        from relied.env.equilibrium import fastest_routes
+
+        cost = net.freeflow_s.copy()
+        for i in same:
+            r = routes[i]
+            cost[[net.edge_between(u, v) for u, v in zip(r[:-1], r[1:], strict=True)]] *= 3.0
+        fresh, _ = fastest_routes(net, cost[:, None], 1e12,
+                                  np.array([routes[i][0] for i in same]),
+                                  np.array([routes[i][-1] for i in same]), np.zeros(len(same)))
+        for i, r in zip(same, fresh, strict=True):
+            out[i] = r
+    return out
 
 
 def resimulate(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
