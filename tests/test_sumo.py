@@ -201,3 +201,24 @@ def test_backend_report_ranking_and_carry_over():
     assert not rep["ranking_preserved"]
     assert rep["gain_core"] == pytest.approx(0.2) and rep["gain_backend"] == pytest.approx(0.05)
     assert rep["gain_carry_over"] == pytest.approx(0.25)
+
+
+def test_training_env_on_sumo():
+    """The training env steps SUMO (one SUMO per process: several envs need subprocesses)."""
+    from relied.rl.envs import BatchRoutingEnv, VectorEnvError, make_vector_env
+
+    sc = Scenario(city=CITY, n_agents=4, seed=0, horizon_s=600.0)
+    env = BatchRoutingEnv(sc, backend="sumo-meso")
+    assert isinstance(env.core, SumoCore)
+    obs, _ = env.reset()
+    assert obs.shape == (4, env.core.obs_dim + env.core.k + 1)
+    total, done, pol = np.zeros(4), False, make_policy("shortest-path")
+    while not done:
+        obs, reward, done, _, info = env.step(pol(env.core))
+        total += reward
+    assert info["arrived"].all() and info["metrics"]["arrival_rate"] == 1.0
+    np.testing.assert_allclose(total, -env.core.travel_times() / sc.time_scale_s
+                               + sc.arrival_bonus, atol=1e-6)
+    env.core.close()
+    with pytest.raises(VectorEnvError, match="one SUMO per process"):
+        make_vector_env(sc, 2, "dummy", backend="sumo")
