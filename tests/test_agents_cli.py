@@ -79,17 +79,38 @@ def _strict(text):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_rejected_plans_are_listed_and_exit_non_zero(tmp_path):
-    res = runner.invoke(app, ["experts", "generate", "--agents", "20", "--epsilon", "1",
-                              "--max-rounds", "1", "--out", str(tmp_path / "d"), "--json"])
+def test_rejected_plans_are_listed_saved_as_fallback_and_exit_non_zero(tmp_path):
+    strict = ["experts", "generate", "--agents", "20", "--epsilon", "1e-6", "--max-rounds", "1"]
+    res = runner.invoke(app, [*strict, "--out", str(tmp_path / "d"), "--json"])
     assert res.exit_code == 1
     out = _strict(res.stdout)
-    assert out["accepted"] == 0 and out["saved"] == [] and out["mean_travel_time"] is None
-    assert out["rejected"] and {"agent", "reason"} <= set(out["rejected"][0])
-    assert "epsilon" in out["rejected"][0]["reason"] and "rejected every plan" in res.stderr
-    table = runner.invoke(app, ["experts", "generate", "--agents", "20", "--epsilon", "1",
-                                "--max-rounds", "1", "--out", str(tmp_path / "d")])
-    assert table.exit_code == 1 and "rejected (seed 0, variant 0) agent" in table.stdout
+    assert out["accepted"] == 0 and out["fallback"] == 1 and out["mean_travel_time"] is None
+    # the lowest-bound plan is saved, marked as a fallback and not accepted
+    (saved,) = out["saved"]
+    _, meta = load_batch(saved)
+    assert not meta.accepted and meta.extra["fallback"]
+    assert out["rejected"] and {"agent", "reason", "fallback"} <= set(out["rejected"][0])
+    assert out["rejected"][0]["fallback"] and "epsilon" in out["rejected"][0]["reason"]
+    assert "accepted no plan" in res.stderr and "1 fallback batch(es)" in res.stderr
+    table = runner.invoke(app, [*strict, "--out", str(tmp_path / "t")])
+    assert table.exit_code == 1
+    assert "rejected (seed 0, variant 0; saved as fallback) agent" in table.stdout
+    assert "(1 fallback: no plan passed)" in table.stdout
+    # LEED keeps the first plan whatever the critic says: saved, not a fallback, exit 0
+    leed = runner.invoke(app, [*strict, "--no-filter", "--out", str(tmp_path / "l"), "--json"])
+    assert leed.exit_code == 0, leed.output
+    out = _strict(leed.stdout)
+    assert out["accepted"] == 0 and out["fallback"] == 0 and len(out["saved"]) == 1
+    assert not out["rejected"][0]["fallback"]
+
+
+def test_accepted_plans_exit_zero_at_the_default_ratio(tmp_path):
+    res = runner.invoke(app, ["experts", "generate", "--agents", "20", "--epsilon", "1",
+                              "--out", str(tmp_path / "d"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = _strict(res.stdout)
+    assert out["accepted"] == 1 and out["fallback"] == 0 and not out["rejected"]
+    assert load_batch(out["saved"][0])[1].accepted
 
 
 @pytest.mark.parametrize("args, message", [

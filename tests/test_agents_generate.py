@@ -5,12 +5,17 @@ import pytest
 
 from relied.agents.generate import generate_demonstrations
 from relied.agents.offline import OfflinePlannerClient
+from relied.agents.team import TeamConfig
 from relied.env.cities import load_city
+from relied.env.core import SLOT_FEATURES
 from relied.env.scenario import Scenario, index_of
+from relied.experts.bound import BoundConfig, uniform_probs
 from relied.experts.critic import recheck_batch
 from relied.experts.demos import list_batches, load_batch
 
 SC = Scenario(city="aguascalientes", n_agents=15, seed=4)
+# tests about storage and caching: a threshold the offline plans pass in round 1
+PASS = TeamConfig(bound=BoundConfig(epsilon=2.0))
 
 
 @pytest.fixture
@@ -29,7 +34,7 @@ def counted(monkeypatch, tmp_path):
 
 
 def test_batches_are_stored_and_load_for_training(counted, tmp_path):
-    paths = generate_demonstrations(SC, tmp_path / "demos", batches=2)
+    paths = generate_demonstrations(SC, tmp_path / "demos", batches=2, config=PASS)
     assert len(paths) == 2 and all(p.suffix == ".json" for p in paths)
     assert list_batches(tmp_path / "demos") == sorted(paths)
     net = load_city("aguascalientes")
@@ -52,25 +57,31 @@ def test_batches_are_stored_and_load_for_training(counted, tmp_path):
 
 
 def test_rerun_is_answered_from_the_cache(counted, tmp_path):
-    first = generate_demonstrations(SC, tmp_path / "a")
+    first = generate_demonstrations(SC, tmp_path / "a", config=PASS)
     n_calls = len(counted)
     assert n_calls >= 1
-    again = generate_demonstrations(SC, tmp_path / "b")
+    again = generate_demonstrations(SC, tmp_path / "b", config=PASS)
     assert len(counted) == n_calls  # zero model calls
     (ta, ma), (tb, mb) = load_batch(first[0]), load_batch(again[0])
     assert mb.extra["cached"] and mb.model_calls == 0 and ma.routes == mb.routes
     assert np.array_equal(ta.action, tb.action) and np.array_equal(ta.obs, tb.obs)
     # a different prompt (behaviour shown) is a new request
-    generate_demonstrations(SC, tmp_path / "c", behaviour={0: mb.routes[0]})
+    generate_demonstrations(SC, tmp_path / "c", behaviour={0: mb.routes[0]}, config=PASS)
     assert len(counted) > n_calls
 
 
 def test_filtering_by_the_bound_and_leed_mode(counted, tmp_path):
-    from relied.agents.team import TeamConfig
-    from relied.experts.bound import BoundConfig
-
-    strict = TeamConfig(max_rounds=2, bound=BoundConfig(group="planner"))  # G(i) = all 15
-    assert generate_demonstrations(SC, tmp_path / "f", config=strict) == []
+    strict = TeamConfig(max_rounds=2, bound=BoundConfig(epsilon=1e-6))  # nothing can pass
+    # no plan passed: the lowest-bound plan is saved, marked as a fallback, not accepted
+    fell = generate_demonstrations(SC, tmp_path / "f", config=strict)
+    assert len(fell) == 1
+    _, meta = load_batch(fell[0])
+    assert not meta.accepted and meta.extra["fallback"] and not meta.verdict["accepted"]
+    assert meta.rounds == 2 and meta.extra["accepted_round"] is None
+    assert meta.verdict["violating_agents"] and meta.verdict["epsilon"] < 1.0
+    # a plan that passes is not a fallback
+    _, ok = load_batch(generate_demonstrations(SC, tmp_path / "ok", config=PASS)[0])
+    assert ok.accepted and not ok.extra["fallback"]
     leed = generate_demonstrations(SC, tmp_path / "l", filter_by_bound=False, config=strict)
     _, meta = load_batch(leed[0])
     assert not meta.accepted and meta.rounds == 1 and meta.extra["max_rounds"] == 1
@@ -80,11 +91,17 @@ def test_policy_probs_enter_the_bound(counted, tmp_path):
     seen = []
 
     def learner(obs, mask, ids):
-        seen.append((obs.dtype, mask.shape[1] == (obs.shape[1] - 4) // 5 + 1, ids.max()))
+        seen.append((obs.dtype, mask.shape[1] == (obs.shape[1] - 4) // SLOT_FEATURES + 1,
+                     ids.max()))
         return mask / mask.sum(1, keepdims=True)
 
-    first = generate_demonstrations(SC, tmp_path / "p")
-    paths = generate_demonstrations(SC, tmp_path / "p", policy_probs=learner)
+    def greedy(obs, mask, ids):  # all mass on the first valid action
+        probs = np.zeros(mask.shape)
+        probs[np.arange(len(mask)), mask.argmax(1)] = 1.0
+        return probs
+
+    first = generate_demonstrations(SC, tmp_path / "p", config=PASS)
+    paths = generate_demonstrations(SC, tmp_path / "p", policy_probs=learner, config=PASS)
     _, meta = load_batch(paths[0])
     assert seen and all(d == np.float32 and ok and top < 15 for d, ok, top in seen)
     assert not meta.extra["cached"]  # the learners changed: no cached verdict
@@ -92,5 +109,12 @@ def test_policy_probs_enter_the_bound(counted, tmp_path):
     stored = load_batch(first[0])[1].verdict["bounds"]
     again = recheck_batch(first[0])
     assert again.bounds == pytest.approx([stored[str(i)] for i in range(15)])
-    assert max(recheck_batch(first[0], policy_probs=learner).bounds) == pytest.approx(
-        max(again.bounds))
+    assert recheck_batch(first[0], policy_probs=learner).bounds == pytest.approx(again.bounds)
+    # another current policy changes the divergence term, the previous policy adds its step
+    moved = np.array(recheck_batch(first[0], policy_probs=greedy).divergence_terms)
+    assert not np.allclose(moved, again.divergence_terms)
+    stepped = np.array(recheck_batch(first[0], policy_probs=greedy,
+                                     previous_probs=uniform_probs).divergence_terms)
+    assert (stepped >= moved).all() and (stepped > moved).sum() >= 2
+    # the learners' gamma sets the scale: a shorter horizon gives smaller bounds
+    assert max(recheck_batch(first[0], gamma=0.9).bounds) < max(again.bounds)

@@ -20,13 +20,8 @@ from relied.agents.plans import JointPlan
 from relied.agents.view import CityView, PlanRouteError
 from relied.env.core import RoutingCore
 from relied.env.scenario import index_of
-from relied.experts.bound import (
-    BoundConfig,
-    expert_divergence,
-    interaction_groups,
-    stationarity_bound,
-)
-from relied.experts.critic import Execution, execute, return_volatility
+from relied.experts.bound import BoundConfig
+from relied.experts.critic import BoundTerms, Execution, execute, plan_bounds, reference_bound
 
 
 def _tools(*functions: Callable[..., str]) -> list[FunctionTool]:
@@ -72,7 +67,11 @@ def planner_tools(view: CityView, edge_load: np.ndarray | None = None) -> list[F
 @dataclass
 class PlanFacts:
     """A plan executed once in the simulator, and its bound terms for every agent (computed
-    on first use); what the chat tools answer from."""
+    on first use); what the chat tools answer from.
+
+    ``epsilon`` is the critic's absolute threshold (the verdict's ``epsilon``: ``bound.epsilon``
+    is a ratio); when not given it is computed as the team does without learner behaviour
+    (the ratio times the free-flow shortest-path plan's bound quantile)."""
 
     core: RoutingCore
     view: CityView
@@ -80,6 +79,7 @@ class PlanFacts:
     routes: list[list[int]]  # OSM ids per agent
     bound: BoundConfig
     verdict_text: dict
+    epsilon: float | None = None
 
     @cached_property
     def nodes(self) -> list[list[int]]:
@@ -103,14 +103,19 @@ class PlanFacts:
         return load
 
     @cached_property
-    def terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
-        """``(bound, external, divergence, groups)`` of every agent (untrained learners)."""
-        sc, cfg = self.core.scenario, self.bound
-        groups = interaction_groups(self.run.edges_by_step, cfg.group)
-        div = expert_divergence(self.run.traj.obs, self.run.traj.action, self.run.traj.mask,
-                                sc.n_agents, None, cfg.divergence)
-        vol = return_volatility(self.core.net, sc, self.nodes, cfg, groups)
-        return (*stationarity_bound(vol, div, groups, cfg.gamma, sc.reward_bound), groups)
+    def terms(self) -> BoundTerms:
+        """Every agent's bound and its terms, as the critic computes them (untrained
+        learners), from the plan's execution."""
+        return plan_bounds(self.core.net, self.core.scenario, self.nodes, self.bound,
+                           run=self.run)
+
+    @cached_property
+    def threshold(self) -> float:
+        """The absolute epsilon an agent's bound is compared with."""
+        if self.epsilon is not None:
+            return self.epsilon
+        return self.bound.epsilon * reference_bound(self.core.net, self.core.scenario,
+                                                    self.bound)
 
 
 class ChatState:
@@ -181,16 +186,17 @@ def chat_tools(state: ChatState) -> list[FunctionTool]:
 
     def agent_bound(agent_id: int) -> str:
         """The critic's stationarity bound of one agent and its terms (external volatility,
-        policy divergence of its interaction group)."""
+        policy divergence of its interaction group), against the critic's absolute epsilon."""
         if error := agent_or_error(agent_id):
             return error
-        bound, ext, div, groups = state.facts.terms
-        eps = state.facts.bound.epsilon
-        return json.dumps({"agent": agent_id, "bound": round(float(bound[agent_id]), 1),
-                           "external_term": round(float(ext[agent_id]), 1),
-                           "divergence_term": round(float(div[agent_id]), 1),
-                           "group_size": len(groups[agent_id]), "epsilon": eps,
-                           "within_epsilon": bool(bound[agent_id] <= eps)})
+        f = state.facts
+        t, eps = f.terms, f.threshold
+        return json.dumps({"agent": agent_id, "bound": round(float(t.bound[agent_id]), 1),
+                           "external_term": round(float(t.external[agent_id]), 1),
+                           "divergence_term": round(float(t.divergence[agent_id]), 1),
+                           "group_size": len(t.groups[agent_id]), "epsilon": round(eps, 1),
+                           "threshold_ratio": f.bound.epsilon,
+                           "within_epsilon": bool(t.bound[agent_id] <= eps)})
 
     def plan_changes() -> str:
         """What the last replan changed: agents with a new route, mean travel time and the

@@ -54,7 +54,10 @@ Seed = Annotated[int, typer.Option(help="seed of OD sampling")]
 ScenarioOpt = Annotated[Path | None, typer.Option(help="Scenario JSON (overrides city/agents)")]
 Model = Annotated[str, typer.Option(help="offline | auto | ollama:<model>")]
 Host = Annotated[str | None, typer.Option("--ollama-host", help="Ollama URL ($OLLAMA_HOST)")]
-Epsilon = Annotated[float, typer.Option(help="critic's largest accepted bound per agent")]
+Epsilon = Annotated[float, typer.Option(
+    help="critic's threshold, a ratio: the largest accepted ratio of the plan's 90%-quantile "
+         "stationarity bound to the same quantile of the learners' current behaviour (the "
+         "free-flow shortest paths when unknown)")]
 Rounds = Annotated[int, typer.Option(min=1, help="planner -> critic rounds")]
 Timeout = Annotated[float, typer.Option(help="seconds per model call, counted from when it "
                                         "is sent")]
@@ -118,8 +121,10 @@ def generate(
 ) -> None:
     """Plan routes with the expert team and save accepted plans as demonstrations.
 
-    Exit status: 0 when a plan was accepted (or saved with --no-filter), 1 when the critic
-    rejected every plan (the reasons are shown), 2 on an error.
+    Where no plan of a scenario passes the critic within --max-rounds, its lowest-bound plan
+    is saved as a fallback batch (not accepted; metadata extra.fallback). Exit status: 0 when
+    a plan was accepted (or saved with --no-filter), 1 when the critic accepted no plan (the
+    reasons are shown; fallback batches are saved and listed), 2 on an error.
     """
     partial = None
     try:
@@ -142,10 +147,15 @@ def generate(
         fail(f"{_message(partial.__cause__ or partial)}{kept}", as_json)
     n = len(results)
     accepted = [r for r in results if r.accepted]
+
+    def saved_as_fallback(r) -> bool:  # with --no-filter a rejected plan is kept as LEED's
+        return bool(r.fallback and r.path and not no_filter)
+
+    fallback = [r for r in results if saved_as_fallback(r)]
     usage = [u for r in results for u in r.usage]
     summary = {
         "model": spec, "model_label": describe(spec), "city": base.city, "agents": base.n_agents,
-        "plans": n, "accepted": len(accepted),
+        "plans": n, "accepted": len(accepted), "fallback": len(fallback),
         "accepted_first_round": sum(r.accepted_round == 1 for r in results) / n,
         "accepted_within_two_rounds": sum(r.accepted_round in (1, 2) for r in results) / n,
         "model_calls": sum(r.model_calls for r in results),
@@ -156,7 +166,8 @@ def generate(
         "shortest_path_mean_travel_time": _mean([r.shortest_path_mean_travel_time
                                                 for r in results]),
         "usage": usage_totals(usage),
-        "rejected": [{"scenario_seed": r.scenario_seed, "variant": r.variant, **row}
+        "rejected": [{"scenario_seed": r.scenario_seed, "variant": r.variant,
+                      "fallback": saved_as_fallback(r), **row}
                      for r in results if not r.accepted for row in r.rejected],
         "saved": [r.path for r in results if r.path],
     }
@@ -168,12 +179,18 @@ def generate(
         console.print(metric_table(f"expert plans: {summary['model_label']}", shown))
         for row in summary["rejected"][:10]:
             who = f"agent {row['agent']}" if row["agent"] is not None else "plan"
-            console.print(f"rejected (seed {row['scenario_seed']}, variant {row['variant']}) "
-                          f"{who}: {row['reason']}", highlight=False, markup=False)
-        console.print(f"saved {len(summary['saved'])} batches under {out}")
-    if not summary["saved"]:
-        print_error("the critic rejected every plan (see 'rejected'); raise --max-rounds or "
-                    "--epsilon, spread departures, or use --no-filter")
+            kept = "; saved as fallback" if row["fallback"] else ""
+            console.print(f"rejected (seed {row['scenario_seed']}, variant {row['variant']}"
+                          f"{kept}) {who}: {row['reason']}", highlight=False, markup=False,
+                          soft_wrap=True)
+        note = f" ({len(fallback)} fallback: no plan passed)" if fallback else ""
+        console.print(f"saved {len(summary['saved'])} batches under {out}{note}",
+                      highlight=False, markup=False, soft_wrap=True)
+    if not accepted and not (no_filter and summary["saved"]):
+        kept = (f"; {len(fallback)} fallback batch(es) with the lowest bound (not accepted, "
+                f"marked extra.fallback) are saved under {out}" if fallback else "")
+        print_error(f"the critic accepted no plan (see 'rejected'){kept}; raise --max-rounds "
+                    "or --epsilon, spread departures, or use --no-filter")
         raise typer.Exit(1)
 
 
