@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from relied.cli import app
+from relied.rl.config import TrainConfig
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -84,8 +85,10 @@ def test_epsilon_and_timeout_reach_the_expert_team(tmp_path):
     run = Path(json.loads(res.stdout)["run_dir"])
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["epsilon"], cfg["timeout_s"], cfg["experts"]) == (54321.0, 7.0, "offline")
-    (meta,) = (run / "demos").rglob("*.json")
-    assert json.loads(meta.read_text())["extra"]["bound"]["epsilon"] == 54321.0
+    metas = list((run / "demos").rglob("*.json"))  # one batch per demonstrated scenario
+    assert len(metas) == TrainConfig().demo_scenarios
+    for meta in metas:
+        assert json.loads(meta.read_text())["extra"]["bound"]["epsilon"] == 54321.0
 
 
 def test_malformed_config_file_names_the_file(tmp_path):

@@ -16,10 +16,14 @@ def test_config_round_trip(tmp_path):
 
 
 def test_algorithm_defaults_are_resolved_and_overridable():
-    assert (TrainConfig(algo="reled").weight, TrainConfig(algo="reled").critic_filter) == \
+    assert (TrainConfig(algo="reled").weight, TrainConfig(algo="reled").value_filter) == \
         ("dtw", True)
-    assert (TrainConfig(algo="leed").weight, TrainConfig(algo="leed").critic_filter) == \
+    assert (TrainConfig(algo="leed").weight, TrainConfig(algo="leed").value_filter) == \
         ("fixed", False)
+    assert TrainConfig(algo="reled-fixed").weight == "fixed"
+    assert TrainConfig(algo="reled-nofilter").spec.demos == "all"
+    assert TrainConfig(algo="bc").spec.demos == "accepted"  # bc clones RELED's filtered demos
+    assert TrainConfig(algo="tianshou:a2c").engine == "tianshou"
     assert TrainConfig(algo="reled", weight="return").weight == "return"
     assert not TrainConfig(algo="ippo").uses_experts
     assert not TrainConfig(algo="bc").uses_rl

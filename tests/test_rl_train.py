@@ -10,6 +10,7 @@ from relied.env.rollout import run_episode
 from relied.experts.demos import DemoFileError
 from relied.rl.config import TrainConfig
 from relied.rl.demos import DemoError, shortest_path_demos
+from relied.rl.envs import make_vector_env
 from relied.rl.policy import PolicyFileError, TrainedPolicy, load_policy
 from relied.rl.trainer import Trainer, TrainError, read_metrics
 
@@ -18,15 +19,16 @@ torch.set_num_threads(1)
 
 def tiny(**kw) -> TrainConfig:
     base = dict(city="west-oakland", n_agents=6, seed=1, experts="shortest-path",
-                horizon_s=300, total_steps=1500, n_envs=2, minibatch=128, expert_batch=128)
+                train_seeds=1, horizon_s=300, total_steps=1500, n_envs=2, minibatch=128,
+                expert_batch=128)
     return TrainConfig(**(base | kw))
 
 
 def test_short_reled_run_improves_over_initial_policy(tmp_path):
-    trainer = Trainer.create(tiny(total_steps=4000), tmp_path, progress=False)
+    trainer = Trainer.create(tiny(total_steps=8000), tmp_path, progress=False)
     initial = run_episode(trainer.core, TrainedPolicy(trainer.model)).metrics
     summary = trainer.run()
-    assert summary["env_steps"] >= 4000
+    assert summary["env_steps"] >= 8000
     # from trips cut off at the horizon to arriving in about two minutes
     assert summary["final_return"] > initial["mean_return"] + 3.0
     assert summary["arrival_rate"] == 1.0 > initial["arrival_rate"]
@@ -39,7 +41,7 @@ def test_short_reled_run_improves_over_initial_policy(tmp_path):
     assert any((trainer.run_dir / "tb").iterdir())
     stored = TrainConfig.load(trainer.run_dir / "config.json")
     assert stored == trainer.cfg and len(stored.city_sha256) == 64
-    assert stored.model_copy(update={"city_sha256": None}) == tiny(total_steps=4000)
+    assert stored.model_copy(update={"city_sha256": None}) == tiny(total_steps=8000)
 
 
 def test_resume_after_a_kill_restores_identical_state(tmp_path):
@@ -156,3 +158,57 @@ def test_bound_recheck_and_demo_regeneration_use_the_learners(tmp_path):
                                  trainer.experts[0].dec.agent[:5])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert len({round(r["bound_max"], 6) for r in rows}) > 1
+
+
+def test_lambda_weights_each_demonstration_by_its_scenario_and_agent(tmp_path):
+    """lambda(scenario j, agent i) comes from agent i's route in scenario j; each expert row
+    is weighted by its own (j, i). Fails if lambda is averaged or indexed across scenarios."""
+    from relied.rl.hybrid_ppo import ExpertTerm
+
+    trainer = Trainer.create(tiny(train_seeds=2, value_filter=False, lambda_min=0.0),
+                             tmp_path, progress=False)
+    trainer.load_demos()
+    n = trainer.core.n
+    trainer.dtw_km = np.array([np.linspace(0.01, 0.6, n), np.linspace(0.6, 0.01, n)])
+    lam = trainer._expert_weights()
+    assert lam.shape == (2, n)
+    assert not torch.allclose(lam[0], lam[1])  # same agent, other scenario: other weight
+    expert = trainer.expert_tensors
+    assert set(expert.scenario.tolist()) == {0, 1}
+    term = ExpertTerm.prepare(trainer.model, trainer.cfg, expert, trainer.expert_ret, lam)
+    np.testing.assert_allclose(term.weight, lam[expert.scenario, expert.agent])
+    assert not np.allclose(term.weight, lam.mean())
+    assert not np.allclose(term.weight, lam[1 - expert.scenario, expert.agent])
+    # an iteration on scenario 0 measures routes there and leaves scenario 1's untouched
+    venv = make_vector_env(trainer.scenario, 2, "dummy")
+    before = trainer.dtw_km[1].copy()
+    trainer.iterate(venv)
+    venv.close()
+    assert np.array_equal(trainer.dtw_km[1], before)
+    assert not np.allclose(trainer.dtw_km[0], np.linspace(0.01, 0.6, n))
+
+
+def test_fresh_trips_every_iteration_apart_from_demonstrated_and_held_out(tmp_path):
+    cfg = tiny(train_seeds=None, total_steps=1200, heldout_seeds=2)
+    assert cfg.fresh_trips
+    seeds = {cfg.training_seed(t) for t in range(50)}
+    assert len(seeds) == 50 and not seeds & set(cfg.pool_seeds()) and not seeds & set(
+        cfg.heldout())
+    trainer = Trainer.create(cfg, tmp_path, progress=False)
+    summary = trainer.run()
+    assert summary["trips"] == "fresh" and summary["heldout_seeds"] == [1001, 1002]
+    for key in ("heldout_mean_travel_time", "heldout_arrival_rate",
+                "heldout_shortest_path_travel_time"):
+        assert summary[key] is not None
+    assert len(trainer.cores) == cfg.demo_scenarios  # demonstrated scenarios, probed for lambda
+    assert np.isfinite(trainer.dtw_km).any()
+
+
+def test_default_training_generalises_to_held_out_trips_on_west_oakland(tmp_path):
+    """Issue 14: defaults (fresh trips, shared policy) on the smallest city reach every
+    destination of held-out trips, within 10% of free-flow shortest path."""
+    cfg = TrainConfig(city="west-oakland", n_agents=10, seed=2, experts="shortest-path")
+    summary = Trainer.create(cfg, tmp_path, progress=False).run()
+    assert summary["heldout_arrival_rate"] >= 0.99
+    assert summary["heldout_mean_travel_time"] <= 1.10 * summary[
+        "heldout_shortest_path_travel_time"]

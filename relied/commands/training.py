@@ -23,7 +23,7 @@ from relied.experts.demos import DemoFileError
 from relied.rl.config import ALGOS, TrainConfig
 
 #: TrainConfig fields and the ``train`` flags that set them, for error messages.
-TRAIN_FLAGS = {"city": "--city", "n_agents": "--agents", "seed": "--seed",
+TRAIN_FLAGS = {"preset": "--preset", "city": "--city", "n_agents": "--agents", "seed": "--seed",
                "train_seeds": "--train-seeds", "algo": "--algo", "experts": "--experts",
                "demos_dir": "--demos", "total_steps": "--steps", "lr": "--lr", "share": "--share",
                "n_groups": "--groups", "n_envs": "--envs", "vector": "--vector",
@@ -78,8 +78,11 @@ def train(
     city: Annotated[str | None, typer.Option(help="shipped city or .osm path")] = None,
     agents: Annotated[int | None, typer.Option(min=1, help="number of vehicle agents")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of scenario, init and sampling")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="benchmark scenario (relied presets), e.g. aguascalientes-peak")] = None,
     train_seeds: Annotated[int | None, typer.Option(
-        min=1, help="cycle over this many OD scenarios (seed, seed+1, ...)")] = None,
+        min=1, help="train on this many fixed scenarios (seed, seed+1, ...) instead of fresh "
+        "trips every iteration")] = None,
     algo: Annotated[str | None, typer.Option(help=f"one of {', '.join(ALGOS)}")] = None,
     experts: Annotated[str | None, typer.Option(
         help="expert-team model spec (e.g. offline) or shortest-path")] = None,
@@ -117,12 +120,13 @@ def train(
     """Train agents (reled, leed, ippo, bc, mappo) and write a run folder."""
     from relied.rl.trainer import Trainer
 
-    overrides = {"city": city, "n_agents": agents, "seed": seed, "train_seeds": train_seeds,
+    overrides = {"preset": preset, "city": city, "n_agents": agents, "seed": seed,
+                 "train_seeds": train_seeds,
                  "algo": algo,
                  "experts": experts, "demos_dir": str(demos) if demos else None,
                  "total_steps": steps, "lr": lr, "share": share, "n_groups": groups,
-                 "n_envs": envs, "vector": vector, "backend": backend,
-                 "engine": engine, "expert_loss": expert_loss,
+                 "n_envs": envs, "vector": vector, "backend": backend, "engine": engine,
+                 "expert_loss": expert_loss,
                  "weight": weight,
                  "bound_every": bound_every, "regen_every": regen_every,
                  "ollama_host": ollama_host, "timeout_s": timeout, "epsilon": epsilon}

@@ -35,7 +35,7 @@ vehicle came from unless it is the only way on (dead ends).
 
 Observation (``obs_dim = 4 + 6 K``, bounded in ``[-1, 10]``): ``[at_decision, elapsed/horizon,
 free-flow time to go (10 min units), straight distance to go (km)]`` then per out-edge slot of
-the next decision node ``[valid, detour vs. free-flow shortest path (min), delay an entering
+the next decision node ``[valid, detour vs. the best allowed way on (min), delay an entering
 vehicle would meet now (min), fill = vehicles / storage, free-flow time (min), cos(angle to
 destination)]``.
 """
@@ -464,12 +464,11 @@ class RoutingCore:
         net, s = self.net, self.scenario
         node = self.node
         slots = self.out_table[node]
-        deciding = np.flatnonzero(self.status == AT_NODE)
-        valid = slots >= 0
-        valid[deciding] = self._slot_mask(deciding)
+        valid = self._slot_mask(np.arange(self.n))  # the mask at each learner's next node
         se = np.where(valid, slots, 0)
         togo = self.ff_to_dest[self.dest_row, node]
         via = net.freeflow_s[se] + self.ff_to_dest[self.dest_row[:, None], net.edge_dst[se]]
+        best = np.where(valid, via, np.inf).min(axis=1)
         to_dest = self.xy[self.dest] - self.xy[node]
         dist = np.linalg.norm(to_dest, axis=1)
         unit = to_dest / np.maximum(dist, 1e-9)[:, None]
@@ -480,7 +479,7 @@ class RoutingCore:
         obs[:, 3] = dist / 1000.0
         per = obs[:, GLOBAL_FEATURES:].reshape(self.n, self.k, SLOT_FEATURES)
         per[:, :, 0] = valid
-        per[:, :, 1] = (via - togo[:, None]) / 60.0
+        per[:, :, 1] = (via - best[:, None]) / 60.0
         per[:, :, 2] = self.edge_delay()[se] / 60.0
         per[:, :, 3] = self.count[se] / net.storage[se]
         per[:, :, 4] = net.freeflow_s[se] / 60.0

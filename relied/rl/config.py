@@ -2,42 +2,126 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relied.env.scenario import Scenario
-from relied.experts.bound import BoundConfig
+from relied.experts.bound import DEFAULT_GAMMA, BoundConfig
 
-Algo = Literal["reled", "leed", "ippo", "bc", "mappo", "tianshou:ppo", "tianshou:a2c"]
-ALGOS: tuple[str, ...] = ("reled", "leed", "ippo", "bc", "mappo", "tianshou:ppo", "tianshou:a2c")
-USES_EXPERTS = {"reled", "leed", "bc"}
+#: Bump when the meaning of a stored config changes; older run folders are refused clearly.
+CONFIG_VERSION = 2
+
 EXPERT_SPECS = "'offline', 'auto', 'shortest-path' or 'ollama:<model>'"
-ABLATIONS = ("weight", "expert_loss", "critic_filter", "lambda0", "lambda_min", "lambda_decay",
+
+
+class AlgoSpec(BaseModel):
+    """What an algorithm does. The trainer reads these fields, never the algorithm's name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ppo: bool = Field(description="PPO on the agents' own rollouts")
+    expert_loss: bool = Field(description="imitation term on the expert buffer")
+    demos: Literal["accepted", "all", "none"] = Field(
+        description="accepted: batches the stationarity critic accepted (best-bound batches "
+        "when none was); all: every batch")
+    weight: Literal["dtw", "fixed", "one", "none"] = Field(
+        description="expert weight lambda: per agent and scenario from DTW to the expert's "
+        "route; fixed decaying (LEED); 1 (BC)")
+    value_filter: bool = Field(description="an expert transition counts only while its return "
+                               "beats the value estimate")
+    central_value: bool = Field(description="value function also sees the global state "
+                                "(vehicles / storage of every edge): MAPPO")
+    engine: Literal["fast", "tianshou"] = "fast"
+    summary: str
+
+
+ALGO_SPECS: dict[str, AlgoSpec] = {
+    "reled": AlgoSpec(ppo=True, expert_loss=True, demos="accepted", weight="dtw",
+                      value_filter=True, central_value=False,
+                      summary="RELED: PPO + stationarity-filtered demos, DTW lambda"),
+    "reled-nofilter": AlgoSpec(ppo=True, expert_loss=True, demos="all", weight="dtw",
+                               value_filter=True, central_value=False,
+                               summary="ablation: RELED without the critic's filter"),
+    "reled-fixed": AlgoSpec(ppo=True, expert_loss=True, demos="accepted", weight="fixed",
+                            value_filter=True, central_value=False,
+                            summary="ablation: RELED with LEED's fixed decaying lambda"),
+    "leed": AlgoSpec(ppo=True, expert_loss=True, demos="all", weight="fixed",
+                     value_filter=False, central_value=False,
+                     summary="LEED: PPO + all demos, fixed decaying lambda"),
+    "ippo": AlgoSpec(ppo=True, expert_loss=False, demos="none", weight="none",
+                     value_filter=False, central_value=False,
+                     summary="independent PPO, no demos"),
+    "mappo": AlgoSpec(ppo=True, expert_loss=False, demos="none", weight="none",
+                      value_filter=False, central_value=True,
+                      summary="PPO with a centralised value function, no demos"),
+    "bc": AlgoSpec(ppo=False, expert_loss=True, demos="accepted", weight="one",
+                   value_filter=False, central_value=False,
+                   summary="behaviour cloning of RELED's (accepted) demos"),
+    "tianshou:ppo": AlgoSpec(ppo=True, expert_loss=False, demos="none", weight="none",
+                             value_filter=False, central_value=False, engine="tianshou",
+                             summary="Tianshou's PPO (docs/tianshou.md)"),
+    "tianshou:a2c": AlgoSpec(ppo=True, expert_loss=False, demos="none", weight="none",
+                             value_filter=False, central_value=False, engine="tianshou",
+                             summary="Tianshou's A2C (docs/tianshou.md)"),
+}
+Algo = Literal["reled", "reled-nofilter", "reled-fixed", "leed", "ippo", "mappo", "bc",
+               "tianshou:ppo", "tianshou:a2c"]
+ALGOS: tuple[str, ...] = tuple(ALGO_SPECS)
+USES_EXPERTS = {name for name, spec in ALGO_SPECS.items() if spec.expert_loss}
+ABLATIONS = ("weight", "expert_loss", "value_filter", "lambda0", "lambda_min", "lambda_decay",
              "dtw_scale_km")
+#: Scenario fields a preset sets unless the config gives them.
+SCENARIO_FIELDS = ("city", "n_agents", "horizon_s", "departure_window_s", "background_share",
+                   "dt_s", "traffic_model")
+
+
+def algo_table() -> str:
+    """The algorithm table as Markdown (docs/training.md prints it)."""
+    fields = [f for f in AlgoSpec.model_fields if f != "summary"]
+    rows = ["| algo | " + " | ".join(fields) + " | what it is |",
+            "|" + "---|" * (len(fields) + 2)]
+    for name, spec in ALGO_SPECS.items():
+        cells = [str(getattr(spec, f)).lower() if isinstance(getattr(spec, f), bool)
+                 else str(getattr(spec, f)) for f in fields]
+        rows.append(f"| `{name}` | " + " | ".join(cells) + f" | {spec.summary} |")
+    return "\n".join(rows)
 
 
 class TrainConfig(BaseModel):
     """City, agents, algorithm, expert model, budget and every PPO / hybrid hyperparameter.
 
-    ``weight`` and ``critic_filter`` default by algorithm (``reled``: ``dtw`` and on, ``leed``:
-    ``fixed`` and off) and are stored resolved, so ``config.json`` shows what ran.
+    ``weight`` and ``value_filter`` default by algorithm (:data:`ALGO_SPECS`) and are stored
+    resolved, so ``config.json`` shows what ran. With ``preset`` the scenario fields not given
+    come from the preset.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+    config_version: int = CONFIG_VERSION
     # problem
+    preset: str | None = Field(None, description="benchmark scenario the problem starts from; "
+                               "the scenario fields given here override it")
     city: str = Field("aguascalientes", description="shipped name, place:<query>, or an OSM "
                       "file (stored as an absolute path when a run is created)")
     city_sha256: str | None = Field(None, description="SHA-256 of the city's source file, "
                                     "recorded when the run is created and checked on resume/eval")
     n_agents: int = Field(20, ge=1, le=100_000)
     seed: int = Field(0, ge=0, lt=2**32)
-    train_seeds: int = Field(1, ge=1, description="OD scenarios seed, seed+1, ... cycled over "
-                             "iterations (more trips seen: better transfer to new ones)")
+    train_seeds: int | None = Field(None, ge=1, description="None: fresh trips every "
+                                    "iteration; N: cycle over the fixed scenarios seed..seed+N-1")
+    demo_scenarios: int = Field(4, ge=1, description="with fresh trips: scenarios (seed, "
+                                "seed+1, ...) the experts demonstrate")
+    heldout_seeds: int = Field(3, ge=0, description="held-out scenarios (seed+1000, ...) the "
+                               "summary evaluates on")
     horizon_s: float = Field(1800.0, gt=0)
     departure_window_s: float = Field(0.0, ge=0)
+    background_share: float = Field(0.0, ge=0, lt=1)
+    dt_s: float = Field(1.0, gt=0, le=60)
+    traffic_model: Literal["queue", "bpr"] = "queue"
     # algorithm and experts
     algo: Algo = "reled"
     experts: str = Field("offline", description=f"expert-team model spec: {EXPERT_SPECS}")
@@ -45,7 +129,9 @@ class TrainConfig(BaseModel):
                                     "127.0.0.1:11434)")
     timeout_s: float = Field(120.0, gt=0, description="seconds per expert model call")
     epsilon: float = Field(BoundConfig().epsilon, gt=0,
-                           description="the critic's stationarity bound threshold")
+                           description="the critic's threshold: a plan passes when the 90% "
+                           "quantile of its agents' bounds is at most epsilon times that of "
+                           "the learners' current behaviour")
     demo_batches: int = Field(1, ge=1)
     demos_dir: str | None = Field(None, description="load this demo store instead of generating")
     bound_every: int = Field(0, ge=0, description="every N iterations re-check the demos' "
@@ -54,12 +140,13 @@ class TrainConfig(BaseModel):
                              "demos with the learners' policies and routes (0: never)")
     # policy
     share: Literal["none", "group", "all"] = Field(
-        "none", description="none: one network per agent; group: n_groups; all: one + agent id")
+        "all", description="all: one network for every agent (+ agent id), what generalises to "
+        "new trips; group: n_groups; none: one network per agent (the paper's setting)")
     n_groups: int = Field(4, ge=1)
     hidden: int = Field(64, ge=4)
     id_embed: int = Field(8, ge=0, description="agent-id embedding size (share='all'; 0: none)")
     # sampling
-    total_steps: int = Field(20_000, ge=1, description="budget in simulator steps (all envs)")
+    total_steps: int = Field(40_000, ge=1, description="budget in simulator steps (all envs)")
     n_envs: int = Field(2, ge=1)
     vector: Literal["dummy", "subproc", "ray"] = "dummy"
     backend: Literal["core", "sumo", "sumo-meso"] = Field(
@@ -70,7 +157,8 @@ class TrainConfig(BaseModel):
         "trainer and PPO subclass (docs/tianshou.md)")
     # PPO
     lr: float = Field(3e-3, gt=0)
-    gamma: float = Field(0.99, gt=0, le=1, description="discount per decision")
+    gamma: float = Field(DEFAULT_GAMMA, gt=0, le=1, description="discount per decision, "
+                         "shared with the stationarity bound")
     gae_lambda: float = Field(0.95, ge=0, le=1)
     clip: float = Field(0.2, gt=0)
     epochs: int = Field(4, ge=1)
@@ -81,7 +169,7 @@ class TrainConfig(BaseModel):
     # hybrid expert loss and its weight lambda_i(t)
     expert_loss: Literal["bc", "ppo"] = "bc"
     weight: Literal["dtw", "return", "fixed"] | None = None
-    critic_filter: bool | None = None
+    value_filter: bool | None = None
     lambda0: float = Field(1.0, ge=0)
     lambda_min: float = Field(0.1, ge=0, description="floor: the expert stays an anchor")
     lambda_max: float = Field(1.0, ge=0)
@@ -102,14 +190,17 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _resolve(self) -> TrainConfig:
+        spec = self.spec
         if self.weight is None:
-            self.weight = "dtw" if self.algo == "reled" else "fixed"
-        if self.critic_filter is None:
-            self.critic_filter = self.algo == "reled"
+            self.weight = "dtw" if spec.weight == "dtw" else "fixed"
+        if self.value_filter is None:
+            self.value_filter = spec.value_filter
         if self.lambda_min > self.lambda_max:
             raise ValueError("lambda_min must not exceed lambda_max")
         if self.regen_every and (self.experts == "shortest-path" or self.demos_dir):
             raise ValueError("regen_every needs the expert team (--experts MODEL, no --demos)")
+        if spec.engine == "tianshou" and self.engine != "tianshou":
+            self.engine = "tianshou"  # Tianshou's own algorithms run on its engine only
         if self.departure_window_s >= self.horizon_s:
             raise ValueError(f"departure_window_s ({self.departure_window_s:g}) must be shorter "
                              f"than horizon_s ({self.horizon_s:g})")
@@ -118,17 +209,51 @@ class TrainConfig(BaseModel):
                 if getattr(self, name):
                     raise ValueError(f"{name} is only used by {', '.join(sorted(USES_EXPERTS))};"
                                      f" drop it for algo={self.algo}")
-        if self.demos_dir and self.train_seeds > 1:
-            raise ValueError("demos_dir holds one scenario's demos: use it with train_seeds=1")
+        if self.demos_dir:  # a demo store holds one scenario's demos
+            if self.train_seeds not in (None, 1):
+                raise ValueError("demos_dir holds one scenario's demos: use it with "
+                                 "train_seeds=1 or fresh trips")
+            self.demo_scenarios = 1
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_preset(cls, data):
+        """Fill the scenario fields the config does not give from its preset."""
+        if isinstance(data, dict) and data.get("preset"):
+            from relied.env.presets import load_preset
+
+            base = load_preset(str(data["preset"])).scenario
+            data = {k: getattr(base, k) for k in SCENARIO_FIELDS} | data
+        return data
+
+    @property
+    def spec(self) -> AlgoSpec:
+        return ALGO_SPECS[self.algo]
 
     @property
     def uses_experts(self) -> bool:
-        return self.algo in USES_EXPERTS
+        return self.spec.expert_loss
 
     @property
     def uses_rl(self) -> bool:
-        return self.algo != "bc"
+        return self.spec.ppo
+
+    @property
+    def fresh_trips(self) -> bool:
+        return self.train_seeds is None
+
+    def training_seed(self, iteration: int) -> int:
+        """Seed of the trips of ``iteration`` (fresh trips): its own stream, apart from the
+        demonstrated (seed + j) and held-out (seed + 1000 + j) scenarios."""
+        return int(np.random.SeedSequence([self.seed, 7, iteration]).generate_state(1)[0])
+
+    def pool_seeds(self) -> list[int]:
+        """Seeds of the fixed scenarios: the training pool, or the demonstrated ones."""
+        return [self.seed + j for j in range(self.train_seeds or self.demo_scenarios)]
+
+    def heldout(self) -> list[int]:
+        return [self.seed + 1000 + j for j in range(self.heldout_seeds)]
 
     @property
     def label(self) -> str:
@@ -142,11 +267,22 @@ class TrainConfig(BaseModel):
                  n_agents: int | None = None) -> Scenario:
         return Scenario(city=city or self.city, n_agents=n_agents or self.n_agents,
                         seed=self.seed if seed is None else seed, horizon_s=self.horizon_s,
-                        departure_window_s=self.departure_window_s)
+                        departure_window_s=self.departure_window_s,
+                        background_share=self.background_share, dt_s=self.dt_s,
+                        traffic_model=self.traffic_model)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.model_validate_json(Path(path).read_text())
+        """Read ``config.json``; a config of another version is refused with one line."""
+        text = Path(path).read_text()
+        try:
+            version = json.loads(text).get("config_version", 1)
+        except (json.JSONDecodeError, AttributeError):
+            version = CONFIG_VERSION  # let validation name the problem
+        if version != CONFIG_VERSION:
+            raise ValueError(f"'{path}' was written by another relied version (config version "
+                             f"{version}, this one reads {CONFIG_VERSION}); train the run again")
+        return cls.model_validate_json(text)

@@ -51,9 +51,10 @@ def shortest_path_demos(scenario: Scenario, out_dir: Path, **_: object) -> list[
 
 def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress: bool,
                       ollama_host: str | None = None, timeout_s: float = 120.0,
-                      epsilon: float | None = None) -> DemoProvider:
-    """A provider that asks the expert team (issue 3) for ``batches`` demo batches, with the
-    critic's threshold ``epsilon`` (default: :class:`BoundConfig`'s)."""
+                      epsilon: float | None = None, gamma: float | None = None
+                      ) -> DemoProvider:
+    """A provider that asks the expert team for ``batches`` demo batches, with the critic's
+    threshold ``epsilon`` (a ratio, :class:`BoundConfig`) and the learners' ``gamma``."""
 
     def provide(scenario: Scenario, out_dir: Path, policy_probs=None,
                 behaviour: dict[int, list[int]] | None = None) -> list[Path]:
@@ -63,8 +64,8 @@ def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress:
         except ImportError as exc:
             raise DemoError(f"the expert team is not available ({exc}); use --experts "
                             "shortest-path or --demos DIR") from None
-        config = TeamConfig() if epsilon is None else \
-            TeamConfig(bound=BoundConfig(epsilon=epsilon))
+        bound = {k: v for k, v in (("epsilon", epsilon), ("gamma", gamma)) if v is not None}
+        config = TeamConfig(bound=BoundConfig(**bound))
         return generate_demonstrations(scenario, Path(out_dir), model=model, batches=batches,
                                        filter_by_bound=filter_by_bound, policy_probs=policy_probs,
                                        behaviour=behaviour, progress=progress, config=config,
@@ -78,7 +79,7 @@ def make_provider(cfg: TrainConfig, progress: bool) -> DemoProvider:
     if cfg.experts == "shortest-path":
         return shortest_path_demos
     return expert_team_demos(cfg.experts, cfg.demo_batches, cfg.spec.demos == "accepted", progress,
-                             cfg.ollama_host, cfg.timeout_s, cfg.epsilon)
+                             cfg.ollama_host, cfg.timeout_s, cfg.epsilon, cfg.gamma)
 
 
 @dataclass

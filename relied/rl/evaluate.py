@@ -215,7 +215,7 @@ def compare_runs(paths: list[Path], out: Path, include_unfinished: bool = False)
                                "total_steps": cfg.total_steps})
         if rows and (done or include_unfinished):
             groups.setdefault(cfg.label, []).append((run, rows))
-            window = max(window, cfg.train_seeds)  # average over a full cycle of scenarios
+            window = max(window, cfg.train_seeds or 1)  # a full cycle of fixed scenarios
     if not groups:
         raise TrainError("none of the given runs has logged an iteration yet" if not unfinished
                          or include_unfinished else

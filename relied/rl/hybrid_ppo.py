@@ -8,8 +8,8 @@ For agent ``i`` the loss is ``L_PPO(own rollouts) + lambda_i(t) * L_expert(its d
   under the masked policy; ``ppo`` is a PPO-style surrogate on expert transitions with
   advantage +1, ``-min(r_E, 1+eps)``, ``r_E`` the probability ratio of the expert action to the
   policy at the start of the update (it stops pushing once the expert action gained ``eps``);
-* critic filter (``critic_filter``, RELED): an expert transition counts only while its
-  demonstrated discounted return beats the critic's value of that state,
+* value filter (``value_filter``, RELED): an expert transition counts only while its
+  demonstrated discounted return beats the value function's estimate of that state,
   ``G_E(s) > V(s)`` (imitate where the expert is better than what the agent expects).
 
 Agent rollouts and expert transitions stay in separate buffers and meet only in this loss
@@ -38,16 +38,17 @@ class Tensors:
     action: torch.Tensor
     agent: torch.Tensor
     gstate: torch.Tensor
+    scenario: torch.Tensor
 
     @staticmethod
     def of(dec: Decisions) -> Tensors:
         return Tensors(torch.as_tensor(dec.obs), torch.as_tensor(dec.mask),
                        torch.as_tensor(dec.action), torch.as_tensor(dec.agent),
-                       torch.as_tensor(dec.gstate))
+                       torch.as_tensor(dec.gstate), torch.as_tensor(dec.scenario))
 
     def __getitem__(self, idx: torch.Tensor) -> Tensors:
         return Tensors(self.obs[idx], self.mask[idx], self.action[idx], self.agent[idx],
-                       self.gstate[idx])
+                       self.gstate[idx], self.scenario[idx])
 
 
 @torch.no_grad()
@@ -64,8 +65,9 @@ def evaluate_actions(model: ActorCritic, t: Tensors, chunk: int = 65_536):
 @dataclass
 class ExpertTerm:
     """The expert buffer's tensors for one update: each transition's weight
-    ``lambda_{agent} * keep`` (``keep``: the critic filter) and its log-probability under the
-    policy at the start of the update."""
+    ``lambda * keep`` (``lambda`` of its agent, ``(n,)``, or of its scenario and agent,
+    ``(S, n)``; ``keep``: the value filter) and its log-probability under the policy at the
+    start of the update."""
 
     expert: Tensors
     weight: torch.Tensor
@@ -77,8 +79,9 @@ class ExpertTerm:
                 lam: torch.Tensor) -> ExpertTerm:
         """Evaluate the expert buffer once, before the update's first minibatch."""
         logp_old, value = evaluate_actions(model, expert)
-        keep = (expert_ret > value).float() if cfg.critic_filter else torch.ones_like(value)
-        return ExpertTerm(expert, lam[expert.agent] * keep, logp_old, keep)
+        keep = (expert_ret > value).float() if cfg.value_filter else torch.ones_like(value)
+        weight = lam[expert.scenario, expert.agent] if lam.dim() == 2 else lam[expert.agent]
+        return ExpertTerm(expert, weight * keep, logp_old, keep)
 
     def loss(self, model: ActorCritic, cfg: TrainConfig, idx: torch.Tensor
              ) -> tuple[torch.Tensor, dict[str, float]]:

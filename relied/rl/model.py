@@ -1,4 +1,5 @@
-"""Masked discrete actor-critic for all agents at once, with per-agent, grouped or shared weights.
+"""Masked discrete policy and value network for all agents at once, with per-agent, grouped
+or shared weights.
 
 Every network holds ``G`` weight sets; a batch of agent rows (any agents, any envs) goes
 through one forward call, rows sorted by group and each group's rows through its own weights
@@ -14,9 +15,9 @@ The actor scores each out-edge slot with the same small network applied to
 ``[global features, that slot's features]`` (the no-op gets logit 0): it ranks edges by what
 they look like (detour, load, heading), not by slot position, so it transfers across nodes,
 trips and cities, whatever their maximum out-degree. Invalid actions get ``-1e9`` logits (the
-mask is applied here, not by PPO). The critic reads the whole observation; with
-``central_critic`` (MAPPO) also a global state: the mean observation of all agents of the same
-env at that step.
+mask is applied here, not by PPO). The value network reads the whole observation; with
+``state_dim > 0`` (MAPPO) also the global state of the env at that step: vehicles / storage of
+every edge (``info["state"]`` of the training env).
 """
 
 from __future__ import annotations
@@ -72,21 +73,21 @@ class ActorCritic(nn.Module):
 
     def __init__(self, obs_dim: int, k: int, n_agents: int, share: str = "none",
                  n_groups: int = 4, hidden: int = 64, id_embed: int = 8,
-                 central_critic: bool = False):
+                 state_dim: int = 0):
         super().__init__()
         self.kwargs = dict(obs_dim=obs_dim, k=k, n_agents=n_agents, share=share,
                            n_groups=n_groups, hidden=hidden, id_embed=id_embed,
-                           central_critic=central_critic)
+                           state_dim=state_dim)
         self.obs_dim, self.k, self.n_agents, self.share = obs_dim, k, n_agents, share
         self.groups = {"none": n_agents, "group": n_groups, "all": 1}[share]
         self.embed = nn.Embedding(n_agents, id_embed) if share == "all" and id_embed else None
         d_id = id_embed if self.embed is not None else 0
         self.n_global = obs_dim - SLOT_FEATURES * k
-        self.central_critic = central_critic
+        self.state_dim = state_dim
         self.actor = GroupMLP(self.groups, self.n_global + SLOT_FEATURES + d_id, hidden, 1,
                               out_gain=0.01)
-        self.critic = GroupMLP(self.groups, obs_dim + d_id + (obs_dim if central_critic else 0),
-                               hidden, 1, out_gain=1.0)
+        self.value_net = GroupMLP(self.groups, obs_dim + d_id + state_dim, hidden, 1,
+                                  out_gain=1.0)
 
     def _ids(self, agent: torch.Tensor) -> torch.Tensor | None:
         return self.embed(agent % self.n_agents) if self.embed is not None else None
@@ -113,6 +114,6 @@ class ActorCritic(nn.Module):
         ids = self._ids(agent)
         if ids is not None:
             parts.append(ids)
-        if self.central_critic:
+        if self.state_dim:
             parts.append(gstate)
-        return self.critic(torch.cat(parts, dim=1), agent % self.groups).squeeze(1)
+        return self.value_net(torch.cat(parts, dim=1), agent % self.groups).squeeze(1)

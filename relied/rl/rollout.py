@@ -22,8 +22,9 @@ from relied.env.rollout import Trajectories
 @dataclass
 class Decisions:
     """Decision transitions sorted by (agent, time): per row ``obs, mask, action, reward,
-    agent, t, end`` (last decision of the agent's episode) and ``gstate`` (mean observation
-    of all agents at that step, the MAPPO critic's global state)."""
+    agent, t, end`` (last decision of the agent's episode), ``gstate`` (the env's global state
+    at that step for MAPPO's value function; width 0 otherwise) and ``scenario`` (index of the
+    demonstrated scenario an expert row belongs to; 0 for rollouts)."""
 
     obs: np.ndarray
     mask: np.ndarray
@@ -33,6 +34,11 @@ class Decisions:
     t: np.ndarray
     end: np.ndarray
     gstate: np.ndarray
+    scenario: np.ndarray | None = None  # filled with zeros when not given
+
+    def __post_init__(self) -> None:
+        if self.scenario is None:
+            self.scenario = np.zeros(len(self.action), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.action)
@@ -43,8 +49,10 @@ class Decisions:
                            for f in Decisions.__dataclass_fields__))
 
 
-def decisions_from(traj: Trajectories, k: int) -> Decisions:
-    """Decision transitions of every agent in one episode's ``(T, n, ...)`` arrays."""
+def decisions_from(traj: Trajectories, k: int, state: np.ndarray | None = None,
+                   scenario: int = 0) -> Decisions:
+    """Decision transitions of every agent in one episode's ``(T, n, ...)`` arrays; ``state``
+    (``(T, S)``) gives each row its step's global state."""
     deciding = traj.mask[:, :, :k].any(axis=2)
     agent, t = np.nonzero(deciding.T)  # sorted by agent, then time
     steps = traj.reward.shape[0]
@@ -53,11 +61,12 @@ def decisions_from(traj: Trajectories, k: int) -> Decisions:
     t_next = np.where(same_next, np.roll(t, -1), steps)
     cum = np.concatenate([np.zeros((1, traj.reward.shape[1])), np.cumsum(traj.reward, axis=0)])
     reward = cum[t_next, agent] - cum[t, agent]
-    gstate = traj.obs.mean(axis=1)
+    gstate = state[t] if state is not None else np.zeros((len(t), 0))
     return Decisions(obs=traj.obs[t, agent].astype(np.float32), mask=traj.mask[t, agent],
                      action=traj.action[t, agent].astype(np.int64),
                      reward=reward.astype(np.float32), agent=agent.astype(np.int64),
-                     t=t.astype(np.int64), end=~same_next, gstate=gstate[t].astype(np.float32))
+                     t=t.astype(np.int64), end=~same_next, gstate=gstate.astype(np.float32),
+                     scenario=np.full(len(t), scenario, dtype=np.int64))
 
 
 def gae(dec: Decisions, value: np.ndarray, gamma: float, lam: float) -> np.ndarray:
@@ -94,6 +103,7 @@ class EpisodeRecord:
     node: np.ndarray
     metrics: dict[str, float]
     arrived: np.ndarray
+    state: np.ndarray | None = None  # (T, n_edges) global state, when the env reports it
 
     @property
     def steps(self) -> int:
@@ -110,11 +120,12 @@ def collect(venv, act: Act, obs_dim: int, k: int, options: dict | None = None
     call."""
     n_envs = len(venv)
     obs, info = venv.reset(options=options or {})
-    buf = [{"obs": [], "mask": [], "action": [], "reward": [], "node": []}
+    buf = [{"obs": [], "mask": [], "action": [], "reward": [], "node": [], "state": []}
            for _ in range(n_envs)]
     records: list[EpisodeRecord | None] = [None] * n_envs
     active = list(range(n_envs))
     nodes = [info[e]["node"] for e in range(n_envs)]
+    states = [info[e].get("state") for e in range(n_envs)]
     while active:
         o, m = obs[..., :obs_dim], obs[..., obs_dim:] > 0.5
         deciding = m[:, :, :k].any(axis=2)
@@ -128,13 +139,16 @@ def collect(venv, act: Act, obs_dim: int, k: int, options: dict | None = None
             for key, value in (("obs", o[j]), ("mask", m[j]), ("action", actions[j]),
                                ("reward", rew[j]), ("node", nodes[e])):
                 b[key].append(value)
-            nodes[e] = info[j]["node"]
+            if states[e] is not None:
+                b["state"].append(states[e])
+            nodes[e], states[e] = info[j]["node"], info[j].get("state")
             if term[j]:
                 traj = Trajectories(obs=np.stack(b["obs"]), mask=np.stack(b["mask"]),
                                     action=np.stack(b["action"]), reward=np.stack(b["reward"]),
                                     done=_done_at_end(len(b["obs"]), o.shape[1]))
                 records[e] = EpisodeRecord(traj, np.stack(b["node"]), info[j]["metrics"],
-                                           info[j]["arrived"])
+                                           info[j]["arrived"],
+                                           np.stack(b["state"]) if b["state"] else None)
         keep = ~np.asarray(term, dtype=bool)
         active = [e for e, kept in zip(active, keep, strict=True) if kept]
         obs = next_obs[keep]

@@ -198,9 +198,7 @@ class TianshouRun:
         self.provider = provider or make_provider(cfg, progress)
         seed_everything(cfg.seed)
         net = load_city(cfg.city)
-        seeds = cfg.pool_seeds() if hasattr(cfg, "pool_seeds") else \
-            [cfg.seed + j for j in range(cfg.train_seeds)]  # a fixed pool, cycled
-        self.cores = [RoutingCore(net, cfg.scenario(seed=s)) for s in seeds]
+        self.cores = [RoutingCore(net, cfg.scenario(seed=s)) for s in cfg.pool_seeds()]
         core = self.cores[0]
         self.model = ActorCritic(core.obs_dim, core.k, core.n, share=cfg.share,
                                  n_groups=cfg.n_groups, hidden=cfg.hidden,

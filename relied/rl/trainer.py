@@ -1,13 +1,18 @@
 """The training loop: sample, update, log, checkpoint; resumable exactly.
 
 A run folder ``runs/<city>/<algo>/<seed>/<timestamp>/`` holds ``config.json`` (the
-:class:`TrainConfig`), ``demos/seed-<s>/`` (the expert store of each training scenario),
+:class:`TrainConfig`), ``demos/seed-<s>/`` (the expert store of each fixed scenario),
 ``metrics.csv`` (one row per iteration), ``tb/`` (TensorBoard, through Tianshou's
 ``TensorboardLogger``), ``checkpoints/ckpt_<iteration>.pt``, and at the end ``policy.pt``,
 ``summary.json``, ``learning_curve.png`` and ``routes.png``.
 
-One iteration = one full episode in each of the ``n_envs`` envs (iteration ``t`` on training
-scenario ``seed + t mod train_seeds``), then one hybrid update. A checkpoint after every
+One iteration = one full episode in each of the ``n_envs`` envs, then one hybrid update. By
+default every iteration draws fresh trips (:meth:`TrainConfig.training_seed`), and the
+experts demonstrate ``demo_scenarios`` fixed scenarios; with ``train_seeds = N`` iteration
+``t`` runs fixed scenario ``seed + t mod N``, which is also demonstrated. The expert weight
+``lambda`` is kept per fixed scenario and agent, from the route the agent last drove there
+(the rollout in that scenario, or with fresh trips a greedy probe episode of one fixed
+scenario per iteration). A checkpoint after every
 iteration holds model, optimizer, all RNG states, step counters and the lambda state; episodes
 never straddle a checkpoint, so ``--resume`` continues from the last one without losing or
 repeating data (later CSV rows and TensorBoard events are dropped).
@@ -22,6 +27,7 @@ the city's absolute path and SHA-256, checked on resume and evaluation."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -62,7 +68,7 @@ from relied.rl.schedule import dtw_per_step, expert_weights
 CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "return",
               "mean_travel_time", "p95_travel_time", "arrival_rate", "loss_pg", "loss_v",
               "entropy", "approx_kl", "loss_expert", "expert_nll", "expert_kept", "lambda_mean",
-              "dtw_km", "bound_max", "bound_offenders", "demos_regenerated")
+              "dtw_km", "bound_max", "bound_offenders", "demos_regenerated", "demos_fallback")
 CKPT = re.compile(r"ckpt_(\d+)\.pt$")
 CKPT_FORMAT = 2  # plain tensors/numbers only (weights_only=True); 1 was a full pickle
 COUNTERS = {"iteration": int, "env_steps": int, "agent_steps": int, "decisions": int,
@@ -202,20 +208,23 @@ class Trainer:
         self.provider = provider or make_provider(cfg, progress)
         check_backend(cfg.vector)
         seed_everything(cfg.seed)
-        net = load_city(cfg.city)
-        self.cores = [RoutingCore(net, cfg.scenario(seed=cfg.seed + j))
-                      for j in range(cfg.train_seeds)]
+        self.net = net = load_city(cfg.city)
+        # the fixed scenarios: the training pool, or (fresh trips) the demonstrated ones
+        self.cores = [RoutingCore(net, cfg.scenario(seed=s)) for s in cfg.pool_seeds()]
         self.core, self.scenario = self.cores[0], self.cores[0].scenario
         n = self.core.n
         self.model = ActorCritic(self.core.obs_dim, self.core.k, n, share=cfg.share,
                                  n_groups=cfg.n_groups, hidden=cfg.hidden,
-                                 id_embed=cfg.id_embed, central_critic=cfg.algo == "mappo")
+                                 id_embed=cfg.id_embed,
+                                 state_dim=net.n_edges if cfg.spec.central_value else 0)
         self.optim = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-5)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.counters = {"iteration": 0, "env_steps": 0, "agent_steps": 0, "decisions": 0,
                          "wall_s": 0.0}
-        self.dtw_km = np.full(n, np.nan)
-        self.agent_return = np.full(n, np.nan)
+        # per scenario j and agent i: DTW of i's latest route in j to its expert route there,
+        # and i's latest return in j (NaN until measured)
+        self.dtw_km = np.full((len(self.cores), n), np.nan)
+        self.agent_return = np.full((len(self.cores), n), np.nan)
         self.experts: list[ExpertSet] = []
 
     # ---- construction -------------------------------------------------------------------
@@ -320,10 +329,9 @@ class Trainer:
             counters = {k: kind(state["counters"][k]) for k, kind in COUNTERS.items()}
             if any(v < 0 for v in counters.values()):
                 raise ValueError("negative counter")
-            n = self.core.n
             dtw, ret = state["dtw_km"].numpy().copy(), state["agent_return"].numpy().copy()
-            if dtw.shape != (n,) or ret.shape != (n,):
-                raise ValueError("per-agent arrays of another size")
+            if dtw.shape != self.dtw_km.shape or ret.shape != self.agent_return.shape:
+                raise ValueError("per-scenario, per-agent arrays of another size")
             self.model.load_state_dict(state["model"])
             self.optim.load_state_dict(state["optim"])
             self.gen.set_state(state["gen"])
@@ -361,8 +369,9 @@ class Trainer:
 
     # ---- demonstrations -----------------------------------------------------------------
     def load_demos(self) -> None:
-        """Load (or generate once, into ``demos/seed-<s>/``) the demos of every training
-        scenario; all go into one expert buffer."""
+        """Load (or generate once, into ``demos/seed-<s>/``) the demos of every fixed scenario
+        (the training pool, or the demonstrated scenarios with fresh trips); all go into one
+        expert buffer whose rows know their scenario."""
         if not self.cfg.uses_experts:
             return
         self.experts = []
@@ -377,7 +386,7 @@ class Trainer:
                 paths = self.provider(core.scenario, store)
             self.demo_paths.append(paths)
             self.experts.append(load_expert_set(paths, core, self.cfg.gamma,
-                                                accepted_only=self.cfg.algo == "reled"))
+                                                accepted_only=self.cfg.spec.demos == "accepted"))
         self._stack_experts()
 
     def _latest_store(self, core: RoutingCore) -> Path:
@@ -389,6 +398,8 @@ class Trainer:
         return regens[-1] if regens else base
 
     def _stack_experts(self) -> None:
+        for j, e in enumerate(self.experts):
+            e.dec.scenario = np.full(len(e.dec), j, dtype=np.int64)
         self.expert_tensors = Tensors.of(Decisions.concat([e.dec for e in self.experts]))
         self.expert_ret = torch.as_tensor(np.concatenate([e.ret for e in self.experts]),
                                           dtype=torch.float32)
@@ -400,34 +411,41 @@ class Trainer:
                                        torch.as_tensor(agent))
             return torch.multinomial(torch.softmax(logits, 1), 1, generator=self.gen)[:, 0].numpy()
 
-    def _lambdas(self, records: list[EpisodeRecord], j: int) -> torch.Tensor | None:
-        cfg, n = self.cfg, self.core.n
+    def _expert_weights(self) -> torch.Tensor | None:
+        """``lambda`` of every (scenario, agent): ``(S, n)``, each demonstration row weighted
+        by the agent and scenario it belongs to."""
+        cfg = self.cfg
         if not cfg.uses_experts:
             return None
-        if cfg.algo == "bc":
-            return torch.ones(n)
-        self.agent_return = np.mean([r.traj.reward.sum(axis=0) for r in records], axis=0)
-        if cfg.weight == "dtw":
-            self.dtw_km = self._route_distances(records[0], j)
-        lam = expert_weights(cfg.weight, self.counters["iteration"], lambda0=cfg.lambda0,
-                             lambda_min=cfg.lambda_min, lambda_max=cfg.lambda_max,
-                             decay=cfg.lambda_decay, dtw_km=self.dtw_km,
-                             dtw_scale_km=cfg.dtw_scale_km, agent_return=self.agent_return,
-                             expert_return=self.experts[j].agent_return,
-                             return_temp=cfg.return_temp, n=n)
+        if cfg.spec.weight == "one":
+            return torch.ones(self.dtw_km.shape)
+        lam = np.stack([
+            expert_weights(cfg.weight, self.counters["iteration"], lambda0=cfg.lambda0,
+                           lambda_min=cfg.lambda_min, lambda_max=cfg.lambda_max,
+                           decay=cfg.lambda_decay, dtw_km=self.dtw_km[j],
+                           dtw_scale_km=cfg.dtw_scale_km, agent_return=self.agent_return[j],
+                           expert_return=self.experts[j].agent_return,
+                           return_temp=cfg.return_temp, n=self.core.n)
+            for j in range(len(self.cores))])
         return torch.as_tensor(lam, dtype=torch.float32)
 
-    def _route_distances(self, rec: EpisodeRecord, j: int) -> np.ndarray:
-        """DTW (km per step) between each agent's driven route and its expert route."""
+    def _observe_scenario(self, j: int, routes: list[np.ndarray], returns: np.ndarray) -> None:
+        """Record the agents' latest node routes and returns in fixed scenario ``j``."""
         core = self.cores[j]
-        deciding = rec.traj.mask[:, :, : core.k].any(axis=2)
-        out = np.empty(core.n)
-        for i in range(core.n):
-            nodes = rec.node[deciding[:, i], i]
-            if rec.arrived[i]:
-                nodes = np.append(nodes, core.dest[i])
-            out[i] = dtw_per_step(core.xy[nodes] / 1000.0, self.experts[j].routes_km[i])
-        return out
+        self.agent_return[j] = returns
+        if self.experts:
+            self.dtw_km[j] = [dtw_per_step(core.xy[r] / 1000.0, self.experts[j].routes_km[i])
+                              for i, r in enumerate(routes)]
+
+    def _probe(self, j: int) -> list[np.ndarray]:
+        """Drive fixed scenario ``j`` with the current greedy policy (fresh-trip training never
+        samples it): the agents' latest routes and returns there."""
+        core = RoutingCore(self.net, self.cores[j].scenario, record_routes=True)
+        episode = run_episode(core, TrainedPolicy(self.model))
+        self.model.train()
+        routes = [np.asarray(r) for r in episode.routes]
+        self._observe_scenario(j, routes, episode.returns)
+        return routes
 
     def policy_probs(self, obs: np.ndarray, mask: np.ndarray, agent: np.ndarray) -> np.ndarray:
         """The learners' current action probabilities, for the stationarity bound."""
@@ -437,53 +455,75 @@ class Trainer:
                                        torch.as_tensor(agent, dtype=torch.long))
             return torch.softmax(logits, 1).numpy()
 
-    def _recheck_bound(self, j: int) -> dict[str, float]:
-        """Recompute the stationarity bound of scenario ``j``'s demos under current policies."""
+    def _recheck_bound(self, j: int, previous: ActorCritic) -> dict[str, float]:
+        """Recompute the stationarity bound of scenario ``j``'s demos under the learners'
+        current policies, with ``previous`` (the policies before the last update) for the
+        successive-policy term."""
         from relied.experts.critic import recheck_batch
 
-        reports = [recheck_batch(p, self.policy_probs) for p in self.demo_paths[j]]
+        def previous_probs(obs, mask, agent):
+            with torch.no_grad():
+                logits = previous.logits(torch.as_tensor(obs, dtype=torch.float32),
+                                         torch.as_tensor(mask, dtype=torch.bool),
+                                         torch.as_tensor(agent, dtype=torch.long))
+                return torch.softmax(logits, 1).numpy()
+
+        reports = [recheck_batch(p, self.policy_probs, previous_probs=previous_probs,
+                                 gamma=self.cfg.gamma) for p in self.demo_paths[j]]
         return {"bound_max": max(max(r.bounds) for r in reports),
                 "bound_offenders": float(np.mean([len(r.offenders) for r in reports]))}
 
-    def _regenerate(self, j: int, rec: EpisodeRecord) -> None:
+    def _regenerate(self, j: int, routes: list[np.ndarray]) -> None:
         """Ask the expert team again for scenario ``j``, with the learners' policies and their
         latest routes in the prompt; the new demos replace that scenario's expert set."""
         core = self.cores[j]
-        deciding = rec.traj.mask[:, :, : core.k].any(axis=2)
-        behaviour = {i: core.net.osm_ids[rec.node[deciding[:, i], i]].tolist()
-                     for i in range(core.n)}
+        behaviour = {i: core.net.osm_ids[r].tolist() for i, r in enumerate(routes)}
         store = (self.run_dir / "demos" / f"seed-{core.scenario.seed}"
                  / f"iter-{self.counters['iteration'] + 1:06d}")
         paths = self.provider(core.scenario, store, policy_probs=self.policy_probs,
                               behaviour=behaviour)
         self.demo_paths[j] = paths
         self.experts[j] = load_expert_set(paths, core, self.cfg.gamma,
-                                          accepted_only=self.cfg.algo == "reled")
+                                          accepted_only=self.cfg.spec.demos == "accepted")
         self._stack_experts()
 
     def iterate(self, venv) -> dict[str, float]:
+        """One iteration: an episode per env (fresh trips, or fixed scenario ``t mod N``), the
+        agents' latest routes in one fixed scenario, then the hybrid update."""
         start = time.perf_counter()
         cfg = self.cfg
-        j = self.counters["iteration"] % cfg.train_seeds
+        it = self.counters["iteration"]
+        j = it % len(self.cores)
+        scenario = (cfg.scenario(seed=cfg.training_seed(it)) if cfg.fresh_trips
+                    else self.cores[j].scenario)
         records = collect(venv, self._act, self.core.obs_dim, self.core.k,
-                          {"scenario": self.cores[j].scenario})
-        dec = Decisions.concat([decisions_from(r.traj, self.core.k) for r in records])
+                          {"scenario": scenario})
+        dec = Decisions.concat([decisions_from(r.traj, self.core.k, r.state) for r in records])
         batch = Tensors.of(dec)
         old_logp, value = evaluate_actions(self.model, batch)
         adv = gae(dec, value.numpy(), cfg.gamma, cfg.gae_lambda)
         adv_t = torch.as_tensor(adv, dtype=torch.float32)
-        lam = self._lambdas(records, j)
+        routes: list[np.ndarray] = []
+        if self.experts:
+            if cfg.fresh_trips:
+                routes = self._probe(j)
+            else:
+                routes = driven_routes(records[0], self.cores[j])
+                self._observe_scenario(j, routes, np.mean(
+                    [r.traj.reward.sum(axis=0) for r in records], axis=0))
+        lam = self._expert_weights()
+        recheck = bool(self.experts and cfg.bound_every and (it + 1) % cfg.bound_every == 0)
+        previous = copy.deepcopy(self.model) if recheck else None
         stats = hybrid_update(self.model, self.optim, cfg, self.gen, batch, old_logp, adv_t,
                               adv_t + value,
                               self.expert_tensors if self.experts else None,
                               self.expert_ret if self.experts else None, lam)
         steps = sum(r.steps for r in records)
         extra: dict[str, float] = {}
-        it = self.counters["iteration"] + 1
-        if self.experts and cfg.bound_every and it % cfg.bound_every == 0:
-            extra.update(self._recheck_bound(j))
-        if self.experts and cfg.regen_every and it % cfg.regen_every == 0:
-            self._regenerate(j, records[0])
+        if previous is not None:
+            extra.update(self._recheck_bound(j, previous))
+        if self.experts and cfg.regen_every and (it + 1) % cfg.regen_every == 0:
+            self._regenerate(j, routes)
             extra["demos_regenerated"] = 1.0
         c = self.counters
         c["iteration"] += 1
@@ -497,10 +537,11 @@ class Trainer:
             row[key] = float(np.mean([r.metrics[key] for r in records]))
         row.update(stats)
         row.update(extra)
-        if lam is not None and "lambda_mean" not in row:
+        if lam is not None:
             row["lambda_mean"] = float(lam.mean())
-        if cfg.weight == "dtw" and self.experts and cfg.algo == "reled":
-            row["dtw_km"] = float(np.mean(self.dtw_km))
+            row["demos_fallback"] = float(sum(e.fallback for e in self.experts))
+        if cfg.weight == "dtw" and self.experts:
+            row["dtw_km"] = float(np.nanmean(self.dtw_km[j]))
         return row
 
     # ---- the loop -----------------------------------------------------------------------
@@ -520,7 +561,8 @@ class Trainer:
 
         self.load_demos()
         cfg = self.cfg
-        venv = make_vector_env(self.scenario, cfg.n_envs, cfg.vector)
+        venv = make_vector_env(self.scenario, cfg.n_envs, cfg.vector,
+                               with_state=cfg.spec.central_value, backend=cfg.backend)
         writer = SummaryWriter(str(self.run_dir / "tb"),
                                purge_step=self.counters["env_steps"] + 1)
         logger = TensorboardLogger(writer)
@@ -551,13 +593,15 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict:
-        """Write ``policy.pt``, the greedy policy's metrics, plots and ``summary.json``."""
+        """Write ``policy.pt``, the greedy policy's metrics on a training scenario and on
+        held-out ones (beside shortest-path there), plots and ``summary.json``."""
         from relied.env.plot import plot_routes
+        from relied.env.policies import ShortestPathPolicy
         from relied.rl.plots import learning_curve
 
         cfg = self.cfg
         save_policy(self.model, self.run_dir / "policy.pt", cfg.model_dump())
-        core = RoutingCore(self.core.net, self.scenario, record_routes=True)
+        core = RoutingCore(self.net, self.scenario, record_routes=True)
         episode = run_episode(core, TrainedPolicy(self.model))
         rows = read_metrics(self.run_dir)
         title = f"{cfg.algo} on {cfg.city}, {cfg.n_agents} agents, seed {cfg.seed}"
@@ -571,14 +615,41 @@ class Trainer:
             "env_steps": c["env_steps"], "agent_steps": c["agent_steps"],
             "decisions": c["decisions"], "wall_s": round(c["wall_s"], 2),
             "train_agent_steps_per_s": c["agent_steps"] / max(c["wall_s"], 1e-9),
+            "trips": "fresh" if cfg.fresh_trips else f"{cfg.train_seeds} fixed",
             "final_return": episode.metrics["mean_return"],
             "mean_travel_time": episode.metrics["mean_travel_time"],
             "p95_travel_time": episode.metrics["p95_travel_time"],
             "arrival_rate": episode.metrics["arrival_rate"],
             "train_return": rows[-1]["return"] if rows else float("nan"),
         }
+        if cfg.heldout_seeds:
+            learned, shortest = [], []
+            for seed in cfg.heldout():
+                sc = cfg.scenario(seed=seed)
+                learned.append(run_episode(RoutingCore(self.net, sc),
+                                           TrainedPolicy(self.model)).metrics)
+                shortest.append(run_episode(RoutingCore(self.net, sc),
+                                            ShortestPathPolicy()).metrics)
+            tt = float(np.mean([m["mean_travel_time"] for m in learned]))
+            sp = float(np.mean([m["mean_travel_time"] for m in shortest]))
+            summary |= {"heldout_seeds": cfg.heldout(), "heldout_mean_travel_time": tt,
+                        "heldout_arrival_rate": float(np.mean([m["arrival_rate"]
+                                                               for m in learned])),
+                        "heldout_shortest_path_travel_time": sp,
+                        "heldout_vs_shortest_path": tt / sp - 1.0}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def driven_routes(rec: EpisodeRecord, core: RoutingCore) -> list[np.ndarray]:
+    """Node route each agent drove in one episode (its decision nodes, then its destination
+    if it arrived)."""
+    deciding = rec.traj.mask[:, :, : core.k].any(axis=2)
+    routes = []
+    for i in range(core.n):
+        nodes = rec.node[deciding[:, i], i]
+        routes.append(np.append(nodes, core.dest[i]) if rec.arrived[i] else nodes)
+    return routes
 
 
 def _fmt(value) -> str:
