@@ -43,7 +43,10 @@ def test_eval_on_held_out_seeds_and_another_city(runs):
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert result["seeds"] == [7, 8]
-    assert set(result["policies"]) == {"reled", "shortest-path", "congestion-aware"}
+    assert set(result["policies"]) == {"reled", "shortest-path", "congestion-aware",
+                                       "equilibrium"}
+    eq = result["policies"]["equilibrium"]
+    assert 0 <= eq["relative_gap"] < 1 and "vs_equilibrium" in result["policies"]["reled"]
     sp = result["policies"]["shortest-path"]
     assert sp["arrival_rate"] == 1.0 and sp["mean_travel_time"] > 0
     seed_folder = str(Path(out["reled"]["run_dir"]).parent)  # its newest run is used

@@ -48,3 +48,12 @@ def test_label_names_the_ablation_settings():
     assert TrainConfig(algo="leed", weight="fixed").label == "leed"
     assert TrainConfig(algo="reled", weight="return", expert_loss="ppo").label == \
         "reled(weight=return,expert_loss=ppo)"
+
+
+def test_training_doc_prints_the_algorithm_table_of_the_code():
+    from pathlib import Path
+
+    from relied.rl.config import algo_table
+
+    doc = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    assert algo_table() in doc

@@ -24,7 +24,8 @@ from relied.rl.config import ALGOS, TrainConfig
 
 #: TrainConfig fields and the ``train`` flags that set them, for error messages.
 TRAIN_FLAGS = {"preset": "--preset", "city": "--city", "n_agents": "--agents", "seed": "--seed",
-               "train_seeds": "--train-seeds", "algo": "--algo", "experts": "--experts",
+               "train_seeds": "--train-seeds", "demo_scenarios": "--demo-scenarios",
+               "algo": "--algo", "experts": "--experts",
                "demos_dir": "--demos", "total_steps": "--steps", "lr": "--lr", "share": "--share",
                "n_groups": "--groups", "n_envs": "--envs", "vector": "--vector",
                "engine": "--engine",
@@ -83,6 +84,8 @@ def train(
     train_seeds: Annotated[int | None, typer.Option(
         min=1, help="train on this many fixed scenarios (seed, seed+1, ...) instead of fresh "
         "trips every iteration")] = None,
+    demo_scenarios: Annotated[int | None, typer.Option(
+        min=1, help="with fresh trips: scenarios the experts demonstrate [4]")] = None,
     algo: Annotated[str | None, typer.Option(help=f"one of {', '.join(ALGOS)}")] = None,
     experts: Annotated[str | None, typer.Option(
         help="expert-team model spec (e.g. offline) or shortest-path")] = None,
@@ -121,7 +124,7 @@ def train(
     from relied.rl.trainer import Trainer
 
     overrides = {"preset": preset, "city": city, "n_agents": agents, "seed": seed,
-                 "train_seeds": train_seeds,
+                 "train_seeds": train_seeds, "demo_scenarios": demo_scenarios,
                  "algo": algo,
                  "experts": experts, "demos_dir": str(demos) if demos else None,
                  "total_steps": steps, "lr": lr, "share": share, "n_groups": groups,
@@ -193,6 +196,11 @@ def evaluate(
     if backend != "core":
         table.title += f", backend {backend}"
     console.print(table)
+    learner, eq = result["policies"][result["algo"]], result["policies"].get("equilibrium", {})
+    if "relative_gap" in eq and "vs_equilibrium" in learner:
+        console.print(f"{result['algo']} vs the dynamic user equilibrium: "
+                      f"{learner['vs_equilibrium']:+.1%} mean travel time (equilibrium's "
+                      f"relative gap {eq['relative_gap']:.1%})")
     cmp = result.get("comparison")
     if cmp:
         carry = cmp["gain_carry_over"]

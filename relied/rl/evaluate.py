@@ -16,7 +16,9 @@ from relied.rl.config import TrainConfig
 from relied.rl.policy import PolicyFileError, TrainedPolicy, load_policy
 from relied.rl.trainer import TrainError, check_city, read_metrics
 
-REFERENCES = ("shortest-path", "congestion-aware")
+REFERENCES = ("shortest-path", "congestion-aware", "equilibrium")
+#: MSA iterations of the equilibrium reference in evaluations (its gap is reported).
+EQUILIBRIUM_ITERATIONS = 10
 METRICS = ("mean_return", "mean_travel_time", "p95_travel_time", "arrival_rate")
 
 
@@ -57,20 +59,30 @@ def load_config(run: Path) -> TrainConfig:
 def _run_policies(net, cfg: TrainConfig, model, seeds: list[int], city: str,
                   n_agents: int | None, backend: str, sumo_net=None) -> dict[str, dict]:
     """Seed-mean metrics of the trained policy and the references on one backend."""
+    from relied.env.equilibrium import EquilibriumPolicy
     from relied.env.sumo import make_core
 
     results: dict[str, list[dict[str, float]]] = {name: [] for name in (cfg.algo, *REFERENCES)}
+    gaps = []
     for seed in seeds:
         scenario = cfg.scenario(seed=seed, city=city, n_agents=n_agents)
         core = (RoutingCore(net, scenario) if backend == "core"
                 else make_core(net, scenario, backend, sumo_net=sumo_net))
         results[cfg.algo].append(run_episode(core, TrainedPolicy(model)).metrics)
         for name in REFERENCES:
-            results[name].append(run_episode(core, make_policy(name, seed)).metrics)
+            policy = (EquilibriumPolicy(iterations=EQUILIBRIUM_ITERATIONS)
+                      if name == "equilibrium" else make_policy(name, seed))
+            results[name].append(run_episode(core, policy).metrics)
+            if name == "equilibrium":
+                gaps.append(policy.equilibrium.relative_gap[-1])
         if backend != "core":
             core.close()
-    return {name: {m: float(np.mean([r[m] for r in rs])) for m in METRICS}
-            for name, rs in results.items()}
+    out = {name: {m: float(np.mean([r[m] for r in rs])) for m in METRICS}
+           for name, rs in results.items()}
+    out["equilibrium"]["relative_gap"] = float(np.mean(gaps))
+    out[cfg.algo]["vs_equilibrium"] = (out[cfg.algo]["mean_travel_time"]
+                                       / out["equilibrium"]["mean_travel_time"] - 1.0)
+    return out
 
 
 def ranking(policies: dict[str, dict]) -> list[str]:
