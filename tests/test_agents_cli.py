@@ -243,3 +243,27 @@ def test_the_cache_hits_across_processes(tmp_path):
         outs.append(_strict(res.stdout))
     assert outs[0]["cached"] == 0 and outs[0]["model_calls"] == 1
     assert outs[1]["cached"] == 1 and outs[1]["model_calls"] == 0
+
+
+@pytest.mark.parametrize("tamper", ["key", "node", "version"])
+def test_tampered_expert_cache_entries_are_not_trusted(tmp_path, tamper):
+    """An entry for another request, with a node outside the network or of another cache
+    version is ignored with one warning, and the team is asked again."""
+    args = ["experts", "generate", "--agents", "8", "--out", str(tmp_path / "d"), "--json"]
+    first = json.loads(runner.invoke(app, args).stdout)
+    assert first["cached"] == 0
+    (entry,) = (tmp_path / "cache").glob("*.json")
+    data = json.loads(entry.read_text())
+    if tamper == "key":
+        data["key"] = "0" * 64
+    elif tamper == "version":
+        data["version"] = 1
+    else:
+        data["outcome"]["routes"][0][1] = 42  # not an OSM node of aguascalientes
+    entry.write_text(json.dumps(data))
+    res = runner.invoke(app, args)
+    again = json.loads(res.stdout)
+    assert again["cached"] == 0 and again["model_calls"] >= 1
+    assert "expert cache entry" in res.stderr and "asking the team again" in res.stderr
+    untouched = json.loads(runner.invoke(app, args).stdout)  # the rewritten entry is good
+    assert untouched["cached"] == 1

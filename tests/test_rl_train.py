@@ -153,6 +153,9 @@ def test_bound_recheck_and_demo_regeneration_use_the_learners(tmp_path):
     assert all(r["bound_max"] > 0 for r in rows)
     assert [r["demos_regenerated"] == 1.0 for r in rows] == \
         [(i + 1) % 2 == 0 for i in range(len(rows))]
+    regen = [r for r in rows if r["demos_regenerated"] == 1.0]
+    assert all(r["model_calls"] >= 1 and r["model_prompt_tokens"] > 0 and r["model_wall_s"] > 0
+               for r in regen)  # the expert team's usage, logged when it was asked again
     # the bound moves with the policies: uniform at the start, trained policies later
     probs = trainer.policy_probs(trainer.experts[0].dec.obs[:5], trainer.experts[0].dec.mask[:5],
                                  trainer.experts[0].dec.agent[:5])

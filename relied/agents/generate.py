@@ -46,7 +46,7 @@ from relied.env.scenario import Scenario, index_of
 from relied.experts.critic import execute
 from relied.experts.demos import DemoMeta, save_batch
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: entries carry their version and key
 
 
 class PlanRequest(BaseModel):
@@ -106,16 +106,41 @@ def cache_key(team: ExpertTeam, card: ModelCard, variant: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _load_cached(key: str) -> TeamOutcome | None:
+class CacheEntry(BaseModel):
+    """A cached answer with what it answers: checked on load, never trusted blindly."""
+
+    version: int
+    key: str
+    outcome: TeamOutcome
+
+
+def _load_cached(key: str, core: RoutingCore) -> TeamOutcome | None:
+    """The cached outcome of ``key``, if the entry is of this cache version, answers this very
+    key and routes only over nodes of ``core``'s network with the right origins and
+    destinations; otherwise ``None`` (one warning: the team is asked again)."""
     path = expert_cache_dir() / f"{key}.json"
     try:
-        return TeamOutcome.model_validate_json(path.read_text())
+        entry = CacheEntry.model_validate_json(path.read_text())
     except (FileNotFoundError, NotADirectoryError):  # no entry (or no cache folder)
         return None
     except (OSError, ValueError) as exc:
         _warn_once(f"expert cache entry {path} is unreadable ({type(exc).__name__}); "
                    "asking the team again")
         return None
+    routes = entry.outcome.routes
+    ids = set(core.net.osm_ids.tolist())
+    od = [(int(core.net.osm_ids[o]), int(core.net.osm_ids[d]))
+          for o, d in zip(core.origin, core.dest, strict=True)]
+    problem = ("another cache version" if entry.version != CACHE_VERSION else
+               "another request" if entry.key != key else
+               "routes of another scenario" if len(routes) != core.n or any(
+                   not r or (r[0], r[-1]) != od[i] for i, r in enumerate(routes)) else
+               "nodes outside this network" if any(n not in ids for r in routes for n in r)
+               else None)
+    if problem:
+        _warn_once(f"expert cache entry {path} holds {problem}; asking the team again")
+        return None
+    return entry.outcome
 
 
 def _store(key: str, outcome: TeamOutcome) -> None:
@@ -124,7 +149,8 @@ def _store(key: str, outcome: TeamOutcome) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-            f.write(outcome.model_dump_json())
+            f.write(CacheEntry(version=CACHE_VERSION, key=key,
+                               outcome=outcome).model_dump_json())
         Path(f.name).replace(folder / f"{key}.json")
     except OSError as exc:
         _warn_once(f"cannot write the expert cache {folder} ({exc.strerror or exc}); running "
@@ -157,7 +183,7 @@ async def plan(request: PlanRequest, policy_probs=None
                       _behaviour_refs(view, request.behaviour), request.variant)
     key = cache_key(team, card, request.variant)
     cacheable = request.use_cache and policy_probs is None
-    if cacheable and (hit := _load_cached(key)) is not None:
+    if cacheable and (hit := _load_cached(key, core)) is not None:
         return hit, True, core, view
     outcome = await team.run()
     if cacheable and outcome.verdict.accepted:

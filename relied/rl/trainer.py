@@ -68,7 +68,8 @@ from relied.rl.schedule import dtw_per_step, expert_weights
 CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "return",
               "mean_travel_time", "p95_travel_time", "arrival_rate", "loss_pg", "loss_v",
               "entropy", "approx_kl", "loss_expert", "expert_nll", "expert_kept", "lambda_mean",
-              "dtw_km", "bound_max", "bound_offenders", "demos_regenerated", "demos_fallback")
+              "dtw_km", "bound_max", "bound_offenders", "demos_regenerated", "demos_fallback",
+              "model_calls", "model_prompt_tokens", "model_completion_tokens", "model_wall_s")
 CKPT = re.compile(r"ckpt_(\d+)\.pt$")
 CKPT_FORMAT = 2  # plain tensors/numbers only (weights_only=True); 1 was a full pickle
 COUNTERS = {"iteration": int, "env_steps": int, "agent_steps": int, "decisions": int,
@@ -483,6 +484,7 @@ class Trainer:
         paths = self.provider(core.scenario, store, policy_probs=self.policy_probs,
                               behaviour=behaviour)
         self.demo_paths[j] = paths
+        self.regen_usage = model_usage(paths)
         self.experts[j] = load_expert_set(paths, core, self.cfg.gamma,
                                           accepted_only=self.cfg.spec.demos == "accepted")
         self._stack_experts()
@@ -525,6 +527,7 @@ class Trainer:
         if self.experts and cfg.regen_every and (it + 1) % cfg.regen_every == 0:
             self._regenerate(j, routes)
             extra["demos_regenerated"] = 1.0
+            extra.update({f"model_{k}": float(v) for k, v in self.regen_usage.items()})
         c = self.counters
         c["iteration"] += 1
         c["env_steps"] += steps
@@ -639,6 +642,17 @@ class Trainer:
                         "heldout_vs_shortest_path": tt / sp - 1.0}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def model_usage(paths: list[Path]) -> dict[str, float]:
+    """Model calls, prompt and completion tokens and wall time of the expert team that wrote
+    the demo batches ``paths`` (from their metadata; zero for cached answers)."""
+    total = {"calls": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0, "wall_s": 0.0}
+    for path in paths:
+        usage = json.loads(Path(path).read_text()).get("extra", {}).get("usage", {})
+        for key in total:
+            total[key] += float(usage.get(key, 0.0))
+    return total
 
 
 def driven_routes(rec: EpisodeRecord, core: RoutingCore) -> list[np.ndarray]:
