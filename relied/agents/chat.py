@@ -31,8 +31,9 @@ from relied.env.core import RoutingCore
 def _facts(core: RoutingCore, outcome: TeamOutcome, request: PlanRequest, view) -> PlanFacts:
     v = outcome.verdict
     return PlanFacts(core=core, view=view, plan=outcome.plan, routes=outcome.routes,
-                     bound=request.config.bound,
-                     verdict_text={"state": "accepted" if v.accepted else "rejected",
+                     bound=request.config.bound, epsilon=v.epsilon,
+                     verdict_text={"state": "accepted" if v.accepted else
+                                   "fallback" if outcome.fallback else "rejected",
                                    "accepted": v.accepted, "round": v.round,
                                    "reason": v.reason[:300]})
 
