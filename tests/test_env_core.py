@@ -6,8 +6,10 @@ from hypothesis import strategies as st
 from relied.env.core import (
     ARRIVED,
     AT_NODE,
+    GLOBAL_FEATURES,
     ON_EDGE,
     QUEUED,
+    SLOT_FEATURES,
     WAITING,
     InvalidActionError,
     RoutingCore,
@@ -235,6 +237,25 @@ def test_observation_bounds_and_shape(aguas):
     assert obs.min() >= -1.0 and obs.max() <= 10.0
     # at a decision node the free-flow shortest-path slot has zero detour
     at = core.status == AT_NODE
-    per = obs[at, 4:].reshape(at.sum(), core.k, 6)
+    per = obs[at, 4:].reshape(at.sum(), core.k, 7)
     detour, valid = per[:, :, 1], per[:, :, 0] > 0
     assert np.allclose(np.where(valid, detour, np.inf).min(axis=1), 0.0, atol=1e-4)
+
+
+def test_live_detour_is_zero_on_the_congestion_aware_choice(aguas):
+    """Under load, the live-detour feature points where the congestion-aware reference goes:
+    its slot is the one with zero live detour, and the feature differs from the free-flow one."""
+    core = RoutingCore(aguas, Scenario(n_agents=300, seed=2, departure_window_s=60.0))
+    core.reset()
+    policy, checked, differs = CongestionAwarePolicy(), 0, 0
+    while not core.done and core.time_s < 400:
+        obs, actions = core.observe(), policy(core)
+        at = np.flatnonzero(core.status == AT_NODE)
+        per = obs[at, GLOBAL_FEATURES:].reshape(at.size, core.k, SLOT_FEATURES)
+        live, free = per[:, :, 6], per[:, :, 1]
+        assert np.allclose(live[np.arange(at.size), actions[at]], 0.0, atol=1e-4)
+        assert np.all(live[per[:, :, 0] == 0] == 0.0)
+        differs += int(np.abs(live - free).max(initial=0.0) > 0.05)
+        checked += at.size
+        core.step(actions)
+    assert checked > 300 and differs > 10

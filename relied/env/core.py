@@ -33,11 +33,14 @@ Actions are out-edge slots of the decision node (``K`` = max out-degree; slot ``
 of learners not at a decision point). The mask forbids the edge straight back to where the
 vehicle came from unless it is the only way on (dead ends).
 
-Observation (``obs_dim = 4 + 6 K``, bounded in ``[-1, 10]``): ``[at_decision, elapsed/horizon,
+Observation (``obs_dim = 4 + 7 K``, bounded in ``[-1, 10]``): ``[at_decision, elapsed/horizon,
 free-flow time to go (10 min units), straight distance to go (km)]`` then per out-edge slot of
 the next decision node ``[valid, detour vs. the best allowed way on (min), delay an entering
 vehicle would meet now (min), fill = vehicles / storage, free-flow time (min), cos(angle to
-destination)]``.
+destination), live detour (min)]``. The live detour is what a navigation app shows: the slot's
+time to the destination on the travel times an entering vehicle meets now on every edge (queue
+delay plus traversal, :meth:`RoutingCore.edge_travel_time`), minus the best slot's; it is
+computed for learners at a decision point (0 for the others, whose rows are not decisions).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from relied.env.scenario import Scenario, index_of
 
 WAITING, AT_NODE, QUEUED, ON_EDGE, ARRIVED = 0, 1, 2, 3, 4
 ARRIVE = -2  # value of ``next_edge`` for a vehicle leaving the network at its edge's head
-GLOBAL_FEATURES, SLOT_FEATURES = 4, 6
+GLOBAL_FEATURES, SLOT_FEATURES = 4, 7
 OBS_LOW, OBS_HIGH = -1.0, 10.0
 
 
@@ -484,10 +487,29 @@ class RoutingCore:
         per[:, :, 3] = self.count[se] / net.storage[se]
         per[:, :, 4] = net.freeflow_s[se] / 60.0
         per[:, :, 5] = np.einsum("nkd,nd->nk", self.edge_dir[se], unit)
+        per[:, :, 6] = self._live_detour(se, valid) / 60.0
         per[~valid] = 0.0
         obs[self.status == ARRIVED, 1:] = 0.0
         np.clip(obs, OBS_LOW, OBS_HIGH, out=obs)
         return obs
+
+    def _live_detour(self, se: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``(n, K)`` seconds each slot loses against the best one on current entering travel
+        times, for learners at a decision point (0 elsewhere)."""
+        out = np.zeros(se.shape)
+        deciding = np.flatnonzero(self.status == AT_NODE)
+        if deciding.size == 0:
+            return out
+        cost = self.edge_travel_time()
+        dests, rows = np.unique(self.dest[deciding], return_inverse=True)
+        to_go = cost_to_go(self.net, dests, cost)
+        e = se[deciding]
+        via = cost[e] + to_go[rows[:, None], self.net.edge_dst[e]]
+        ok = valid[deciding]
+        best = np.where(ok, via, np.inf).min(axis=1, keepdims=True)
+        gap = via - best
+        out[deciding] = np.where(ok, np.where(np.isfinite(gap), gap, 600.0), 0.0)
+        return out
 
     # ---- metrics ----------------------------------------------------------------------------
     def travel_times(self, background: bool = False) -> np.ndarray:

@@ -13,7 +13,7 @@ from relied.env.scenario import Scenario
 from relied.experts.bound import DEFAULT_GAMMA, BoundConfig
 
 #: Bump when the meaning of a stored config changes; older run folders are refused clearly.
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3  # 3: observation gained the live-detour slot feature
 
 EXPERT_SPECS = "'offline', 'auto', 'shortest-path' or 'ollama:<model>'"
 
@@ -155,6 +155,9 @@ class TrainConfig(BaseModel):
     engine: Literal["fast", "tianshou"] = Field(
         "fast", description="fast: relied's batched loop; tianshou: Tianshou's collector, "
         "trainer and PPO subclass (docs/tianshou.md)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="torch device of the policy, rollout buffers and update (the "
+        "traffic core stays numpy): auto picks CUDA when available")
     # PPO
     lr: float = Field(3e-3, gt=0)
     gamma: float = Field(DEFAULT_GAMMA, gt=0, le=1, description="discount per decision, "
