@@ -1,22 +1,80 @@
-"""``--vector ray`` for real: a local Ray instance (loopback, 2 CPUs) started and stopped here;
-the run equals ``--vector subproc`` for the same seed."""
+"""``--vector ray`` for real: a local Ray instance (2 CPUs) started and stopped here through
+relied's own ``start_ray``, reachable on loopback only; the run equals ``--vector subproc`` for
+the same seed."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from relied.cli import app
+from relied.rl.envs import LOOPBACK, start_ray
 
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=80 * 1024**2, log_to_driver=False)
+def local_ray(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    start_ray(2, object_store_memory=80 * 1024**2)
     yield
     ray.shutdown()
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """Local addresses of the TCP sockets that processes ``pids`` listen on (Linux /proc)."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    addresses = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] == "0A" and parts[9] in inodes:  # 0A: LISTEN
+                addresses.append(_ip(parts[1].split(":")[0]))
+    return addresses
+
+
+def _ip(hex_addr: str) -> str:
+    import ipaddress
+
+    raw = bytes.fromhex(hex_addr)
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
+    ip = ipaddress.ip_address(raw)
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux /proc")
+def test_local_ray_listens_on_loopback_only(local_ray):
+    assert ray.util.get_node_ip_address() == LOOPBACK
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {LOOPBACK}
+    addresses = _listening(_descendants(os.getpid()))
+    assert len(addresses) >= 3  # GCS, raylet, workers ...
+    assert set(addresses) == {LOOPBACK}, addresses
 
 
 def train(tmp_path, vector: str) -> tuple[dict, str]:
@@ -29,8 +87,6 @@ def train(tmp_path, vector: str) -> tuple[dict, str]:
                                    "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
-    from pathlib import Path
-
     run_dir = Path(out["run_dir"])
     run_dir = run_dir if run_dir.is_absolute() else Path.cwd() / run_dir
     return out, (run_dir / "metrics.csv").read_text()

@@ -7,6 +7,7 @@ agent's decision node (and at the end ``info["metrics"]``,
 ``info["arrived"]``). Tianshou's vector envs
 (``DummyVectorEnv``, ``SubprocVectorEnv``, ``RayVectorEnv``) stack these per env, so the
 learner sees ``(n_envs, n, ...)`` arrays and acts for all agents in one forward pass.
+``--vector ray`` joins the cluster at ``$RAY_ADDRESS`` or starts a loopback-only local Ray.
 """
 
 from __future__ import annotations
@@ -96,10 +97,15 @@ def check_backend(vector: str) -> None:
                                  "pip install 'relied[ray]'") from None
 
 
-def start_ray(n_envs: int) -> None:
+LOOPBACK = "127.0.0.1"
+#: Ray's switch of its single-machine mode (despite the name, read on every platform)
+_RAY_SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def start_ray(n_envs: int, **local) -> None:
     """Join the Ray cluster at ``$RAY_ADDRESS`` or, without one, start a local instance with
-    ``n_envs`` CPUs and no dashboard (it ends with this process); a running
-    ``ray.init`` of the caller is kept."""
+    ``n_envs`` CPUs bound to loopback (:func:`start_local_ray`, ``local``: more
+    ``ray.init`` options); a running ``ray.init`` of the caller is kept."""
     import os
 
     import ray
@@ -109,22 +115,64 @@ def start_ray(n_envs: int) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
     else:
-        ray.init(num_cpus=max(n_envs, 1), include_dashboard=False, log_to_driver=False)
+        start_local_ray(max(n_envs, 1), **local)
+
+
+def start_local_ray(num_cpus: int, **init) -> None:
+    """Start a Ray instance on this machine, reachable on loopback only: node IP 127.0.0.1,
+    every Ray server listening there, no dashboard; it ends with this process (or
+    ``ray.shutdown()``).
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` is not enough on Linux: Ray replaces a loopback
+    node IP by the machine's routable address and binds its gRPC servers to all interfaces,
+    unless its single-machine mode (``ray_constants.ENABLE_RAY_CLUSTER`` off, the default on
+    macOS/Windows, read from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``) is on. It is switched on
+    while the instance starts (the Ray processes inherit it) and the node IP checked after:
+    :class:`VectorEnvError` if this Ray version ignores it."""
+    import os
+
+    import ray
+    from ray._private import ray_constants
+
+    saved_flag, saved_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_RAY_SINGLE_NODE)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[_RAY_SINGLE_NODE] = "0"
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 _node_ip_address=LOOPBACK, log_to_driver=False, **init)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_RAY_SINGLE_NODE, None)
+        else:
+            os.environ[_RAY_SINGLE_NODE] = saved_env
+    ip = ray.util.get_node_ip_address()
+    if ip != LOOPBACK:
+        ray.shutdown()
+        raise VectorEnvError(f"the local Ray instance took node IP {ip}, not {LOOPBACK} (Ray "
+                             f"{ray.__version__}); start Ray yourself and set RAY_ADDRESS")
+
+
+
+def vector_env(fns: list, vector: str):
+    """Tianshou's ``dummy``/``subproc``/``ray`` vector env over the env factories ``fns``
+    (``ray``: :func:`start_ray` first)."""
+    from tianshou.env import DummyVectorEnv, RayVectorEnv, SubprocVectorEnv
+
+    check_backend(vector)
+    if vector == "ray":
+        start_ray(len(fns))
+    kinds = dict(zip(VECTORS, (DummyVectorEnv, SubprocVectorEnv, RayVectorEnv), strict=True))
+    return kinds[vector](fns)
 
 
 def make_vector_env(scenario: Scenario, n_envs: int, vector: str, with_state: bool = False,
                     backend: str = "core"):
     """``n_envs`` copies of the training scenario behind one of Tianshou's vector envs
     (``backend`` sumo/sumo-meso: one SUMO per env worker, so several envs need subprocesses)."""
-    from tianshou.env import DummyVectorEnv, RayVectorEnv, SubprocVectorEnv
-
     check_backend(vector)
     if backend != "core" and vector == "dummy" and n_envs > 1:
         raise VectorEnvError(f"--backend {backend} runs one SUMO per process (libsumo): use "
                              "--vector subproc (or ray) with --envs > 1, or --envs 1")
-    if vector == "ray":
-        start_ray(n_envs)
-    fns = [functools.partial(BatchRoutingEnv, scenario, with_state, backend)
-           for _ in range(n_envs)]
-    backend = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv, "ray": RayVectorEnv}
-    return backend[vector](fns)
+    return vector_env([functools.partial(BatchRoutingEnv, scenario, with_state, backend)
+                       for _ in range(n_envs)], vector)
