@@ -28,7 +28,7 @@ TRAIN_FLAGS = {"preset": "--preset", "city": "--city", "n_agents": "--agents", "
                "algo": "--algo", "experts": "--experts",
                "demos_dir": "--demos", "total_steps": "--steps", "lr": "--lr", "share": "--share",
                "n_groups": "--groups", "n_envs": "--envs", "vector": "--vector",
-               "engine": "--engine",
+               "engine": "--engine", "device": "--device",
                "expert_loss": "--expert-loss", "weight": "--weight",
                "bound_every": "--bound-every", "regen_every": "--regen-every",
                "ollama_host": "--ollama-host", "timeout_s": "--timeout", "epsilon": "--epsilon"}
@@ -38,11 +38,12 @@ def _errors():
     from relied.agents.clients import ModelError
     from relied.rl.demos import DemoError
     from relied.rl.envs import VectorEnvError
+    from relied.rl.model import DeviceError
     from relied.rl.policy import PolicyFileError
     from relied.rl.trainer import TrainError
 
-    return (CityError, DemoError, DemoFileError, TrainError, VectorEnvError, PolicyFileError,
-            ModelError, ValueError, OSError)
+    return (CityError, DemoError, DemoFileError, DeviceError, TrainError, VectorEnvError,
+            PolicyFileError, ModelError, ValueError, OSError)
 
 
 def _config_file(path: Path) -> dict:
@@ -101,6 +102,9 @@ def train(
     engine: Annotated[str | None, typer.Option(
         help="fast (default) | tianshou: Tianshou's collector/trainer (tianshou:* algos)")]
     = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto | cpu | cuda: torch device of policy, buffers and update [auto: CUDA when "
+        "available]; with --resume it overrides the run's")] = None,
     expert_loss: Annotated[str | None, typer.Option(help="bc | ppo")] = None,
     weight: Annotated[str | None, typer.Option(help="lambda mapping: dtw | return | fixed")]
     = None,
@@ -129,17 +133,25 @@ def train(
                  "experts": experts, "demos_dir": str(demos) if demos else None,
                  "total_steps": steps, "lr": lr, "share": share, "n_groups": groups,
                  "n_envs": envs, "vector": vector, "backend": backend, "engine": engine,
+                 "device": device,
                  "expert_loss": expert_loss,
                  "weight": weight,
                  "bound_every": bound_every, "regen_every": regen_every,
                  "ollama_host": ollama_host, "timeout_s": timeout, "epsilon": epsilon}
     try:
         if resume is not None:
-            trainer = Trainer.resume(resume, progress=progress)
+            if device is not None:
+                from relied.rl.model import resolve_device
+
+                resolve_device(device)  # a bad --device fails before the run is touched
+            trainer = Trainer.resume(resume, progress=progress, device=device)
         else:
             base = _config_file(config) if config else {}
             base.update({k: v for k, v in overrides.items() if v is not None})
             cfg = TrainConfig.model_validate(base)
+            from relied.rl.model import resolve_device
+
+            resolve_device(cfg.device)  # cuda without CUDA: one line, exit 2
             if cfg.engine == "tianshou" or cfg.algo.startswith("tianshou:"):
                 from relied.rl.tianshou_engine import TianshouRun
 
@@ -165,6 +177,9 @@ def evaluate(
     backend: Annotated[str, typer.Option(
         help="core, sumo (SUMO micro) or sumo-meso: in SUMO the report also compares the "
              "ranking and the gain over shortest-path with the core")] = "core",
+    device: Annotated[str, typer.Option(
+        help="auto | cpu | cuda: torch device of the policy [auto: CUDA when available]")]
+    = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate a trained run on held-out scenarios against the reference policies."""
@@ -172,12 +187,16 @@ def evaluate(
     from relied.rl.evaluate import evaluate_run, load_run
 
     try:
+        from relied.rl.model import resolve_device
+
+        torch_device = resolve_device(device)
         if seeds:
             seed_list = parse_seeds(seeds)
         else:
             base = load_run(run)[0].seed + 1000
             seed_list = [base, base + 1, base + 2]
-        result = evaluate_run(run, seed_list, city=city, n_agents=agents, backend=backend)
+        result = evaluate_run(run, seed_list, city=city, n_agents=agents, backend=backend,
+                              device=torch_device)
     except (*_errors(), SumoError) as exc:
         fail(error_message(exc, {"n_agents": "--agents", "city": "--city", "seed": "--seeds"}),
              as_json)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from pydantic import ValidationError
 
 from relied.env.cities import load_city
@@ -36,10 +37,11 @@ def latest_run(path: Path) -> Path:
     return max(found, key=lambda p: p.name)
 
 
-def load_run(run_dir: Path):
-    """The config and trained model of a finished run; one-line errors if missing or bad."""
+def load_run(run_dir: Path, device: torch.device | str = "cpu"):
+    """The config and trained model (on ``device``) of a finished run; one-line errors if
+    missing or bad."""
     path = latest_run(run_dir) / "policy.pt"
-    model, config = load_policy(path)
+    model, config = load_policy(path, device)
     try:
         return TrainConfig.model_validate(config), model
     except ValidationError as exc:
@@ -107,18 +109,20 @@ def backend_report(algo: str, core: dict[str, dict], other: dict[str, dict]) -> 
 
 
 def evaluate_run(run_dir: Path, seeds: list[int], city: str | None = None,
-                 n_agents: int | None = None, backend: str = "core") -> dict:
+                 n_agents: int | None = None, backend: str = "core",
+                 device: torch.device | str = "cpu") -> dict:
     """Greedy trained policy and the reference policies on scenarios of ``seeds`` (and
     ``city``/``n_agents`` if given); metrics averaged over seeds. Without ``city`` the run's
     own city file must still exist with the SHA-256 recorded at training time.
 
     ``backend`` ``sumo``/``sumo-meso`` evaluates in SUMO and also in the core, and adds
-    ``comparison`` (:func:`backend_report`); ``policies`` are the backend's figures."""
+    ``comparison`` (:func:`backend_report`); ``policies`` are the backend's figures. The
+    policy runs on ``device`` (any device loads any run's ``policy.pt``)."""
     from relied.env.sumo import check_backend
 
     check_backend(backend)
     run_dir = latest_run(run_dir)
-    cfg, model = load_run(run_dir)
+    cfg, model = load_run(run_dir, device)
     if city is None:
         check_city(cfg, run_dir, "restore it, or pass --city to evaluate on another city/file")
     city = city or cfg.city

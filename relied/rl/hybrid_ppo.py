@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from relied.rl.config import TrainConfig
-from relied.rl.model import ActorCritic
+from relied.rl.model import ActorCritic, model_device
 from relied.rl.rollout import Decisions
 
 
@@ -46,6 +46,9 @@ class Tensors:
                        torch.as_tensor(dec.action), torch.as_tensor(dec.agent),
                        torch.as_tensor(dec.gstate), torch.as_tensor(dec.scenario))
 
+    def to(self, device: torch.device | str) -> Tensors:
+        return Tensors(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
     def __getitem__(self, idx: torch.Tensor) -> Tensors:
         return Tensors(self.obs[idx], self.mask[idx], self.action[idx], self.agent[idx],
                        self.gstate[idx], self.scenario[idx])
@@ -56,7 +59,7 @@ def evaluate_actions(model: ActorCritic, t: Tensors, chunk: int = 65_536):
     """Log-probabilities of the taken actions and values, in chunks, without gradients."""
     logp, value = [], []
     for s in range(0, len(t.action), chunk):
-        part = t[torch.arange(s, min(s + chunk, len(t.action)))]
+        part = t[torch.arange(s, min(s + chunk, len(t.action)), device=t.action.device)]
         logp.append(model.dist(part.obs, part.mask, part.agent).log_prob(part.action))
         value.append(model.value(part.obs, part.agent, part.gstate))
     return torch.cat(logp), torch.cat(value)
@@ -101,18 +104,22 @@ def hybrid_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCo
                   adv: torch.Tensor, ret: torch.Tensor, expert: Tensors | None = None,
                   expert_ret: torch.Tensor | None = None,
                   lam: torch.Tensor | None = None) -> dict[str, float]:
-    """``epochs`` passes of minibatch SGD on the hybrid loss; returns mean loss statistics."""
+    """``epochs`` passes of minibatch SGD on the hybrid loss; returns mean loss statistics.
+    The tensors live on the model's device; ``gen`` (CPU) draws the minibatch indices, which
+    move to the device, so a seed samples the same minibatches on any device and no
+    statistic leaves the device before the end."""
     n = len(rollout.action)
+    device = rollout.action.device
     use_expert = expert is not None and lam is not None and len(expert.action) > 0
     term = ExpertTerm.prepare(model, cfg, expert, expert_ret, lam) if use_expert else None
     adv = (adv - adv.mean()) / (adv.std() + 1e-8) if n > 1 else adv
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     count = 0
     for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(device)
         for start in range(0, n, cfg.minibatch):
             idx = perm[start:start + cfg.minibatch]
-            loss = torch.zeros(())
+            loss = torch.zeros((), device=device)
             stats = {}
             if cfg.uses_rl:
                 b = rollout[idx]
@@ -124,10 +131,11 @@ def hybrid_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCo
                 v_loss = 0.5 * (model.value(b.obs, b.agent, b.gstate) - ret[idx]).pow(2).mean()
                 entropy = dist.entropy().mean()
                 loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
-                stats.update(loss_pg=pg.item(), loss_v=v_loss.item(), entropy=entropy.item(),
-                             approx_kl=(old_logp[idx] - logp).mean().item())
+                stats.update(loss_pg=pg, loss_v=v_loss, entropy=entropy,
+                             approx_kl=(old_logp[idx] - logp).mean())
             if term is not None:
-                e_idx = torch.randint(len(expert.action), (cfg.expert_batch,), generator=gen)
+                e_idx = torch.randint(len(expert.action), (cfg.expert_batch,),
+                                      generator=gen).to(device)
                 e_loss, e_stats = term.loss(model, cfg, e_idx)
                 loss = loss + e_loss
                 stats.update(e_stats)
@@ -135,10 +143,11 @@ def hybrid_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCo
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optim.step()
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value
+            for key, value in stats.items():  # float64 sums of the float32 values
+                value = value.detach() if torch.is_tensor(value) else torch.tensor(value)
+                sums[key] = sums.get(key, 0.0) + value.double()
             count += 1
-    out = {key: value / max(count, 1) for key, value in sums.items()}
+    out = {key: value.item() / max(count, 1) for key, value in sums.items()}
     if term is not None:
         out["expert_kept"] = float(term.keep.mean())
         out["lambda_mean"] = float(lam.mean())
@@ -147,8 +156,10 @@ def hybrid_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCo
 
 def masked_greedy(model: ActorCritic, obs: np.ndarray, mask: np.ndarray,
                   agent: np.ndarray) -> np.ndarray:
-    """Most likely valid action of each row."""
+    """Most likely valid action of each row (computed on the model's device)."""
+    device = model_device(model)
     with torch.no_grad():
-        logits = model.logits(torch.as_tensor(obs), torch.as_tensor(mask),
-                              torch.as_tensor(agent))
-    return logits.argmax(dim=1).numpy()
+        logits = model.logits(torch.as_tensor(obs, device=device),
+                              torch.as_tensor(mask, device=device),
+                              torch.as_tensor(agent, device=device))
+    return logits.argmax(dim=1).cpu().numpy()

@@ -31,6 +31,29 @@ from torch.distributions import Categorical
 from relied.env.core import SLOT_FEATURES
 
 MASKED_LOGIT = -1e9
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class DeviceError(ValueError):
+    """A requested torch device this machine cannot provide; the message is one line."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto``: CUDA when ``torch.cuda.is_available()``, else the CPU; ``cpu``; ``cuda``
+    (:class:`DeviceError` when CUDA is not available)."""
+    if spec not in DEVICES:
+        raise DeviceError(f"--device: unknown device '{spec}'; use auto, cpu or cuda")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cuda" and not torch.cuda.is_available():
+        build = "with" if torch.backends.cuda.is_built() else "without"
+        raise DeviceError(f"--device cuda: CUDA is not available here (torch "
+                          f"{torch.__version__}, built {build} CUDA); use --device cpu or auto")
+    return torch.device(spec)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 class GroupMLP(nn.Module):
@@ -58,7 +81,7 @@ class GroupMLP(nn.Module):
             return self._mlp(x, 0)
         order = torch.argsort(group, stable=True)
         counts = torch.bincount(group, minlength=self.weights[0].shape[0]).tolist()
-        out = torch.empty(len(x), self.weights[-1].shape[2])
+        out = torch.empty(len(x), self.weights[-1].shape[2], device=x.device, dtype=x.dtype)
         start = 0
         for g, c in enumerate(counts):  # one matmul chain per group present: linear in rows
             if c:
@@ -102,7 +125,7 @@ class ActorCritic(nn.Module):
             parts.append(ids[:, None, :].expand(b, k, ids.shape[1]))
         x = torch.cat(parts, dim=2).reshape(b * k, -1)
         scores = self.actor(x, (agent % self.groups).repeat_interleave(k)).reshape(b, k)
-        logits = torch.cat([scores, torch.zeros(b, 1)], dim=1)
+        logits = torch.cat([scores, scores.new_zeros(b, 1)], dim=1)
         return logits.masked_fill(~mask, MASKED_LOGIT)
 
     def dist(self, obs: torch.Tensor, mask: torch.Tensor, agent: torch.Tensor) -> Categorical:

@@ -62,13 +62,26 @@ def safe_torch_load(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def on_cpu(obj: object) -> object:
+    """``obj`` (nested dicts, lists and tuples) with every tensor copied to the CPU, so a
+    file written on a GPU loads on any machine."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
+
+
 def save_policy(model: ActorCritic, path: Path, config: dict) -> None:
-    atomic_torch_save({"kwargs": model.kwargs, "state_dict": model.state_dict(),
+    atomic_torch_save({"kwargs": model.kwargs, "state_dict": on_cpu(model.state_dict()),
                        "config": config}, path)
 
 
-def load_policy(path: Path) -> tuple[ActorCritic, dict]:
-    """Model and training config dict from a ``policy.pt``; one-line error if unreadable."""
+def load_policy(path: Path, device: torch.device | str = "cpu") -> tuple[ActorCritic, dict]:
+    """Model (on ``device``) and training config dict from a ``policy.pt`` (tensors are read
+    onto the CPU first, whatever device wrote them); one-line error if unreadable."""
     path = Path(path)
     if not path.exists():
         raise PolicyFileError(f"policy file '{path}' is missing; train the run to the end "
@@ -86,4 +99,4 @@ def load_policy(path: Path) -> tuple[ActorCritic, dict]:
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear error
         raise PolicyFileError(f"policy file '{path}' is corrupt ({type(exc).__name__}); "
                               "retrain or resume the run") from None
-    return model, data["config"]
+    return model.to(device), data["config"]

@@ -95,19 +95,66 @@ def gae(dec: Decisions, value: np.ndarray, gamma: float, lam: float) -> np.ndarr
     return adv
 
 
+class DecisionBuffer:
+    """One env's decision rows in preallocated columns (capacity doubles when full, so the
+    cost per row is amortised O(1) and nothing is kept per step or per agent object):
+    ``obs, mask, action, agent, t, node`` and ``cum``, the agent's summed reward before that
+    step; ``gstate`` when the env reports a global state."""
+
+    def __init__(self, obs_dim: int, k: int, state_dim: int = 0, capacity: int = 1024):
+        self.size = 0
+        self.cols = {"obs": np.empty((capacity, obs_dim), np.float32),
+                     "mask": np.empty((capacity, k + 1), bool),
+                     "action": np.empty(capacity, np.int64),
+                     "agent": np.empty(capacity, np.int64),
+                     "t": np.empty(capacity, np.int64),
+                     "node": np.empty(capacity, np.int64),
+                     "cum": np.empty(capacity, np.float64),
+                     "gstate": np.empty((capacity, state_dim), np.float32)}
+
+    def add(self, **rows: np.ndarray) -> None:
+        m = len(rows["agent"])
+        need = self.size + m
+        cap = len(self.cols["agent"])
+        if need > cap:
+            cap = max(need, 2 * cap)
+            for key, col in self.cols.items():
+                grown = np.empty((cap, *col.shape[1:]), col.dtype)
+                grown[: self.size] = col[: self.size]
+                self.cols[key] = grown
+        for key, value in rows.items():
+            self.cols[key][self.size:need] = value
+        self.size = need
+
+    def decisions(self, returns: np.ndarray) -> tuple[Decisions, np.ndarray]:
+        """The rows as :class:`Decisions` sorted by (agent, time) and their nodes; a row's
+        reward is the agent's reward summed until its next decision (``returns``, the
+        episode's per-agent total, after its last), as :func:`decisions_from` computes it."""
+        c = {key: col[: self.size] for key, col in self.cols.items()}
+        order = np.argsort(c["agent"], kind="stable")  # rows were added in time order
+        c = {key: col[order] for key, col in c.items()}
+        agent = c["agent"]
+        same_next = np.zeros(len(agent), dtype=bool)
+        same_next[:-1] = agent[1:] == agent[:-1]
+        cum_next = np.where(same_next, np.roll(c["cum"], -1), returns[agent])
+        dec = Decisions(obs=c["obs"], mask=c["mask"], action=c["action"],
+                        reward=(cum_next - c["cum"]).astype(np.float32), agent=agent,
+                        t=c["t"], end=~same_next, gstate=c["gstate"])
+        return dec, c["node"]
+
+
 @dataclass
 class EpisodeRecord:
-    """One finished episode of one env: trajectories, decision nodes, metrics, arrivals."""
+    """One finished episode of one env: its decision transitions (sorted by agent, then
+    time) with each decision's agent and node, per-agent returns, metrics and arrivals."""
 
-    traj: Trajectories
+    dec: Decisions
+    agent: np.ndarray  # ``dec.agent``, kept when ``dec`` is handed on
     node: np.ndarray
+    returns: np.ndarray
     metrics: dict[str, float]
     arrived: np.ndarray
-    state: np.ndarray | None = None  # (T, n_edges) global state, when the env reports it
-
-    @property
-    def steps(self) -> int:
-        return self.traj.action.shape[0]
+    steps: int
 
 
 Act = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -117,45 +164,47 @@ def collect(venv, act: Act, obs_dim: int, k: int, options: dict | None = None
             ) -> list[EpisodeRecord]:
     """Run every env of ``venv`` for one full episode (reset with ``options``);
     ``act(obs, mask, agent)`` chooses the actions of the deciding agents of all envs in one
-    call."""
+    call. Only decision rows are stored (:class:`DecisionBuffer`); rewards are summed per
+    agent as they come."""
     n_envs = len(venv)
     obs, info = venv.reset(options=options or {})
-    buf = [{"obs": [], "mask": [], "action": [], "reward": [], "node": [], "state": []}
-           for _ in range(n_envs)]
-    records: list[EpisodeRecord | None] = [None] * n_envs
-    active = list(range(n_envs))
-    nodes = [info[e]["node"] for e in range(n_envs)]
+    n = obs.shape[1]
     states = [info[e].get("state") for e in range(n_envs)]
-    while active:
-        o, m = obs[..., :obs_dim], obs[..., obs_dim:] > 0.5
-        deciding = m[:, :, :k].any(axis=2)
-        actions = np.full(deciding.shape, k, dtype=np.int64)
-        env_i, agent_i = np.nonzero(deciding)
+    state_dim = 0 if states[0] is None else len(states[0])
+    bufs = [DecisionBuffer(obs_dim, k, state_dim, capacity=4 * n) for _ in range(n_envs)]
+    cum = np.zeros((n_envs, n))
+    records: list[EpisodeRecord | None] = [None] * n_envs
+    active = np.arange(n_envs)
+    nodes = [info[e]["node"] for e in range(n_envs)]
+    step = np.zeros(n_envs, dtype=np.int64)
+    while len(active):
+        m = obs[..., obs_dim:] > 0.5
+        env_i, agent_i = np.nonzero(m[:, :, :k].any(axis=2))
+        actions = np.full(m.shape[:2], k, dtype=np.int64)
         if len(env_i):
-            actions[env_i, agent_i] = act(o[env_i, agent_i], m[env_i, agent_i], agent_i)
-        next_obs, rew, term, _, info = venv.step(actions, id=active)
+            o = obs[env_i, agent_i, :obs_dim]
+            chosen = act(o, m[env_i, agent_i], agent_i)
+            actions[env_i, agent_i] = chosen
+            bounds = np.searchsorted(env_i, np.arange(len(active) + 1))
+            for j, e in enumerate(active):
+                rows = slice(bounds[j], bounds[j + 1])
+                if bounds[j + 1] > bounds[j]:
+                    a = agent_i[rows]
+                    extra = {"gstate": states[e][None].repeat(len(a), 0)} if state_dim else {}
+                    bufs[e].add(obs=o[rows], mask=m[env_i[rows], a], action=chosen[rows],
+                                agent=a, t=np.full(len(a), step[e]), node=nodes[e][a],
+                                cum=cum[e, a], **extra)
+        next_obs, rew, term, _, info = venv.step(actions, id=active.tolist())
+        cum[active] += rew
+        step[active] += 1
         for j, e in enumerate(active):
-            b = buf[e]
-            for key, value in (("obs", o[j]), ("mask", m[j]), ("action", actions[j]),
-                               ("reward", rew[j]), ("node", nodes[e])):
-                b[key].append(value)
-            if states[e] is not None:
-                b["state"].append(states[e])
             nodes[e], states[e] = info[j]["node"], info[j].get("state")
             if term[j]:
-                traj = Trajectories(obs=np.stack(b["obs"]), mask=np.stack(b["mask"]),
-                                    action=np.stack(b["action"]), reward=np.stack(b["reward"]),
-                                    done=_done_at_end(len(b["obs"]), o.shape[1]))
-                records[e] = EpisodeRecord(traj, np.stack(b["node"]), info[j]["metrics"],
-                                           info[j]["arrived"],
-                                           np.stack(b["state"]) if b["state"] else None)
+                dec, node = bufs[e].decisions(cum[e])
+                records[e] = EpisodeRecord(dec, dec.agent, node, cum[e].copy(), info[j]["metrics"],
+                                           info[j]["arrived"], int(step[e]))
+                bufs[e] = None  # type: ignore[assignment]  # free its columns now
         keep = ~np.asarray(term, dtype=bool)
-        active = [e for e, kept in zip(active, keep, strict=True) if kept]
+        active = active[keep]
         obs = next_obs[keep]
     return records  # type: ignore[return-value]
-
-
-def _done_at_end(steps: int, n: int) -> np.ndarray:
-    done = np.zeros((steps, n), dtype=bool)
-    done[-1] = True
-    return done

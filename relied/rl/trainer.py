@@ -54,15 +54,16 @@ from relied.rl.demos import (
 )
 from relied.rl.envs import check_backend, make_vector_env
 from relied.rl.hybrid_ppo import Tensors, evaluate_actions, hybrid_update
-from relied.rl.model import ActorCritic
+from relied.rl.model import ActorCritic, resolve_device
 from relied.rl.policy import (
     PolicyFileError,
     TrainedPolicy,
     atomic_torch_save,
+    on_cpu,
     safe_torch_load,
     save_policy,
 )
-from relied.rl.rollout import Decisions, EpisodeRecord, collect, decisions_from, gae
+from relied.rl.rollout import Decisions, EpisodeRecord, collect, gae
 from relied.rl.schedule import dtw_per_step, expert_weights
 
 CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "return",
@@ -208,6 +209,7 @@ class Trainer:
         self._lock_fd: int | None = None
         self.provider = provider or make_provider(cfg, progress)
         check_backend(cfg.vector)
+        self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         self.net = net = load_city(cfg.city)
         # the fixed scenarios: the training pool, or (fresh trips) the demonstrated ones
@@ -217,7 +219,8 @@ class Trainer:
         self.model = ActorCritic(self.core.obs_dim, self.core.k, n, share=cfg.share,
                                  n_groups=cfg.n_groups, hidden=cfg.hidden,
                                  id_embed=cfg.id_embed,
-                                 state_dim=net.n_edges if cfg.spec.central_value else 0)
+                                 state_dim=net.n_edges if cfg.spec.central_value else 0
+                                 ).to(self.device)  # built on the CPU: same init anywhere
         self.optim = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-5)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.counters = {"iteration": 0, "env_steps": 0, "agent_steps": 0, "decisions": 0,
@@ -227,6 +230,9 @@ class Trainer:
         self.dtw_km = np.full((len(self.cores), n), np.nan)
         self.agent_return = np.full((len(self.cores), n), np.nan)
         self.experts: list[ExpertSet] = []
+        #: wall seconds of this process in sampling (env + policy), the policy's forward
+        #: passes while sampling, and the update (benchmarks/train_throughput.py)
+        self.timing = {"collect_s": 0.0, "policy_s": 0.0, "update_s": 0.0}
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -246,7 +252,9 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: Path, provider: DemoProvider | None = None,
-               progress: bool = True) -> Trainer:
+               progress: bool = True, device: str | None = None) -> Trainer:
+        """Continue a run from its last checkpoint; ``device`` overrides the stored one
+        (checkpoints load on any device)."""
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").is_file():
             raise TrainError(f"'{run_dir}' is not a run folder (no config.json)")
@@ -256,6 +264,8 @@ class Trainer:
             raise TrainError(f"'{run_dir / 'config.json'}' is corrupt "
                              f"({type(exc).__name__}); restore it or start a new run") from None
         check_city(cfg, run_dir, "restore the file, or start a new run")
+        if device is not None:
+            cfg = cfg.model_copy(update={"device": device})
         trainer = cls(cfg, run_dir, provider, progress)
         trainer.lock()
         try:
@@ -301,8 +311,8 @@ class Trainer:
         path = folder / f"ckpt_{self.counters['iteration']:06d}.pt"
         np_state = np.random.get_state(legacy=False)
         py_version, py_state, py_gauss = random.getstate()
-        state = {"format": CKPT_FORMAT, "model": self.model.state_dict(),
-                 "optim": self.optim.state_dict(), "gen": self.gen.get_state(),
+        state = {"format": CKPT_FORMAT, "model": on_cpu(self.model.state_dict()),
+                 "optim": on_cpu(self.optim.state_dict()), "gen": self.gen.get_state(),
                  "torch": torch.get_rng_state(),
                  "numpy": {"bit_generator": np_state["bit_generator"],
                            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
@@ -401,16 +411,28 @@ class Trainer:
     def _stack_experts(self) -> None:
         for j, e in enumerate(self.experts):
             e.dec.scenario = np.full(len(e.dec), j, dtype=np.int64)
-        self.expert_tensors = Tensors.of(Decisions.concat([e.dec for e in self.experts]))
+        self.expert_tensors = Tensors.of(Decisions.concat([e.dec for e in self.experts])
+                                         ).to(self.device)
         self.expert_ret = torch.as_tensor(np.concatenate([e.ret for e in self.experts]),
-                                          dtype=torch.float32)
+                                          dtype=torch.float32, device=self.device)
 
     # ---- one iteration ------------------------------------------------------------------
     def _act(self, obs: np.ndarray, mask: np.ndarray, agent: np.ndarray) -> np.ndarray:
+        """Sample the actions of all deciding agents of all envs: one forward pass on the
+        device, the draw on the CPU generator (same actions for a seed on any device)."""
+        start = time.perf_counter()
         with torch.no_grad():
-            logits = self.model.logits(torch.as_tensor(obs), torch.as_tensor(mask),
-                                       torch.as_tensor(agent))
-            return torch.multinomial(torch.softmax(logits, 1), 1, generator=self.gen)[:, 0].numpy()
+            probs = torch.softmax(self._logits(self.model, obs, mask, agent), 1).cpu()
+            actions = torch.multinomial(probs, 1, generator=self.gen)[:, 0].numpy()
+        self.timing["policy_s"] += time.perf_counter() - start
+        return actions
+
+    def _logits(self, model: ActorCritic, obs: np.ndarray, mask: np.ndarray,
+                agent: np.ndarray) -> torch.Tensor:
+        d = self.device
+        return model.logits(torch.as_tensor(obs, dtype=torch.float32, device=d),
+                            torch.as_tensor(mask, dtype=torch.bool, device=d),
+                            torch.as_tensor(agent, dtype=torch.long, device=d))
 
     def _expert_weights(self) -> torch.Tensor | None:
         """``lambda`` of every (scenario, agent): ``(S, n)``, each demonstration row weighted
@@ -419,7 +441,7 @@ class Trainer:
         if not cfg.uses_experts:
             return None
         if cfg.spec.weight == "one":
-            return torch.ones(self.dtw_km.shape)
+            return torch.ones(self.dtw_km.shape, device=self.device)
         lam = np.stack([
             expert_weights(cfg.weight, self.counters["iteration"], lambda0=cfg.lambda0,
                            lambda_min=cfg.lambda_min, lambda_max=cfg.lambda_max,
@@ -428,7 +450,7 @@ class Trainer:
                            expert_return=self.experts[j].agent_return,
                            return_temp=cfg.return_temp, n=self.core.n)
             for j in range(len(self.cores))])
-        return torch.as_tensor(lam, dtype=torch.float32)
+        return torch.as_tensor(lam, dtype=torch.float32, device=self.device)
 
     def _observe_scenario(self, j: int, routes: list[np.ndarray], returns: np.ndarray) -> None:
         """Record the agents' latest node routes and returns in fixed scenario ``j``."""
@@ -451,10 +473,7 @@ class Trainer:
     def policy_probs(self, obs: np.ndarray, mask: np.ndarray, agent: np.ndarray) -> np.ndarray:
         """The learners' current action probabilities, for the stationarity bound."""
         with torch.no_grad():
-            logits = self.model.logits(torch.as_tensor(obs, dtype=torch.float32),
-                                       torch.as_tensor(mask, dtype=torch.bool),
-                                       torch.as_tensor(agent, dtype=torch.long))
-            return torch.softmax(logits, 1).numpy()
+            return torch.softmax(self._logits(self.model, obs, mask, agent), 1).cpu().numpy()
 
     def _recheck_bound(self, j: int, previous: ActorCritic) -> dict[str, float]:
         """Recompute the stationarity bound of scenario ``j``'s demos under the learners'
@@ -464,10 +483,7 @@ class Trainer:
 
         def previous_probs(obs, mask, agent):
             with torch.no_grad():
-                logits = previous.logits(torch.as_tensor(obs, dtype=torch.float32),
-                                         torch.as_tensor(mask, dtype=torch.bool),
-                                         torch.as_tensor(agent, dtype=torch.long))
-                return torch.softmax(logits, 1).numpy()
+                return torch.softmax(self._logits(previous, obs, mask, agent), 1).cpu().numpy()
 
         reports = [recheck_batch(p, self.policy_probs, previous_probs=previous_probs,
                                  gamma=self.cfg.gamma) for p in self.demo_paths[j]]
@@ -500,26 +516,32 @@ class Trainer:
                     else self.cores[j].scenario)
         records = collect(venv, self._act, self.core.obs_dim, self.core.k,
                           {"scenario": scenario})
-        dec = Decisions.concat([decisions_from(r.traj, self.core.k, r.state) for r in records])
-        batch = Tensors.of(dec)
+        update_start = time.perf_counter()
+        self.timing["collect_s"] += update_start - start
+        dec = Decisions.concat([r.dec for r in records])
+        for r in records:
+            r.dec = None  # type: ignore[assignment]  # the concatenation holds the rows
+        batch = Tensors.of(dec).to(self.device)
         old_logp, value = evaluate_actions(self.model, batch)
-        adv = gae(dec, value.numpy(), cfg.gamma, cfg.gae_lambda)
-        adv_t = torch.as_tensor(adv, dtype=torch.float32)
+        adv = gae(dec, value.cpu().numpy(), cfg.gamma, cfg.gae_lambda)
+        adv_t = torch.as_tensor(adv, dtype=torch.float32, device=self.device)
+        self.timing["update_s"] += time.perf_counter() - update_start
         routes: list[np.ndarray] = []
         if self.experts:
             if cfg.fresh_trips:
                 routes = self._probe(j)
             else:
                 routes = driven_routes(records[0], self.cores[j])
-                self._observe_scenario(j, routes, np.mean(
-                    [r.traj.reward.sum(axis=0) for r in records], axis=0))
+                self._observe_scenario(j, routes, np.mean([r.returns for r in records], axis=0))
         lam = self._expert_weights()
+        update_start = time.perf_counter()
         recheck = bool(self.experts and cfg.bound_every and (it + 1) % cfg.bound_every == 0)
         previous = copy.deepcopy(self.model) if recheck else None
         stats = hybrid_update(self.model, self.optim, cfg, self.gen, batch, old_logp, adv_t,
                               adv_t + value,
                               self.expert_tensors if self.experts else None,
                               self.expert_ret if self.experts else None, lam)
+        self.timing["update_s"] += time.perf_counter() - update_start
         steps = sum(r.steps for r in records)
         extra: dict[str, float] = {}
         if previous is not None:
@@ -535,7 +557,7 @@ class Trainer:
         c["decisions"] += len(dec)
         c["wall_s"] += time.perf_counter() - start
         row = dict(c)
-        row["return"] = float(np.mean([r.traj.reward.sum(axis=0).mean() for r in records]))
+        row["return"] = float(np.mean([r.returns.mean() for r in records]))
         for key in ("mean_travel_time", "p95_travel_time", "arrival_rate"):
             row[key] = float(np.mean([r.metrics[key] for r in records]))
         row.update(stats)
@@ -658,10 +680,10 @@ def model_usage(paths: list[Path]) -> dict[str, float]:
 def driven_routes(rec: EpisodeRecord, core: RoutingCore) -> list[np.ndarray]:
     """Node route each agent drove in one episode (its decision nodes, then its destination
     if it arrived)."""
-    deciding = rec.traj.mask[:, :, : core.k].any(axis=2)
+    bounds = np.searchsorted(rec.agent, np.arange(core.n + 1))  # rows sorted by agent
     routes = []
     for i in range(core.n):
-        nodes = rec.node[deciding[:, i], i]
+        nodes = rec.node[bounds[i]:bounds[i + 1]]
         routes.append(np.append(nodes, core.dest[i]) if rec.arrived[i] else nodes)
     return routes
 
