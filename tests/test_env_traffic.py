@@ -108,3 +108,32 @@ def test_equilibrium_splits_traffic_and_beats_shortest_path():
 def test_custom_network_with_negative_capacity_is_refused():
     with pytest.raises(NetworkError, match="saturation_vps of edge 1 is -1.0"):
         line([1.0, -1.0, 1.0], [10, 10, 10])
+
+
+def test_incremental_bookkeeping_equals_recount_on_a_congested_run():
+    # the core keeps queue lengths, the en-route set and arrivals by state changes instead of
+    # recounting all vehicles each step: on a gridlocking peak they must equal the recount
+    from relied.env.cities import load_city
+
+    net = load_city("monaco")
+    core = RoutingCore(net, Scenario(city="monaco", n_agents=20, background_share=0.98,
+                                     departure_window_s=120, horizon_s=400, seed=3))
+    policy = ShortestPathPolicy()
+    e = net.n_edges
+    full_steps = 0
+    while not core.done:
+        core.step(policy(core))
+        status, edge = core.v_status, core.v_edge
+        on = edge >= 0
+        queued = np.bincount(edge[on & (status == QUEUED)], minlength=e)
+        np.testing.assert_array_equal(core.n_queued, queued)
+        free = on & (status == AT_NODE)
+        free[free] = (queued[edge[free]] == 0) & \
+            (core.next_slot[edge[free]] <= core.ready_s[free] + 1e-9)
+        stored = core.count - np.bincount(edge[free], minlength=e)
+        np.testing.assert_array_equal(core.stored, stored)
+        np.testing.assert_array_equal(
+            core.active, np.flatnonzero(np.isin(status, [AT_NODE, QUEUED, ON_EDGE])))
+        assert core.n_arrived == (status == ARRIVED).sum()
+        full_steps += int((stored >= net.storage).any())
+    assert full_steps > 100 and core.forced > 0  # the run really congested

@@ -109,6 +109,8 @@ class RoutingCore:
                                       index_of(net, s.background_destinations or [])[:bg]])
         self.v_depart = np.asarray(list(s.departures_s) + list(s.background_departures_s or []),
                                    dtype=np.float64)
+        self._depart_order = np.argsort(self.v_depart, kind="stable")
+        self._depart_sorted = self.v_depart[self._depart_order]
         self.dest_ids, self.v_dest_row = np.unique(self.v_dest, return_inverse=True)
         self.ff_to_dest = cost_to_go(net, self.dest_ids).astype(np.float64)
         self.v_ff_od = self.ff_to_dest[self.v_dest_row, self.v_origin]
@@ -153,6 +155,12 @@ class RoutingCore:
         self.head_since.fill(np.nan)
         self.v_arrival.fill(np.nan)
         self.count = np.zeros(e, dtype=np.int64)  # vehicles on each edge (all states)
+        self.n_queued = np.zeros(e, dtype=np.int64)  # QUEUED vehicles on each edge (queue model)
+        self.active = np.empty(0, dtype=np.int64)  # departed, not arrived: ascending ids
+        self.n_arrived = 0  # vehicles (learners and background) arrived
+        self._departed = 0  # departures released so far, in departure order
+        self._fresh = self.active  # reached a stop line since the last decisions (AT_NODE)
+        self._held = self.active
         self.next_slot = np.full(e, -np.inf)  # earliest discharge of the next vehicle
         self.blocked_on = np.full(e, -1, dtype=np.int64)  # full edge a queue's head waits for
         self.blocked_since = np.full(e, np.nan)
@@ -181,18 +189,25 @@ class RoutingCore:
 
     @property
     def stored(self) -> np.ndarray:
-        """Vehicles taking up each edge's storage. A vehicle waiting at the stop line of an
-        edge with no queue for its decision does not: in its own (back-dated) timeline it
-        leaves as soon as it got there, so it must not hold a short edge's space for a step.
-        (If its next edge then turns out full, it queues and counts again: an edge can hold
-        one vehicle more than its storage for a step.)"""
-        e = self.net.n_edges
-        on = self.v_edge >= 0
-        queued = np.bincount(self.v_edge[on & (self.v_status == QUEUED)], minlength=e)
-        free = (self.v_status == AT_NODE) & on
-        free[free] = (queued[self.v_edge[free]] == 0) & \
-            (self.next_slot[self.v_edge[free]] <= self.ready_s[free] + 1e-9)
-        return self.count - np.bincount(self.v_edge[free], minlength=e)
+        """Vehicles taking up each edge's storage (queue model; under BPR every vehicle on an
+        edge). A vehicle waiting at the stop line of an edge with no queue for its decision
+        does not: in its own (back-dated) timeline it leaves as soon as it got there, so it
+        must not hold a short edge's space for a step. (If its next edge then turns out full,
+        it queues and counts again: an edge can hold one vehicle more than its storage for a
+        step.)"""
+        return self._stored_at(np.arange(self.net.n_edges))
+
+    def _stored_at(self, edges: np.ndarray) -> np.ndarray:
+        """:attr:`stored` of ``edges`` only. The only vehicles at a stop line deciding are
+        those that reached it since the last decisions (``_fresh``), and ``n_queued`` is kept
+        on every state change, so nothing is recounted over all vehicles."""
+        out = self.count[edges]
+        if self.queue_model and self._fresh.size:
+            v = self._fresh
+            e = self.v_edge[v]
+            free = (self.n_queued[e] == 0) & (self.next_slot[e] <= self.ready_s[v] + 1e-9)
+            out = out - np.bincount(e[free], minlength=self.net.n_edges)[edges]
+        return out
 
     @property
     def occupancy(self) -> np.ndarray:
@@ -200,8 +215,13 @@ class RoutingCore:
         return self.count
 
     def _depart(self, now: float) -> None:
-        go = (self.v_status == WAITING) & (self.v_depart <= now + 1e-9)
-        self.v_status[go] = AT_NODE
+        """Release the vehicles departing by ``now`` into the active set (kept ascending)."""
+        end = int(np.searchsorted(self._depart_sorted, now + 1e-9, side="right"))
+        if end > self._departed:
+            new = np.sort(self._depart_order[self._departed:end])
+            self._departed = end
+            self.v_status[new] = AT_NODE
+            self.active = np.insert(self.active, np.searchsorted(self.active, new), new)
 
     def edge_delay(self, now: float | None = None) -> np.ndarray:
         """Delay over free flow (s) that a vehicle entering each edge at ``now`` would meet:
@@ -254,18 +274,25 @@ class RoutingCore:
         self._decide(np.asarray(actions, dtype=np.int64))
         arrived = self._discharge(t1)
         ready = self._reach_stop_lines(t1)
-        if self.queue_model:  # space freed during the step lets held vehicles in, at t1
+        if self.queue_model and (self._held.size or ready.size):
+            # space freed during the step lets held vehicles in, at t1
             retry = np.zeros(self.net.n_edges + 1, dtype=bool)  # index -1: origins
             retry[self.v_edge[self._held]] = True
             retry[self.v_edge[ready]] = True
-            arrived = np.concatenate([arrived, self._discharge(t1, retry)])
+            more = self._discharge(t1, retry)
+            if more.size:
+                arrived = np.concatenate([arrived, more])
             self._reach_stop_lines(t1)
+        if arrived.size:
+            self.n_arrived += arrived.size
+            self.active = self.active[self.v_status[self.active] != ARRIVED]
         self.t += 1
         self._depart(t1)
         if self.record_queues:
-            waiting = (self.v_status == QUEUED) | (self.v_status == AT_NODE)
-            on = waiting & (self.v_edge >= 0)
-            self.queue_history.append(np.bincount(self.v_edge[on], minlength=self.net.n_edges)
+            act = self.active
+            waiting = act[(self.v_status[act] == QUEUED) | (self.v_status[act] == AT_NODE)]
+            on = self.v_edge[waiting]
+            self.queue_history.append(np.bincount(on[on >= 0], minlength=self.net.n_edges)
                                       .astype(np.int32))
         n = self.n
         reward = -(self.clock_s[:n] - clock_before) / s.time_scale_s
@@ -284,10 +311,12 @@ class RoutingCore:
 
     def _decide(self, actions: np.ndarray) -> None:
         """Learners at a decision point take their chosen slot; background vehicles choose."""
-        deciding = np.flatnonzero(self.v_status == AT_NODE)
+        act = self.active
+        deciding = act[self.v_status[act] == AT_NODE]
         if deciding.size == 0:
             return
-        learner = deciding[deciding < self.n]
+        split = int(np.searchsorted(deciding, self.n))
+        learner, bg = deciding[:split], deciding[split:]
         slot = np.empty(deciding.size, dtype=np.int64)
         if learner.size:
             a = actions[learner]
@@ -299,12 +328,16 @@ class RoutingCore:
                 raise InvalidActionError(f"agent {i} at node {int(self.v_node[i])} chose slot "
                                          f"{int(actions[i])}, which is masked; use action_mask()")
             slot[: learner.size] = a
-        bg = deciding[deciding >= self.n]
         if bg.size:
             slot[learner.size:] = self._background_choice(bg)
         self.next_edge[deciding] = self.out_table[self.v_node[deciding], slot]
         self.v_status[deciding] = QUEUED
-        self.blocked_on[self.v_edge[deciding][self.v_edge[deciding] >= 0]] = -1  # new heads?
+        came = self.v_edge[deciding]
+        came = came[came >= 0]
+        self.blocked_on[came] = -1  # new heads?
+        if self.queue_model:
+            np.add.at(self.n_queued, came, 1)
+        self._fresh = self._fresh[:0]
 
     def _background_choice(self, vehicles: np.ndarray) -> np.ndarray:
         """Free-flow shortest path, or a logit choice among the out-edges that bring the
@@ -332,28 +365,15 @@ class RoutingCore:
         network), only those on ``edges`` (a mask over edges, last entry: origins) if given.
         Returns the vehicles that arrived; ``self._held`` keeps those a full next edge held."""
         net = self.net
-        queued = self.v_status == QUEUED
+        act = self.active
+        queued = self.v_status[act] == QUEUED
         if edges is not None:
-            queued &= edges[self.v_edge]
-        q = np.flatnonzero(queued)
+            queued &= edges[self.v_edge[act]]
+        q = act[queued]
         if self.queue_model:
-            # queues that cannot move: the next discharge slot is after t1, or the head waits
-            # for an edge that is still full and has not waited the stuck time
-            e = self.v_edge[q]
-            ee = np.maximum(e, 0)
-            wait = self.blocked_on[ee]
-            full = wait >= 0
-            if full.any():
-                w = np.maximum(wait, 0)
-                full &= (self.stored[w] >= net.storage[w]) & \
-                    (t1 - self.blocked_since[ee] < self.scenario.stuck_time_s)
-            late = (e >= 0) & ((self.next_slot[ee] > t1 + 1e-9) | full)
-            self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # as if re-held
-            self.clock_s[q[late]] = np.maximum(self.clock_s[q[late]], t1)
-            waiting, q = q[full], q[~late]
+            q, self._held = self._gate(q, t1)
         else:
-            waiting = q[:0]
-        self._held = waiting
+            self._held = q[:0]
         if q.size == 0:
             return q
         src = self.v_edge[q]
@@ -369,7 +389,7 @@ class RoutingCore:
             j = np.arange(q.size) - first
             h = self.headway[np.maximum(src, 0)]
             b = np.where(on_edge, ready - j * h, 0.0)
-            group = np.cumsum(np.arange(q.size) == first)
+            group = np.cumsum(j == 0)
             span = b.max() - b.min() + 1.0
             cummax = np.maximum.accumulate(b - b.min() + group * span) - group * span + b.min()
             chained = j * h + np.maximum(self.next_slot[np.maximum(src, 0)], cummax)
@@ -377,47 +397,23 @@ class RoutingCore:
         depart = np.maximum(depart, self.clock_s[q])
         can = depart <= t1 + 1e-9
         target = self.next_edge[q]
-        leaving = target == ARRIVE
-        if self.queue_model:
-            # storage of the next edge, first come first served; FIFO within each source edge
-            tq = np.flatnonzero(can & ~leaving)
-            tord = tq[np.lexsort((q[tq], depart[tq], target[tq]))]
-            rank = np.arange(tord.size) - _segment_starts(target[tord])
-            fits = np.zeros(q.size, dtype=bool)
-            if tord.size:
-                fits[tord] = rank < net.storage[target[tord]] - self.stored[target[tord]]
-            stuck = can & ~leaving & (t1 - self.head_since[q] >= self.scenario.stuck_time_s)
-            ok = can & (leaving | fits | stuck)
-            blocked = np.cumsum(~ok)
-            go = on_edge & (blocked - (blocked[first] - (~ok)[first]) == 0)
-            go |= ~on_edge & ok
-            held = can & ~go  # could leave but the next edge is full (or the one ahead is held)
-            head = held & (np.arange(q.size) == first) | held & ~on_edge
-            self.head_since[q[head]] = np.where(np.isnan(self.head_since[q[head]]), t1,
-                                                self.head_since[q[head]])
-            self.forced += int((go & stuck & ~fits).sum())
-            self._held = np.concatenate([waiting, q[held]])
-            held_head = held & on_edge & (np.arange(q.size) == first)
-            blocked_edges = src[held_head]
-            self.next_slot[blocked_edges] = np.maximum(self.next_slot[blocked_edges], t1)
-            self.blocked_on[blocked_edges] = target[held_head]
-            self.blocked_since[blocked_edges] = self.head_since[q[held_head]]
-        else:
-            go = can
+        go = self._admit(q, src, target, depart, can, first, t1) if self.queue_model else can
         stay = q[~go]
         self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
         v, d, from_edge, to = q[go], depart[go], src[go], target[go]
         if v.size == 0:
             return v
         came = from_edge >= 0
-        self.blocked_on[from_edge[came]] = -1
+        vc, fe, dc = v[came], from_edge[came], d[came]
+        self.blocked_on[fe] = -1
         if self.queue_model:
-            np.maximum.at(self.next_slot, from_edge[came], d[came] + self.headway[from_edge[came]])
-        np.subtract.at(self.count, from_edge[came], 1)
-        np.add.at(self.traversal_s, from_edge[came], d[came] - self.entered_s[v[came]])
-        np.add.at(self.traversal_n, from_edge[came], 1)
+            np.maximum.at(self.next_slot, fe, dc + self.headway[fe])
+            np.subtract.at(self.n_queued, fe, 1)
+        np.subtract.at(self.count, fe, 1)
+        np.add.at(self.traversal_s, fe, dc - self.entered_s[vc])
+        np.add.at(self.traversal_n, fe, 1)
         if self.record_traversals:
-            self.traversals.append((v[came], from_edge[came], self.entered_s[v[came]], d[came]))
+            self.traversals.append((vc, fe, self.entered_s[vc], dc))
         self.clock_s[v] = d
         self.head_since[v] = np.nan
         out = to == ARRIVE
@@ -444,19 +440,89 @@ class RoutingCore:
             self.routes.append((mv[learner], e[learner]))
         return gone
 
+    def _gate(self, q: np.ndarray, t1: float) -> tuple[np.ndarray, np.ndarray]:
+        """Queue model: split queued ``q`` into those that may leave by ``t1`` and those whose
+        whole queue waits (its next discharge slot is after ``t1``, or its head waits for an
+        edge that is still full and has not waited the stuck time). Returns ``(candidates,
+        held by a full edge)``."""
+        e = self.v_edge[q]
+        ee = np.maximum(e, 0)
+        late = self.next_slot[ee] > t1 + 1e-9
+        full = self.blocked_on[ee] >= 0
+        if full.any():
+            i = np.flatnonzero(full)
+            w = self.blocked_on[ee[i]]
+            full[i] = (self._stored_at(w) >= self.net.storage[w]) & \
+                (t1 - self.blocked_since[ee[i]] < self.scenario.stuck_time_s)
+            self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # as if re-held
+            late |= full
+        late &= e >= 0
+        self.clock_s[q[late]] = np.maximum(self.clock_s[q[late]], t1)
+        return q[~late], q[full]
+
+    def _admit(self, q: np.ndarray, src: np.ndarray, target: np.ndarray, depart: np.ndarray,
+               can: np.ndarray, first: np.ndarray, t1: float) -> np.ndarray:
+        """Queue model: which of the FIFO-ordered ``q`` (those that ``can`` leave by ``t1``)
+        leave. Those entering an edge take its free storage first come first served; a vehicle
+        the next edge holds holds the ones behind it on its edge; after ``stuck_time_s`` at a
+        queue's head a vehicle enters anyway. Updates the bookkeeping of held queues."""
+        leaving = target == ARRIVE
+        tq = np.flatnonzero(can & ~leaving)
+        ok, forcing = can, None
+        if tq.size:
+            tgt = target[tq]
+            room = self.net.storage[tgt] - self._stored_at(tgt)
+            if room.min() < tq.size:  # someone may not fit: rank the entries per edge
+                by = np.lexsort((q[tq], depart[tq], tgt))
+                rank = np.arange(tq.size) - _segment_starts(tgt[by])
+                fits = np.zeros(q.size, dtype=bool)
+                fits[tq[by]] = rank < room[by]
+                stuck = can & ~leaving & (t1 - self.head_since[q] >= self.scenario.stuck_time_s)
+                ok = can & (leaving | fits | stuck)
+                forcing = stuck & ~fits
+        on_edge = src >= 0
+        if ok.all():
+            go = ok
+        else:  # a queue moves up to its first vehicle that cannot; origins one by one
+            blocked = np.cumsum(~ok)
+            go = on_edge & (blocked - (blocked[first] - (~ok)[first]) == 0)
+            go |= ~on_edge & ok
+        if forcing is not None:
+            self.forced += int((go & forcing).sum())
+        held = can & ~go  # could leave but the next edge is full (or the one ahead is held)
+        if held.any():
+            is_first = np.arange(q.size) == first
+            head = held & is_first | held & ~on_edge
+            self.head_since[q[head]] = np.where(np.isnan(self.head_since[q[head]]), t1,
+                                                self.head_since[q[head]])
+            self._held = np.concatenate([self._held, q[held]])
+            held_head = held & on_edge & is_first
+            blocked_edges = src[held_head]
+            self.next_slot[blocked_edges] = np.maximum(self.next_slot[blocked_edges], t1)
+            self.blocked_on[blocked_edges] = target[held_head]
+            self.blocked_since[blocked_edges] = self.head_since[q[held_head]]
+        return go
+
     def _reach_stop_lines(self, t1: float) -> np.ndarray:
         """Vehicles whose free-flow traversal ends by ``t1`` are at the stop line: they decide
         next (or, at their destination's edge, queue to leave the network: returned)."""
-        on = np.flatnonzero((self.v_status == ON_EDGE) & (self.ready_s <= t1 + 1e-9))
+        act = self.active
+        on = act[(self.v_status[act] == ON_EDGE) & (self.ready_s[act] <= t1 + 1e-9)]
         if on.size == 0:
             return on
         self.clock_s[on] = self.ready_s[on]
         last = self.v_node[on] == self.v_dest[on]
-        self.v_status[on[last]] = QUEUED
-        self.next_edge[on[last]] = ARRIVE
-        self.blocked_on[self.v_edge[on[last]]] = -1  # possibly a new head, bound nowhere full
-        self.v_status[on[~last]] = AT_NODE
-        return on[last]
+        end, mid = on[last], on[~last]
+        self.v_status[end] = QUEUED
+        self.next_edge[end] = ARRIVE
+        end_edge = self.v_edge[end]
+        self.blocked_on[end_edge] = -1  # possibly a new head, bound nowhere full
+        self.v_status[mid] = AT_NODE
+        if self.queue_model:
+            np.add.at(self.n_queued, end_edge, 1)
+            if mid.size:
+                self._fresh = np.concatenate([self._fresh, mid])
+        return end
 
     # ---- observation ------------------------------------------------------------------------
     def decision_node(self) -> np.ndarray:
