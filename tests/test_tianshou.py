@@ -1,7 +1,9 @@
 """Tianshou at the seams: MultiAgentPolicy export, demo ReplayBuffers in HDF5, our GAE, the
-decision advantages, HybridPPO and the Tianshou engine against the fast one."""
+decision advantages, HybridPPO, the Tianshou engine's trips and resume, and the engine against
+the fast one."""
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -19,13 +21,14 @@ from relied.rl.demos import load_expert_set, shortest_path_demos
 from relied.rl.model import ActorCritic
 from relied.rl.policy import TrainedPolicy
 from relied.rl.rollout import Decisions, gae
-from relied.rl.tianshou_engine import HybridPPO, TianshouRun
+from relied.rl.tianshou_engine import HybridPPO, TianshouRun, resume
 from relied.rl.tianshou_policy import (
     buffer_decisions,
     load_demo_buffer,
     save_demo_buffer,
     to_multiagent_policy,
 )
+from relied.rl.trainer import TrainError, read_metrics
 
 torch.set_num_threads(1)
 SCEN = Scenario(city="west-oakland", n_agents=6, seed=0, horizon_s=300)
@@ -121,9 +124,10 @@ def test_a_buffer_file_with_a_foreign_pickle_is_refused(oakland, tmp_path):
 
 
 def small(algo: str, engine: str, steps: int, **kw) -> TrainConfig:
-    return TrainConfig(city="west-oakland", n_agents=10, horizon_s=300, algo=algo,
-                       experts="shortest-path", share="all", total_steps=steps, n_envs=2,
-                       seed=0, engine=engine, **kw)
+    base = dict(city="west-oakland", n_agents=10, horizon_s=300, algo=algo,
+                experts="shortest-path", share="all", total_steps=steps, n_envs=2, seed=0,
+                engine=engine)
+    return TrainConfig(**(base | kw))
 
 
 def test_decision_returns_rebuild_each_agents_rewards(tmp_path):
@@ -131,7 +135,7 @@ def test_decision_returns_rebuild_each_agents_rewards(tmp_path):
     from there to the end of the episode, though its rewards arrive on other agents' turns."""
     cfg = small("tianshou:ppo", "tianshou", 1, gamma=1.0, gae_lambda=1.0)
     run = TianshouRun.create(cfg, tmp_path, progress=False)
-    algo, seen = run.algorithm(), {}
+    algo, seen = run.algo, {}
     original = algo._add_returns_and_advantages
 
     def spy(batch, buffer, indices):
@@ -139,7 +143,6 @@ def test_decision_returns_rebuild_each_agents_rewards(tmp_path):
         return seen["batch"]
 
     algo._add_returns_and_advantages = spy
-    run.algorithm = lambda experts=None: algo
     run.run()
     batch = seen["batch"]
     agent = np.array([int(a.rsplit("_", 1)[1]) for a in batch.obs.agent_id])
@@ -168,7 +171,7 @@ def test_hybrid_ppo_adds_the_expert_term(tmp_path):
     row = dict(zip(header, first, strict=True))
     assert float(row["loss_expert"]) > 0 and float(row["lambda_mean"]) > 0
     assert (tmp_path / summary["run_dir"] / "demos" / "expert_buffer.h5").is_file()
-    assert isinstance(run.algorithm(None), HybridPPO)
+    assert isinstance(run.algo, HybridPPO) and run.algo.expert_buffer is not None
 
 
 @pytest.mark.parametrize("algo", ["tianshou:ppo", "tianshou:a2c"])
@@ -210,3 +213,93 @@ def test_tianshou_engine_reaches_the_fast_engines_travel_time(tmp_path):
                               progress=False).run()
     assert tian["arrival_rate"] == pytest.approx(fast["arrival_rate"], abs=0.1)
     assert abs(tian["mean_travel_time"] / fast["mean_travel_time"] - 1) < 0.05, (fast, tian)
+
+
+class Killed(Exception):
+    pass
+
+
+def _stop_after(run: TianshouRun, iterations: int) -> list[list[int]]:
+    """Record each iteration's episode seeds; raise :class:`Killed` (a kill) once the
+    ``iterations``-th checkpoint is written."""
+    seeds: list[list[int]] = []
+    epoch, save = run._epoch, run.save_checkpoint
+
+    def recorded(trainer):
+        row = epoch(trainer)
+        seeds.append([e.seed for e in run.algo.episodes])
+        return row
+
+    def save_then_kill():
+        path = save()
+        if len(seeds) == iterations:
+            raise Killed
+        return path
+
+    run._epoch, run.save_checkpoint = recorded, save_then_kill
+    return seeds
+
+
+@pytest.mark.parametrize("train_seeds", [None, 2])
+def test_each_iteration_draws_the_fast_engines_trips(tmp_path, oakland, train_seeds):
+    """Fresh trips by default (iteration t: ``training_seed(t)``), else fixed scenario
+    ``seed + t mod N``; every env of an iteration runs the same scenario."""
+    cfg = small("reled", "tianshou", 10**6, train_seeds=train_seeds, n_agents=6)
+    run = TianshouRun.create(cfg, tmp_path, progress=False)
+    seeds = _stop_after(run, 3)
+    with pytest.raises(Killed):
+        run.run()
+    expected = [cfg.training_seed(t) if train_seeds is None else cfg.seed + t % 2
+                for t in range(3)]
+    assert seeds == [[s] * cfg.n_envs for s in expected]
+    first, second = (RoutingCore(oakland, cfg.scenario(seed=s)) for s in expected[:2])
+    assert not (np.array_equal(first.origin, second.origin)
+                and np.array_equal(first.dest, second.dest))
+    # lambda from the agents' latest routes in the demonstrated scenario of each iteration
+    rows = [r.split(",") for r in (run.run_dir / "metrics.csv").read_text().splitlines()]
+    dtw = [float(r[rows[0].index("dtw_km")]) for r in rows[1:]]
+    assert len(dtw) == 3 and all(np.isfinite(dtw)) and np.isfinite(run.dtw_km).sum() >= 6
+
+
+def test_resume_continues_from_the_checkpoint_exactly(tmp_path):
+    cfg = small("reled", "tianshou", 10**6, n_agents=6, keep_checkpoints=5, heldout_seeds=0)
+    full = TianshouRun.create(cfg, tmp_path / "a", progress=False)
+    _stop_after(full, 3)
+    with pytest.raises(Killed):
+        full.run()
+    killed = tmp_path / "b"
+    shutil.copytree(full.run_dir, killed)
+    ckpts = sorted((killed / "checkpoints").glob("ckpt_*.pt"))
+    assert len(ckpts) == 3
+    ckpts[-1].unlink()  # killed after iteration 3 was logged, before its checkpoint
+    resumed = resume(killed, progress=False)
+    assert isinstance(resumed, TianshouRun) and resumed.counters["iteration"] == 2
+    assert len((killed / "metrics.csv").read_text().splitlines()) == 3  # header + 2 rows
+    seeds = _stop_after(resumed, 1)
+    with pytest.raises(Killed):
+        resumed.run()
+    assert seeds == [[cfg.training_seed(2)] * cfg.n_envs]  # its envs start at iteration 2
+    a = torch.load(full.run_dir / "checkpoints" / "ckpt_000003.pt", weights_only=True)
+    b = torch.load(killed / "checkpoints" / "ckpt_000003.pt", weights_only=True)
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    a["counters"].pop("wall_s"), b["counters"].pop("wall_s")
+    assert a["counters"] == b["counters"]
+    assert np.array_equal(a["dtw_km"].numpy(), b["dtw_km"].numpy(), equal_nan=True)
+
+    rows_a, rows_b = read_metrics(full.run_dir), read_metrics(killed)
+    assert len(rows_a) == len(rows_b) == 3
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        ra.pop("wall_s"), rb.pop("wall_s")
+        assert ra.keys() == rb.keys()
+        assert np.array_equal(list(ra.values()), list(rb.values()), equal_nan=True)
+    with pytest.raises(TrainError, match="resume it with that engine"):
+        TianshouRun.resume(_fast_run(tmp_path), progress=False)
+
+
+def _fast_run(tmp_path):
+    from relied.rl.trainer import Trainer
+
+    run = Trainer.create(small("ippo", "fast", 1), tmp_path / "fast", progress=False)
+    run.run()
+    return run.run_dir

@@ -7,16 +7,21 @@ Tianshou's ``PettingZooEnv``), with the hybrid objective as a subclass of Tiansh
   per-turn reward vectors), GAE over each agent's decisions (:func:`relied.rl.rollout.gae`,
   the fast engine's), the value after an agent's last decision 0. Tianshou's own
   per-transition GAE would chain different agents' turns.
-* :class:`HybridPPO` (``reled``, ``leed``, ``ippo``): Tianshou's ``PPO`` loss on the agents'
+* :class:`HybridPPO` (every PPO algorithm of :data:`ALGO_SPECS` without a central value:
+  ``reled`` and its ablations, ``leed``, ``ippo``): Tianshou's ``PPO`` loss on the agents'
   rollouts plus ``lambda_i(t) x L_expert`` on transitions drawn from an expert
   ``ReplayBuffer`` at each minibatch, the seam Tianshou's ``GAIL(PPO)`` uses. The expert
   term is :class:`relied.rl.hybrid_ppo.ExpertTerm`, the fast engine's code.
 * ``tianshou:ppo`` / ``tianshou:a2c``: Tianshou's ``PPO`` / ``A2C`` unchanged but for the
   decision advantages; the action mask is applied by the actor (masked logits).
 
-A run writes the fast engine's run folder (``config.json``, ``demos/``, ``metrics.csv``, ``tb/``
-through Tianshou's logger, ``policy.pt`` that ``relied eval`` reads, ``summary.json``,
-plots) plus ``demos/expert_buffer.h5``; it has no checkpoints (no ``--resume``).
+:class:`TianshouRun` is a :class:`relied.rl.trainer.Trainer` whose iteration is one epoch of
+Tianshou's trainer (one episode per env, one update), so both engines share the run folder,
+the demonstrations, the per-scenario ``lambda`` state (greedy probes of the demonstrated
+scenarios with fresh trips), the checkpoints and ``--resume`` (Tianshou's optimizer *is* the
+trainer's, so checkpoints hold its state), the held-out summary, and the trips: fresh every
+iteration by default (:class:`relied.rl.tianshou_env.TripSchedule`). The run also writes
+``demos/expert_buffer.h5`` (the expert ``ReplayBuffer``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,18 +37,15 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from tianshou.algorithm import A2C, PPO
+from tianshou.algorithm.optim import OptimizerFactory
 
-from relied.env.cities import load_city
 from relied.env.core import RoutingCore
-from relied.env.rollout import run_episode
-from relied.rl.config import TrainConfig
-from relied.rl.demos import DemoProvider, ExpertSet, demo_paths, load_expert_set, make_provider
+from relied.rl.config import ALGO_SPECS, TrainConfig
+from relied.rl.demos import DemoProvider, ExpertSet
 from relied.rl.hybrid_ppo import ExpertTerm, Tensors
 from relied.rl.model import ActorCritic
-from relied.rl.policy import TrainedPolicy, save_policy
 from relied.rl.rollout import Decisions, gae
-from relied.rl.schedule import dtw_per_step, expert_weights
-from relied.rl.tianshou_env import make_aec_vector_env
+from relied.rl.tianshou_env import TripSchedule, make_aec_vector_env
 from relied.rl.tianshou_policy import (
     ModelActor,
     ModelCritic,
@@ -52,30 +55,31 @@ from relied.rl.tianshou_policy import (
     expert_buffer,
     save_demo_buffer,
 )
-from relied.rl.trainer import (
-    CSV_FIELDS,
-    TrainError,
-    _fmt,
-    discard_run_dir,
-    new_run_dir,
-    preflight,
-    read_metrics,
-    seed_everything,
-)
+from relied.rl.trainer import CSV_FIELDS, Trainer, TrainError, _fmt
 
-ENGINE_ALGOS = ("reled", "leed", "ippo", "tianshou:ppo", "tianshou:a2c")
+#: what this engine trains: PPO algorithms without a central value (and Tianshou's own)
+ENGINE_ALGOS = tuple(name for name, spec in ALGO_SPECS.items()
+                     if spec.ppo and not spec.central_value)
+TIANSHOU_ALGOS = ("tianshou:ppo", "tianshou:a2c")
 
 
 @dataclass
 class EpisodeStats:
-    """One finished episode of the last update's batch: simulator steps, metrics, each
-    agent's return, decision nodes and arrival."""
+    """One finished episode of the last update's batch: scenario seed, simulator steps,
+    metrics, each agent's return, decision nodes and arrival."""
 
+    seed: int
     steps: int
     metrics: dict[str, float]
     agent_return: np.ndarray
     nodes: list[np.ndarray]
     arrived: np.ndarray
+
+    def routes(self, core: RoutingCore) -> list[np.ndarray]:
+        """Node route each agent drove (its decision nodes, then its destination if it
+        arrived), as :func:`relied.rl.trainer.driven_routes` for the fast engine."""
+        return [np.append(nodes, core.dest[i]) if self.arrived[i] else nodes
+                for i, nodes in enumerate(self.nodes)]
 
 
 class DecisionAdvantages:
@@ -108,12 +112,12 @@ class DecisionAdvantages:
         with torch.no_grad():
             v_s = torch.cat([self.critic(mb.obs).flatten() for mb in
                              batch.split(self.max_batchsize, shuffle=False, merge_last=True)])
-        value = v_s.numpy().astype(np.float64)
+        value = v_s.cpu().numpy().astype(np.float64)
         adv = np.empty(rows)
         adv[order] = gae(SimpleNamespace(reward=reward[order], end=~same), value[order],
                          self.gamma, self.gae_lambda)
         batch.v_s = v_s
-        batch.adv = torch.as_tensor(adv, dtype=torch.float32)
+        batch.adv = torch.as_tensor(adv, dtype=torch.float32, device=v_s.device)
         batch.returns = batch.adv + v_s
         self.decisions = rows
         self.episodes = [self._episode(batch, rew, agent, np.arange(a, b + 1))
@@ -126,7 +130,7 @@ class DecisionAdvantages:
         last = batch.info[rows[-1]]
         node = np.asarray(batch.info.node)[rows]
         n = rew.shape[1]
-        return EpisodeStats(int(last.t), {k: float(last[k]) for k in
+        return EpisodeStats(int(last.seed), int(last.t), {k: float(last[k]) for k in
                                           ("mean_travel_time", "p95_travel_time",
                                            "arrival_rate")},
                             rew[rows].sum(axis=0), [node[agent[rows] == i] for i in range(n)],
@@ -143,14 +147,17 @@ class TianshouA2C(DecisionAdvantages, A2C):
 
 class _WithExpertLoss:
     """Tianshou's optimizer with ``lambda x L_expert`` on a fresh expert sample added to each
-    minibatch loss PPO hands it."""
+    minibatch loss PPO hands it. The rows are drawn uniformly with replacement, as
+    ``ReplayBuffer.sample_indices`` does, but from numpy's global generator, which checkpoints
+    save (the buffer's own generator is not, so a resumed run would draw other rows)."""
 
     def __init__(self, optim, algo: HybridPPO):
         self.optim, self.algo = optim, algo
 
     def step(self, loss: torch.Tensor, *args, **kwargs):
         a = self.algo
-        idx = torch.as_tensor(a.expert_buffer.sample_indices(a.cfg.expert_batch))
+        idx = torch.as_tensor(np.random.randint(len(a.expert_buffer), size=a.cfg.expert_batch),
+                              device=a.expert_ret.device)
         e_loss, stats = a.term.loss(a.model, a.cfg, idx)
         for key, value in stats.items():
             a.expert_stats[key] = a.expert_stats.get(key, 0.0) + value
@@ -161,23 +168,28 @@ class _WithExpertLoss:
 class HybridPPO(DecisionAdvantages, PPO):
     """Tianshou ``PPO`` plus RELED's weighted expert loss from an expert ``ReplayBuffer``.
 
-    ``weights(episodes) -> lambda`` (one per agent) is asked once per update with the
-    episodes of its batch; without an expert buffer it is plain PPO (``ippo``)."""
+    Without experts it is plain PPO (``ippo``). :meth:`set_experts` gives the buffer and
+    ``weights(episodes) -> lambda`` (``(n,)`` per agent or ``(S, n)`` per demonstrated
+    scenario and agent), asked once per update with the episodes of its batch."""
 
-    def __init__(self, *, model: ActorCritic, cfg: TrainConfig, expert_buffer=None,
-                 weights=None, **ppo):
+    def __init__(self, *, model: ActorCritic, cfg: TrainConfig, **ppo):
         super().__init__(**ppo)
-        self.model, self.cfg, self.expert_buffer, self.weights = model, cfg, expert_buffer, weights
+        self.model, self.cfg = model, cfg
+        self.expert_buffer, self.weights = None, None
         self.expert_stats: dict[str, float] = {}
-        if expert_buffer is not None:
-            dec, ret = buffer_decisions(expert_buffer)
-            self.expert = Tensors.of(dec)
-            self.expert_ret = torch.as_tensor(ret, dtype=torch.float32)
+
+    def set_experts(self, buffer, weights: Callable[[list[EpisodeStats]], torch.Tensor]
+                    ) -> None:
+        dec, ret = buffer_decisions(buffer)
+        device = next(self.model.parameters()).device
+        self.expert_buffer, self.weights = buffer, weights
+        self.expert = Tensors.of(dec).to(device)
+        self.expert_ret = torch.as_tensor(ret, dtype=torch.float32, device=device)
 
     def _update_with_batch(self, batch, batch_size, repeat):
         if self.expert_buffer is None:
             return super()._update_with_batch(batch, batch_size, repeat)
-        self.lam = self.weights(self.episodes)
+        self.lam = self.weights(self.episodes).to(self.expert_ret.device)
         self.term = ExpertTerm.prepare(self.model, self.cfg, self.expert, self.expert_ret,
                                        self.lam)
         self.expert_stats = {}
@@ -189,91 +201,63 @@ class HybridPPO(DecisionAdvantages, PPO):
             self.optim = plain
 
 
-class TianshouRun:
-    """One run of the Tianshou engine; build with :meth:`create`, then :meth:`run`."""
+class _GivenOptimizer(OptimizerFactory):
+    """Hands Tianshou an existing torch optimizer (the trainer's, which its checkpoints
+    save) instead of making one; it must cover exactly the parameters Tianshou asks for."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, provider: DemoProvider | None,
-                 progress: bool):
-        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
-        self.provider = provider or make_provider(cfg, progress)
-        seed_everything(cfg.seed)
-        net = load_city(cfg.city)
-        self.cores = [RoutingCore(net, cfg.scenario(seed=s)) for s in cfg.pool_seeds()]
-        core = self.cores[0]
-        self.model = ActorCritic(core.obs_dim, core.k, core.n, share=cfg.share,
-                                 n_groups=cfg.n_groups, hidden=cfg.hidden,
-                                 id_embed=cfg.id_embed)
-        self.experts: list[ExpertSet] = []
-        self.counters = {"iteration": 0, "env_steps": 0, "agent_steps": 0, "decisions": 0,
-                         "wall_s": 0.0}
-        self.dtw_km = np.full(core.n, np.nan)
+    def __init__(self, optim: torch.optim.Optimizer):
+        super().__init__()
+        self.optim = optim
+
+    def _create_optimizer_for_params(self, params) -> torch.optim.Optimizer:
+        given = {id(p) for group in self.optim.param_groups for p in group["params"]}
+        if {id(p) for p in params} != given:
+            raise ValueError("the given optimizer covers other parameters than the algorithm")
+        return self.optim
+
+
+def check_engine(cfg: TrainConfig) -> None:
+    """:class:`TrainError` (one line) for what the Tianshou engine cannot train."""
+    if cfg.algo not in ENGINE_ALGOS:
+        raise TrainError(f"--engine tianshou trains {', '.join(ENGINE_ALGOS)}; "
+                         f"use --engine fast for {cfg.algo}")
+    if cfg.regen_every or cfg.bound_every:
+        raise TrainError("--engine tianshou has no --regen-every/--bound-every; "
+                         "use --engine fast")
+    if cfg.backend != "core":
+        raise TrainError(f"--engine tianshou simulates with the core; use --engine fast for "
+                         f"--backend {cfg.backend}")
+
+
+class TianshouRun(Trainer):
+    """A :class:`Trainer` whose iteration is one epoch of Tianshou's ``OnPolicyTrainer``;
+    build with :meth:`create` (new run) or :meth:`resume`, then :meth:`run`."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, provider: DemoProvider | None = None,
+                 progress: bool = True):
+        if cfg.engine != "tianshou":
+            raise TrainError(f"run '{run_dir}' was trained with --engine {cfg.engine}; "
+                             "resume it with that engine")
+        check_engine(cfg)
+        super().__init__(cfg, run_dir, provider, progress)
+        self.algo = self.algorithm()
 
     @classmethod
     def create(cls, cfg: TrainConfig, runs_root: Path, provider: DemoProvider | None = None,
                progress: bool = True) -> TianshouRun:
-        if cfg.algo not in ENGINE_ALGOS:
-            raise TrainError(f"--engine tianshou trains {', '.join(ENGINE_ALGOS)}; "
-                             f"use --engine fast for {cfg.algo}")
-        if cfg.regen_every or cfg.bound_every:
-            raise TrainError("--engine tianshou has no --regen-every/--bound-every; "
-                             "use --engine fast")
-        cfg = preflight(cfg).model_copy(update={"engine": "tianshou"})
-        run_dir = new_run_dir(runs_root, cfg)
-        try:
-            run = cls(cfg, run_dir, provider, progress)
-            cfg.save(run_dir / "config.json")
-        except BaseException:
-            discard_run_dir(run_dir, runs_root)
-            raise
-        run.runs_root = Path(runs_root)
-        return run
+        check_engine(cfg)
+        return super().create(cfg.model_copy(update={"engine": "tianshou"}), runs_root,
+                              provider, progress)
 
-    def _load_demos(self):
-        if not self.cfg.uses_experts:
-            return None
-        for core in self.cores:
-            store = self.run_dir / "demos" / f"seed-{core.scenario.seed}"
-            paths = demo_paths(Path(self.cfg.demos_dir)) if self.cfg.demos_dir \
-                else self.provider(core.scenario, store)
-            self.experts.append(load_expert_set(paths, core, self.cfg.gamma,
-                                                accepted_only=self.cfg.algo == "reled"))
-        both = ExpertSet(Decisions.concat([e.dec for e in self.experts]),
-                         np.concatenate([e.ret for e in self.experts]), [], np.zeros(0))
-        save_demo_buffer(both, self.run_dir / "demos" / "expert_buffer.h5")
-        return expert_buffer(both)
-
-    def _weights(self, episodes: list[EpisodeStats]) -> torch.Tensor:
-        """``lambda_i(t)`` as in the fast engine, from this iteration's episodes."""
-        cfg, core = self.cfg, self.cores[0]
-        j = self.counters["iteration"] % len(self.cores)
-        agent_return = np.mean([e.agent_return for e in episodes], axis=0)
-        if cfg.weight == "dtw":
-            ep, c = episodes[0], self.cores[j]
-            for i in range(core.n):
-                nodes = ep.nodes[i]
-                if ep.arrived[i]:
-                    nodes = np.append(nodes, c.dest[i])
-                self.dtw_km[i] = dtw_per_step(c.xy[nodes] / 1000.0,
-                                              self.experts[j].routes_km[i]) \
-                    if len(nodes) else np.nan
-        lam = expert_weights(cfg.weight, self.counters["iteration"], lambda0=cfg.lambda0,
-                             lambda_min=cfg.lambda_min, lambda_max=cfg.lambda_max,
-                             decay=cfg.lambda_decay, dtw_km=self.dtw_km,
-                             dtw_scale_km=cfg.dtw_scale_km, agent_return=agent_return,
-                             expert_return=self.experts[j].agent_return,
-                             return_temp=cfg.return_temp, n=core.n)
-        return torch.as_tensor(lam, dtype=torch.float32)
-
-    def algorithm(self, experts=None):
+    def algorithm(self):
+        """The Tianshou algorithm of ``cfg.algo`` over the trainer's model and optimizer."""
         from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
-        from tianshou.algorithm.optim import AdamOptimizerFactory
 
         cfg = self.cfg
         common = dict(policy=DiscreteActorPolicy(actor=ModelActor(self.model),
                                                  deterministic_eval=True,
                                                  action_space=action_space(self.model)),
-                      critic=ModelCritic(self.model),
-                      optim=AdamOptimizerFactory(lr=cfg.lr, eps=1e-5),
+                      critic=ModelCritic(self.model), optim=_GivenOptimizer(self.optim),
                       vf_coef=0.5 * cfg.vf_coef,  # Tianshou's value loss has no 1/2
                       ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
                       gae_lambda=cfg.gae_lambda, gamma=cfg.gamma, max_batchsize=4096)
@@ -281,69 +265,67 @@ class TianshouRun:
             return TianshouA2C(**common)
         if cfg.algo == "tianshou:ppo":
             return TianshouPPO(eps_clip=cfg.clip, **common)
-        return HybridPPO(model=self.model, cfg=cfg, expert_buffer=experts,
-                         weights=self._weights, eps_clip=cfg.clip, **common)
+        return HybridPPO(model=self.model, cfg=cfg, eps_clip=cfg.clip, **common)
 
-    def run(self) -> dict:
-        try:
-            return self._run()
-        except BaseException:
-            discard_run_dir(self.run_dir, self.runs_root)
-            raise
+    def load_demos(self) -> None:
+        """The trainer's demonstrations, also as the expert ``ReplayBuffer`` HybridPPO samples
+        (written to ``demos/expert_buffer.h5``)."""
+        super().load_demos()
+        if not self.experts:
+            return
+        stacked = ExpertSet(Decisions.concat([e.dec for e in self.experts]),
+                            np.concatenate([e.ret for e in self.experts]), [], np.zeros(0))
+        save_demo_buffer(stacked, self.run_dir / "demos" / "expert_buffer.h5")
+        self.algo.set_experts(expert_buffer(stacked), self._lambda)
+
+    def _lambda(self, episodes: list[EpisodeStats]) -> torch.Tensor:
+        """``lambda`` of every (scenario, agent), from the agents' latest routes in fixed
+        scenario ``j`` as in the fast engine: a greedy probe (fresh trips) or this batch."""
+        j = self.counters["iteration"] % len(self.cores)
+        if self.cfg.fresh_trips:
+            self._probe(j)
+        else:
+            self._observe_scenario(j, episodes[0].routes(self.cores[j]),
+                                   np.mean([e.agent_return for e in episodes], axis=0))
+        return self._expert_weights()
 
     def _run(self) -> dict:
         from tianshou.data import Collector, VectorReplayBuffer
         from tianshou.trainer import OnPolicyTrainer, OnPolicyTrainerParams
-        from tianshou.utils import TensorboardLogger
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
 
-        cfg, core = self.cfg, self.cores[0]
-        algo = self.algorithm(self._load_demos())
-        venv = make_aec_vector_env([c.scenario for c in self.cores], cfg.n_envs, cfg.vector)
+        self.load_demos()
+        cfg, core = self.cfg, self.core
+        venv = make_aec_vector_env(TripSchedule(cfg), cfg.n_envs, cfg.vector,
+                                   start=self.counters["iteration"])
         per_env = core.n * min(core.scenario.n_steps, 256) + 1
         buffer = VectorReplayBuffer(per_env * cfg.n_envs, cfg.n_envs)
-        collector = Collector(algo, venv, buffer)
-        logger = TensorboardLogger(SummaryWriter(str(self.run_dir / "tb")))
-        trainer = OnPolicyTrainer(algo, OnPolicyTrainerParams(
-            training_collector=collector, max_epochs=10**9, epoch_num_steps=1,
-            collection_step_num_env_steps=None, collection_step_num_episodes=cfg.n_envs,
+        trainer = OnPolicyTrainer(self.algo, OnPolicyTrainerParams(
+            training_collector=Collector(self.algo, venv, buffer), max_epochs=10**9,
+            epoch_num_steps=1, collection_step_num_env_steps=None,
+            collection_step_num_episodes=cfg.n_envs,
             update_step_num_repetitions=1 if cfg.algo == "tianshou:a2c" else cfg.epochs,
-            batch_size=cfg.minibatch, logger=logger, verbose=False, show_progress=False,
+            batch_size=cfg.minibatch, verbose=False, show_progress=False,
             multi_agent_return_reduction=lambda r: np.asarray(r).mean(axis=1)))
-        csv_path = self.run_dir / "metrics.csv"
-        bar = tqdm(total=cfg.total_steps, unit="step", disable=not self.progress,
-                   dynamic_ncols=True)
         try:
             trainer.reset()
-            while self.counters["env_steps"] < cfg.total_steps:
-                start = time.perf_counter()
-                epoch = trainer.execute_epoch()
-                row = self._row(algo, epoch, time.perf_counter() - start)
-                new = not csv_path.exists()
-                with open(csv_path, "a", newline="") as f:
-                    w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
-                    if new:
-                        w.writeheader()
-                    w.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
-                bar.set_postfix(ret=f"{row['return']:.2f}", tt=f"{row['mean_travel_time']:.0f}s",
-                                refresh=False)
-                bar.update(min(row["env_steps"], cfg.total_steps) - bar.n)
+            self._train_loop(lambda: self._epoch(trainer))
         finally:
-            bar.close()
             venv.close()
-            logger.finalize()
         return self.finish()
 
-    def _row(self, algo, epoch, wall: float) -> dict:
-        episodes = algo.episodes
+    def _epoch(self, trainer) -> dict:
+        """One iteration: Tianshou's epoch (an episode per env, one update) and its row."""
+        start = time.perf_counter()
+        j = self.counters["iteration"] % len(self.cores)
+        epoch = trainer.execute_epoch()
+        algo, episodes = self.algo, self.algo.episodes
         steps = sum(e.steps for e in episodes)
         c = self.counters
         c["iteration"] += 1
         c["env_steps"] += steps
-        c["agent_steps"] += steps * self.cores[0].n
+        c["agent_steps"] += steps * self.core.n
         c["decisions"] += algo.decisions
-        c["wall_s"] += wall
+        c["wall_s"] += time.perf_counter() - start
         row: dict = dict(c)
         row["return"] = float(np.mean([e.agent_return.mean() for e in episodes]))
         for key in ("mean_travel_time", "p95_travel_time", "arrival_rate"):
@@ -353,49 +335,63 @@ class TianshouRun:
                              ("entropy", "ent_loss")):
             if theirs in losses:
                 row[ours] = float(losses[theirs])
-        if isinstance(algo, HybridPPO) and algo.expert_buffer is not None:
+        if self.experts:
             count = max(algo.expert_stats.get("count", 1.0), 1.0)
             row["loss_expert"] = algo.expert_stats.get("loss_expert", 0.0) / count
             row["expert_nll"] = algo.expert_stats.get("expert_nll", 0.0) / count
             row["expert_kept"] = float(algo.term.keep.mean())
             row["lambda_mean"] = float(algo.lam.mean())
+            row["demos_fallback"] = float(sum(e.fallback for e in self.experts))
             if self.cfg.weight == "dtw":
-                row["dtw_km"] = float(np.nanmean(self.dtw_km))
+                row["dtw_km"] = float(np.nanmean(self.dtw_km[j]))
         return row
 
-    def finish(self) -> dict:
-        """``policy.pt`` (the fast engine's format), the greedy policy's metrics, plots and
-        ``summary.json``."""
-        from relied.env.plot import plot_routes
-        from relied.rl.plots import learning_curve
+    def _train_loop(self, iterate: Callable[[], dict]) -> None:
+        """The fast trainer's loop around ``iterate``: CSV row, checkpoint, TensorBoard row
+        (through Tianshou's ``TensorboardLogger``, on the same axis), progress bar."""
+        from tianshou.utils import TensorboardLogger
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
 
-        cfg, c = self.cfg, self.counters
-        save_policy(self.model, self.run_dir / "policy.pt", cfg.model_dump())
-        core = RoutingCore(self.cores[0].net, self.cores[0].scenario, record_routes=True)
-        episode = run_episode(core, TrainedPolicy(self.model))
-        rows = read_metrics(self.run_dir)
-        title = f"{cfg.algo} (tianshou) on {cfg.city}, {cfg.n_agents} agents, seed {cfg.seed}"
-        if rows:
-            learning_curve(rows, self.run_dir / "learning_curve.png", title)
-        plot_routes(core, episode.routes, self.run_dir / "routes.png", title=title)
-        summary = {
-            "run_dir": str(self.run_dir), "algo": cfg.algo, "engine": "tianshou",
-            "city": cfg.city, "agents": cfg.n_agents, "seed": cfg.seed,
-            "iterations": c["iteration"], "env_steps": c["env_steps"],
-            "agent_steps": c["agent_steps"], "decisions": c["decisions"],
-            "wall_s": round(c["wall_s"], 2),
-            "train_agent_steps_per_s": c["agent_steps"] / max(c["wall_s"], 1e-9),
-            "final_return": episode.metrics["mean_return"],
-            "mean_travel_time": episode.metrics["mean_travel_time"],
-            "p95_travel_time": episode.metrics["p95_travel_time"],
-            "arrival_rate": episode.metrics["arrival_rate"],
-            "train_return": rows[-1]["return"] if rows else float("nan"),
-        }
+        cfg = self.cfg
+        logger = TensorboardLogger(SummaryWriter(str(self.run_dir / "tb"),
+                                                 purge_step=self.counters["env_steps"] + 1))
+        csv_path = self.run_dir / "metrics.csv"
+        bar = tqdm(total=cfg.total_steps, initial=min(self.counters["env_steps"], cfg.total_steps),
+                   unit="step", disable=not self.progress, dynamic_ncols=True)
+        try:
+            while self.counters["env_steps"] < cfg.total_steps:
+                row = iterate()
+                new = not csv_path.exists()  # the row first: resume drops a row without ckpt
+                with open(csv_path, "a", newline="") as f:
+                    w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+                    if new:
+                        w.writeheader()
+                    w.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
+                self.save_checkpoint()
+                logger.write("train/env_step", row["env_steps"],
+                             {k: row[k] for k in CSV_FIELDS if k in row})
+                bar.set_postfix(ret=f"{row['return']:.2f}", tt=f"{row['mean_travel_time']:.0f}s",
+                                arr=f"{row['arrival_rate']:.2f}", refresh=False)
+                bar.update(min(row["env_steps"], cfg.total_steps) - bar.n)
+        finally:
+            bar.close()
+            logger.finalize()
+
+    def finish(self) -> dict:
+        """The trainer's ``policy.pt``, plots and summary, with ``engine`` in the summary."""
+        summary = super().finish() | {"engine": "tianshou"}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
 
-def train_tianshou(cfg: TrainConfig, runs_root: Path, provider: DemoProvider | None = None,
-                   progress: bool = True) -> dict:
-    """Create and run a Tianshou-engine run; returns its summary."""
-    return TianshouRun.create(cfg, runs_root, provider, progress).run()
+def resume(run_dir: Path, provider: DemoProvider | None = None, progress: bool = True
+           ) -> Trainer:
+    """Resume a run folder with the engine it was trained with (its ``config.json``)."""
+    try:
+        engine = TrainConfig.load(Path(run_dir) / "config.json").engine
+    except (OSError, ValueError):
+        engine = "fast"  # Trainer.resume names the problem
+    return (TianshouRun if engine == "tianshou" else Trainer).resume(run_dir, provider,
+                                                                     progress)
+

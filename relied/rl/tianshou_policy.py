@@ -17,7 +17,8 @@ action mask.
   buffer (decision transitions of demonstration batches) as a Tianshou ``ReplayBuffer`` with
   ``obs``, ``act``, ``rew`` (the decision's reward), ``terminated`` (the agent's last
   decision), ``obs_next`` and ``info.ret`` (discounted return from there, for the critic
-  filter) and ``info.t`` (simulator step), saved with ``save_hdf5``.
+  filter), ``info.t`` (simulator step) and ``info.scenario`` (index of the demonstrated
+  scenario, for per-scenario ``lambda``), saved with ``save_hdf5``.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def agent_index(agent_id) -> torch.Tensor:
                            dtype=torch.long)
 
 
-def _rows(obs) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.as_tensor(np.asarray(obs.obs), dtype=torch.float32),
-            torch.as_tensor(np.asarray(obs.mask), dtype=torch.bool))
+def _rows(obs, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(model.parameters()).device
+    return (torch.as_tensor(np.asarray(obs.obs), dtype=torch.float32, device=device),
+            torch.as_tensor(np.asarray(obs.mask), dtype=torch.bool, device=device))
 
 
 class ModelActor(nn.Module):
@@ -63,9 +65,10 @@ class ModelActor(nn.Module):
         return self.model.k + 1
 
     def forward(self, obs, state=None, info=None):
-        x, mask = _rows(obs)
+        x, mask = _rows(obs, self.model)
         agent = torch.full((len(x),), self.agent, dtype=torch.long) if self.agent is not None \
             else agent_index(obs.agent_id)
+        agent = agent.to(x.device)
         return self.model.logits(x, mask, agent), state
 
 
@@ -77,8 +80,8 @@ class ModelCritic(nn.Module):
         self.model = model
 
     def forward(self, obs, **_):
-        x, _mask = _rows(obs)
-        return self.model.value(x, agent_index(obs.agent_id))
+        x, _mask = _rows(obs, self.model)
+        return self.model.value(x, agent_index(obs.agent_id).to(x.device))
 
 
 def action_space(model: ActorCritic) -> gym.spaces.Discrete:
@@ -129,7 +132,7 @@ def expert_buffer(expert: ExpertSet):
     data = Batch(obs=obs_at(idx), act=dec.action, rew=dec.reward, terminated=dec.end.copy(),
                  truncated=np.zeros(n, dtype=bool), done=dec.end.copy(), obs_next=obs_at(nxt))
     buf = ReplayBuffer.from_data(**{k: data[k] for k in data.get_keys()})
-    data.info = Batch(ret=expert.ret.astype(np.float64), t=dec.t)
+    data.info = Batch(ret=expert.ret.astype(np.float64), t=dec.t, scenario=dec.scenario)
     buf.set_batch(data)
     return buf
 
@@ -144,7 +147,9 @@ def buffer_decisions(buf) -> tuple[Decisions, np.ndarray]:
                     agent=agent_index(data.obs.agent_id).numpy(),
                     t=np.asarray(data.info.t, dtype=np.int64),
                     end=np.asarray(data.terminated, dtype=bool),
-                    gstate=np.zeros_like(obs))
+                    gstate=np.zeros((len(obs), 0), dtype=np.float32),
+                    scenario=np.asarray(data.info.get("scenario", np.zeros(len(obs))),
+                                        dtype=np.int64))
     return dec, np.asarray(data.info.ret, dtype=np.float64)
 
 
