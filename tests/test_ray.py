@@ -77,11 +77,11 @@ def test_local_ray_listens_on_loopback_only(local_ray):
     assert set(addresses) == {LOOPBACK}, addresses
 
 
-def train(tmp_path, vector: str) -> tuple[dict, str]:
+def train(tmp_path, vector: str, algo: str = "ippo", steps: int = 900) -> tuple[dict, str]:
     cfg = tmp_path / f"{vector}.json"
-    cfg.write_text(json.dumps({"horizon_s": 300}))
+    cfg.write_text(json.dumps({"horizon_s": 300, "heldout_seeds": 1}))
     res = CliRunner().invoke(app, ["train", "--config", str(cfg), "--city", "west-oakland",
-                                   "--agents", "6", "--algo", "ippo", "--steps", "900",
+                                   "--agents", "6", "--algo", algo, "--steps", str(steps),
                                    "--envs", "2", "--vector", vector, "--share", "all",
                                    "--runs-dir", str(tmp_path / vector), "--no-progress",
                                    "--json"])
@@ -92,11 +92,13 @@ def train(tmp_path, vector: str) -> tuple[dict, str]:
     return out, (run_dir / "metrics.csv").read_text()
 
 
-def test_ray_vector_env_equals_subproc(tmp_path, local_ray):
+@pytest.mark.parametrize(("algo", "steps"), [("ippo", 900), ("tianshou:ppo", 700)])
+def test_ray_vector_env_equals_subproc(tmp_path, local_ray, algo, steps):
+    """Both engines (``tianshou:ppo`` trains on the Tianshou engine)."""
     assert ray.is_initialized() and len(ray.nodes()) == 1
-    on_ray, ray_rows = train(tmp_path, "ray")
-    on_subproc, subproc_rows = train(tmp_path, "subproc")
-    assert on_ray["iterations"] >= 2
+    on_ray, ray_rows = train(tmp_path, "ray", algo, steps)
+    on_subproc, subproc_rows = train(tmp_path, "subproc", algo, steps)
+    assert on_ray["iterations"] >= 2 and on_ray["algo"] == algo
     for key in ("env_steps", "decisions", "final_return", "mean_travel_time", "arrival_rate"):
         assert on_ray[key] == on_subproc[key], key
     assert _same_but_wall(ray_rows, subproc_rows)

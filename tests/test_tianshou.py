@@ -303,3 +303,22 @@ def _fast_run(tmp_path):
     run = Trainer.create(small("ippo", "fast", 1), tmp_path / "fast", progress=False)
     run.run()
     return run.run_dir
+
+
+def test_every_turn_reports_the_node_its_agent_decided_at(oakland):
+    """Also on the turns of agents that decide at the same simulator step as others."""
+    from relied.rl.tianshou_env import RoutingAECEnv, TripSchedule
+
+    env = RoutingAECEnv(TripSchedule(small("ippo", "tianshou", 1, train_seeds=1)))
+    env.reset()
+    turns = shared = 0
+    while not all(env.terminations.values()):
+        agent = env.agent_selection
+        i = int(agent.rsplit("_", 1)[1])
+        node, others = int(env.core.decision_node()[i]), len(env._queue) > 1
+        mask = env.observe(agent)["action_mask"]
+        env.step(int(np.flatnonzero(mask[:-1])[turns % mask[:-1].sum()]))
+        info = next(iter(env.infos.values()))
+        assert info["node"] == node and info["seed"] == env.core.scenario.seed
+        turns, shared = turns + 1, shared + others
+    assert turns > 20 and shared > 5

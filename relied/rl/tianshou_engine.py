@@ -385,13 +385,13 @@ class TianshouRun(Trainer):
         return summary
 
 
-def resume(run_dir: Path, provider: DemoProvider | None = None, progress: bool = True
-           ) -> Trainer:
-    """Resume a run folder with the engine it was trained with (its ``config.json``)."""
+def resume(run_dir: Path, provider: DemoProvider | None = None, progress: bool = True,
+           device: str | None = None) -> Trainer:
+    """Resume a run folder with the engine it was trained with (its ``config.json``); the
+    arguments are :meth:`Trainer.resume`'s."""
     try:
         engine = TrainConfig.load(Path(run_dir) / "config.json").engine
     except (OSError, ValueError):
         engine = "fast"  # Trainer.resume names the problem
-    return (TianshouRun if engine == "tianshou" else Trainer).resume(run_dir, provider,
-                                                                     progress)
-
+    cls = TianshouRun if engine == "tianshou" else Trainer
+    return cls.resume(run_dir, provider, progress, device=device)

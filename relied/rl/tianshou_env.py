@@ -24,6 +24,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 from pettingzoo import AECEnv
 
@@ -130,11 +131,31 @@ def make_aec_vector_env(schedule: Callable[[int], Scenario], n_envs: int, vector
                         start: int = 0):
     """``n_envs`` copies of the decision AEC env (first episode: iteration ``start``), each
     wrapped in Tianshou's ``PettingZooEnv``, behind one of Tianshou's vector envs."""
-    return vector_env([functools.partial(_wrapped, schedule, start) for _ in range(n_envs)],
-                      vector)
+    return vector_env([functools.partial(_wrapped, schedule, start, vector == "ray")
+                       for _ in range(n_envs)], vector)
 
 
-def _wrapped(schedule: Callable[[int], Scenario], start: int):
+def _wrapped(schedule: Callable[[int], Scenario], start: int, as_gym: bool):
     from tianshou.env import PettingZooEnv
 
-    return PettingZooEnv(RoutingAECEnv(schedule, start))
+    env = PettingZooEnv(RoutingAECEnv(schedule, start))
+    return _GymFace(env) if as_gym else env
+
+
+class _GymFace(gym.Env):
+    """A ``PettingZooEnv`` typed as a ``gymnasium.Env`` (same spaces, ``reset``, ``step``):
+    Tianshou's Ray worker wraps each env in a ``gymnasium.Wrapper``, which refuses anything
+    else."""
+
+    def __init__(self, env):
+        self.env = env
+        self.observation_space, self.action_space = env.observation_space, env.action_space
+
+    def reset(self, **kwargs):
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        return self.env.step(action)
+
+    def close(self) -> None:
+        self.env.close()
