@@ -21,6 +21,8 @@ REFERENCES = ("shortest-path", "congestion-aware", "equilibrium")
 #: MSA iterations of the equilibrium reference in evaluations (its gap is reported).
 EQUILIBRIUM_ITERATIONS = 10
 METRICS = ("mean_return", "mean_travel_time", "p95_travel_time", "arrival_rate")
+#: Also reported on SUMO: what SUMO did to the vehicles (never dropped from the metrics).
+SUMO_METRICS = ("teleports", "teleported_learners", "removed_vehicles", "missed_decisions")
 
 
 def latest_run(path: Path) -> Path:
@@ -79,7 +81,8 @@ def _run_policies(net, cfg: TrainConfig, model, seeds: list[int], city: str,
                 gaps.append(policy.equilibrium.relative_gap[-1])
         if backend != "core":
             core.close()
-    out = {name: {m: float(np.mean([r[m] for r in rs])) for m in METRICS}
+    keys = METRICS if backend == "core" else METRICS + SUMO_METRICS
+    out = {name: {m: float(np.mean([r[m] for r in rs])) for m in keys}
            for name, rs in results.items()}
     out["equilibrium"]["relative_gap"] = float(np.mean(gaps))
     out[cfg.algo]["vs_equilibrium"] = (out[cfg.algo]["mean_travel_time"]

@@ -120,6 +120,7 @@ class SumoCore(RoutingCore):
         self._start()
         self._cache_t = -1
         self.sumo_road = [""] * self.n  # SUMO edge each learner was on after the last step
+        self.came_road = np.full(self.n, -1, dtype=np.int64)  # SUMO edge it leaves its node by
         self.decided = np.full(self.n, -2, dtype=np.int64)  # core edge of the last decision
         self.teleports, self.missed = 0, 0
         self.missed_by = np.zeros(self.n, dtype=np.int64)  # decisions missed per learner
@@ -135,15 +136,17 @@ class SumoCore(RoutingCore):
 
     def _background_route(self, v: int) -> list[int]:
         """Core edges of background vehicle ``v``: the core's choice rule junction by junction
-        (free-flow shortest path, or logit among edges that bring it closer)."""
-        net, node, dest, row = self.net, int(self.v_origin[v]), int(self.v_dest[v]), \
-            int(self.v_dest_row[v])
-        edges: list[int] = []
-        while node != dest and len(edges) < net.n_nodes:
+        (free-flow shortest path, or logit among edges that bring it closer), over the edges
+        SUMO can drive on to the destination."""
+        net, sn = self.net, self.sumo_net
+        node, dest, row = int(self.v_origin[v]), int(self.v_dest[v]), int(self.v_dest_row[v])
+        edges, road = [], -1
+        while not self._at_dest(node, dest) and len(edges) < net.n_nodes:
             out = net.out_edges(node)
-            out = out[self.sumo_net.mapped[out]]
-            if edges:
-                out = out[[self.sumo_net.turn_ok(edges[-1], int(o)) for o in out]]
+            out = out[[sn.can_take(road, int(o), dest) for o in out]]
+            if edges:  # the core's U-turn rule
+                back = net.edge_dst[out] == net.edge_src[edges[-1]]
+                out = out[~back] if (~back).any() else out
             if out.size == 0:
                 break
             via = net.freeflow_s[out] + self.ff_to_dest[row, net.edge_dst[out]]
@@ -157,20 +160,34 @@ class SumoCore(RoutingCore):
                 pick = int(self.bg_rng.choice(out.size, p=p / p.sum()))
             edges.append(int(out[pick]))
             node = int(net.edge_dst[out[pick]])
+            road = int(sn.last[edges[-1]]) if sn.real[edges[-1]] else road
         return edges
+
+    def _at_dest(self, node: int, dest: int) -> bool:
+        """``node`` lies in the SUMO junction of ``dest`` (arriving there is arriving)."""
+        j = self.sumo_net.node_junction
+        return bool(j[node] == j[dest])
+
+    def _route_on(self, road: str, dest: int) -> list[str]:
+        """SUMO's fastest route from edge ``road`` to the junction of core node ``dest``."""
+        tr, ids, best = self.traci, self.sumo_net.edge_ids, None
+        for t in self.sumo_net.targets(dest).tolist():
+            found = tr.simulation.findRoute(road, ids[t])
+            if found.edges and (best is None or found.travelTime < best.travelTime):
+                best = found
+        return list(best.edges) if best is not None else []
 
     def _add_background(self) -> None:
         tr, sn = self.traci, self.sumo_net
         for v in range(self.n, self.n_all):
             edges = self._background_route(v)
-            if edges and int(self.net.edge_dst[edges[-1]]) == self.v_dest[v]:
-                route = self._route_of(edges)
-            else:  # no legal SUMO route along the core's rule: SUMO's own fastest route
-                start = self.net.out_edges(int(self.v_origin[v]))
-                start, goal = start[sn.mapped[start]], sn.target(int(self.v_dest[v]))
-                route = list(tr.simulation.findRoute(sn.edge_ids[sn.first[start[0]]],
-                                                     sn.edge_ids[goal]).edges) \
-                    if start.size and goal >= 0 else []
+            route = self._route_of(edges) \
+                if edges and self._at_dest(int(self.net.edge_dst[edges[-1]]),
+                                           int(self.v_dest[v])) else []
+            if not route:  # no legal SUMO route along the core's rule: SUMO's own fastest
+                start = sn.exits(int(self.v_origin[v]))
+                route = self._route_on(sn.edge_ids[sn.first[start[0]]], int(self.v_dest[v])) \
+                    if start.size else []
             if not route:
                 self.removed.add(v)  # never inserted: unarrived, counted
                 continue
@@ -179,18 +196,15 @@ class SumoCore(RoutingCore):
                            departLane="best", departSpeed="max")
 
     def _slot_mask(self, vehicles: np.ndarray) -> np.ndarray:
-        """The core's mask, less the slots SUMO cannot drive from where each vehicle is."""
+        """The core's mask, less the slots SUMO cannot drive from where each vehicle is
+        (no connection from the SUMO edge it leaves by, destination unreachable)."""
         valid = super()._slot_mask(vehicles)
         sn = self.sumo_net
         slots = np.maximum(self.out_table[self.v_node[vehicles]], 0)
         for row, v in enumerate(vehicles.tolist()):
-            came = int(self.v_edge[v])
-            reach = sn.reaches(int(self.v_dest[v]))
+            road, dest = int(self.came_road[v]), int(self.v_dest[v])
             for k in np.flatnonzero(valid[row]).tolist():
-                e = int(slots[row, k])
-                ok = sn.mapped[e] and (came < 0 or sn.turn_ok(came, e)) and \
-                    (self.net.edge_dst[e] == self.v_dest[v] or reach[sn.last[e]])
-                valid[row, k] = ok
+                valid[row, k] = sn.can_take(road, int(slots[row, k]), dest)
         return valid
 
     def _sumo_state(self) -> None:
@@ -269,15 +283,22 @@ class SumoCore(RoutingCore):
         tr, sn = self.traci, self.sumo_net
         for i, e in zip(deciding.tolist(), self.out_table[self.node[deciding], a].tolist(),
                         strict=True):
+            self.decided[i] = self.edge[i]
+            self.next_edge[i] = e
+            if sn.inside[e]:  # inside a joined junction: decide again at its head
+                self._enter(i, [e])
+                if not self._slot_mask(np.array([i]))[0].any():  # cannot happen: can_take
+                    self.decided[i] = e  # checked a way on; keep SUMO's route
+                    self.status[i] = ON_EDGE
+                continue
             route = self._route_of([e])
-            if int(self.net.edge_dst[e]) != int(self.dest[i]):
-                rest = tr.simulation.findRoute(route[-1],
-                                               sn.edge_ids[sn.target(int(self.dest[i]))]).edges
+            if not self._at_dest(int(self.net.edge_dst[e]), int(self.dest[i])):
+                rest = self._route_on(route[-1], int(self.dest[i]))
                 if not rest:
                     raise SumoError(f"SUMO finds no route from '{route[-1]}' to the "
                                     f"destination of learner {i}")
-                route += list(rest[1:])
-            if self.edge[i] < 0:
+                route += rest[1:]
+            if not self.sumo_road[i]:  # not inserted yet: depart now on the chosen edge
                 tr.route.add(f"rL{i}", route)
                 tr.vehicle.add(f"L{i}", f"rL{i}", depart="now", departLane="best",
                                departSpeed="max")
@@ -286,11 +307,20 @@ class SumoCore(RoutingCore):
             else:
                 try:
                     tr.vehicle.setRoute(f"L{i}", [self.sumo_road[i], *route])
-                except tr.TraCIException as exc:
-                    raise SumoError(f"SUMO refused the route of learner {i} ({exc})") from None
+                except tr.TraCIException:  # already inside the junction (after hops through
+                    self.missed += 1       # a joined one): too late, SUMO's route stands
+                    self.missed_by[i] += 1
+                    self.decided[i] = self.edge[i]
                 self.status[i] = ON_EDGE
-            self.decided[i] = self.edge[i]
-            self.next_edge[i] = e
+
+    def _enter(self, i: int, edges: list[int]) -> None:
+        """Learner ``i`` is on the last of core ``edges`` (recorded as driven)."""
+        e = edges[-1]
+        self.edge[i], self.node[i] = e, int(self.net.edge_dst[e])
+        if self.sumo_net.real[e]:
+            self.came_road[i] = self.sumo_net.last[e]
+        if self.record_routes:
+            self.routes.append((np.full(len(edges), i), np.array(edges)))
 
     def _track(self) -> None:
         """Learners' SUMO edges -> core edges; who is now at a decision point."""
@@ -300,33 +330,33 @@ class SumoCore(RoutingCore):
             if vid[0] != "L":
                 continue
             i = int(vid[1:])
-            if self.status[i] == ARRIVED:
-                continue
             road = vals[tc.VAR_ROAD_ID]
-            if not road or road[0] == ":":  # inside a junction
+            if self.status[i] == ARRIVED or not road or road[0] == ":" \
+                    or road == self.sumo_road[i]:  # arrived, inside a junction, or no news
                 continue
             s = sn.index.get(road, -1)
             e = int(sn.sumo_to_core[s]) if s >= 0 else -1
             self.sumo_road[i] = road
-            if self.status[i] == QUEUED:
+            if e < 0:  # an edge of no core edge (SUMO's own way on): keep the core position
                 self.status[i] = ON_EDGE
-            if e < 0 or e == self.edge[i]:
-                if e >= 0 and self.status[i] == ON_EDGE and s == sn.last[e] and \
-                        self.decided[i] != e and int(net.edge_dst[e]) != int(self.dest[i]):
-                    self._at_junction(i)
                 continue
-            crossed = [e]
-            if self.edge[i] >= 0 and int(net.edge_src[e]) != int(self.node[i]):
-                gap = net.edge_between(int(self.node[i]), int(net.edge_src[e]))
-                crossed = [gap, e] if gap >= 0 else crossed  # crossed within one step
-            if self.edge[i] >= 0 and (len(crossed) > 1 or self.decided[i] != self.edge[i]) \
-                    and int(net.edge_dst[self.edge[i]]) != int(self.dest[i]):
-                self.missed += 1
-                self.missed_by[i] += 1
-            self.edge[i], self.node[i] = e, int(net.edge_dst[e])
-            if self.record_routes:
-                self.routes.append((np.full(len(crossed), i), np.array(crossed)))
-            if s == sn.last[e] and self.node[i] != self.dest[i]:
+            if e != self.edge[i]:
+                crossed = [e]
+                if self.edge[i] >= 0 and not self._at_dest(int(net.edge_src[e]),
+                                                           int(self.node[i])):
+                    gap = net.edge_between(int(self.node[i]), int(net.edge_src[e]))
+                    crossed = [gap, e] if gap >= 0 else crossed  # crossed within one step
+                if self.edge[i] >= 0 and (len(crossed) > 1 or self.status[i] == AT_NODE
+                                          or self.decided[i] != self.edge[i]) \
+                        and not self._at_dest(int(self.node[i]), int(self.dest[i])):
+                    self.missed += 1
+                    self.missed_by[i] += 1
+                self.status[i] = ON_EDGE
+                self._enter(i, crossed)
+            elif self.status[i] == QUEUED:
+                self.status[i] = ON_EDGE
+            if self.status[i] == ON_EDGE and s == sn.last[e] and self.decided[i] != e and \
+                    not self._at_dest(int(self.node[i]), int(self.dest[i])):
                 self._at_junction(i)
         lost = [i for i in np.flatnonzero((self.status == ON_EDGE) | (self.status == AT_NODE))
                 .tolist() if self.sumo_road[i] and f"L{i}" not in res and i not in self.removed]

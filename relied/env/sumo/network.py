@@ -1,18 +1,22 @@
 """The SUMO network of a city: built by ``netconvert`` from the core's OSM file, cached, and
 mapped edge by edge onto the core's :class:`CityNetwork`.
 
-``netconvert`` options (:data:`NETCONVERT_OPTIONS`): only the core's drivable highway classes
-(``--keep-edges.by-type``), junctions not joined (``--junctions.join false``) so that every
-SUMO junction keeps its OSM node id, geometry nodes kept as geometry, isolated edges removed,
-turnarounds and OSM turn restrictions as SUMO builds them, traffic lights where OSM tags them.
-The net is cached beside the core's network entry (``<entry>.sumo<N>.net.xml``), keyed by the
-source file's SHA-256, the options and SUMO's version.
+``netconvert`` options (:data:`NETCONVERT_OPTIONS`, each with its reason beside it): raw OSM
+junctions are what SUMO users never simulate as they are. A dual carriageway crossing is two to
+four OSM nodes a few metres apart; as separate SUMO junctions each has its own priority rules
+and no room to queue between them, so micro traffic locks itself ("yield"/"jam" teleports).
+The options are the usual OSM clean-up: junctions joined, signals guessed and joined,
+roundabouts and ramps guessed, simple corner shapes. The net is cached beside the core's
+network entry (``<entry>.sumo<N>-<key>.net.xml``), keyed by the source file's SHA-256, the
+options and SUMO's version.
 
-Mapping: OSM nodes that osmnx keeps are the core's nodes; netconvert splits ways at the same
-nodes and more (where two ways meet end to end). A core edge ``u -> v`` maps to the shortest
-connected chain of SUMO edges from junction ``u`` to junction ``v`` whose inner junctions are
-not core nodes (its *fragment*). Turns between core edges map to SUMO connections. Core edges
-without a fragment, or much longer or shorter than theirs, are listed in :class:`MapReport`.
+Mapping: OSM nodes that osmnx keeps are the core's nodes; each lies in one SUMO junction (its own
+id, or ``cluster_<id>_<id>...`` where netconvert joined it with neighbours). A core edge
+``u -> v`` between two SUMO junctions maps to the shortest connected chain of SUMO edges from
+junction(u) to junction(v) whose inner junctions hold no core node (its *fragment*); a core edge
+whose ends lie in the same joined junction is *inside* it (no SUMO edge: crossing the junction
+covers it). Core edges without either, or much longer or shorter than their fragment, are
+listed in :class:`MapReport`.
 """
 
 from __future__ import annotations
@@ -34,15 +38,34 @@ from relied.env import netcache
 from relied.env.network import DRIVABLE_HIGHWAYS, CityNetwork
 
 #: Bump when the options or the mapping change.
-SUMO_BUILD = 1
+SUMO_BUILD = 2
 
+#: netconvert options, each with why (see docs/environment.md, "SUMO").
 NETCONVERT_OPTIONS: tuple[str, ...] = (
+    # only the core's drivable highway classes: both simulators see the same streets
     "--keep-edges.by-type", ",".join(f"highway.{h}" for h in sorted(DRIVABLE_HIGHWAYS)),
-    "--junctions.join", "false",
+    # one SUMO junction per real intersection: OSM draws a dual carriageway crossing as 2-4
+    # nodes metres apart; unjoined, each is a priority junction with no queue room between
+    # them and SUMO micro deadlocks (most of its teleports were "yield"/"jam" at such nodes)
+    "--junctions.join", "true",
+    # joined ids list every OSM node (cluster_<id>_<id>...), never "#N more": the mapping
+    # reads core nodes back from them
+    "--max-join-ids", "1000",
+    # traffic_signals nodes on the approaches of an intersection make one signal at it ...
+    "--tls.guess-signals", "true",
+    # ... and signals a few metres apart run one program (no green into a red)
+    "--tls.join", "true",
+    # a signal on a straight road with no crossing traffic (pedestrian lights) is dropped
+    "--tls.discard-simple", "true",
+    # roundabouts (priority to the circulating traffic) and motorway ramps as such
+    "--roundabouts.guess", "true",
+    "--ramps.guess", "true",
+    # simple junction corners: shorter internal lanes, no geometry artefacts
+    "--junctions.corner-detail", "0",
+    # geometry nodes stay nodes: removing them would merge away junctions the core has
     "--geometry.remove", "false",
     "--remove-edges.isolated", "true",
     "--osm.all-attributes", "false",
-    "--tls.discard-simple", "false",
     "--no-warnings", "true",
 )
 
@@ -131,17 +154,20 @@ class MapReport:
     mapped_edges: int
     unmapped: list[int] = field(default_factory=list)
     length_mismatch: list[int] = field(default_factory=list)
+    inside: int = 0
     turns: int = 0
     turns_missing: int = 0
 
     def summary(self) -> dict:
         return {"core_edges": self.core_edges, "mapped_edges": self.mapped_edges,
-                "unmapped_edges": len(self.unmapped), "length_mismatch": len(self.length_mismatch),
+                "unmapped_edges": len(self.unmapped), "inside_joined_junctions": self.inside,
+                "length_mismatch": len(self.length_mismatch),
                 "turns": self.turns, "turns_missing_in_sumo": self.turns_missing}
 
     def line(self) -> str:
         return (f"{self.mapped_edges}/{self.core_edges} core edges map to SUMO "
-                f"({len(self.unmapped)} do not, {len(self.length_mismatch)} with a length off by "
+                f"({self.inside} inside joined junctions, {len(self.unmapped)} do not, "
+                f"{len(self.length_mismatch)} with a length off by "
                 f">{LENGTH_TOLERANCE:.0%}); {self.turns - self.turns_missing}/{self.turns} "
                 "turns allowed in SUMO")
 
@@ -159,6 +185,7 @@ class SumoNetwork:
     def _read(self, path: Path) -> None:
         ids, frm, to, length, speed = [], [], [], [], []
         succ: list[tuple[str, str]] = []
+        junctions: list[str] = []
         try:
             for _, el in ET.iterparse(path):
                 if el.tag == "edge" and el.get("function") is None:
@@ -172,11 +199,19 @@ class SumoNetwork:
                 elif el.tag == "connection" and not el.get("from", "").startswith(":"):
                     succ.append((el.get("from"), el.get("to")))
                 elif el.tag == "junction":
+                    if el.get("type") != "internal":
+                        junctions.append(el.get("id"))
                     el.clear()
         except (ET.ParseError, TypeError, ValueError, IndexError) as exc:
             raise SumoError(f"SUMO network '{path}' is unreadable ({type(exc).__name__}); "
                             "delete it to rebuild") from None
         self.edge_ids = ids
+        # the SUMO junction of each OSM node: its own id, or the joined cluster holding it
+        self.junction_of: dict[str, str] = {}
+        for j in junctions:
+            members = j[len("cluster_"):].split("_") if j.startswith("cluster_") else [j]
+            for m in members:
+                self.junction_of[m] = j
         self.index = {e: i for i, e in enumerate(ids)}
         self.edge_from, self.edge_to = frm, to
         self.length_m = np.asarray(length)
@@ -190,10 +225,10 @@ class SumoNetwork:
             for b in nxt:
                 self.pred[b].add(a)
 
-    def _fragment(self, u: str, v: str, core_nodes: set[str], starts: dict[str, list[int]],
-                  want_m: float) -> list[int]:
-        """Shortest connected SUMO edge chain from junction ``u`` to ``v`` through non-core
-        junctions (Dijkstra on edges, bounded by 3x the core length)."""
+    def _fragment(self, u: str, v: str, core_junctions: set[str],
+                  starts: dict[str, list[int]], want_m: float) -> list[int]:
+        """Shortest connected SUMO edge chain from junction ``u`` to ``v`` through junctions
+        without core nodes (Dijkstra on edges, bounded by 3x the core length)."""
         heap = [(self.length_m[s], s, (s,)) for s in starts.get(u, [])]
         heapq.heapify(heap)
         done: set[int] = set()
@@ -206,7 +241,7 @@ class SumoNetwork:
             head = self.edge_to[s]
             if head == v:
                 return list(chain)
-            if head in core_nodes:
+            if head in core_junctions:
                 continue
             for nxt in self.succ[s]:
                 if nxt not in done:
@@ -215,18 +250,29 @@ class SumoNetwork:
 
     def _map(self) -> None:
         net = self.net
-        osm = [str(int(i)) for i in net.osm_ids]
-        core_nodes = set(osm)
+        junc = [self.junction_of.get(str(int(i)), "") for i in net.osm_ids]
+        ids = {j: k for k, j in enumerate(sorted(set(junc) - {""}))}
+        #: SUMO junction of each core node as an integer (-1: not in the SUMO net)
+        self.node_junction = np.array([ids.get(j, -1) for j in junc], dtype=np.int64)
+        core_junctions = set(ids)
         starts: dict[str, list[int]] = {}
         for i, f in enumerate(self.edge_from):
             starts.setdefault(f, []).append(i)
         self.fragments: list[list[int]] = []
         report = MapReport(core_edges=net.n_edges, mapped_edges=0)
         self.sumo_to_core = np.full(len(self.edge_ids), -1, dtype=np.int64)
+        src, dst = self.node_junction[net.edge_src], self.node_junction[net.edge_dst]
+        #: core edges inside one joined junction (no SUMO edge; crossing it covers them)
+        self.inside = (src == dst) & (src >= 0)
         for e in range(net.n_edges):
-            frag = self._fragment(osm[net.edge_src[e]], osm[net.edge_dst[e]], core_nodes, starts,
-                                  float(net.length_m[e]))
+            u, v = junc[net.edge_src[e]], junc[net.edge_dst[e]]
+            frag = [] if self.inside[e] or not u or not v else self._fragment(
+                u, v, core_junctions, starts, float(net.length_m[e]))
             self.fragments.append(frag)
+            if self.inside[e]:
+                report.mapped_edges += 1
+                report.inside += 1
+                continue
             if not frag:
                 report.unmapped.append(e)
                 continue
@@ -244,30 +290,63 @@ class SumoNetwork:
         self.speed = np.where(on, core_speed[np.maximum(self.sumo_to_core, 0)],
                               self.length_m / self.freeflow_s)
         self.freeflow_s = self.length_m / self.speed
-        self.mapped = np.array([bool(f) for f in self.fragments])
+        #: core edges with a SUMO fragment (``real``) or inside a junction (``mapped``)
+        self.real = np.array([bool(f) for f in self.fragments])
+        self.mapped = self.real | self.inside
         self.first = np.array([f[0] if f else -1 for f in self.fragments], dtype=np.int64)
         self.last = np.array([f[-1] if f else -1 for f in self.fragments], dtype=np.int64)
         self.sumo_ff = np.array([self.freeflow_s[f].sum() if f else 0.0 for f in self.fragments])
-        for e in range(net.n_edges):  # turns at the head of each core edge
+        self._reach: dict[int, np.ndarray] = {}
+        for e in np.flatnonzero(self.real):  # turns at the head of each core edge
             for o in net.out_edges(int(net.edge_dst[e])):
                 report.turns += 1
-                if not self.turn_ok(e, int(o)):
+                if not self.can_take(int(self.last[e]), int(o), -1):
                     report.turns_missing += 1
         self.report = report
-        self._reach: dict[int, np.ndarray] = {}
+
+    def exits(self, node: int) -> np.ndarray:
+        """Core out-edges of ``node`` that have a SUMO fragment (leave its junction)."""
+        out = self.net.out_edges(node)
+        return out[self.real[out]]
+
+    def can_take(self, road: int, e: int, dest: int, seen: frozenset = frozenset()) -> bool:
+        """A vehicle on SUMO edge ``road`` (-1: not inserted yet) can take core edge ``e``
+        and still reach core node ``dest`` (-1: any). An edge inside a joined junction is
+        taken when some way on through the junction is (no core node visited twice)."""
+        net = self.net
+        if self.inside[e]:
+            w = int(net.edge_dst[e])
+            if w in seen:
+                return False
+            return any(self.can_take(road, int(o), dest, seen | {int(net.edge_src[e])})
+                       for o in net.out_edges(w) if self.mapped[o])
+        if not self.real[e] or (road >= 0 and self.first[e] not in self.succ[road]):
+            return False
+        return dest < 0 or self.arrives(int(self.last[e]), dest)
+
+    def arrives(self, road: int, dest: int) -> bool:
+        """SUMO edge ``road`` ends at the junction of ``dest`` or can reach it."""
+        if self.node_junction[int(self.net.edge_dst[self.sumo_to_core[road]])] == \
+                self.node_junction[dest]:
+            return True
+        return bool(self.reaches(dest)[road])
 
     def turn_ok(self, came: int, to: int) -> bool:
-        """SUMO connects core edge ``came`` to core edge ``to`` (both mapped)."""
-        return bool(self.mapped[came] and self.mapped[to]
+        """SUMO connects core edge ``came`` to core edge ``to`` (both with fragments)."""
+        return bool(self.real[came] and self.real[to]
                     and self.first[to] in self.succ[self.last[came]])
+
+    def targets(self, dest: int) -> np.ndarray:
+        """SUMO edges that end at the junction of core node ``dest`` (last of a core edge)."""
+        into = (self.node_junction[self.net.edge_dst] == self.node_junction[dest]) & self.real
+        return np.unique(self.last[into])
 
     def reaches(self, dest: int) -> np.ndarray:
         """Bool per SUMO edge: a vehicle on it can still reach core node ``dest`` (reverse
-        search over SUMO's connections from the mapped core edges into ``dest``)."""
+        search over SUMO's connections from :meth:`targets`)."""
         if dest not in self._reach:
             ok = np.zeros(len(self.edge_ids), dtype=bool)
-            into = np.flatnonzero((self.net.edge_dst == dest) & self.mapped)
-            todo = [int(self.last[e]) for e in into]
+            todo = self.targets(dest).tolist()
             ok[todo] = True
             while todo:
                 s = todo.pop()
@@ -277,11 +356,6 @@ class SumoNetwork:
                         todo.append(p)
             self._reach[dest] = ok
         return self._reach[dest]
-
-    def target(self, dest: int) -> int:
-        """A SUMO edge ending at core node ``dest`` (the last of a mapped core in-edge), or -1."""
-        into = np.flatnonzero((self.net.edge_dst == dest) & self.mapped)
-        return int(self.last[into[0]]) if into.size else -1
 
 
 def load_sumo_network(net: CityNetwork, source: Path, use_cache: bool = True) -> SumoNetwork:
