@@ -102,6 +102,9 @@ class RoutingCore:
         self.out_table = net.out_edge_table()
         self.queue_model = s.traffic_model == "queue"
         self.headway = 1.0 / (net.saturation_vps * net.green_share)
+        # per-edge arrays with one more entry, index -1: a vehicle at its origin (no headway,
+        # no discharge slot, never held), so origins need no special case in the step
+        self._headway = np.append(self.headway, 0.0)
         bg = s.n_background
         self.v_origin = np.concatenate([index_of(net, s.origins),
                                         index_of(net, s.background_origins or [])[:bg]])
@@ -161,8 +164,9 @@ class RoutingCore:
         self._departed = 0  # departures released so far, in departure order
         self._fresh = self.active  # reached a stop line since the last decisions (AT_NODE)
         self._held = self.active
-        self.next_slot = np.full(e, -np.inf)  # earliest discharge of the next vehicle
-        self.blocked_on = np.full(e, -1, dtype=np.int64)  # full edge a queue's head waits for
+        self._next_slot = np.full(e + 1, -np.inf)  # earliest discharge of the next vehicle
+        self._blocked_on = np.full(e + 1, -1, dtype=np.int64)  # full edge a queue's head waits for
+        self.next_slot, self.blocked_on = self._next_slot[:e], self._blocked_on[:e]
         self.blocked_since = np.full(e, np.nan)
         self.entries = np.zeros(e, dtype=np.int64)
         self.traversal_s = np.zeros(e)  # summed experienced traversal times
@@ -371,29 +375,20 @@ class RoutingCore:
             queued &= edges[self.v_edge[act]]
         q = act[queued]
         if self.queue_model:
-            q, self._held = self._gate(q, t1)
+            q, src, self._held = self._gate(q, t1)
         else:
-            self._held = q[:0]
+            src, self._held = self.v_edge[q], q[:0]
         if q.size == 0:
             return q
-        src = self.v_edge[q]
         # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
         order = np.argsort((src + 1) * (2.0 * self.end_s + 1e4) + self.ready_s[q],
                            kind="stable")
         q, src = q[order], src[order]
         ready = self.ready_s[q]
-        on_edge = src >= 0
-        first = _segment_starts(src)
-        depart = ready.copy()  # origins: leave when decided
-        if self.queue_model and on_edge.any():
-            j = np.arange(q.size) - first
-            h = self.headway[np.maximum(src, 0)]
-            b = np.where(on_edge, ready - j * h, 0.0)
-            group = np.cumsum(j == 0)
-            span = b.max() - b.min() + 1.0
-            cummax = np.maximum.accumulate(b - b.min() + group * span) - group * span + b.min()
-            chained = j * h + np.maximum(self.next_slot[np.maximum(src, 0)], cummax)
-            depart = np.where(on_edge, chained, ready)
+        if self.queue_model:
+            depart, first = self._fifo(src, ready)
+        else:
+            depart, first = ready, None
         depart = np.maximum(depart, self.clock_s[q])
         can = depart <= t1 + 1e-9
         target = self.next_edge[q]
@@ -440,28 +435,49 @@ class RoutingCore:
             self.routes.append((mv[learner], e[learner]))
         return gone
 
-    def _gate(self, q: np.ndarray, t1: float) -> tuple[np.ndarray, np.ndarray]:
+    def _gate(self, q: np.ndarray, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Queue model: split queued ``q`` into those that may leave by ``t1`` and those whose
         whole queue waits (its next discharge slot is after ``t1``, or its head waits for an
         edge that is still full and has not waited the stuck time). Returns ``(candidates,
-        held by a full edge)``."""
+        their edges, held by a full edge)``."""
         e = self.v_edge[q]
-        ee = np.maximum(e, 0)
-        late = self.next_slot[ee] > t1 + 1e-9
-        full = self.blocked_on[ee] >= 0
+        late = self._next_slot[e] > t1 + 1e-9
+        full = self._blocked_on[e] >= 0
         if full.any():
             i = np.flatnonzero(full)
-            w = self.blocked_on[ee[i]]
+            w = self._blocked_on[e[i]]
             full[i] = (self._stored_at(w) >= self.net.storage[w]) & \
-                (t1 - self.blocked_since[ee[i]] < self.scenario.stuck_time_s)
+                (t1 - self.blocked_since[e[i]] < self.scenario.stuck_time_s)
             self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # as if re-held
             late |= full
-        late &= e >= 0
+        if not late.any():
+            return q, e, q[:0]
         self.clock_s[q[late]] = np.maximum(self.clock_s[q[late]], t1)
-        return q[~late], q[full]
+        return q[~late], e[~late], q[full]
+
+    def _fifo(self, src: np.ndarray, ready: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Queue model: discharge times of vehicles sorted FIFO by edge (``src``, -1: origins),
+        ``d_j = max(ready_j, d_{j-1} + headway)`` from the edge's next slot, in closed form
+        ``j h + max(slot, max_{i <= j} (ready_i - i h))`` with an exact per-edge running
+        maximum. Returns the times and each vehicle's first index on its edge (``None``: one
+        vehicle per edge)."""
+        slot = self._next_slot[src]
+        if src.size < 2 or not (src[1:] == src[:-1]).any():
+            return np.maximum(slot, ready), None
+        first = _segment_starts(src)
+        j = np.arange(src.size) - first
+        jh = j * self._headway[src]
+        b = ready - jh
+        # running maximum of b restarted on each edge, on integer ranks (no rounding)
+        by_b = np.argsort(b, kind="stable")
+        rank = np.empty(src.size, dtype=np.int64)
+        rank[by_b] = np.arange(src.size)
+        offset = first * src.size
+        top = np.maximum.accumulate(offset + rank) - offset
+        return jh + np.maximum(slot, b[by_b[top]]), first
 
     def _admit(self, q: np.ndarray, src: np.ndarray, target: np.ndarray, depart: np.ndarray,
-               can: np.ndarray, first: np.ndarray, t1: float) -> np.ndarray:
+               can: np.ndarray, first: np.ndarray | None, t1: float) -> np.ndarray:
         """Queue model: which of the FIFO-ordered ``q`` (those that ``can`` leave by ``t1``)
         leave. Those entering an edge take its free storage first come first served; a vehicle
         the next edge holds holds the ones behind it on its edge; after ``stuck_time_s`` at a
@@ -472,7 +488,8 @@ class RoutingCore:
         if tq.size:
             tgt = target[tq]
             room = self.net.storage[tgt] - self._stored_at(tgt)
-            if room.min() < tq.size:  # someone may not fit: rank the entries per edge
+            entries = np.bincount(tgt, minlength=self.net.n_edges)[tgt]
+            if (entries > room).any():  # someone may not fit: rank the entries per edge
                 by = np.lexsort((q[tq], depart[tq], tgt))
                 rank = np.arange(tq.size) - _segment_starts(tgt[by])
                 fits = np.zeros(q.size, dtype=bool)
@@ -481,6 +498,8 @@ class RoutingCore:
                 ok = can & (leaving | fits | stuck)
                 forcing = stuck & ~fits
         on_edge = src >= 0
+        if first is None:
+            first = np.arange(q.size)
         if ok.all():
             go = ok
         else:  # a queue moves up to its first vehicle that cannot; origins one by one
