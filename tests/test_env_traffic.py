@@ -137,3 +137,18 @@ def test_incremental_bookkeeping_equals_recount_on_a_congested_run():
         assert core.n_arrived == (status == ARRIVED).sum()
         full_steps += int((stored >= net.storage).any())
     assert full_steps > 100 and core.forced > 0  # the run really congested
+
+
+def test_departures_while_the_first_edge_is_held_do_not_delay_other_edges():
+    # vehicles keep departing onto A->B while its queue's head is held by the full B->C;
+    # the uncongested C->D (2 veh/s, fed at 0.1 veh/s) must still be left after exactly its
+    # free-flow time: vehicles at their origin are not a held queue of any edge
+    net = line([2.0, 0.1, 2.0], [100, 5, 100], length=(500.0, 40.0, 505.0))
+    core = RoutingCore(net, trips(net, np.arange(150) * 1.0, stuck_time_s=1e6, horizon_s=3000),
+                       record_traversals=True)
+    run_episode(core, ShortestPathPolicy())
+    assert (core.status == ARRIVED).all()
+    _, edge, entered, left = (np.concatenate(x) for x in zip(*core.traversals, strict=True))
+    last = edge == 2
+    assert last.sum() == 150
+    np.testing.assert_allclose(left[last] - entered[last], net.freeflow_s[2], atol=1e-9)
