@@ -26,6 +26,8 @@ from relied.env.presets import load_preset
 from relied.env.rollout import run_episode
 from relied.env.scenario import Scenario
 from relied.env.sumo import BACKENDS, load_sumo_network, make_core
+from relied.env.sumo.core import SIM_OPTIONS
+from relied.env.sumo.network import NETCONVERT_OPTIONS
 
 RESULTS = Path(__file__).parent / "results"
 POLICIES = ("shortest-path", "congestion-aware")
@@ -46,11 +48,14 @@ def run_case(label: str, scenario: Scenario) -> dict:
                          "steps": ep.steps, "mean_travel_time": m["mean_travel_time"],
                          "arrival_rate": m["arrival_rate"],
                          "teleports": m.get("teleports", 0.0),
+                         "removed_vehicles": m.get("removed_vehicles", 0.0),
+                         "collisions": m.get("collisions", 0.0),
                          "missed_decisions": m.get("missed_decisions", 0.0)})
             if backend != "core":
                 core.close()
             print(f"{label:28s} {backend:9s} {policy:16s} {wall:8.2f} s  "
-                  f"tt {m['mean_travel_time']:7.1f} s  arrived {m['arrival_rate']:.2f}",
+                  f"tt {m['mean_travel_time']:7.1f} s  arrived {m['arrival_rate']:.2f}  "
+                  f"teleports {m.get('teleports', 0.0):.0f}",
                   flush=True)
     return {"case": label, "city": scenario.city, "learners": scenario.n_agents,
             "vehicles": scenario.n_vehicles, "window_s": scenario.departure_window_s,
@@ -88,11 +93,13 @@ def markdown(result: dict) -> str:
                   f"the policy, departures over {case['window_s']:.0f} s)", "",
                   f"SUMO mapping: {case['mapping']}", "",
                   "| backend | policy | wall (s) | mean tt (s) | arrived | teleports | "
-                  "missed decisions |", "|---|---|---:|---:|---:|---:|---:|"]
+                  "removed | collisions | missed decisions |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in case["rows"]:
             lines.append(f"| {r['backend']} | {r['policy']} | {r['wall_s']:.2f} | "
                          f"{r['mean_travel_time']:.1f} | {r['arrival_rate']:.2f} | "
-                         f"{r['teleports']:.0f} | {r['missed_decisions']:.0f} |")
+                         f"{r['teleports']:.0f} | {r['removed_vehicles']:.0f} | "
+                         f"{r['collisions']:.0f} | {r['missed_decisions']:.0f} |")
         g = case["goals"]
         lines += ["", "| goal | " + " | ".join(POLICIES) + " | met |", "|---|---|---|---|",
                   "| core >= 50x faster than SUMO micro | " + " | ".join(
@@ -107,7 +114,25 @@ def markdown(result: dict) -> str:
                   f"| ranking preserved (core {g['ranking']['core']}, micro "
                   f"{g['ranking']['sumo']}, meso {g['ranking']['sumo-meso']}) | | | "
                   f"{g['ranking_preserved']} |", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + READING)
+
+
+#: Why a goal can be missed (the models differ); printed under the tables.
+READING = [
+    "## Reading the ratios", "",
+    "- Trip times: the core is a spatial queue (links discharge at their saturation flow, "
+    "full links refuse entry); it has no junction conflicts, no yielding, no signals and no "
+    "car following. SUMO meso (junction control on) and micro (Krauss car following, "
+    "priority rules, signals) make vehicles wait at junctions the core lets them cross. "
+    "Where demand loads unsignalised junctions of arterials the core's trips are shorter than "
+    "SUMO's; the 20% goal is then missed because of that model difference, not a bug.",
+    "- SUMO micro still teleports vehicles stuck for 300 s on busy raw-OSM junctions even "
+    "after the clean-up (joined junctions, guessed signals, junction blockers ignored after "
+    "10 s); teleports are counted above and the teleported trips stay in the means.",
+    "- `missed decisions`: a learner that crosses a whole core edge within one 1 s step (short "
+    "edges) cannot decide at its head; SUMO keeps its previous route there.",
+    "- Wall times come from one run on a shared 2-core machine.", "",
+]
 
 
 def main() -> None:
@@ -129,7 +154,9 @@ def main() -> None:
               "settings": {"trips": args.trips, "window_s": args.window, "seed": args.seed,
                            "presets": args.presets, "dt_s": 1.0, "horizon_s": 1800.0,
                            "sumo": "libsumo 1.28, Krauss defaults, time-to-teleport 300 s, "
-                                   "meso with junction control", "python":
+                                   "meso with junction control",
+                           "netconvert_options": " ".join(NETCONVERT_OPTIONS),
+                           "sumo_options": " ".join(SIM_OPTIONS), "python":
                            platform.python_version(), "cpus": os.cpu_count()},
               "cases": [run_case(label, sc) for label, sc in cases]}
     if args.json:
