@@ -7,7 +7,14 @@ teleports, and the wall time of the whole episode. Goals, as ratios within one r
 >= 50x faster than SUMO micro and >= 10x faster than SUMO meso (wall time); the core's mean
 travel time within 20% of SUMO meso's; the policy ranking the same on every backend.
 
-    .venv/bin/python benchmarks/backends.py --json            # writes results/backends.{json,md}
+    .venv/bin/python benchmarks/backends.py --presets --json   # writes results/backends.{json,md}
+
+``--eval-run RUN`` instead evaluates a trained run with ``relied eval RUN --backend sumo`` and
+``--backend sumo-meso`` (held-out seeds run seed + 1000..1002) and writes
+``results/sumo_eval.{json,md}``: rankings in each simulator and the gain carry-over.
+
+    relied train --city west-oakland --algo ippo --steps 20000 --runs-dir /tmp/runs
+    .venv/bin/python benchmarks/backends.py --eval-run /tmp/runs/west-oakland/ippo/0 --json
 """
 
 from __future__ import annotations
@@ -135,6 +142,43 @@ READING = [
 ]
 
 
+def eval_markdown(result: dict) -> str:
+    lines = ["# A trained run evaluated in SUMO (micro and meso) beside the core", "",
+             f"Command: `{result['command']}`", "",
+             f"Run: `{result['train_command']}` (run folder {result['run_dir']}); held-out "
+             f"seeds {result['seeds']}, {result['agents']} learners on {result['city']}.", ""]
+    for backend, rep in result["backends"].items():
+        cmp = rep["comparison"]
+        carry = cmp["gain_carry_over"]
+        lines += [f"## {backend}", "", f"SUMO mapping: {rep['sumo_network']}", "",
+                  "| policy | mean tt core (s) | mean tt SUMO (s) | arrived SUMO | teleports | "
+                  "missed decisions |", "|---|---:|---:|---:|---:|---:|"]
+        for name, v in rep["policies"].items():
+            lines.append(f"| {name} | {rep['core_policies'][name]['mean_travel_time']:.1f} | "
+                         f"{v['mean_travel_time']:.1f} | {v['arrival_rate']:.2f} | "
+                         f"{v['teleports']:.1f} | {v['missed_decisions']:.1f} |")
+        lines += ["", f"- ranking core: {' < '.join(cmp['ranking_core'])}",
+                  f"- ranking {backend}: {' < '.join(cmp['ranking_backend'])}",
+                  f"- ranking preserved: **{cmp['ranking_preserved']}**",
+                  f"- gain over shortest-path: core {cmp['gain_core']:+.2%}, {backend} "
+                  f"{cmp['gain_backend']:+.2%}; carry-over (gain in SUMO / gain in core): "
+                  f"**{'n/a' if carry is None else f'{carry:.2f}'}**", ""]
+    return "\n".join(lines)
+
+
+def eval_run(run: Path, train_command: str) -> dict:
+    from relied.rl.evaluate import evaluate_run, load_run
+
+    base = load_run(run)[0].seed + 1000
+    seeds = [base, base + 1, base + 2]
+    reps = {b: evaluate_run(run, seeds, backend=b) for b in ("sumo", "sumo-meso")}
+    first = next(iter(reps.values()))
+    return {"command": "benchmarks/backends.py " + " ".join(sys.argv[1:]),
+            "train_command": train_command, "run_dir": first["run_dir"],
+            "algo": first["algo"], "city": first["city"], "agents": first["agents"],
+            "seeds": seeds, "backends": reps}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cities", nargs="+", default=["aguascalientes", "monaco"])
@@ -143,8 +187,21 @@ def main() -> None:
     ap.add_argument("--presets", action="store_true", help="also the congested peak presets "
                     "(2,500 vehicles each; SUMO micro takes many minutes)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-run", type=Path, help="evaluate this trained run on SUMO instead")
+    ap.add_argument("--train-command", default="relied train --city west-oakland --algo ippo "
+                    "--steps 20000", help="how --eval-run was trained (for the results file)")
     ap.add_argument("--json", action="store_true", help="print one JSON object; write results")
     args = ap.parse_args()
+    if args.eval_run is not None:
+        result = eval_run(args.eval_run, args.train_command)
+        if args.json:
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / "sumo_eval.json").write_text(json.dumps(result, indent=2))
+            (RESULTS / "sumo_eval.md").write_text(eval_markdown(result))
+            print(json.dumps(result))
+        else:
+            print(eval_markdown(result))
+        return
     cases = [(f"{c} {args.trips} trips", Scenario(city=c, n_agents=args.trips, seed=args.seed,
                                                   departure_window_s=args.window))
              for c in args.cities]

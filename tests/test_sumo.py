@@ -171,14 +171,40 @@ def test_second_core_closes_the_first(net, sumo_net):
 def test_netconvert_failure_is_one_line(net, tmp_path):
     bad = tmp_path / "broken.osm"
     bad.write_text("<osm><node id='1' lat='x'")
-    with pytest.raises(SumoError, match="netconvert could not build"):
+    with pytest.raises(SumoError, match="netconvert could not build") as err:
         build_sumo_net(net, bad, use_cache=False)
+    assert "\n" not in str(err.value) and "broken.osm" in str(err.value)
+
+
+def test_cli_netconvert_failure_is_one_line_exit_2(monkeypatch):
+    """netconvert failing (here: refusing an option) -> one line naming the file, exit 2."""
+    from typer.testing import CliRunner
+
+    import relied.env.sumo.network as sumo_network
+    from relied.cli import app
+
+    monkeypatch.setattr(sumo_network, "NETCONVERT_OPTIONS",
+                        (*sumo_network.NETCONVERT_OPTIONS, "--junctions.corner-detail", "x"))
+    res = CliRunner().invoke(app, ["simulate", "--city", CITY, "--agents", "3", "--backend",
+                                   "sumo"])
+    assert res.exit_code == 2
+    line = res.output.strip()
+    assert "\n" not in line and "netconvert could not build a SUMO network" in line
+    assert "check or re-export the OSM file" in line
 
 
 def test_sumo_not_installed_message(net, monkeypatch):
     monkeypatch.setitem(sys.modules, "libsumo", None)
     with pytest.raises(SumoError, match=r"pip install 'relied\[sumo\]'"):
         make_core(net, Scenario(city=CITY, n_agents=2), "sumo")
+    from typer.testing import CliRunner
+
+    from relied.cli import app
+
+    res = CliRunner().invoke(app, ["simulate", "--city", CITY, "--agents", "3", "--backend",
+                                   "sumo-meso"])
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: SUMO is not installed: pip install 'relied[sumo]'"
 
 
 def test_cli_simulate_backend(tmp_path):
