@@ -195,12 +195,19 @@ def _cfg(tmp_path):
     return path
 
 
-def test_engine_refuses_what_it_cannot_train(tmp_path):
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--algo", "mappo"], "use --engine fast for mappo"),
+    (["--algo", "reled", "--bound-every", "2"], "no --regen-every/--bound-every"),
+    (["--algo", "ippo", "--backend", "sumo"], "use --engine fast for --backend sumo"),
+])
+def test_engine_refuses_what_it_cannot_train(tmp_path, flags, message):
     res = CliRunner().invoke(app, ["train", "--city", "west-oakland", "--agents", "4",
-                                   "--algo", "mappo", "--engine", "tianshou", "--steps", "10",
+                                   "--engine", "tianshou", "--steps", "10", *flags,
                                    "--runs-dir", str(tmp_path), "--json"])
-    assert res.exit_code == 2 and "use --engine fast for mappo" in res.output
+    assert res.exit_code == 2 and message in res.output, res.output
     assert not any(tmp_path.rglob("config.json"))
+    with pytest.raises(TrainError, match="runs on the CPU"):
+        TianshouRun.create(small("ippo", "tianshou", 1, device="cuda"), tmp_path)
 
 
 def test_tianshou_engine_reaches_the_fast_engines_travel_time(tmp_path):

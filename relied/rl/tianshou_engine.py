@@ -60,7 +60,6 @@ from relied.rl.trainer import CSV_FIELDS, Trainer, TrainError, _fmt
 #: what this engine trains: PPO algorithms without a central value (and Tianshou's own)
 ENGINE_ALGOS = tuple(name for name, spec in ALGO_SPECS.items()
                      if spec.ppo and not spec.central_value)
-TIANSHOU_ALGOS = ("tianshou:ppo", "tianshou:a2c")
 
 
 @dataclass
@@ -227,11 +226,15 @@ def check_engine(cfg: TrainConfig) -> None:
     if cfg.backend != "core":
         raise TrainError(f"--engine tianshou simulates with the core; use --engine fast for "
                          f"--backend {cfg.backend}")
+    if cfg.device == "cuda":
+        raise TrainError("--engine tianshou runs on the CPU; drop --device cuda "
+                         "(or use --engine fast)")
 
 
 class TianshouRun(Trainer):
-    """A :class:`Trainer` whose iteration is one epoch of Tianshou's ``OnPolicyTrainer``;
-    build with :meth:`create` (new run) or :meth:`resume`, then :meth:`run`."""
+    """A :class:`Trainer` whose iteration is one epoch of Tianshou's ``OnPolicyTrainer``
+    (on the CPU: ``device`` ``auto`` means the CPU here); build with :meth:`create` (new run)
+    or :meth:`resume`, then :meth:`run`."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, provider: DemoProvider | None = None,
                  progress: bool = True):
@@ -239,15 +242,15 @@ class TianshouRun(Trainer):
             raise TrainError(f"run '{run_dir}' was trained with --engine {cfg.engine}; "
                              "resume it with that engine")
         check_engine(cfg)
-        super().__init__(cfg, run_dir, provider, progress)
+        super().__init__(cfg.model_copy(update={"device": "cpu"}), run_dir, provider, progress)
         self.algo = self.algorithm()
 
     @classmethod
     def create(cls, cfg: TrainConfig, runs_root: Path, provider: DemoProvider | None = None,
                progress: bool = True) -> TianshouRun:
         check_engine(cfg)
-        return super().create(cfg.model_copy(update={"engine": "tianshou"}), runs_root,
-                              provider, progress)
+        return super().create(cfg.model_copy(update={"engine": "tianshou", "device": "cpu"}),
+                              runs_root, provider, progress)
 
     def algorithm(self):
         """The Tianshou algorithm of ``cfg.algo`` over the trainer's model and optimizer."""
