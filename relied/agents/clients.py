@@ -47,6 +47,7 @@ from pydantic import BaseModel, Field, ValidationError
 from relied.agents.offline import OFFLINE_LABEL, OFFLINE_VERSION, OfflinePlannerClient
 from relied.agents.prompt import estimate_tokens
 from relied.agents.view import CityView
+from relied.env.forecast import TrafficForecast
 from relied.env.network import CityNetwork
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -241,11 +242,13 @@ def describe(spec: str) -> str:
 
 def make_client(spec: str, net: CityNetwork, view: CityView | None = None,
                 host: str | None = None, seed: int = 0, timeout_s: float = 120.0,
-                retries: int = 2, card: ModelCard | None = None) -> GuardedClient:
-    """A guarded client for ``spec`` (``offline`` or ``ollama:<model>``)."""
+                retries: int = 2, card: ModelCard | None = None,
+                forecast: TrafficForecast | None = None) -> GuardedClient:
+    """A guarded client for ``spec`` (``offline`` or ``ollama:<model>``); the offline planner
+    routes on ``forecast`` (an LLM gets it through the planner tools instead)."""
     card = card or chat_card(spec, host)
     if check_spec(spec) == "offline":
-        inner: ChatCompletionClient = OfflinePlannerClient(net, view)
+        inner: ChatCompletionClient = OfflinePlannerClient(net, view, forecast)
     else:
         from autogen_ext.models.ollama import OllamaChatCompletionClient
 

@@ -42,11 +42,13 @@ from relied.agents.team import ExpertTeam, TeamConfig, TeamOutcome
 from relied.agents.view import CityView
 from relied.env.cities import cache_dir, load_city
 from relied.env.core import RoutingCore
+from relied.env.forecast import TrafficForecast
+from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
 from relied.experts.critic import execute
 from relied.experts.demos import DemoMeta, save_batch
 
-CACHE_VERSION = 3  # 3: entries carry their version and key
+CACHE_VERSION = 4  # 4: planners route on the traffic forecast
 
 
 class PlanRequest(BaseModel):
@@ -102,6 +104,7 @@ def cache_key(team: ExpertTeam, card: ModelCard, variant: int) -> str:
     blob = json.dumps({"v": CACHE_VERSION, "scenario": team.core.scenario.model_dump(mode="json"),
                        "model": card.spec, "digest": card.digest, "system": PLANNER_SYSTEM,
                        "prompts": team.prompts, "variant": variant, "tools": card.tools,
+                       "forecast": team.forecast.digest() if team.forecast else None,
                        "config": team.config.model_dump(mode="json")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -170,17 +173,32 @@ def _behaviour_refs(view: CityView, behaviour: dict[int, list[int]] | None
     return refs
 
 
+_FORECASTS: dict[str, TrafficForecast] = {}
+
+
+def _forecast(net: CityNetwork, scenario: Scenario) -> TrafficForecast:
+    """The scenario's traffic forecast (learners on shortest paths), computed once per
+    scenario in this process."""
+    key = f"{net.name}:{scenario.model_dump_json()}"
+    if key not in _FORECASTS:
+        _FORECASTS.clear()  # one scenario's table at a time: they are (edges x windows)
+        _FORECASTS[key] = TrafficForecast.simulate(net, scenario)
+    return _FORECASTS[key]
+
+
 async def plan(request: PlanRequest, policy_probs=None
                ) -> tuple[TeamOutcome, bool, RoutingCore, CityView]:
     """Run (or fetch from the cache) the expert team; ``(outcome, cached, core, view)``."""
     net = load_city(request.scenario.city)
     core = RoutingCore(net, request.scenario)
     view = CityView(net)
+    forecast = await asyncio.to_thread(_forecast, net, core.scenario)
     card = await asyncio.to_thread(chat_card, request.model, request.ollama_host)
     client = make_client(request.model, net, view, host=request.ollama_host,
-                         seed=core.scenario.seed, timeout_s=request.timeout_s, card=card)
+                         seed=core.scenario.seed, timeout_s=request.timeout_s, card=card,
+                         forecast=forecast)
     team = ExpertTeam(core, view, client, request.config, policy_probs,
-                      _behaviour_refs(view, request.behaviour), request.variant)
+                      _behaviour_refs(view, request.behaviour), request.variant, forecast)
     key = cache_key(team, card, request.variant)
     cacheable = request.use_cache and policy_probs is None
     if cacheable and (hit := _load_cached(key, core)) is not None:

@@ -4,9 +4,11 @@ It implements AutoGen's ``ChatCompletionClient`` so the whole team (planner -> c
 accept) runs for real without a model server. It reads the same prompt an LLM gets (the task's
 data block, the planner's scope, the critic's verdicts in the feedback block) and returns a
 schema-valid :class:`JointPlan` from a time-aware incremental assignment: agents are routed one
-by one (by departure) on free-flow times plus the BPR delay caused by the agents already
-assigned (per time bucket), so later agents spread over alternative streets when congestion
-makes that worthwhile. An LLM planner sees the other groups only as corridor loads; the
+by one (by departure) on the traffic forecast's time-dependent edge times (free-flow times
+without one; :class:`relied.env.forecast.TrafficForecast`, the same forecast an LLM planner's
+tools answer from) scaled by the BPR delay caused by the agents already assigned (per time
+bucket), so later agents spread over alternative streets when congestion makes that
+worthwhile. An LLM planner sees the other groups only as corridor loads; the
 offline planner plans every group itself and remembers the routes it gave the other groups of
 the same task (keyed by the task's ``run`` id) to fill its occupancy table. Agents named by a
 critic rejection also pay a penalty per agent already on an edge at the same time and on the
@@ -55,10 +57,11 @@ from relied.agents.prompt import (
     read_scope,
 )
 from relied.agents.view import CityView
+from relied.env.forecast import TrafficForecast
 from relied.env.network import CityNetwork
 
 OFFLINE_LABEL = "offline planner (deterministic congestion-aware assignment, not an LLM)"
-OFFLINE_VERSION = "2"  # bump when the planner's answers change: part of the cache key
+OFFLINE_VERSION = "3"  # bump when the planner's answers change (part of the cache key)
 OFFLINE_INFO = ModelInfo(vision=False, function_calling=True, json_output=True,
                          family=ModelFamily.UNKNOWN, structured_output=True)
 
@@ -82,9 +85,11 @@ class OfflinePlannerClient(ChatCompletionClient):
     variant_noise = 0.25  # plan variant b > 0: edge costs scaled by up to 25% (seeded by b)
     shared_edge_penalty_s = 5.0
 
-    def __init__(self, net: CityNetwork, view: CityView | None = None):
+    def __init__(self, net: CityNetwork, view: CityView | None = None,
+                 forecast: TrafficForecast | None = None):
         self.net = net
         self.view = view or CityView(net)
+        self.forecast = forecast
         self.calls = 0
         self._usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._adj = [list(range(net.indptr[u], net.indptr[u + 1])) for u in range(net.n_nodes)]
@@ -247,10 +252,17 @@ class OfflinePlannerClient(ChatCompletionClient):
                                    rationale=why))
         return JointPlan(plans=sorted(plans, key=lambda p: p.agent_id))
 
+    def _edge_time(self, e: int, t: float) -> float:
+        """Expected seconds on edge ``e`` entered at ``t`` before the planned agents' own
+        congestion: the forecast's, or free flow."""
+        if self.forecast is None:
+            return float(self.net.freeflow_s[e])
+        return float(self.forecast.at(e, t))
+
     def _occupy(self, occ: np.ndarray, route: list[int], t: float, dt: float) -> None:
         for u, v in zip(route[:-1], route[1:], strict=True):
             e = self.net.edge_between(u, v)
-            tt = float(self.net.freeflow_s[e])
+            tt = self._edge_time(e, t)
             b0, b1 = int(t / dt), int((t + tt) / dt)
             occ[e, min(b0, occ.shape[1] - 1):min(b1, occ.shape[1] - 1) + 1] += 1
             t += tt
@@ -278,7 +290,7 @@ class OfflinePlannerClient(ChatCompletionClient):
                 if v in done:
                     continue
                 b0 = min(int(t / dt), last)
-                ff = float(net.freeflow_s[e])
+                ff = self._edge_time(e, t)
                 b1 = min(int((t + ff) / dt), last)
                 count = int(occ[e, b0:b1 + 1].max())
                 tt = ff * (1.0 + alpha * ((count + 1) / net.capacity[e]) ** beta)

@@ -114,9 +114,11 @@ def read_agents(task: dict) -> dict[int, dict]:
 
 def group_task(core: RoutingCore, view: CityView, group: list[int], variant: int = 0,
                others_load: dict[str, str] | None = None,
-               behaviour: dict[int, list[str]] | None = None) -> str:
+               behaviour: dict[int, list[str]] | None = None,
+               expected_delay: dict[str, str] | None = None) -> str:
     """The task of the planner of ``group``: scenario, its agents in full, the city view with
-    the other agents' corridor loads, and (when given) its agents' recent routes."""
+    the other agents' corridor loads, (when given) the traffic forecast's delayed corridors and
+    its agents' recent routes."""
     s, net = core.scenario, core.net
     agents = {str(i): f"{view.ref(int(core.origin[i]))} {view.zone_label(int(core.origin[i]))}>"
                       f"{view.ref(int(core.dest[i]))} {view.zone_label(int(core.dest[i]))} "
@@ -129,6 +131,8 @@ def group_task(core: RoutingCore, view: CityView, group: list[int], variant: int
         payload["bpr"] = [s.bpr_alpha, s.bpr_beta]
     payload.update({"variant": variant, AGENTS_KEY: agents, **view.describe(),
                     "other_agents_load": others_load or {}})
+    if expected_delay:
+        payload["expected_delay"] = expected_delay
     mine = set(group)
     recent = {str(k): " ".join(v) for k, v in sorted((behaviour or {}).items()) if k in mine}
     if recent:
@@ -137,6 +141,9 @@ def group_task(core: RoutingCore, view: CityView, group: list[int], variant: int
             f"'{net.name}'" + (f" (variant {variant}: a different valid plan)" if variant else "")
             + ". landmarks: 'L<k>': node and street; corridors: 'to:free-flow seconds' between "
             "touching zones; other_agents_load: 'to:vehicles' of the other agents.")
+    if expected_delay:
+        head += (" expected_delay: 'to:seconds' of queueing forecast per corridor (all traffic, "
+                 "mean over the horizon); the tools' forecast_s has it by departure time.")
     if recent:
         head += " recent_behaviour: waypoints your agents' learners drove lately."
     return f"{head}\n{data_block(payload)}"

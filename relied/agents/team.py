@@ -52,6 +52,7 @@ from relied.agents.prompt import (
 from relied.agents.tools import planner_tools
 from relied.agents.view import CityView, PlanRouteError
 from relied.env.core import RoutingCore
+from relied.env.forecast import TrafficForecast
 from relied.experts.bound import BoundConfig, PolicyProbs
 from relied.experts.critic import Execution, check_plan, execute, reference_bound
 
@@ -211,13 +212,17 @@ class ExpertTeam:
     """Planners + critic for one scenario on one model client.
 
     ``behaviour``: the learners' recent routes (node refs per agent) shown to their planners
-    and used for the other agents' loads; ``variant`` asks for a different valid plan.
+    and used for the other agents' loads; ``variant`` asks for a different valid plan;
+    ``forecast``: the traffic forecast the planner tools answer from, whose delayed corridors
+    the planners' tasks list.
     """
 
     def __init__(self, core: RoutingCore, view: CityView, client: GuardedClient,
                  config: TeamConfig | None = None, policy_probs: PolicyProbs | None = None,
-                 behaviour: dict[int, list[str]] | None = None, variant: int = 0):
+                 behaviour: dict[int, list[str]] | None = None, variant: int = 0,
+                 forecast: TrafficForecast | None = None):
         self.core, self.view, self.client = core, view, client
+        self.forecast = forecast
         self.config = config or TeamConfig()
         self.policy_probs = policy_probs
         self.variant, self.behaviour = variant, behaviour or {}
@@ -244,8 +249,11 @@ class ExpertTeam:
 
     # ---- prompts that fit -------------------------------------------------------------------
     def _prompts(self, groups: list[list[int]]) -> list[tuple[str, str]]:
+        delay = (None if self.forecast is None
+                 else self.view.load_rows(np.round(self.forecast.mean_delay())))
         return [(planner_system(g), group_task(self.core, self.view, g, self.variant,
-                                               self.board.others_load(g, {}), self.behaviour))
+                                               self.board.others_load(g, {}), self.behaviour,
+                                               delay))
                 for g in groups]
 
     def worst_case_tokens(self, group: list[int], system: str, task: str) -> tuple[int, int]:
@@ -331,7 +339,8 @@ class ExpertTeam:
         load = np.zeros(self.core.net.n_edges)
         for edges in self.board.estimate:
             np.add.at(load, edges, 1.0)
-        tools = planner_tools(self.view, load) if self.client.card.tools else None
+        tools = (planner_tools(self.view, load, self.forecast) if self.client.card.tools
+                 else None)
         planners = []
         for k, (group, (system, task)) in enumerate(zip(self.groups, self.prompts,
                                                         strict=True)):

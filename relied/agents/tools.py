@@ -19,6 +19,8 @@ from autogen_core.tools import FunctionTool
 from relied.agents.plans import JointPlan
 from relied.agents.view import CityView, PlanRouteError
 from relied.env.core import RoutingCore
+from relied.env.equilibrium import fastest_routes
+from relied.env.forecast import TrafficForecast
 from relied.env.scenario import index_of
 from relied.experts.bound import BoundConfig
 from relied.experts.critic import BoundTerms, Execution, execute, plan_bounds, reference_bound
@@ -28,30 +30,48 @@ def _tools(*functions: Callable[..., str]) -> list[FunctionTool]:
     return [FunctionTool(f, description=(f.__doc__ or f.__name__).strip()) for f in functions]
 
 
-def planner_tools(view: CityView, edge_load: np.ndarray | None = None) -> list[FunctionTool]:
-    """``shortest_path``, ``route_travel_time`` and ``corridor_load`` over ``view``."""
+def planner_tools(view: CityView, edge_load: np.ndarray | None = None,
+                  forecast: TrafficForecast | None = None) -> list[FunctionTool]:
+    """``shortest_path``, ``route_travel_time`` and ``corridor_load`` over ``view``; times come
+    from the traffic ``forecast`` when given (what the offline planner routes on), else free
+    flow."""
     load = np.zeros(view.net.n_edges) if edge_load is None else edge_load
+    net = view.net
 
-    def shortest_path(from_ref: str, to_ref: str) -> str:
-        """Free-flow shortest path between two node refs (landmark 'L3' or node 'n42'),
-        as waypoints."""
+    def edges_of(nodes: list[int]) -> list[int]:
+        return [net.edge_between(u, v) for u, v in zip(nodes[:-1], nodes[1:], strict=True)]
+
+    def shortest_path(from_ref: str, to_ref: str, depart_s: float = 0.0) -> str:
+        """Fastest path between two node refs (landmark 'L3' or node 'n42') when leaving at
+        depart_s (seconds into the scenario), on the traffic forecast; as waypoints."""
         try:
-            route = view.shortest(view.resolve(from_ref), view.resolve(to_ref))
+            u, v = view.resolve(from_ref), view.resolve(to_ref)
+            route = view.shortest(u, v)
+            if forecast is not None and u != v:
+                found, _ = fastest_routes(net, forecast.times, forecast.bin_s, np.array([u]),
+                                          np.array([v]), np.array([float(depart_s)]))
+                route = found[0]
         except PlanRouteError as exc:
             return json.dumps({"error": str(exc)})
-        return json.dumps({"waypoints": [view.ref(n) for n in view.waypoints(route)],
-                           "edges": len(route) - 1,
-                           "freeflow_s": round(view.route_time(route), 1)})
+        answer = {"waypoints": [view.ref(n) for n in view.waypoints(route)],
+                  "edges": len(route) - 1, "freeflow_s": round(view.route_time(route), 1)}
+        if forecast is not None:
+            answer["forecast_s"] = round(forecast.route_time(edges_of(route), depart_s), 1)
+        return json.dumps(answer)
 
-    def route_travel_time(route: list[str]) -> str:
-        """Free-flow travel time (s) of a route of node refs, and vehicles on its edges."""
+    def route_travel_time(route: list[str], depart_s: float = 0.0) -> str:
+        """Free-flow and forecast travel time (s) of a route of node refs when leaving at
+        depart_s, and vehicles of the other agents on its edges."""
         try:
             nodes = view.expand(route)
         except PlanRouteError as exc:
             return json.dumps({"error": str(exc)})
-        edges = [view.net.edge_between(u, v) for u, v in zip(nodes[:-1], nodes[1:], strict=True)]
-        return json.dumps({"freeflow_s": round(view.route_time(nodes), 1),
-                           "vehicles_on_route": float(load[edges].sum()), "edges": len(edges)})
+        edges = edges_of(nodes)
+        answer = {"freeflow_s": round(view.route_time(nodes), 1),
+                  "vehicles_on_route": float(load[edges].sum()), "edges": len(edges)}
+        if forecast is not None:
+            answer["forecast_s"] = round(forecast.route_time(edges, depart_s), 1)
+        return json.dumps(answer)
 
     def corridor_load(from_landmark: str, to_landmark: str) -> str:
         """Vehicles expected on edges from one landmark's zone into another's."""

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from relied.env.core import RoutingCore
+from relied.env.forecast import edge_times
 from relied.env.network import CityNetwork
 from relied.env.policies import RoutePolicy, ShortestPathPolicy
 from relied.env.rollout import run_episode
@@ -30,22 +31,6 @@ class Equilibrium(BaseModel):
     relative_gap: list[float]
     mean_travel_time: list[float]
     iterations: int
-
-
-def edge_times(core: RoutingCore, bin_s: float) -> np.ndarray:
-    """``(n_edges, n_bins)`` mean experienced traversal time by entry-time bin (free flow where
-    no vehicle entered); needs a core run with ``record_traversals=True``."""
-    net = core.net
-    bins = int(np.ceil(core.end_s / bin_s)) + 1
-    total = np.zeros((net.n_edges, bins))
-    count = np.zeros((net.n_edges, bins))
-    if core.traversals:
-        _, edge, entered, left = (np.concatenate(x) for x in zip(*core.traversals, strict=True))
-        b = np.minimum((entered // bin_s).astype(np.int64), bins - 1)
-        np.add.at(total, (edge, b), left - entered)
-        np.add.at(count, (edge, b), 1)
-    free = np.broadcast_to(net.freeflow_s[:, None], total.shape)
-    return np.where(count > 0, total / np.maximum(count, 1), free)
 
 
 def fastest_routes(net: CityNetwork, times: np.ndarray, bin_s: float, origins: np.ndarray,
