@@ -162,7 +162,14 @@ def eval_markdown(result: dict) -> str:
                   f"- ranking preserved: **{cmp['ranking_preserved']}**",
                   f"- gain over shortest-path: core {cmp['gain_core']:+.2%}, {backend} "
                   f"{cmp['gain_backend']:+.2%}; carry-over (gain in SUMO / gain in core): "
-                  f"**{'n/a' if carry is None else f'{carry:.2f}'}**", ""]
+                  f"**{'n/a' if carry is None else f'{carry:.2f}'}**"]
+        spread = [v["mean_travel_time"] for v in rep["core_policies"].values()]
+        if abs(cmp["gain_core"]) < 0.01:
+            lines.append(f"- the core's gain is below 1% (its policies span "
+                         f"{max(spread) - min(spread):.1f} s of mean trip time): the ranking is "
+                         "decided by differences below a second and the carry-over divides "
+                         "by a near-zero gain; neither says much on this run")
+        lines.append("")
     return "\n".join(lines)
 
 
