@@ -10,14 +10,18 @@ traffic kept so the streets stay congested), for each seed and each candidate pl
    ``--iterations`` iterations from the same initial weights (one episode per iteration);
 3. after every iteration the greedy policy is run once (edge traversals recorded) and each
    agent's bound is recomputed with the current and previous policies;
-4. drift of agent i between iterations t and t+1: mean absolute change of the realised travel
-   time (s) of the edges of its route at its entry times (time-dependent edge times, 60 s
-   bins), i.e. how much its local environment moved.
+4. drift of agent i between iterations t and t+1: mean absolute change (s) of the realised
+   travel times of the (edge, 60 s entry bin) cells of its plan route, the states its
+   demonstrations and its bound are about, with its own traversals left out (time-dependent
+   edge times of the other vehicles; free flow where none entered): how much its local
+   environment moved because the others changed. ``route drift`` is the earlier measure: the
+   same on the cells of its own greedy route of iteration t, its own traversals included.
 
 Reported: Spearman rank correlation between bound_i(t) and drift_i(t) (pairs pooled over agents,
 candidates and iterations within a seed), mean over seeds with a 95% bootstrap interval over
-seeds, also for each term of the bound alone and for the co-occupant count; and, per seed, mean
-drift of accepted vs rejected candidates. Writes ``benchmarks/results/bound_validity.{json,md}``.
+seeds, for the scaled bound the critic judges, the bound in return units, each scaled term and
+the co-occupant count; and, per seed, mean drift of accepted vs rejected candidates (difference
+and ratio, bootstrap intervals over seeds). Writes ``benchmarks/results/bound_validity.{json,md}``.
 
     python benchmarks/bound_validity.py [--seeds 5] [--agents 30] [--iterations 3] [--json]
 """
@@ -42,7 +46,7 @@ from relied.env.equilibrium import edge_times, fastest_routes, solve_equilibrium
 from relied.env.presets import load_preset
 from relied.env.rollout import run_episode
 from relied.experts.bound import BoundConfig
-from relied.experts.critic import check_plan, plan_bounds, policy_routes
+from relied.experts.critic import check_plan, plan_bounds, policy_routes, reference_scales
 from relied.experts.demos import DemoMeta, save_batch
 from relied.rl.config import TrainConfig
 from relied.rl.envs import make_vector_env
@@ -70,6 +74,55 @@ def perturbed(net, sc, routes, share: float, rng) -> list[list[int]]:
         if len(set(path)) == len(path):  # keep simple paths only
             out[i] = path
     return out
+
+
+def local_sums(core: RoutingCore) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Per (edge, entry bin) total and count of traversal times, and per learner its own
+    traversals as rows ``(edge, bin, seconds)``."""
+    net = core.net
+    bins = int(np.ceil(core.end_s / BIN_S)) + 1
+    total, count = np.zeros((net.n_edges, bins)), np.zeros((net.n_edges, bins))
+    own = [np.zeros((0, 3)) for _ in range(core.n)]
+    if core.traversals:
+        veh, edge, entered, left = (np.concatenate(x) for x in zip(*core.traversals, strict=True))
+        b = np.minimum((entered // BIN_S).astype(np.int64), bins - 1)
+        np.add.at(total, (edge, b), left - entered)
+        np.add.at(count, (edge, b), 1)
+        for i in range(core.n):
+            mine = veh == i
+            own[i] = np.stack([edge[mine], b[mine], (left - entered)[mine]], axis=1)
+    return total, count, own
+
+
+def plan_cells(run_edges: np.ndarray, dt_s: float) -> list[np.ndarray]:
+    """Per agent the (edge, entry bin) cells of its route in the plan's execution."""
+    out = []
+    for i in range(run_edges.shape[1]):
+        e = run_edges[:, i]
+        start = np.flatnonzero((e >= 0) & np.r_[True, e[1:] != e[:-1]])
+        out.append(np.stack([e[start], (start * dt_s // BIN_S).astype(np.int64)], axis=1))
+    return out
+
+
+def others_times(sums: tuple, i: int, cells: np.ndarray, freeflow: np.ndarray) -> np.ndarray:
+    """Mean traversal time of the other vehicles in each of ``cells`` (free flow if none)."""
+    total, count, own = sums
+    e, b = cells[:, 0].astype(np.int64), np.minimum(cells[:, 1].astype(np.int64),
+                                                    total.shape[1] - 1)
+    t, c = total[e, b].copy(), count[e, b].copy()
+    mine = own[i]
+    for k in range(len(cells)):
+        hit = (mine[:, 0] == e[k]) & (mine[:, 1] == b[k]) if mine.size else np.zeros(0, bool)
+        t[k] -= mine[hit, 2].sum()
+        c[k] -= hit.sum()
+    return np.where(c > 0, t / np.maximum(c, 1), freeflow[e])
+
+
+def plan_drift(prev: tuple, cur: tuple, cells: list[np.ndarray], freeflow) -> np.ndarray:
+    """Per agent: mean |change| of the others' travel times on its plan cells."""
+    return np.array([float(np.mean(np.abs(others_times(cur, i, c, freeflow)
+                                          - others_times(prev, i, c, freeflow))))
+                     if len(c) else 0.0 for i, c in enumerate(cells)])
 
 
 def local_times(core: RoutingCore, routes) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
@@ -112,10 +165,11 @@ def frozen_probs(model):
 
 
 def greedy_run(net, sc, model):
+    """``(route-cell times, sums)`` of one greedy run of ``model``."""
     core = RoutingCore(net, sc, record_routes=True, record_traversals=True)
     episode = run_episode(core, TrainedPolicy(model))
     model.train()
-    return local_times(core, episode.routes)
+    return local_times(core, episode.routes), local_sums(core)
 
 
 def one_seed(seed: int, args, net, bound: BoundConfig, work: Path) -> dict:
@@ -133,6 +187,7 @@ def one_seed(seed: int, args, net, bound: BoundConfig, work: Path) -> dict:
     rows, pairs = [], []
     for name, routes in candidates.items():
         report, run = check_plan(net, sc, routes, bound, reference=ref)
+        cells = plan_cells(run.edges_by_step, sc.dt_s)
         store = work / f"s{seed}-{name}"
         meta = DemoMeta(batch_id=name, scenario=sc,
                         routes=[net.osm_ids[r].tolist() for r in routes], model_spec=name,
@@ -149,32 +204,34 @@ def one_seed(seed: int, args, net, bound: BoundConfig, work: Path) -> dict:
         venv = make_vector_env(sc, 1, "dummy")
         local = [greedy_run(net, sc, trainer.model)]
         previous = None
-        drifts = []
+        drifts, route_drifts = [], []
         for _ in range(args.iterations):
             before = frozen_probs(trainer.model)
-            terms = plan_bounds(net, sc, routes, bound, before, previous)
+            ref_scales = reference_scales(net, sc, bound, before, previous)[0]
+            terms = plan_bounds(net, sc, routes, bound, before, previous, scales=ref_scales)
             trainer.iterate(venv)
             local.append(greedy_run(net, sc, trainer.model))
-            d = drift(local[-2], local[-1])
+            d = plan_drift(local[-2][1], local[-1][1], cells, net.freeflow_s)
             drifts.append(d)
+            route_drifts.append(drift(local[-2][0], local[-1][0]))
             previous = before
             count = np.array([len(g) - 1 for g in terms.groups], dtype=float)
-            pairs += [(float(b), float(x), float(e), float(v), float(c), float(dd)) for b, x, e, v,
-                      c, dd in zip(terms.bound, terms.divergence, terms.external,
-                                   terms.external, count, d, strict=True)]
+            pairs += list(zip(terms.bound, terms.absolute, terms.divergence, terms.external,
+                              count, d, route_drifts[-1], strict=True))
         venv.close()
         trainer.release()
         rows.append({"seed": seed, "plan": name, "accepted": report.accepted,
                      "plan_bound": report.plan_bound, "reference_bound": ref,
                      "too_slow": report.too_slow, "mean_travel_time": report.mean_travel_time,
-                     "mean_drift_s": float(np.mean(drifts))})
+                     "mean_drift_s": float(np.mean(drifts)),
+                     "mean_route_drift_s": float(np.mean(route_drifts))})
         print(f"seed {seed} {name}: accepted={report.accepted} q90 bound "
-              f"{report.plan_bound:.0f} (ref {ref:.0f}) drift {np.mean(drifts):.2f} s",
+              f"{report.plan_bound:.1f} (ref {ref:.1f}) drift {np.mean(drifts):.3f} s",
               file=sys.stderr)
-    p = np.array(pairs)
-    rho = {k: float(spearmanr(p[:, j], p[:, 5]).statistic)
-           for j, k in enumerate(("bound", "divergence_term", "external_term", "_", "co_occupants"))
-           if k != "_"}
+    p = np.array(pairs, dtype=float)
+    names = ("bound", "absolute_bound", "divergence_term", "external_term", "co_occupants")
+    rho = {k: float(spearmanr(p[:, j], p[:, 5]).statistic) for j, k in enumerate(names)}
+    rho["bound_vs_route_drift"] = float(spearmanr(p[:, 0], p[:, 6]).statistic)
     return {"rows": rows, "rho": rho, "pairs": len(p)}
 
 
@@ -207,13 +264,15 @@ def main() -> None:
                         strict=True)) | {"per_seed": [s["rho"][k] for s in seeds]}
             for k in seeds[0]["rho"]}
     rows = [r for s in seeds for r in s["rows"]]
-    gaps = []
+    gaps, ratios = [], []
     for s in seeds:
         acc = [r["mean_drift_s"] for r in s["rows"] if r["accepted"]]
         rej = [r["mean_drift_s"] for r in s["rows"] if not r["accepted"]]
         if acc and rej:
             gaps.append(float(np.mean(rej) - np.mean(acc)))
+            ratios.append(float(np.mean(rej) / max(np.mean(acc), 1e-12)))
     gap = dict(zip(("mean", "lo", "hi"), boot_ci(gaps, rng), strict=True))
+    ratio = dict(zip(("mean", "lo", "hi"), boot_ci(ratios, rng), strict=True))
     acc_all = [r["mean_drift_s"] for r in rows if r["accepted"]]
     rej_all = [r["mean_drift_s"] for r in rows if not r["accepted"]]
     result = {
@@ -226,7 +285,9 @@ def main() -> None:
             r["accepted"] for r in rows),
         "mean_drift_accepted_s": float(np.mean(acc_all)) if acc_all else None,
         "mean_drift_rejected_s": float(np.mean(rej_all)) if rej_all else None,
-        "drift_gap_rejected_minus_accepted_s": gap | {"seeds_with_both": len(gaps)},
+        "drift_gap_rejected_minus_accepted_s": gap | {"seeds_with_both": len(gaps),
+                                                       "per_seed": gaps},
+        "drift_ratio_rejected_over_accepted": ratio | {"per_seed": ratios},
         "plans": rows,
     }
     md = table(result)
@@ -246,24 +307,28 @@ def table(r: dict) -> str:
              f"{r['iterations']} reled iterations per candidate plan, gamma "
              f"{r['bound']['gamma']}, epsilon {r['bound']['epsilon']} x reference q"
              f"{r['bound']['quantile']} ({r['wall_s']:.0f} s)", "",
-             "Spearman rank correlation with the drift of each agent's local edge times "
-             "(mean over seeds, 95% bootstrap interval over seeds):", "",
+             "Spearman rank correlation with the drift of each agent's local environment (the "
+             "others' travel times on its plan cells; last row: the scaled bound against the "
+             "drift on its own greedy route's cells; mean over seeds, 95% bootstrap interval "
+             "over seeds):", "",
              "| predictor | rho | 95% CI | per seed |", "|---|---:|---:|---|"]
     for k, v in r["spearman"].items():
         lines.append(f"| {k} | {f(v['mean'])} | [{f(v['lo'])}, {f(v['hi'])}] | "
                      + ", ".join(f(x) for x in v["per_seed"]) + " |")
-    g = r["drift_gap_rejected_minus_accepted_s"]
+    g, q = r["drift_gap_rejected_minus_accepted_s"], r["drift_ratio_rejected_over_accepted"]
     lines += ["", f"Critic: {r['accepted_plans']} plans accepted, {r['rejected_plans']} rejected; "
               f"mean drift accepted {f(r['mean_drift_accepted_s'])} s, rejected "
               f"{f(r['mean_drift_rejected_s'])} s; rejected - accepted per seed "
               f"{f(g['mean'])} s [{f(g['lo'])}, {f(g['hi'])}] over {g['seeds_with_both']} "
-              "seeds with both", "",
+              f"seeds with both; rejected / accepted {f(q['mean'])} [{f(q['lo'])}, "
+              f"{f(q['hi'])}]", "",
               "| seed | plan | accepted | q bound | reference | too slow | travel time (s) | "
-              "drift (s) |", "|---:|---|---|---:|---:|---|---:|---:|"]
+              "drift (s) | route drift (s) |", "|---:|---|---|---:|---:|---|---:|---:|---:|"]
     for p in r["plans"]:
-        lines.append(f"| {p['seed']} | {p['plan']} | {p['accepted']} | {p['plan_bound']:.0f} | "
-                     f"{p['reference_bound']:.0f} | {p['too_slow']} | "
-                     f"{p['mean_travel_time']:.1f} | {p['mean_drift_s']:.2f} |")
+        lines.append(f"| {p['seed']} | {p['plan']} | {p['accepted']} | {p['plan_bound']:.1f} | "
+                     f"{p['reference_bound']:.1f} | {p['too_slow']} | "
+                     f"{p['mean_travel_time']:.1f} | {p['mean_drift_s']:.3f} | "
+                     f"{p['mean_route_drift_s']:.3f} |")
     return "\n".join(lines)
 
 

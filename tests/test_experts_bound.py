@@ -17,7 +17,9 @@ from relied.experts.bound import (
     expert_divergence,
     interaction_groups,
     policy_divergence,
+    scaled_bound,
     stationarity_bound,
+    term_scales,
     uniform_probs,
 )
 from relied.experts.critic import (
@@ -130,10 +132,11 @@ def test_step_term_enters_the_bound():
                                       uniform_probs, first_slot)
     assert step.max() > 0.1 and (step >= 0).all() and (step <= 1).all()
     still = plan_bounds(net, sc, routes, cfg, uniform_probs, uniform_probs)
-    moved = plan_bounds(net, sc, routes, cfg, uniform_probs, first_slot)
+    moved = plan_bounds(net, sc, routes, cfg, uniform_probs, first_slot, scales=still.scales)
     assert np.allclose(still.bound, plan_bounds(net, sc, routes, cfg).bound)
     grouped = [i for i, g in enumerate(moved.groups) if len(g) > 1]
-    assert grouped and (moved.bound[grouped] > still.bound[grouped] + 1.0).all()
+    assert grouped and (moved.absolute[grouped] > still.absolute[grouped] + 1.0).all()
+    assert (moved.bound[grouped] > still.bound[grouped] + 1.0).all()  # same reference levels
     np.testing.assert_allclose(moved.external, still.external)
 
 
@@ -183,8 +186,8 @@ def test_light_load_shortest_paths_pass_and_slow_plans_fail():
         return np.eye(k + 1)[np.argmin(detour, axis=1)]
 
     follow, _ = check_plan(net, light, routes, cfg, policy_probs=shortest_learner)
-    assert max(report.bounds) > 1000
-    assert max(follow.bounds) < 0.05 * max(report.bounds)
+    assert max(report.absolute_bounds) > 1000
+    assert max(follow.absolute_bounds) < 0.05 * max(report.absolute_bounds)
 
 
 def test_volatility_only_agents_outside_the_group_change():
@@ -205,3 +208,55 @@ def test_volatility_only_agents_outside_the_group_change():
     # the change is real behaviour: the outside agents' alternative routes differ from plan
     alt = alternative_routes(net, stream, routes, cfg.alternative)
     assert sum(a != list(r) for a, r in zip(alt, routes, strict=True)) >= 15
+
+
+def test_scaled_bound_puts_the_terms_on_one_scale():
+    """Hand-computed: each term over its reference level, 50 at that level. Unscaled, the
+    worst-case divergence term (c2 ~ 10^4 R_max) ranks the plans alone; scaled, a plan that
+    makes many agents' returns volatile ranks above one that adds a co-occupant."""
+    c1, c2 = 1 / (1 - 0.99), 2 * 0.99 * 1.0 / 0.01**2
+    ref_ext, ref_div = c1 * np.array([0.01, 0.02, 0.0, 0.01]), c2 * np.array([1.0, 1.0, 0.0, 2.0])
+    scales = term_scales(ref_ext, ref_div, 0.9, 0.99, 1.0)
+    assert scales == pytest.approx((c1 * float(np.quantile([0.01, 0.02, 0, 0.01], 0.9)),
+                                    c2 * float(np.quantile([1.0, 1.0, 0, 2.0], 0.9))))
+    bound, ext, div = scaled_bound(ref_ext, ref_div, scales)
+    assert bound == pytest.approx(ext + div) and np.quantile(ext, 0.9) == pytest.approx(50.0)
+    # floors: a reference without any divergence does not make a trace of it infinite
+    assert term_scales(ref_ext, np.zeros(4), 0.9, 0.99, 1.0)[1] == pytest.approx(c2 * 0.01)
+    volatile_ext, volatile_div = c1 * np.full(4, 0.08), ref_div  # many agents: 4-8x the spread
+    crowded_ext, crowded_div = ref_ext, ref_div + c2 * 1.0  # one more co-occupant each
+    raw = [np.quantile(e + d, 0.9) for e, d in ((volatile_ext, volatile_div),
+                                                (crowded_ext, crowded_div))]
+    assert raw[0] < raw[1]  # the unscaled sum ranks by the divergence term
+    scaled = [np.quantile(scaled_bound(e, d, scales)[0], 0.9)
+              for e, d in ((volatile_ext, volatile_div), (crowded_ext, crowded_div))]
+    assert scaled[0] > scaled[1]
+
+
+def test_critic_rejects_a_plan_that_loads_many_agents_and_accepts_one_that_loads_few():
+    """A small congested case: 16 vehicles of one OD pair leaving 2 s apart; the reference is
+    their shortest paths. Moving 4 of them to a second path changes few agents' loads; moving
+    every other one (8) splits the stream so that both paths' agents interact: their returns
+    are more volatile (external term) and they share edges in more steps (divergence term).
+    The scaled bound ranks the second plan above the first; at epsilon 1.05 the critic accepts
+    the first and rejects the second, naming offenders."""
+    from relied.env.equilibrium import fastest_routes
+
+    net = load_city("aguascalientes")
+    sc = _crowd(net, 16, gap_s=2.0)
+    sp = _sp_routes(net, sc)
+    cost = net.freeflow_s.copy()
+    for u, v in zip(sp[0][:-1], sp[0][1:], strict=True):
+        cost[net.edge_between(u, v)] *= 20
+    (second,), _ = fastest_routes(net, cost[:, None], 1e9, np.array([sp[0][0]]),
+                                  np.array([sp[0][-1]]), np.zeros(1))
+    few = [second if i % 4 == 0 else sp[i] for i in range(16)]
+    many = [second if i % 2 else sp[i] for i in range(16)]
+    cfg = BoundConfig(executions=3, epsilon=1.05, return_tolerance=10.0)
+    low, _ = check_plan(net, sc, few, cfg)
+    high, _ = check_plan(net, sc, many, cfg)
+    assert high.plan_bound > 1.3 * low.plan_bound
+    q = 0.9
+    assert np.quantile(high.external_terms, q) > np.quantile(low.external_terms, q)
+    assert low.accepted and not high.accepted and high.offenders
+    assert low.reference_bound == pytest.approx(high.reference_bound)

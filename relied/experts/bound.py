@@ -16,9 +16,15 @@ resimulations in which only agents outside ``G(i)`` change behaviour (see
 ``min(1, sqrt(KL / 2))``. Before any training ``pi`` is uniform over the valid actions and
 the previous policy is the current one.
 
-The threshold is scale-free: a plan is accepted when the ``quantile`` of its agents' bounds is
-at most ``epsilon`` times the same quantile for the learners' current joint behaviour (their
-recent routes; the free-flow shortest paths when unknown), under the same policies.
+The two terms live on incomparable scales: the divergence term is a worst case through
+``R_max / (1 - gamma)^2`` (about 10^4 times ``R_max`` at gamma 0.99), the external term a
+measured spread, so their plain sum is ranked by the divergence term alone. The critic therefore
+judges the *scaled* bound (settings version 3): each term divided by its level for the learners'
+current joint behaviour (the reference: the ``quantile`` of the term over the reference's
+agents, at least its mean, at least a floor), ``50 * ext / S_ext + 50 * div / S_div``, so each
+term counts 50 at the reference's level and the constants ``c1, c2`` cancel. A plan is accepted
+when the ``quantile`` of its agents' scaled bounds is at most ``epsilon`` times the same quantile
+for the reference, under the same policies. The bound in return units is kept beside it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ PolicyProbs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 #: the learners' discount per decision (``TrainConfig.gamma``'s default); training passes its
 #: own ``gamma`` so the bound and the learners always discount alike
 DEFAULT_GAMMA = 0.99
-BOUND_VERSION = 2  # 1: absolute epsilon (12,000), point-mass TV only, all-agent jitter
+BOUND_VERSION = 3  # 1: absolute epsilon (12,000), point-mass TV only, all-agent jitter;
+# 2: ratio epsilon on the unscaled bound (ranked by the divergence term alone)
+#: the scaled bound gives each term this much at the reference's level
+TERM_LEVEL = 50.0
 
 
 class BoundConfig(BaseModel):
@@ -72,10 +81,15 @@ class BoundConfig(BaseModel):
     @classmethod
     def from_stored(cls, stored: dict[str, Any] | None) -> BoundConfig:
         """Settings stored with a batch; a version-1 record (absolute epsilon) keeps only its
-        group, divergence and seed, the rest takes today's defaults."""
+        group, divergence and seed, a version-2 record (unscaled bound) its settings; the
+        rest takes today's defaults."""
         stored = dict(stored or {})
-        if stored.get("version", 1) != BOUND_VERSION:
-            stored = {k: stored[k] for k in ("divergence", "group", "seed") if k in stored}
+        version = stored.get("version", 1)
+        keep = ("divergence", "group", "seed") + (() if version == 1 else (
+            "epsilon", "quantile", "executions", "switch_share", "alternative", "jitter_s",
+            "min_runs", "return_tolerance"))
+        if version != BOUND_VERSION:
+            stored = {k: stored[k] for k in keep if k in stored}
         return cls(**{k: v for k, v in stored.items() if k in cls.model_fields})
 
 
@@ -170,8 +184,32 @@ def stationarity_bound(vol_ext: np.ndarray, divergence: np.ndarray, groups: Sequ
     return ext + div_term, ext, div_term
 
 
+def term_scales(external: np.ndarray, divergence: np.ndarray, quantile: float, gamma: float,
+                r_max: float) -> tuple[float, float]:
+    """``(S_ext, S_div)``: each term's level for the reference (its ``quantile`` over the
+    reference's agents, at least its mean), floored at ``c1 * 0.001`` (a return spread of 0.001)
+    and ``c2 * 0.01`` (one group member moving by TV 0.01) so that a reference without a term
+    does not make any trace of it infinite."""
+    c1, c2 = bound_constants(gamma, r_max)
+    levels = []
+    for term, floor in ((external, c1 * 1e-3), (divergence, c2 * 1e-2)):
+        x = np.asarray(term, dtype=np.float64)
+        levels.append(max(float(np.quantile(x, quantile)) if x.size else 0.0,
+                          float(x.mean()) if x.size else 0.0, floor))
+    return levels[0], levels[1]
+
+
+def scaled_bound(external: np.ndarray, divergence: np.ndarray,
+                 scales: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-agent ``(scaled bound, scaled external term, scaled divergence term)``: each term
+    over its reference level ``scales``, times :data:`TERM_LEVEL`."""
+    ext = TERM_LEVEL * np.asarray(external, dtype=np.float64) / scales[0]
+    div = TERM_LEVEL * np.asarray(divergence, dtype=np.float64) / scales[1]
+    return ext + div, ext, div
+
+
 def threshold(reference_bounds: np.ndarray, config: BoundConfig) -> tuple[float, float]:
-    """``(reference quantile, absolute threshold = epsilon * reference quantile)``."""
+    """``(reference quantile, threshold = epsilon * reference quantile)`` of scaled bounds."""
     ref = float(np.quantile(np.asarray(reference_bounds, dtype=float), config.quantile))
     return ref, config.epsilon * ref
 

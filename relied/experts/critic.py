@@ -15,10 +15,12 @@ pool of ``executions`` resimulations (nobody held) serves most agents; agents le
 than ``min_runs`` samples get resimulations in which their groups are held (packed together
 while the held set stays at most half the agents), up to ``3 * executions`` in all.
 
-Acceptance is scale-free: the plan's ``quantile`` of per-agent bounds must be at most
-``epsilon`` times the same quantile of the reference (the learners' current routes; the
-free-flow shortest paths when not given) under the same policies, and the plan's mean return
-must not be below the free-flow shortest-path baseline minus ``return_tolerance``.
+Acceptance is scale-free: the bounds are scaled (:func:`relied.experts.bound.scaled_bound`:
+each term over its level for the reference, the learners' current routes or the free-flow
+shortest paths when not given, under the same policies); the plan's ``quantile`` of per-agent
+scaled bounds must be at most ``epsilon`` times the same quantile of the reference, and the
+plan's mean return must not be below the free-flow shortest-path baseline minus
+``return_tolerance``.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ from relied.experts.bound import (
     PolicyProbs,
     interaction_groups,
     policy_divergence,
+    scaled_bound,
     stationarity_bound,
+    term_scales,
     threshold,
 )
 from relied.experts.demos import load_batch
@@ -74,8 +78,9 @@ class AgentTerms(BaseModel):
 
 class StationarityReport(BaseModel):
     """Outcome of the check; ``offenders`` (agents above ``epsilon``) are sorted by bound,
-    worst first. ``epsilon`` is the absolute threshold: ``threshold_ratio`` times the
-    reference's bound quantile ``reference_bound``."""
+    worst first. ``bounds`` and their terms are scaled (each term counts 50 at the reference's
+    level); ``epsilon`` is the threshold on them: ``threshold_ratio`` times the reference's
+    scaled-bound quantile ``reference_bound``. ``absolute_bounds``: the bound in return units."""
 
     accepted: bool
     epsilon: float
@@ -86,6 +91,8 @@ class StationarityReport(BaseModel):
     bounds: list[float]
     external_terms: list[float]
     divergence_terms: list[float]
+    absolute_bounds: list[float] = Field(default_factory=list,
+                                         description="c1 Vol_ext + c2 sum D_j per agent")
     offenders: list[AgentTerms]
     shared_edges: list[tuple[int, int, int]]  # (from OSM id, to OSM id, agents in conflict)
     plan_mean_return: float
@@ -250,31 +257,84 @@ def _shared_edges(net: CityNetwork, edges_by_step: np.ndarray, agents: list[int]
 
 @dataclass
 class BoundTerms:
-    """Per-agent terms of one plan: ``bound``, ``external``, ``divergence``, ``groups``."""
+    """Per-agent terms of one plan: scaled ``bound``, ``external`` and ``divergence`` terms
+    (:func:`relied.experts.bound.scaled_bound`), ``absolute`` (the bound in return units),
+    the reference levels ``scales``, ``groups`` and the plan's ``run``."""
 
     bound: np.ndarray
     external: np.ndarray
     divergence: np.ndarray
     groups: list[list[int]]
     run: Execution
+    absolute: np.ndarray
+    scales: tuple[float, float]
 
 
-def plan_bounds(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
-                config: BoundConfig, policy_probs: PolicyProbs | None = None,
-                previous_probs: PolicyProbs | None = None,
-                planner_groups: Sequence[Sequence[int]] | None = None,
-                run: Execution | None = None) -> BoundTerms:
-    """Every agent's bound for ``routes`` under the learners' current (and previous) policy."""
-    scenario = scenario.resolve(net)
+#: reference levels by (scenario, settings, reference quantile): what ``reference_bound``
+#: measured, so a check given only the reference's quantile scales its terms alike
+_SCALES: dict[str, tuple[float, float]] = {}
+
+
+def _scales_key(net: CityNetwork, scenario: Scenario, config: BoundConfig,
+                reference: float) -> str:
+    return _digest("scales", net.name, scenario.model_dump(mode="json"),
+                   config.model_dump(mode="json"), round(float(reference), 9))
+
+
+def _raw_terms(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
+               config: BoundConfig, policy_probs: PolicyProbs | None,
+               previous_probs: PolicyProbs | None,
+               planner_groups: Sequence[Sequence[int]] | None, run: Execution | None):
     run = run or execute(net, scenario, routes=routes)
     groups = interaction_groups(run.edges_by_step, config.group, planner_groups)
     to_plan, step = policy_divergence(run.traj.obs, run.traj.action, run.traj.mask,
                                       scenario.n_agents, policy_probs, previous_probs,
                                       config.divergence)
     vol = return_volatility(net, scenario, routes, config, groups, run.returns)
-    bound, ext, dterm = stationarity_bound(vol, to_plan + step, groups, config.gamma,
-                                           scenario.reward_bound)
-    return BoundTerms(bound, ext, dterm, groups, run)
+    absolute, ext, dterm = stationarity_bound(vol, to_plan + step, groups, config.gamma,
+                                              scenario.reward_bound)
+    return absolute, ext, dterm, groups, run
+
+
+def plan_bounds(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
+                config: BoundConfig, policy_probs: PolicyProbs | None = None,
+                previous_probs: PolicyProbs | None = None,
+                planner_groups: Sequence[Sequence[int]] | None = None,
+                run: Execution | None = None, scales: tuple[float, float] | None = None,
+                reference_routes: Sequence[Sequence[int]] | None = None) -> BoundTerms:
+    """Every agent's bound for ``routes`` under the learners' current (and previous) policy.
+
+    The terms are scaled by ``scales`` (the reference's levels, :func:`reference_scales`);
+    when not given they are measured on ``reference_routes`` (default: free-flow shortest
+    paths) under the same policies."""
+    scenario = scenario.resolve(net)
+    absolute, ext, dterm, groups, run = _raw_terms(net, scenario, routes, config, policy_probs,
+                                                   previous_probs, planner_groups, run)
+    if scales is None:
+        scales = reference_scales(net, scenario, config, policy_probs, previous_probs,
+                                  reference_routes, planner_groups)[0]
+    bound, sext, sdiv = scaled_bound(ext, dterm, scales)
+    return BoundTerms(bound, sext, sdiv, groups, run, absolute, scales)
+
+
+def reference_scales(net: CityNetwork, scenario: Scenario, config: BoundConfig,
+                     policy_probs: PolicyProbs | None = None,
+                     previous_probs: PolicyProbs | None = None,
+                     routes: Sequence[Sequence[int]] | None = None,
+                     planner_groups: Sequence[Sequence[int]] | None = None,
+                     ) -> tuple[tuple[float, float], float]:
+    """``(term levels, quantile of scaled bounds)`` of the learners' current joint behaviour:
+    ``routes`` (their recent routes) or, when unknown, the free-flow shortest paths."""
+    scenario = scenario.resolve(net)
+    routes = routes if routes is not None else policy_routes(net, scenario, "shortest-path")
+    _, ext, dterm, _, _ = _raw_terms(net, scenario, routes, config, policy_probs,
+                                     previous_probs, planner_groups, None)
+    scales = term_scales(ext, dterm, config.quantile, config.gamma, scenario.reward_bound)
+    reference = threshold(scaled_bound(ext, dterm, scales)[0], config)[0]
+    if len(_SCALES) >= 256:
+        _SCALES.pop(next(iter(_SCALES)))
+    _SCALES[_scales_key(net, scenario, config, reference)] = scales
+    return scales, reference
 
 
 def reference_bound(net: CityNetwork, scenario: Scenario, config: BoundConfig,
@@ -282,13 +342,11 @@ def reference_bound(net: CityNetwork, scenario: Scenario, config: BoundConfig,
                     previous_probs: PolicyProbs | None = None,
                     routes: Sequence[Sequence[int]] | None = None,
                     planner_groups: Sequence[Sequence[int]] | None = None) -> float:
-    """The ``quantile`` of the per-agent bounds of the learners' current joint behaviour:
-    ``routes`` (their recent routes) or, when unknown, the free-flow shortest paths."""
-    scenario = scenario.resolve(net)
-    routes = routes if routes is not None else policy_routes(net, scenario, "shortest-path")
-    terms = plan_bounds(net, scenario, routes, config, policy_probs, previous_probs,
-                        planner_groups)
-    return threshold(terms.bound, config)[0]
+    """The ``quantile`` of the scaled per-agent bounds of the learners' current joint
+    behaviour (:func:`reference_scales`); a later :func:`check_plan` given this value as
+    ``reference`` scales its terms by the same levels."""
+    return reference_scales(net, scenario, config, policy_probs, previous_probs, routes,
+                            planner_groups)[1]
 
 
 def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
@@ -301,16 +359,20 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
                ) -> tuple[StationarityReport, Execution]:
     """Evaluate a joint plan (node indices per agent); returns the report and its execution.
 
-    ``reference``: the reference's bound quantile when already known; otherwise it is
-    computed for ``reference_routes`` (default: free-flow shortest paths)."""
+    ``reference``: the reference's scaled-bound quantile when already known (from
+    :func:`reference_bound`, whose term levels are reused); otherwise it is computed for
+    ``reference_routes`` (default: free-flow shortest paths)."""
     scenario = scenario.resolve(net)
+    scales = _SCALES.get(_scales_key(net, scenario, config, reference)) \
+        if reference is not None else None
+    if scales is None:
+        scales, measured = reference_scales(net, scenario, config, policy_probs,
+                                            previous_probs, reference_routes, planner_groups)
+        reference = measured if reference is None else reference
     terms = plan_bounds(net, scenario, routes, config, policy_probs, previous_probs,
-                        planner_groups)
+                        planner_groups, scales=scales)
     bound, ext, dterm, groups, run = (terms.bound, terms.external, terms.divergence,
                                       terms.groups, terms.run)
-    if reference is None:
-        reference = reference_bound(net, scenario, config, policy_probs, previous_probs,
-                                    reference_routes, planner_groups)
     eps = config.epsilon * reference
     plan_q = float(np.quantile(bound, config.quantile))
     if baseline_return is None:
@@ -328,10 +390,10 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     reasons = []
     if unstable:
         reasons.append(
-            f"the {config.quantile:.0%} quantile of the agents' bounds, {plan_q:.0f}, exceeds "
-            f"epsilon={eps:.0f} ({config.epsilon:g} x the learners' current behaviour, "
-            f"{reference:.0f}); {bad.size} agents exceed epsilon (worst: agent {int(bad[0])}, "
-            f"bound {bound[bad[0]]:.0f}, shares edges with {len(groups[bad[0]]) - 1} agents); "
+            f"the {config.quantile:.0%} quantile of the agents' bounds, {plan_q:.1f}, exceeds "
+            f"epsilon={eps:.1f} ({config.epsilon:g} x the learners' current behaviour, "
+            f"{reference:.1f}); {bad.size} agents exceed epsilon (worst: agent {int(bad[0])}, "
+            f"bound {bound[bad[0]]:.1f}, shares edges with {len(groups[bad[0]]) - 1} agents); "
             "spread the listed agents over other streets or away from the shared edges")
     if short:
         reasons.append(f"mean return {plan_return:.3f} is below the free-flow shortest-path "
@@ -341,11 +403,12 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
         quantile=config.quantile, plan_bound=plan_q, reference_bound=float(reference),
         bounds=bound.round(3).tolist(), external_terms=ext.round(4).tolist(),
         divergence_terms=dterm.round(3).tolist(),
+        absolute_bounds=terms.absolute.round(3).tolist(),
         offenders=offenders if unstable else [], shared_edges=shared if unstable else [],
         plan_mean_return=plan_return, baseline_mean_return=baseline_return, too_slow=short,
         mean_travel_time=run.metrics["mean_travel_time"],
         reason="; ".join(reasons) or f"the {config.quantile:.0%} quantile of the agents' "
-        f"bounds ({plan_q:.0f}) is within epsilon={eps:.0f} and the mean return is not below "
+        f"bounds ({plan_q:.1f}) is within epsilon={eps:.1f} and the mean return is not below "
         "the shortest-path baseline")
     return report, run
 
