@@ -306,7 +306,8 @@ def table(r: dict) -> str:
              f"{r['agents'] + r['background_vehicles']} vehicles, {r['seeds']} seeds, "
              f"{r['iterations']} reled iterations per candidate plan, gamma "
              f"{r['bound']['gamma']}, epsilon {r['bound']['epsilon']} x reference q"
-             f"{r['bound']['quantile']} ({r['wall_s']:.0f} s)", "",
+             f"{r['bound']['quantile']}, bound settings version {r['bound']['version']} "
+             f"(scaled bound) ({r['wall_s']:.0f} s)", "",
              "Spearman rank correlation with the drift of each agent's local environment (the "
              "others' travel times on its plan cells; last row: the scaled bound against the "
              "drift on its own greedy route's cells; mean over seeds, 95% bootstrap interval "
