@@ -158,11 +158,9 @@ class RoutingCore:
         self.head_since.fill(np.nan)
         self.v_arrival.fill(np.nan)
         self.count = np.zeros(e, dtype=np.int64)  # vehicles on each edge (all states)
-        self.n_queued = np.zeros(e, dtype=np.int64)  # QUEUED vehicles on each edge (queue model)
         self.active = np.empty(0, dtype=np.int64)  # departed, not arrived: ascending ids
         self.n_arrived = 0  # vehicles (learners and background) arrived
         self._departed = 0  # departures released so far, in departure order
-        self._fresh = self.active  # reached a stop line since the last decisions (AT_NODE)
         self._held = self.active
         self._next_slot = np.full(e + 1, -np.inf)  # earliest discharge of the next vehicle
         self._blocked_on = np.full(e + 1, -1, dtype=np.int64)  # full edge a queue's head waits for
@@ -170,8 +168,8 @@ class RoutingCore:
         self.blocked_since = np.full(e, np.nan)
         self.entries = np.zeros(e, dtype=np.int64)
         self.traversal_s = np.zeros(e)  # summed experienced traversal times
-        self.traversal_n = np.zeros(e, dtype=np.int64)
         self.forced = 0  # entries forced by the stuck time
+        self._blocking = False  # whether any queue's head waits for a full edge
         self.routes: list[tuple[np.ndarray, np.ndarray]] = []
         self.queue_history: list[np.ndarray] = []
         self.traversals: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -193,25 +191,25 @@ class RoutingCore:
 
     @property
     def stored(self) -> np.ndarray:
-        """Vehicles taking up each edge's storage (queue model; under BPR every vehicle on an
-        edge). A vehicle waiting at the stop line of an edge with no queue for its decision
-        does not: in its own (back-dated) timeline it leaves as soon as it got there, so it
-        must not hold a short edge's space for a step. (If its next edge then turns out full,
-        it queues and counts again: an edge can hold one vehicle more than its storage for a
-        step.)"""
-        return self._stored_at(np.arange(self.net.n_edges))
+        """Vehicles taking up each edge's storage. A vehicle waiting at the stop line of an
+        edge with no queue for its decision does not: in its own (back-dated) timeline it
+        leaves as soon as it got there, so it must not hold a short edge's space for a step.
+        (If its next edge then turns out full, it queues and counts again: an edge can hold
+        one vehicle more than its storage for a step.) Counted over the vehicles en route;
+        the step asks for it only where ``count`` says an edge may be full."""
+        e = self.net.n_edges
+        act = self.active
+        status, edge = self.v_status[act], self.v_edge[act]
+        queued = np.bincount(edge[status == QUEUED] + 1, minlength=e + 1)[1:]  # 0: origins
+        free = act[(status == AT_NODE) & (edge >= 0)]
+        at = self.v_edge[free]
+        free_at = at[(queued[at] == 0) & (self.next_slot[at] <= self.ready_s[free] + 1e-9)]
+        return self.count - np.bincount(free_at, minlength=e)
 
-    def _stored_at(self, edges: np.ndarray) -> np.ndarray:
-        """:attr:`stored` of ``edges`` only. The only vehicles at a stop line deciding are
-        those that reached it since the last decisions (``_fresh``), and ``n_queued`` is kept
-        on every state change, so nothing is recounted over all vehicles."""
-        out = self.count[edges]
-        if self.queue_model and self._fresh.size:
-            v = self._fresh
-            e = self.v_edge[v]
-            free = (self.n_queued[e] == 0) & (self.next_slot[e] <= self.ready_s[v] + 1e-9)
-            out = out - np.bincount(e[free], minlength=self.net.n_edges)[edges]
-        return out
+    @property
+    def traversal_n(self) -> np.ndarray:
+        """Traversals completed on each edge (vehicles that entered it and left)."""
+        return self.entries - self.count
 
     @property
     def occupancy(self) -> np.ndarray:
@@ -279,14 +277,17 @@ class RoutingCore:
         arrived = self._discharge(t1)
         ready = self._reach_stop_lines(t1)
         if self.queue_model and (self._held.size or ready.size):
-            # space freed during the step lets held vehicles in, at t1
-            retry = np.zeros(self.net.n_edges + 1, dtype=bool)  # index -1: origins
-            retry[self.v_edge[self._held]] = True
-            retry[self.v_edge[ready]] = True
-            more = self._discharge(t1, retry)
+            if not self._held.size and self._alone(ready):
+                more = self._leave_alone(ready, t1)
+            else:  # space freed during the step lets held vehicles in, at t1
+                retry = np.zeros(self.net.n_edges + 1, dtype=bool)  # index -1: origins
+                retry[self.v_edge[self._held]] = True
+                retry[self.v_edge[ready]] = True
+                more = self._discharge(t1, retry)
+                if self._entered.size:  # the only vehicles on an edge not at its stop line
+                    self._reach_stop_lines(t1, self._entered)
             if more.size:
                 arrived = np.concatenate([arrived, more])
-            self._reach_stop_lines(t1)
         if arrived.size:
             self.n_arrived += arrived.size
             self.active = self.active[self.v_status[self.active] != ARRIVED]
@@ -337,11 +338,7 @@ class RoutingCore:
         self.next_edge[deciding] = self.out_table[self.v_node[deciding], slot]
         self.v_status[deciding] = QUEUED
         came = self.v_edge[deciding]
-        came = came[came >= 0]
-        self.blocked_on[came] = -1  # new heads?
-        if self.queue_model:
-            np.add.at(self.n_queued, came, 1)
-        self._fresh = self._fresh[:0]
+        self.blocked_on[came[came >= 0]] = -1  # new heads?
 
     def _background_choice(self, vehicles: np.ndarray) -> np.ndarray:
         """Free-flow shortest path, or a logit choice among the out-edges that bring the
@@ -368,7 +365,6 @@ class RoutingCore:
         """Move queued vehicles that can leave by ``t1`` into their next edge (or out of the
         network), only those on ``edges`` (a mask over edges, last entry: origins) if given.
         Returns the vehicles that arrived; ``self._held`` keeps those a full next edge held."""
-        net = self.net
         act = self.active
         queued = self.v_status[act] == QUEUED
         if edges is not None:
@@ -378,6 +374,7 @@ class RoutingCore:
             q, src, self._held = self._gate(q, t1)
         else:
             src, self._held = self.v_edge[q], q[:0]
+        self._entered = self._stay_src = q[:0]
         if q.size == 0:
             return q
         # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
@@ -395,7 +392,16 @@ class RoutingCore:
         go = self._admit(q, src, target, depart, can, first, t1) if self.queue_model else can
         stay = q[~go]
         self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
-        v, d, from_edge, to = q[go], depart[go], src[go], target[go]
+        if self.queue_model:
+            self._stay_src = src[~go]
+        return self._move(q[go], depart[go], src[go], target[go], t1)
+
+    def _move(self, v: np.ndarray, d: np.ndarray, from_edge: np.ndarray, to: np.ndarray,
+              t1: float) -> np.ndarray:
+        """Vehicles ``v`` leave ``from_edge`` (-1: their origin) at ``d`` into ``to`` (or out of
+        the network). Returns those that arrived."""
+        net = self.net
+        self._entered = v[:0]
         if v.size == 0:
             return v
         came = from_edge >= 0
@@ -403,20 +409,24 @@ class RoutingCore:
         self.blocked_on[fe] = -1
         if self.queue_model:
             np.maximum.at(self.next_slot, fe, dc + self.headway[fe])
-            np.subtract.at(self.n_queued, fe, 1)
         np.subtract.at(self.count, fe, 1)
         np.add.at(self.traversal_s, fe, dc - self.entered_s[vc])
-        np.add.at(self.traversal_n, fe, 1)
         if self.record_traversals:
             self.traversals.append((vc, fe, self.entered_s[vc], dc))
         self.clock_s[v] = d
         self.head_since[v] = np.nan
+        self.next_edge[v] = -1
         out = to == ARRIVE
         gone = v[out]
-        self.v_status[gone] = ARRIVED
-        self.v_arrival[gone] = d[out]
-        self.v_edge[gone] = -1
-        mv, dm, e = v[~out], d[~out], to[~out]
+        if gone.size:
+            self.v_status[gone] = ARRIVED
+            self.v_arrival[gone] = d[out]
+            self.v_edge[gone] = -1
+            v, d, to = v[~out], d[~out], to[~out]
+        if v.size == 0:
+            return gone
+        mv, dm, e = v, d, to
+        self._entered = mv
         if self.queue_model:
             t_edge = net.freeflow_s[e]
         else:
@@ -426,7 +436,6 @@ class RoutingCore:
         self.v_status[mv] = ON_EDGE
         self.v_edge[mv] = e
         self.v_node[mv] = net.edge_dst[e]
-        self.next_edge[v] = -1
         self.entered_s[mv] = dm
         self.ready_s[mv] = dm + t_edge
         self.clock_s[mv] = np.minimum(dm + t_edge, t1)
@@ -435,25 +444,52 @@ class RoutingCore:
             self.routes.append((mv[learner], e[learner]))
         return gone
 
+    def _alone(self, v: np.ndarray) -> bool:
+        """Queue model, after the step's discharge: is each of ``v`` (just at the stop line
+        of its destination's edge) the only vehicle queued on its edge? Those still queued
+        are the ones the discharge left (``_stay_src``) and those a full edge held."""
+        e = self.v_edge[v]
+        if e.size > 1 and np.unique(e).size < e.size:
+            return False
+        busy = np.zeros(self.net.n_edges, dtype=bool)
+        busy[self._stay_src[self._stay_src >= 0]] = True
+        return not np.count_nonzero(busy[e])
+
+    def _leave_alone(self, v: np.ndarray, t1: float) -> np.ndarray:
+        """Queue model: vehicles alone in their edge's queue at their destination leave at
+        ``max(stop-line time, the edge's next discharge slot)`` if that is by ``t1`` (what
+        the discharge of one-vehicle queues gives). Returns those that arrived."""
+        e = self.v_edge[v]
+        d = np.maximum(self.next_slot[e], self.ready_s[v])
+        go = d <= t1 + 1e-9
+        stay = v[~go]
+        self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
+        return self._move(v[go], d[go], e[go], self.next_edge[v[go]], t1)
+
     def _gate(self, q: np.ndarray, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Queue model: split queued ``q`` into those that may leave by ``t1`` and those whose
-        whole queue waits (its next discharge slot is after ``t1``, or its head waits for an
-        edge that is still full and has not waited the stuck time). Returns ``(candidates,
-        their edges, held by a full edge)``."""
+        """Queue model: take out of queued ``q`` the queues that cannot move: the next
+        discharge slot is after ``t1``, or the head waits for an edge that is still full and
+        has not waited the stuck time. Returns ``(candidates, their edges, held by a full
+        edge)``."""
         e = self.v_edge[q]
         late = self._next_slot[e] > t1 + 1e-9
-        full = self._blocked_on[e] >= 0
-        if full.any():
-            i = np.flatnonzero(full)
-            w = self._blocked_on[e[i]]
-            full[i] = (self._stored_at(w) >= self.net.storage[w]) & \
-                (t1 - self.blocked_since[e[i]] < self.scenario.stuck_time_s)
-            self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # as if re-held
-            late |= full
-        if not late.any():
-            return q, e, q[:0]
+        held = q[:0]
+        if self._blocking:  # some queue's head waits for a full edge
+            full = self._blocked_on[e] >= 0
+            if np.count_nonzero(full):  # (count_nonzero: cheaper than any() on small arrays)
+                i = full.nonzero()[0]
+                w = self._blocked_on[e[i]]
+                full[i] = (self.stored[w] >= self.net.storage[w]) & \
+                    (t1 - self.blocked_since[e[i]] < self.scenario.stuck_time_s)
+                self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # re-held
+                held = q[full]
+                late |= full
+            elif not np.count_nonzero(self.blocked_on >= 0):
+                self._blocking = False
+        if not np.count_nonzero(late):
+            return q, e, held
         self.clock_s[q[late]] = np.maximum(self.clock_s[q[late]], t1)
-        return q[~late], e[~late], q[full]
+        return q[~late], e[~late], held
 
     def _fifo(self, src: np.ndarray, ready: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Queue model: discharge times of vehicles sorted FIFO by edge (``src``, -1: origins),
@@ -462,16 +498,22 @@ class RoutingCore:
         maximum. Returns the times and each vehicle's first index on its edge (``None``: one
         vehicle per edge)."""
         slot = self._next_slot[src]
-        if src.size < 2 or not (src[1:] == src[:-1]).any():
+        if src.size < 2:
             return np.maximum(slot, ready), None
-        first = _segment_starts(src)
-        j = np.arange(src.size) - first
+        start = np.empty(src.size, dtype=bool)
+        start[0] = True
+        np.not_equal(src[1:], src[:-1], out=start[1:])
+        if np.count_nonzero(start) == src.size:
+            return np.maximum(slot, ready), None
+        idx = np.arange(src.size)
+        first = np.maximum.accumulate(np.where(start, idx, 0))
+        j = idx - first
         jh = j * self._headway[src]
         b = ready - jh
         # running maximum of b restarted on each edge, on integer ranks (no rounding)
         by_b = np.argsort(b, kind="stable")
         rank = np.empty(src.size, dtype=np.int64)
-        rank[by_b] = np.arange(src.size)
+        rank[by_b] = idx
         offset = first * src.size
         top = np.maximum.accumulate(offset + rank) - offset
         return jh + np.maximum(slot, b[by_b[top]]), first
@@ -482,34 +524,36 @@ class RoutingCore:
         leave. Those entering an edge take its free storage first come first served; a vehicle
         the next edge holds holds the ones behind it on its edge; after ``stuck_time_s`` at a
         queue's head a vehicle enters anyway. Updates the bookkeeping of held queues."""
+        # Everyone who can leave does unless an entry may not fit (then within an edge a
+        # later vehicle never leaves before an earlier one, departures being FIFO-chained).
+        # stored <= count, so storage - count is a lower bound of an edge's room.
+        entering = can & (target >= 0)
+        tgt = target[entering]
+        entries = np.bincount(tgt, minlength=self.net.n_edges)[tgt]
+        if not np.count_nonzero(entries > self.net.storage[tgt] - self.count[tgt]):
+            return can
+        room = self.net.storage[tgt] - self.stored[tgt]
+        if not np.count_nonzero(entries > room):
+            return can
         leaving = target == ARRIVE
-        tq = np.flatnonzero(can & ~leaving)
-        ok, forcing = can, None
-        if tq.size:
-            tgt = target[tq]
-            room = self.net.storage[tgt] - self._stored_at(tgt)
-            entries = np.bincount(tgt, minlength=self.net.n_edges)[tgt]
-            if (entries > room).any():  # someone may not fit: rank the entries per edge
-                by = np.lexsort((q[tq], depart[tq], tgt))
-                rank = np.arange(tq.size) - _segment_starts(tgt[by])
-                fits = np.zeros(q.size, dtype=bool)
-                fits[tq[by]] = rank < room[by]
-                stuck = can & ~leaving & (t1 - self.head_since[q] >= self.scenario.stuck_time_s)
-                ok = can & (leaving | fits | stuck)
-                forcing = stuck & ~fits
+        tq = entering.nonzero()[0]
+        # someone may not fit: rank the entries per edge, first come first served
+        by = np.lexsort((q[tq], depart[tq], tgt))
+        rank = np.arange(tq.size) - _segment_starts(tgt[by])
+        fits = np.zeros(q.size, dtype=bool)
+        fits[tq[by]] = rank < room[by]
+        stuck = can & ~leaving & (t1 - self.head_since[q] >= self.scenario.stuck_time_s)
+        ok = can & (leaving | fits | stuck)
         on_edge = src >= 0
         if first is None:
             first = np.arange(q.size)
-        if ok.all():
-            go = ok
-        else:  # a queue moves up to its first vehicle that cannot; origins one by one
-            blocked = np.cumsum(~ok)
-            go = on_edge & (blocked - (blocked[first] - (~ok)[first]) == 0)
-            go |= ~on_edge & ok
-        if forcing is not None:
-            self.forced += int((go & forcing).sum())
+        # a queue moves up to its first vehicle that cannot; origins one by one
+        blocked = np.cumsum(~ok)
+        go = on_edge & (blocked - (blocked[first] - (~ok)[first]) == 0)
+        go |= ~on_edge & ok
+        self.forced += int((go & stuck & ~fits).sum())
         held = can & ~go  # could leave but the next edge is full (or the one ahead is held)
-        if held.any():
+        if np.count_nonzero(held):
             is_first = np.arange(q.size) == first
             head = held & is_first | held & ~on_edge
             self.head_since[q[head]] = np.where(np.isnan(self.head_since[q[head]]), t1,
@@ -519,14 +563,19 @@ class RoutingCore:
             blocked_edges = src[held_head]
             self.next_slot[blocked_edges] = np.maximum(self.next_slot[blocked_edges], t1)
             self.blocked_on[blocked_edges] = target[held_head]
+            self._blocking = True
             self.blocked_since[blocked_edges] = self.head_since[q[held_head]]
         return go
 
-    def _reach_stop_lines(self, t1: float) -> np.ndarray:
+    def _reach_stop_lines(self, t1: float, among: np.ndarray | None = None) -> np.ndarray:
         """Vehicles whose free-flow traversal ends by ``t1`` are at the stop line: they decide
-        next (or, at their destination's edge, queue to leave the network: returned)."""
-        act = self.active
-        on = act[(self.v_status[act] == ON_EDGE) & (self.ready_s[act] <= t1 + 1e-9)]
+        next (or, at their destination's edge, queue to leave the network: returned). Only
+        ``among`` those vehicles (on an edge) if given."""
+        if among is None:
+            act = self.active
+            on = act[(self.v_status[act] == ON_EDGE) & (self.ready_s[act] <= t1 + 1e-9)]
+        else:
+            on = among[self.ready_s[among] <= t1 + 1e-9]
         if on.size == 0:
             return on
         self.clock_s[on] = self.ready_s[on]
@@ -537,10 +586,6 @@ class RoutingCore:
         end_edge = self.v_edge[end]
         self.blocked_on[end_edge] = -1  # possibly a new head, bound nowhere full
         self.v_status[mid] = AT_NODE
-        if self.queue_model:
-            np.add.at(self.n_queued, end_edge, 1)
-            if mid.size:
-                self._fresh = np.concatenate([self._fresh, mid])
         return end
 
     # ---- observation ------------------------------------------------------------------------
