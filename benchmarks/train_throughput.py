@@ -90,6 +90,8 @@ def run_case(case: dict, device: str, profile: Path | None) -> dict:
     from relied.rl.trainer import Trainer
 
     torch.set_num_threads(1)
+    if case.get("engine") == "tianshou":
+        device = "cpu"  # the Tianshou engine runs on the CPU (docs/tianshou.md)
     dev = resolve_device(device)
     fields = {k: v for k, v in case.items() if k not in ("kind",)}
     n_agents = fields.get("n_agents")

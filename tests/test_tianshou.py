@@ -302,6 +302,11 @@ def test_resume_continues_from_the_checkpoint_exactly(tmp_path):
         assert np.array_equal(list(ra.values()), list(rb.values()), equal_nan=True)
     with pytest.raises(TrainError, match="resume it with that engine"):
         TianshouRun.resume(_fast_run(tmp_path), progress=False)
+    # the fast engine's resume refuses a Tianshou run instead of carrying on with itself
+    from relied.rl.trainer import Trainer
+
+    with pytest.raises(TrainError, match="trained with --engine tianshou"):
+        Trainer.resume(killed, progress=False)
 
 
 def _fast_run(tmp_path):

@@ -144,7 +144,9 @@ def train(
                 from relied.rl.model import resolve_device
 
                 resolve_device(device)  # a bad --device fails before the run is touched
-            trainer = Trainer.resume(resume, progress=progress, device=device)
+            from relied.rl.tianshou_engine import resume as resume_run
+
+            trainer = resume_run(resume, progress=progress, device=device)
         else:
             base = _config_file(config) if config else {}
             base.update({k: v for k, v in overrides.items() if v is not None})

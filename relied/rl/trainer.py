@@ -264,6 +264,9 @@ class Trainer:
             raise TrainError(f"'{run_dir / 'config.json'}' is corrupt "
                              f"({type(exc).__name__}); restore it or start a new run") from None
         check_city(cfg, run_dir, "restore the file, or start a new run")
+        if cfg.engine == "tianshou" and cls is Trainer:
+            raise TrainError(f"'{run_dir}' was trained with --engine tianshou; resume it with "
+                             "relied.rl.tianshou_engine.resume (relied train --resume does)")
         if device is not None:
             cfg = cfg.model_copy(update={"device": device})
         trainer = cls(cfg, run_dir, provider, progress)
