@@ -422,6 +422,8 @@ class RoutingCore:
             self.v_status[gone] = ARRIVED
             self.v_arrival[gone] = d[out]
             self.v_edge[gone] = -1
+            if gone.size == v.size:
+                return gone
             v, d, to = v[~out], d[~out], to[~out]
         if v.size == 0:
             return gone
@@ -449,11 +451,9 @@ class RoutingCore:
         of its destination's edge) the only vehicle queued on its edge? Those still queued
         are the ones the discharge left (``_stay_src``) and those a full edge held."""
         e = self.v_edge[v]
-        if e.size > 1 and np.unique(e).size < e.size:
-            return False
-        busy = np.zeros(self.net.n_edges, dtype=bool)
-        busy[self._stay_src[self._stay_src >= 0]] = True
-        return not np.count_nonzero(busy[e])
+        on = np.bincount(e, minlength=self.net.n_edges + 1)  # index -1: origins
+        on[self._stay_src] += 1
+        return not np.count_nonzero(on[e] > 1)
 
     def _leave_alone(self, v: np.ndarray, t1: float) -> np.ndarray:
         """Queue model: vehicles alone in their edge's queue at their destination leave at
@@ -462,9 +462,24 @@ class RoutingCore:
         e = self.v_edge[v]
         d = np.maximum(self.next_slot[e], self.ready_s[v])
         go = d <= t1 + 1e-9
-        stay = v[~go]
-        self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
-        return self._move(v[go], d[go], e[go], self.next_edge[v[go]], t1)
+        if np.count_nonzero(go) < go.size:
+            stay = v[~go]
+            self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
+            v, d, e = v[go], d[go], e[go]
+        # one vehicle per edge: plain indexing does what the general move's ufunc.at does
+        self.blocked_on[e] = -1
+        self.next_slot[e] = np.maximum(self.next_slot[e], d + self.headway[e])
+        self.count[e] -= 1
+        self.traversal_s[e] += d - self.entered_s[v]
+        if self.record_traversals:
+            self.traversals.append((v, e, self.entered_s[v], d))
+        self.clock_s[v] = d
+        self.head_since[v] = np.nan
+        self.next_edge[v] = -1
+        self.v_status[v] = ARRIVED
+        self.v_arrival[v] = d
+        self.v_edge[v] = -1
+        return v
 
     def _gate(self, q: np.ndarray, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Queue model: take out of queued ``q`` the queues that cannot move: the next
