@@ -356,15 +356,18 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
                previous_probs: PolicyProbs | None = None,
                reference: float | None = None,
                reference_routes: Sequence[Sequence[int]] | None = None,
+               scales: tuple[float, float] | None = None,
                ) -> tuple[StationarityReport, Execution]:
     """Evaluate a joint plan (node indices per agent); returns the report and its execution.
 
     ``reference``: the reference's scaled-bound quantile when already known (from
     :func:`reference_bound`, whose term levels are reused); otherwise it is computed for
-    ``reference_routes`` (default: free-flow shortest paths)."""
+    ``reference_routes`` (default: free-flow shortest paths). ``scales`` with ``reference``:
+    fixed term levels (:func:`recheck_batch`)."""
     scenario = scenario.resolve(net)
-    scales = _SCALES.get(_scales_key(net, scenario, config, reference)) \
-        if reference is not None else None
+    if scales is None or reference is None:
+        scales = _SCALES.get(_scales_key(net, scenario, config, reference)) \
+            if reference is not None else None
     if scales is None:
         scales, measured = reference_scales(net, scenario, config, policy_probs,
                                             previous_probs, reference_routes, planner_groups)
@@ -421,15 +424,19 @@ def recheck_batch(path: Path, policy_probs: PolicyProbs | None = None,
 
     ``config`` defaults to the bound settings stored with the batch (version-1 settings are
     upgraded, :meth:`BoundConfig.from_stored`); ``previous_probs`` is the learners' policy of
-    the previous iteration (the step term), ``gamma`` the learners' discount.
+    the previous iteration (the step term), ``gamma`` the learners' discount. The terms are
+    scaled by the levels the batch was first judged against (free-flow shortest paths,
+    untrained learners, the stored settings), so a re-check shows how the batch's
+    non-stationarity moved as the learners changed, in fixed units.
     """
     from relied.env.cities import load_city
 
     _, meta = load_batch(path)
     net = load_city(meta.scenario.city)
     config = config or BoundConfig.from_stored(meta.extra.get("bound"))
+    scales, reference = reference_scales(net, meta.scenario, config)
     if gamma is not None:
         config = config.model_copy(update={"gamma": gamma})
     routes = [index_of(net, r).tolist() for r in meta.routes]
     return check_plan(net, meta.scenario, routes, config, policy_probs,
-                      previous_probs=previous_probs)[0]
+                      previous_probs=previous_probs, reference=reference, scales=scales)[0]
