@@ -23,6 +23,11 @@ simulation clock by up to a few steps (it still crosses one edge per step); it c
 on longer edges and in queues. A learner's reward each step is minus the time its own clock
 advanced, so its rewards sum exactly to minus its travel time (in ``time_scale_s`` units).
 
+Cost: a step touches only the vehicles en route (departed, not arrived; ``active``, kept by
+state changes), numpy throughout with no per-vehicle Python loop; queues whose next discharge
+slot is after the step are skipped, storage is recounted only where ``count`` says an edge may
+be full, and a lone vehicle at its destination leaves without a second discharge pass.
+
 Vehicle states: ``WAITING`` (before departure), ``AT_NODE`` (at an intersection or its origin,
 choosing the next edge), ``QUEUED`` (next edge chosen, waiting to leave), ``ON_EDGE`` (driving
 to the stop line), ``ARRIVED``. Learners are vehicles ``0..n-1``; background vehicles follow
@@ -383,7 +388,7 @@ class RoutingCore:
         q, src = q[order], src[order]
         ready = self.ready_s[q]
         if self.queue_model:
-            depart, first = self._fifo(src, ready)
+            depart, first = self._fifo(src, ready, t1)
         else:
             depart, first = ready, None
         depart = np.maximum(depart, self.clock_s[q])
@@ -506,11 +511,13 @@ class RoutingCore:
         self.clock_s[q[late]] = np.maximum(self.clock_s[q[late]], t1)
         return q[~late], e[~late], held
 
-    def _fifo(self, src: np.ndarray, ready: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _fifo(self, src: np.ndarray, ready: np.ndarray,
+              t1: float) -> tuple[np.ndarray, np.ndarray | None]:
         """Queue model: discharge times of vehicles sorted FIFO by edge (``src``, -1: origins),
         ``d_j = max(ready_j, d_{j-1} + headway)`` from the edge's next slot, in closed form
         ``j h + max(slot, max_{i <= j} (ready_i - i h))`` with an exact per-edge running
-        maximum. Returns the times and each vehicle's first index on its edge (``None``: one
+        maximum (``inf`` for those behind a queue's head when only heads can leave by
+        ``t1``). Returns the times and each vehicle's first index on its edge (``None``: one
         vehicle per edge)."""
         slot = self._next_slot[src]
         if src.size < 2:
@@ -524,6 +531,9 @@ class RoutingCore:
         first = np.maximum.accumulate(np.where(start, idx, 0))
         j = idx - first
         jh = j * self._headway[src]
+        # d_j >= slot + j h: if only queue heads can leave by t1, the others need no time
+        if not np.count_nonzero((jh + slot <= t1 + 1e-9) & (j > 0)):
+            return np.where(j == 0, np.maximum(slot, ready), np.inf), first
         b = ready - jh
         # running maximum of b restarted on each edge, on integer ranks (no rounding)
         by_b = np.argsort(b, kind="stable")
