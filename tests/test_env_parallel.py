@@ -1,6 +1,7 @@
 import numpy as np
 from pettingzoo.test import parallel_api_test
 
+from relied.env.core import SLOT_FEATURES
 from relied.env.parallel import RoutingParallelEnv
 from relied.env.scenario import Scenario
 
@@ -39,7 +40,7 @@ def test_arrived_agents_leave_and_match_the_core(oakland):
             i = env._index[a]
             mask = obs[a]["action_mask"]
             # follow free-flow shortest path: smallest detour among valid slots
-            per = obs[a]["observation"][4:].reshape(env.core.k, 6)
+            per = obs[a]["observation"][4:].reshape(env.core.k, SLOT_FEATURES)
             slots = np.flatnonzero(mask[:-1])
             actions[a] = int(slots[np.argmin(per[slots, 1])]) if slots.size else env.core.noop
             assert (env.core.status[i] == 1) == bool(slots.size)

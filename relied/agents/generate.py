@@ -231,7 +231,7 @@ def rejected_agents(outcome: TeamOutcome, limit: int = 20) -> list[dict]:
     rows = []
     for a in v.violating_agents[:limit]:
         b = terms.get(a)
-        why = (f"bound {b.bound:.0f} > epsilon {v.epsilon:.0f} (external {b.external_term:.0f}, "
+        why = (f"bound {b.bound:.1f} > epsilon {v.epsilon:.1f} (external {b.external_term:.0f}, "
                f"divergence {b.divergence_term:.0f}, {b.group_size - 1} co-occupants)"
                if b else v.reason[:160])
         rows.append({"agent": a, "reason": why})

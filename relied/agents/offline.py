@@ -396,8 +396,8 @@ def _word(name: str, content: str) -> str:
                 f"Reason: {r['rationale']}.")
     if name == "agent_bound":
         state = "within" if r["within_epsilon"] else "above"
-        return (f"Agent {r['agent']}'s stationarity bound is {r['bound']:.0f} ({state} "
-                f"epsilon {r['epsilon']:.0f}): external term {r['external_term']:.0f}, "
+        return (f"Agent {r['agent']}'s stationarity bound is {r['bound']:.1f} ({state} "
+                f"epsilon {r['epsilon']:.1f}): external term {r['external_term']:.0f}, "
                 f"divergence term {r['divergence_term']:.0f}, {r['group_size'] - 1} other "
                 f"agents in its interaction group.")
     if name == "slowest_agents":

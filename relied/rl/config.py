@@ -251,6 +251,15 @@ class TrainConfig(BaseModel):
         demonstrated (seed + j) and held-out (seed + 1000 + j) scenarios."""
         return int(np.random.SeedSequence([self.seed, 7, iteration]).generate_state(1)[0])
 
+    def iteration_scenario(self, iteration: int) -> Scenario:
+        """The trips of training iteration ``iteration`` (both engines): fresh ones
+        (:meth:`training_seed`), or with ``train_seeds = N`` fixed scenario
+        ``seed + iteration mod N``."""
+        if self.fresh_trips:
+            return self.scenario(seed=self.training_seed(iteration))
+        pool = self.pool_seeds()
+        return self.scenario(seed=pool[iteration % len(pool)])
+
     def pool_seeds(self) -> list[int]:
         """Seeds of the fixed scenarios: the training pool, or the demonstrated ones."""
         return [self.seed + j for j in range(self.train_seeds or self.demo_scenarios)]

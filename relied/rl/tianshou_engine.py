@@ -26,8 +26,6 @@ iteration by default (:class:`relied.rl.tianshou_env.TripSchedule`). The run als
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,7 +53,7 @@ from relied.rl.tianshou_policy import (
     expert_buffer,
     save_demo_buffer,
 )
-from relied.rl.trainer import CSV_FIELDS, Trainer, TrainError, _fmt
+from relied.rl.trainer import Trainer, TrainError
 
 #: what this engine trains: PPO algorithms without a central value (and Tianshou's own)
 ENGINE_ALGOS = tuple(name for name, spec in ALGO_SPECS.items()
@@ -348,44 +346,6 @@ class TianshouRun(Trainer):
             if self.cfg.weight == "dtw":
                 row["dtw_km"] = float(np.nanmean(self.dtw_km[j]))
         return row
-
-    def _train_loop(self, iterate: Callable[[], dict]) -> None:
-        """The fast trainer's loop around ``iterate``: CSV row, checkpoint, TensorBoard row
-        (through Tianshou's ``TensorboardLogger``, on the same axis), progress bar."""
-        from tianshou.utils import TensorboardLogger
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
-        cfg = self.cfg
-        logger = TensorboardLogger(SummaryWriter(str(self.run_dir / "tb"),
-                                                 purge_step=self.counters["env_steps"] + 1))
-        csv_path = self.run_dir / "metrics.csv"
-        bar = tqdm(total=cfg.total_steps, initial=min(self.counters["env_steps"], cfg.total_steps),
-                   unit="step", disable=not self.progress, dynamic_ncols=True)
-        try:
-            while self.counters["env_steps"] < cfg.total_steps:
-                row = iterate()
-                new = not csv_path.exists()  # the row first: resume drops a row without ckpt
-                with open(csv_path, "a", newline="") as f:
-                    w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
-                    if new:
-                        w.writeheader()
-                    w.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
-                self.save_checkpoint()
-                logger.write("train/env_step", row["env_steps"],
-                             {k: row[k] for k in CSV_FIELDS if k in row})
-                bar.set_postfix(ret=f"{row['return']:.2f}", tt=f"{row['mean_travel_time']:.0f}s",
-                                arr=f"{row['arrival_rate']:.2f}", refresh=False)
-                bar.update(min(row["env_steps"], cfg.total_steps) - bar.n)
-        finally:
-            bar.close()
-            logger.finalize()
-
-    def finish(self) -> dict:
-        """The trainer's ``policy.pt``, plots and summary, with ``engine`` in the summary."""
-        summary = super().finish() | {"engine": "tianshou"}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        return summary
 
 
 def resume(run_dir: Path, provider: DemoProvider | None = None, progress: bool = True,

@@ -44,11 +44,7 @@ class TripSchedule:
     cfg: TrainConfig
 
     def __call__(self, iteration: int) -> Scenario:
-        cfg = self.cfg
-        if cfg.fresh_trips:
-            return cfg.scenario(seed=cfg.training_seed(iteration))
-        pool = cfg.pool_seeds()
-        return cfg.scenario(seed=pool[iteration % len(pool)])
+        return self.cfg.iteration_scenario(iteration)
 
 
 class RoutingAECEnv(AECEnv):

@@ -35,6 +35,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -515,8 +516,7 @@ class Trainer:
         cfg = self.cfg
         it = self.counters["iteration"]
         j = it % len(self.cores)
-        scenario = (cfg.scenario(seed=cfg.training_seed(it)) if cfg.fresh_trips
-                    else self.cores[j].scenario)
+        scenario = cfg.iteration_scenario(it)
         records = collect(venv, self._act, self.core.obs_dim, self.core.k,
                           {"scenario": scenario})
         update_start = time.perf_counter()
@@ -583,23 +583,33 @@ class Trainer:
             self.release()
 
     def _run(self) -> dict:
-        from tianshou.utils import TensorboardLogger
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
         self.load_demos()
         cfg = self.cfg
         venv = make_vector_env(self.scenario, cfg.n_envs, cfg.vector,
                                with_state=cfg.spec.central_value, backend=cfg.backend)
-        writer = SummaryWriter(str(self.run_dir / "tb"),
-                               purge_step=self.counters["env_steps"] + 1)
-        logger = TensorboardLogger(writer)
+        try:
+            self._train_loop(lambda: self.iterate(venv))
+        finally:
+            venv.close()
+        return self.finish()
+
+    def _train_loop(self, iterate: Callable[[], dict]) -> None:
+        """Run ``iterate`` until the step budget; after each iteration its CSV row, then the
+        checkpoint, the TensorBoard row (Tianshou's ``TensorboardLogger``) and the progress
+        bar. Both engines train through this loop."""
+        from tianshou.utils import TensorboardLogger
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        logger = TensorboardLogger(SummaryWriter(str(self.run_dir / "tb"),
+                                                 purge_step=self.counters["env_steps"] + 1))
         csv_path = self.run_dir / "metrics.csv"
         bar = tqdm(total=cfg.total_steps, initial=min(self.counters["env_steps"], cfg.total_steps),
                    unit="step", disable=not self.progress, dynamic_ncols=True)
         try:
             while self.counters["env_steps"] < cfg.total_steps:
-                row = self.iterate(venv)
+                row = iterate()
                 # the row first: a kill between the two leaves a row that resume drops
                 new = not csv_path.exists()
                 with open(csv_path, "a", newline="") as f:
@@ -616,9 +626,7 @@ class Trainer:
                 bar.update(min(row["env_steps"], cfg.total_steps) - bar.n)
         finally:
             bar.close()
-            venv.close()
             logger.finalize()
-        return self.finish()
 
     def finish(self) -> dict:
         """Write ``policy.pt``, the greedy policy's metrics on a training scenario and on
@@ -638,7 +646,8 @@ class Trainer:
         plot_routes(core, episode.routes, self.run_dir / "routes.png", title=title)
         c = self.counters
         summary = {
-            "run_dir": str(self.run_dir), "algo": cfg.algo, "city": cfg.city,
+            "run_dir": str(self.run_dir), "algo": cfg.algo, "engine": cfg.engine,
+            "city": cfg.city,
             "agents": cfg.n_agents, "seed": cfg.seed, "iterations": c["iteration"],
             "env_steps": c["env_steps"], "agent_steps": c["agent_steps"],
             "decisions": c["decisions"], "wall_s": round(c["wall_s"], 2),
