@@ -3,7 +3,9 @@
 Batch ``b`` of a scenario uses the same resolved scenario (same OD pairs and departures, the
 ones training runs on); for ``b > 0`` the task asks for plan variant ``b`` (the offline planner
 routes agents in a seeded permuted order; an LLM is asked for a different valid plan), so the
-batches differ while describing the same training problem.
+batches differ while describing the same training problem. Above ``TeamConfig.demo_agents``
+learners a batch demonstrates a sample of them (``relied.agents.team.demo_sample``; another
+sample per variant), recorded in ``DemoMeta.demo_agents``.
 
 Cache: an accepted team outcome is stored under ``$RELIED_EXPERT_CACHE/<key>.json`` (default
 ``$RELIED_CACHE_DIR/experts``) with ``key`` the hash of (resolved scenario, model spec and
@@ -259,7 +261,8 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
         batch_id = f"{sc.city}-n{sc.n_agents}-s{sc.seed}-v{variant}-{model.replace(':', '_')}"
         meta = DemoMeta(
             batch_id="".join(c if c.isalnum() or c in "-_." else "_" for c in batch_id),
-            scenario=sc, routes=outcome.routes, model_spec=model, source="expert-team",
+            scenario=sc, routes=outcome.routes, demo_agents=outcome.demo_agents,
+            model_spec=model, source="expert-team",
             accepted=accepted, verdict=outcome.verdict.model_dump(mode="json"),
             rounds=outcome.rounds, model_calls=0 if cached else outcome.model_calls,
             transcript=outcome.transcript,

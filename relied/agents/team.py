@@ -12,11 +12,22 @@ them and calls the ``stationarity_check`` tool (:func:`relied.experts.critic.che
 its verdict is deterministic. The chat ends when a verdict accepts or after ``max_rounds``;
 when no plan passed, the outcome is the valid plan with the lowest bound quantile, marked
 ``fallback=True`` (training goes on with it; it is logged and counted).
+
+At scale (more learners than ``TeamConfig.demo_agents``) the team plans for a sample
+(:func:`demo_sample`): the fleet (agent ids in order) is cut into ``ceil(demo_agents /
+group_size)`` contiguous blocks and every block gives the same share of its agents, drawn
+with a generator seeded by the scenario seed and the plan variant. Each block's sample is one
+planner group (split further to fit the context), so model calls per round do not grow with
+the fleet. The other learners drive their free-flow shortest paths in the executed plan (what
+the critic and the demonstration see), and the critic judges the sampled agents (their bound
+quantile against the same quantile of the reference; ``check_plan(agents=...)``). Only the
+sampled agents' rows are demonstrations (``DemoMeta.demo_agents``).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
 
@@ -54,7 +65,13 @@ from relied.agents.view import CityView, PlanRouteError
 from relied.env.core import RoutingCore
 from relied.env.forecast import TrafficForecast
 from relied.experts.bound import BoundConfig, PolicyProbs
-from relied.experts.critic import Execution, check_plan, execute, reference_bound
+from relied.experts.critic import (
+    Execution,
+    check_plan,
+    execute,
+    policy_routes,
+    reference_bound,
+)
 
 MAX_TOOL_ROUNDS = 3
 # worst-case growth of a planner's prompt after the first round (measured on aguascalientes
@@ -64,13 +81,38 @@ OWN_PLAN_TOKENS_PER_AGENT = 60
 OFFENDER_TOKENS_PER_AGENT_ROUND = 4
 VERDICT_TOKENS = 550
 REPLY_TOKENS_PER_AGENT = 60  # room kept in the context for each agent's line of the reply
+SAMPLE_STREAM = 0x5A3B1E  # the demo sample's random stream, apart from the scenario's draws
 
 
 class TeamConfig(BaseModel):
     max_rounds: int = Field(3, ge=1, le=20, description="planner -> critic rounds")
     group_size: int = Field(50, ge=1, description="largest group of agents per planner (split "
                             "further when a prompt would not fit the model's context)")
+    demo_agents: int | None = Field(
+        500, ge=1, description="most learners the team plans and demonstrates per scenario: "
+        "above it a seeded sample of this many, the same share from every block of the fleet; "
+        "the others drive their free-flow shortest paths (None: all learners)")
     bound: BoundConfig = Field(default_factory=BoundConfig)
+
+
+def demo_sample(n: int, config: TeamConfig, seed: int, variant: int = 0) -> list[list[int]]:
+    """The learners the team plans for, as blocks (each one planner group before splitting):
+    ``[[0..n-1]]`` when ``n <= demo_agents``; otherwise ``ceil(demo_agents / group_size)``
+    contiguous blocks of the fleet, each giving the same share ``demo_agents / n`` of its
+    agents (largest remainders round), sampled by ``(seed, variant)``."""
+    limit = config.demo_agents
+    if limit is None or n <= limit:
+        return [list(range(n))]
+    k = -(-limit // config.group_size)
+    edges = np.linspace(0, n, k + 1).round().astype(np.int64)
+    sizes = np.diff(edges)
+    exact = sizes * limit / n
+    quota = np.floor(exact).astype(np.int64)
+    extra = np.argsort(-(exact - quota), kind="stable")[:limit - int(quota.sum())]
+    quota[extra] += 1
+    rng = np.random.default_rng([seed, variant, SAMPLE_STREAM])
+    return [sorted((int(start) + rng.choice(size, q, replace=False)).tolist())
+            for start, size, q in zip(edges[:-1], sizes, quota, strict=True)]
 
 
 class TeamOutcome(BaseModel):
@@ -94,6 +136,8 @@ class TeamOutcome(BaseModel):
                            "plan is the valid one with the lowest bound quantile")
     reference_bound: float | None = Field(None, description="bound quantile of the learners' "
                                           "current behaviour (the scale of epsilon)")
+    demo_agents: list[int] | None = Field(None, description="the sampled agents planned and "
+                                          "demonstrated (None: all; TeamConfig.demo_agents)")
 
 
 def is_accepted(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> bool:
@@ -226,14 +270,21 @@ class ExpertTeam:
         self.config = config or TeamConfig()
         self.policy_probs = policy_probs
         self.variant, self.behaviour = variant, behaviour or {}
+        self.blocks = demo_sample(core.n, self.config, core.scenario.seed, variant)
+        self.sampled = [a for b in self.blocks for a in b]
+        self.subset = len(self.sampled) < core.n
+        # the learners outside the sample drive their free-flow shortest paths
+        self.fixed_routes = (policy_routes(core.net, core.scenario, "shortest-path")
+                             if self.subset else None)
         base = execute(core.net, core.scenario)
         self.baseline = float(base.returns.mean())
         self.runs: dict[int, tuple[list[list[int]], Execution, float]] = {}
         estimate = [np.unique(base.edges_by_step[:, i][base.edges_by_step[:, i] >= 0])
                     for i in range(core.n)]
         self.board = PlanBoard(view, estimate)
+        planned = set(self.sampled)
         for i, refs in self.behaviour.items():
-            if 0 <= i < core.n and (edges := self.board.edges_of(tuple(refs))):
+            if i in planned and (edges := self.board.edges_of(tuple(refs))):
                 estimate[i] = np.asarray(edges, dtype=np.int64)
         self.groups, self.prompts = self._split(self.config.group_size)
         known = [self.board.edges_of(tuple(self.behaviour[i])) if i in self.behaviour else ()
@@ -245,7 +296,12 @@ class ExpertTeam:
                        for e in known]
         self.reference = reference_bound(core.net, core.scenario, self.config.bound,
                                          policy_probs, routes=current,
-                                         planner_groups=self.groups)
+                                         planner_groups=self.groups, agents=self.judged)
+
+    @property
+    def judged(self) -> list[int] | None:
+        """The agents the critic judges: the sample at scale, else everyone (None)."""
+        return self.sampled if self.subset else None
 
     # ---- prompts that fit -------------------------------------------------------------------
     def _prompts(self, groups: list[list[int]]) -> list[tuple[str, str]]:
@@ -277,11 +333,13 @@ class ExpertTeam:
 
     def _split(self, size: int) -> tuple[list[list[int]], list[tuple[str, str]]]:
         """Groups of the largest size up to ``size`` whose planner prompts all fit the model
-        (binary search: prompts grow with the group)."""
-        card, n = self.client.card, self.core.n
+        (binary search: prompts grow with the group); each block of :attr:`blocks` is cut
+        into groups of that size."""
+        card = self.client.card
+        n = max(len(b) for b in self.blocks)
 
         def attempt(k: int) -> tuple[list[list[int]], list[tuple[str, str]], int] | None:
-            groups = [list(range(s, min(s + k, n))) for s in range(0, n, k)]
+            groups = [b[s:s + k] for b in self.blocks for s in range(0, len(b), k)]
             prompts = self._prompts(groups)
             worst = max((self.worst_case_tokens(g, *p) for g, p in zip(groups, prompts,
                                                                        strict=True)),
@@ -297,7 +355,8 @@ class ExpertTeam:
             else:
                 hi = mid - 1
         if best is None:
-            need = self.worst_case_tokens([0], *self._prompts([[0]])[0])[0]
+            one = [self.sampled[0]]
+            need = self.worst_case_tokens(one, *self._prompts([one])[0])[0]
             raise ModelError(
                 f"a planner prompt for one agent needs about {need:,} tokens, more than "
                 f"{card.spec} can take ({card.prompt_budget:,} of a {card.num_ctx:,}-token "
@@ -309,19 +368,19 @@ class ExpertTeam:
         """Validate and judge a merged plan (the critic's tool)."""
         eps = self.config.bound.epsilon * self.reference
         try:
-            routes = validate_routes(plan.plans, self.view, self.core.origin.tolist(),
-                                     self.core.dest.tolist())
+            routes = self._routes(plan)
         except PlanRejection as exc:
             return CriticVerdict(accepted=False, kind="invalid-plan", round=round_, epsilon=eps,
                                  violating_agents=exc.agents,
                                  reason=f"{exc}; fix these agents and resend the whole plan")
         report, run = check_plan(self.core.net, self.core.scenario, routes, self.config.bound,
                                  self.policy_probs, self.groups, self.baseline,
-                                 reference=self.reference)
+                                 reference=self.reference, agents=self.judged)
         self.runs[round_] = (routes, run, report.plan_bound + (1e12 if report.too_slow else 0))
         return CriticVerdict(
             accepted=report.accepted, kind="accepted" if report.accepted else "stationarity",
-            round=round_, epsilon=report.epsilon, bounds=dict(enumerate(report.bounds)),
+            round=round_, epsilon=report.epsilon,
+            bounds={i: report.bounds[i] for i in self.sampled},
             violating_agents=[o.agent_id for o in report.offenders],
             violations=[AgentBound(**o.model_dump()) for o in report.offenders[:20]],
             shared_edges=[SharedEdge(from_node=a, to_node=b, agents=c)
@@ -329,6 +388,43 @@ class ExpertTeam:
             plan_mean_return=report.plan_mean_return,
             baseline_mean_return=report.baseline_mean_return, too_slow=report.too_slow,
             mean_travel_time=report.mean_travel_time, reason=report.reason)
+
+    def _routes(self, plan: JointPlan) -> list[list[int]]:
+        """Node routes of every learner: the validated plan of the sampled agents (all of
+        them: every sampled agent exactly once, no other) and, at scale, the free-flow
+        shortest paths of the others; :class:`PlanRejection` naming the agents at fault."""
+        origin, dest = self.core.origin.tolist(), self.core.dest.tolist()
+        if not self.subset:
+            return validate_routes(plan.plans, self.view, origin, dest)
+        pos = {a: k for k, a in enumerate(self.sampled)}
+        ids = [p.agent_id for p in plan.plans]
+        stray = sorted({a for a in ids if a not in pos})
+        if stray:
+            raise PlanRejection(f"agents {stray[:10]} are not among the {len(pos)} sampled "
+                                "agents this team plans for; plan only your agents", stray)
+        twice = sorted(a for a, c in Counter(ids).items() if c > 1)
+        if twice:
+            raise PlanRejection(f"agent {twice[0]} has more than one plan", twice)
+        given = set(ids)
+        missing = [a for a in self.sampled if a not in given]
+        if missing:
+            raise PlanRejection(f"agents {missing[:10]} have no plan; give every agent a "
+                                "route", missing)
+        try:  # validated as a plan of agents 0..m-1 (the sample's positions)
+            mine = validate_routes([p.model_copy(update={"agent_id": pos[p.agent_id]})
+                                    for p in plan.plans], self.view,
+                                   [origin[a] for a in self.sampled],
+                                   [dest[a] for a in self.sampled])
+        except PlanRejection as exc:
+            real = [self.sampled[k] for k in exc.agents]
+            text = str(exc)
+            if exc.agents:
+                text = text.replace(f"agent {exc.agents[0]}:", f"agent {real[0]}:", 1)
+            raise PlanRejection(text, real) from None
+        routes = [list(r) for r in self.fixed_routes]
+        for a, r in zip(self.sampled, mine, strict=True):
+            routes[a] = r
+        return routes
 
     def _team(self) -> tuple[RoundRobinGroupChat, CriticAgent]:
         def stationarity_check(plan_json: str, round: int) -> str:
@@ -364,7 +460,7 @@ class ExpertTeam:
         team, critic = self._team()
         calls0, usage0 = self.client.calls, len(self.client.usage)
         self.client.error = None
-        head = (f"Plan routes for the {self.core.n} agents of '{self.core.net.name}'"
+        head = (f"Plan routes for the {len(self.sampled)} agents of '{self.core.net.name}'"
                 + (f" (variant {self.variant})" if self.variant else "") + ".")
         try:
             result = await team.run(task=head)
@@ -397,7 +493,8 @@ class ExpertTeam:
             model_calls=self.client.calls - calls0, termination=result.stop_reason or "",
             max_rounds=self.config.max_rounds, transcript=transcript(result.messages),
             groups=len(self.groups), usage=self.client.usage[usage0:],
-            accepted=final.accepted, fallback=fallback, reference_bound=self.reference)
+            accepted=final.accepted, fallback=fallback, reference_bound=self.reference,
+            demo_agents=self.sampled if self.subset else None)
 
 
 def transcript(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> list[dict]:

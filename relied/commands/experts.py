@@ -64,7 +64,8 @@ Timeout = Annotated[float, typer.Option(help="seconds per model call, counted fr
 USER_ERRORS = (CityError, ModelError, ValueError, OSError)
 # Scenario / TeamConfig / BoundConfig fields and the flags that set them
 FLAGS = {"n_agents": "--agents", "seed": "--seed", "city": "--city", "epsilon": "--epsilon",
-         "max_rounds": "--max-rounds", "group_size": "--group-size", "timeout_s": "--timeout"}
+         "max_rounds": "--max-rounds", "group_size": "--group-size", "timeout_s": "--timeout",
+         "demo_agents": "--demo-agents"}
 # AutoGen logs a traceback for every agent error it re-raises; ours are reported in one line.
 logging.getLogger("autogen_core").setLevel(logging.CRITICAL)
 
@@ -83,12 +84,13 @@ def _scenario(scenario: Path | None, city: str, agents: int, seed: int) -> Scena
         raise ValueError(flag_message(exc, source=f"--scenario {scenario}")) from None
 
 
-def _config(epsilon: float, max_rounds: int, group_size: int = 50) -> TeamConfig:
+def _config(epsilon: float, max_rounds: int, group_size: int = 50,
+            demo_agents: int = 500) -> TeamConfig:
     if not math.isfinite(epsilon):
         raise ValueError(f"--epsilon: {epsilon} is invalid: must be a finite number > 0 "
                          f"(default {DEFAULT_EPSILON:g})")
     return TeamConfig(max_rounds=max_rounds, group_size=group_size,
-                      bound=BoundConfig(epsilon=epsilon))
+                      demo_agents=demo_agents or None, bound=BoundConfig(epsilon=epsilon))
 
 
 def _message(exc: Exception) -> str:
@@ -112,6 +114,10 @@ def generate(
     epsilon: Epsilon = DEFAULT_EPSILON, max_rounds: Rounds = 3,
     group_size: Annotated[int, typer.Option(min=1, help="largest group of agents per planner "
                                             "(split further to fit the model's context)")] = 50,
+    demo_agents: Annotated[int, typer.Option(min=0, help="most learners planned and "
+                                             "demonstrated per scenario: above it a seeded "
+                                             "sample from every planner block, the others "
+                                             "drive shortest paths (0: all)")] = 500,
     no_filter: Annotated[bool, typer.Option("--no-filter", help="keep first plans whatever the "
                                             "critic says (LEED)")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore cached answers")] = False,
@@ -129,7 +135,7 @@ def generate(
     partial = None
     try:
         base = _scenario(scenario, city, agents, seed)
-        config = _config(epsilon, max_rounds, group_size)
+        config = _config(epsilon, max_rounds, group_size, demo_agents)
         spec = resolve_spec(model, ollama)
         jobs = [(base.model_copy(update={"seed": base.seed + k}) if k else base, b)
                 for k in range(scenarios) for b in range(batches)]

@@ -31,7 +31,8 @@ TRAIN_FLAGS = {"preset": "--preset", "city": "--city", "n_agents": "--agents", "
                "engine": "--engine", "device": "--device",
                "expert_loss": "--expert-loss", "weight": "--weight",
                "bound_every": "--bound-every", "regen_every": "--regen-every",
-               "ollama_host": "--ollama-host", "timeout_s": "--timeout", "epsilon": "--epsilon"}
+               "ollama_host": "--ollama-host", "timeout_s": "--timeout", "epsilon": "--epsilon",
+               "demo_agents": "--demo-agents"}
 
 
 def _errors():
@@ -117,6 +118,9 @@ def train(
     timeout: Annotated[float | None, typer.Option(help="seconds per expert model call")] = None,
     epsilon: Annotated[float | None, typer.Option(
         help="the critic's largest accepted stationarity bound per agent")] = None,
+    demo_agents: Annotated[int | None, typer.Option(
+        min=0, help="most learners the expert team plans and demonstrates per scenario (a "
+        "seeded sample from every planner block above it; 0: all) [500]")] = None,
     runs_dir: Annotated[Path, typer.Option(help="root of run folders")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(
         help="continue this run folder from its last checkpoint (other options ignored)")]
@@ -137,7 +141,8 @@ def train(
                  "expert_loss": expert_loss,
                  "weight": weight,
                  "bound_every": bound_every, "regen_every": regen_every,
-                 "ollama_host": ollama_host, "timeout_s": timeout, "epsilon": epsilon}
+                 "ollama_host": ollama_host, "timeout_s": timeout, "epsilon": epsilon,
+                 "demo_agents": demo_agents}
     try:
         if resume is not None:
             if device is not None:
@@ -150,6 +155,8 @@ def train(
         else:
             base = _config_file(config) if config else {}
             base.update({k: v for k, v in overrides.items() if v is not None})
+            if demo_agents == 0:
+                base["demo_agents"] = None  # every learner
             cfg = TrainConfig.model_validate(base)
             from relied.rl.model import resolve_device
 

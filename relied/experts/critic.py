@@ -15,6 +15,10 @@ pool of ``executions`` resimulations (nobody held) serves most agents; agents le
 than ``min_runs`` samples get resimulations in which their groups are held (packed together
 while the held set stays at most half the agents), up to ``3 * executions`` in all.
 
+``agents`` (optional, every public entry point): the agents a check is about, e.g. the sampled
+agents of a large fleet whose plans are demonstrated (docs/experts.md, "At scale"). Bounds are
+still computed for everyone; the quantiles, offenders and the top-up resimulations are theirs.
+
 Acceptance is scale-free: the bounds are scaled (:func:`relied.experts.bound.scaled_bound`:
 each term over its level for the reference, the learners' current routes or the free-flow
 shortest paths when not given, under the same policies); the plan's ``quantile`` of per-agent
@@ -195,17 +199,20 @@ def resimulate(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
 
 def return_volatility(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
                       config: BoundConfig, groups: Sequence[Sequence[int]] | None = None,
-                      base_returns: np.ndarray | None = None) -> np.ndarray:
+                      base_returns: np.ndarray | None = None,
+                      agents: Sequence[int] | None = None) -> np.ndarray:
     """``Vol_ext``: per agent the std of its return over the plan's execution and the
     resimulations in which only agents outside ``G(i)`` changed behaviour (module docstring).
-    ``groups=None`` means ``G(i) = {i}``."""
+    ``groups=None`` means ``G(i) = {i}``; ``agents``: only these get top-up resimulations."""
     scenario = scenario.resolve(net)
     n = scenario.n_agents
     groups = [list(g) for g in groups] if groups is not None else [[i] for i in range(n)]
     key = _digest("vol", net.name, scenario.model_dump(mode="json"),
                   [list(map(int, r)) for r in routes], groups,
                   config.model_dump(include={"executions", "switch_share", "alternative",
-                                             "jitter_s", "min_runs", "seed"}))
+                                             "jitter_s", "min_runs", "seed"}),
+                  None if agents is None else sorted(map(int, agents)))
+    topped = range(n) if agents is None else sorted({int(a) for a in agents})
 
     def make() -> np.ndarray:
         alt = alternative_routes(net, scenario, routes, config.alternative)
@@ -228,7 +235,7 @@ def return_volatility(net: CityNetwork, scenario: Scenario, routes: Sequence[Seq
         for _ in range(config.executions):
             run(np.zeros(n, dtype=bool))
         for _ in range(2 * config.executions):
-            lacking = [i for i in range(n) if len(samples[i]) < config.min_runs]
+            lacking = [i for i in topped if len(samples[i]) < config.min_runs]
             if not lacking:
                 break
             held = np.zeros(n, dtype=bool)
@@ -284,13 +291,14 @@ def _scales_key(net: CityNetwork, scenario: Scenario, config: BoundConfig,
 def _raw_terms(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
                config: BoundConfig, policy_probs: PolicyProbs | None,
                previous_probs: PolicyProbs | None,
-               planner_groups: Sequence[Sequence[int]] | None, run: Execution | None):
+               planner_groups: Sequence[Sequence[int]] | None, run: Execution | None,
+               agents: Sequence[int] | None = None):
     run = run or execute(net, scenario, routes=routes)
     groups = interaction_groups(run.edges_by_step, config.group, planner_groups)
     to_plan, step = policy_divergence(run.traj.obs, run.traj.action, run.traj.mask,
                                       scenario.n_agents, policy_probs, previous_probs,
                                       config.divergence)
-    vol = return_volatility(net, scenario, routes, config, groups, run.returns)
+    vol = return_volatility(net, scenario, routes, config, groups, run.returns, agents)
     absolute, ext, dterm = stationarity_bound(vol, to_plan + step, groups, config.gamma,
                                               scenario.reward_bound)
     return absolute, ext, dterm, groups, run
@@ -301,7 +309,8 @@ def plan_bounds(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[
                 previous_probs: PolicyProbs | None = None,
                 planner_groups: Sequence[Sequence[int]] | None = None,
                 run: Execution | None = None, scales: tuple[float, float] | None = None,
-                reference_routes: Sequence[Sequence[int]] | None = None) -> BoundTerms:
+                reference_routes: Sequence[Sequence[int]] | None = None,
+                agents: Sequence[int] | None = None) -> BoundTerms:
     """Every agent's bound for ``routes`` under the learners' current (and previous) policy.
 
     The terms are scaled by ``scales`` (the reference's levels, :func:`reference_scales`);
@@ -309,10 +318,10 @@ def plan_bounds(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[
     paths) under the same policies."""
     scenario = scenario.resolve(net)
     absolute, ext, dterm, groups, run = _raw_terms(net, scenario, routes, config, policy_probs,
-                                                   previous_probs, planner_groups, run)
+                                                   previous_probs, planner_groups, run, agents)
     if scales is None:
         scales = reference_scales(net, scenario, config, policy_probs, previous_probs,
-                                  reference_routes, planner_groups)[0]
+                                  reference_routes, planner_groups, agents)[0]
     bound, sext, sdiv = scaled_bound(ext, dterm, scales)
     return BoundTerms(bound, sext, sdiv, groups, run, absolute, scales)
 
@@ -322,15 +331,19 @@ def reference_scales(net: CityNetwork, scenario: Scenario, config: BoundConfig,
                      previous_probs: PolicyProbs | None = None,
                      routes: Sequence[Sequence[int]] | None = None,
                      planner_groups: Sequence[Sequence[int]] | None = None,
+                     agents: Sequence[int] | None = None,
                      ) -> tuple[tuple[float, float], float]:
     """``(term levels, quantile of scaled bounds)`` of the learners' current joint behaviour:
-    ``routes`` (their recent routes) or, when unknown, the free-flow shortest paths."""
+    ``routes`` (their recent routes) or, when unknown, the free-flow shortest paths; the
+    quantile is over ``agents`` when given."""
     scenario = scenario.resolve(net)
     routes = routes if routes is not None else policy_routes(net, scenario, "shortest-path")
     _, ext, dterm, _, _ = _raw_terms(net, scenario, routes, config, policy_probs,
-                                     previous_probs, planner_groups, None)
-    scales = term_scales(ext, dterm, config.quantile, config.gamma, scenario.reward_bound)
-    reference = threshold(scaled_bound(ext, dterm, scales)[0], config)[0]
+                                     previous_probs, planner_groups, None, agents)
+    pick = slice(None) if agents is None else np.asarray(sorted(agents), dtype=np.int64)
+    scales = term_scales(ext[pick], dterm[pick], config.quantile, config.gamma,
+                         scenario.reward_bound)
+    reference = threshold(scaled_bound(ext, dterm, scales)[0][pick], config)[0]
     if len(_SCALES) >= 256:
         _SCALES.pop(next(iter(_SCALES)))
     _SCALES[_scales_key(net, scenario, config, reference)] = scales
@@ -341,12 +354,13 @@ def reference_bound(net: CityNetwork, scenario: Scenario, config: BoundConfig,
                     policy_probs: PolicyProbs | None = None,
                     previous_probs: PolicyProbs | None = None,
                     routes: Sequence[Sequence[int]] | None = None,
-                    planner_groups: Sequence[Sequence[int]] | None = None) -> float:
+                    planner_groups: Sequence[Sequence[int]] | None = None,
+                    agents: Sequence[int] | None = None) -> float:
     """The ``quantile`` of the scaled per-agent bounds of the learners' current joint
     behaviour (:func:`reference_scales`); a later :func:`check_plan` given this value as
     ``reference`` scales its terms by the same levels."""
     return reference_scales(net, scenario, config, policy_probs, previous_probs, routes,
-                            planner_groups)[1]
+                            planner_groups, agents)[1]
 
 
 def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
@@ -357,31 +371,35 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
                reference: float | None = None,
                reference_routes: Sequence[Sequence[int]] | None = None,
                scales: tuple[float, float] | None = None,
+               agents: Sequence[int] | None = None,
                ) -> tuple[StationarityReport, Execution]:
     """Evaluate a joint plan (node indices per agent); returns the report and its execution.
 
     ``reference``: the reference's scaled-bound quantile when already known (from
     :func:`reference_bound`, whose term levels are reused); otherwise it is computed for
     ``reference_routes`` (default: free-flow shortest paths). ``scales`` with ``reference``:
-    fixed term levels (:func:`recheck_batch`)."""
+    fixed term levels (:func:`recheck_batch`). ``agents``: judge only these agents (the
+    quantile, offenders and the reference's quantile are theirs; module docstring)."""
     scenario = scenario.resolve(net)
     if scales is None or reference is None:
         scales = _SCALES.get(_scales_key(net, scenario, config, reference)) \
             if reference is not None else None
     if scales is None:
         scales, measured = reference_scales(net, scenario, config, policy_probs,
-                                            previous_probs, reference_routes, planner_groups)
+                                            previous_probs, reference_routes, planner_groups,
+                                            agents)
         reference = measured if reference is None else reference
     terms = plan_bounds(net, scenario, routes, config, policy_probs, previous_probs,
-                        planner_groups, scales=scales)
+                        planner_groups, scales=scales, agents=agents)
     bound, ext, dterm, groups, run = (terms.bound, terms.external, terms.divergence,
                                       terms.groups, terms.run)
     eps = config.epsilon * reference
-    plan_q = float(np.quantile(bound, config.quantile))
+    judged = np.arange(bound.size) if agents is None else np.asarray(sorted(agents), dtype=np.int64)
+    plan_q = float(np.quantile(bound[judged], config.quantile))
     if baseline_return is None:
         baseline_return = float(execute(net, scenario).returns.mean())
     plan_return = float(run.returns.mean())
-    bad = np.flatnonzero(bound > eps)
+    bad = judged[bound[judged] > eps]
     bad = bad[np.argsort(-bound[bad], kind="stable")]
     offenders = [AgentTerms(agent_id=int(i), bound=float(bound[i]), external_term=float(ext[i]),
                             divergence_term=float(dterm[i]), group_size=len(groups[i]))

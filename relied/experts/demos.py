@@ -6,6 +6,9 @@ Layout of a store directory::
                             reward (T,n) float32, done (T,n) bool
     <root>/<batch_id>.json  DemoMeta (scenario, routes, model spec, verdict, transcript, ...)
 
+The arrays hold every learner; ``DemoMeta.demo_agents`` (when set) names the learners whose
+rows are demonstrations (older files without it: all).
+
 Both files are written to unique temporary names in the store (concurrent writers never share
 one) and renamed under a per-batch lock, the ``.json`` last, so a batch is visible only when
 complete and its two files always come from the same writer; the ``.json`` records the
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from relied.env.netcache import temp_file
 from relied.env.rollout import Trajectories
@@ -44,6 +47,9 @@ class DemoMeta(BaseModel):
     batch_id: str
     scenario: Scenario
     routes: list[list[int]] = Field(description="node route (OSM ids) per agent")
+    demo_agents: list[int] | None = Field(
+        None, description="the agents whose rows are demonstrations, sorted (None: all); at "
+        "scale the expert team plans a sample and the others drive shortest paths")
     model_spec: str
     source: str = Field(description="e.g. 'expert-team', 'shortest-path'")
     accepted: bool = True
@@ -54,6 +60,15 @@ class DemoMeta(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
     arrays_sha256: str | None = Field(None, description="SHA-256 of the batch's .npz file")
+
+    @model_validator(mode="after")
+    def _agents_exist(self) -> DemoMeta:
+        ids = self.demo_agents
+        if ids is not None and (ids != sorted(set(ids)) or
+                                (ids and not 0 <= ids[0] <= ids[-1] < self.scenario.n_agents)):
+            raise ValueError(f"demo_agents must be sorted distinct agent ids in "
+                             f"0..{self.scenario.n_agents - 1}")
+        return self
 
 
 @contextlib.contextmanager

@@ -133,6 +133,10 @@ class TrainConfig(BaseModel):
                            "quantile of its agents' bounds is at most epsilon times that of "
                            "the learners' current behaviour")
     demo_batches: int = Field(1, ge=1)
+    demo_agents: int | None = Field(500, ge=1, description="most learners the expert team "
+                                    "plans and demonstrates per scenario: above it a seeded "
+                                    "sample, the same share from every planner block; the "
+                                    "others drive shortest paths (None: all)")
     demos_dir: str | None = Field(None, description="load this demo store instead of generating")
     bound_every: int = Field(0, ge=0, description="every N iterations re-check the demos' "
                              "stationarity bound under the current policies (0: never)")

@@ -51,10 +51,11 @@ def shortest_path_demos(scenario: Scenario, out_dir: Path, **_: object) -> list[
 
 def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress: bool,
                       ollama_host: str | None = None, timeout_s: float = 120.0,
-                      epsilon: float | None = None, gamma: float | None = None
-                      ) -> DemoProvider:
+                      epsilon: float | None = None, gamma: float | None = None,
+                      demo_agents: int | None = 500) -> DemoProvider:
     """A provider that asks the expert team for ``batches`` demo batches, with the critic's
-    threshold ``epsilon`` (a ratio, :class:`BoundConfig`) and the learners' ``gamma``."""
+    threshold ``epsilon`` (a ratio, :class:`BoundConfig`), the learners' ``gamma`` and at
+    most ``demo_agents`` demonstrated learners per batch (``TeamConfig.demo_agents``)."""
 
     def provide(scenario: Scenario, out_dir: Path, policy_probs=None,
                 behaviour: dict[int, list[int]] | None = None) -> list[Path]:
@@ -65,7 +66,7 @@ def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress:
             raise DemoError(f"the expert team is not available ({exc}); use --experts "
                             "shortest-path or --demos DIR") from None
         bound = {k: v for k, v in (("epsilon", epsilon), ("gamma", gamma)) if v is not None}
-        config = TeamConfig(bound=BoundConfig(**bound))
+        config = TeamConfig(bound=BoundConfig(**bound), demo_agents=demo_agents)
         return generate_demonstrations(scenario, Path(out_dir), model=model, batches=batches,
                                        filter_by_bound=filter_by_bound, policy_probs=policy_probs,
                                        behaviour=behaviour, progress=progress, config=config,
@@ -79,14 +80,17 @@ def make_provider(cfg: TrainConfig, progress: bool) -> DemoProvider:
     if cfg.experts == "shortest-path":
         return shortest_path_demos
     return expert_team_demos(cfg.experts, cfg.demo_batches, cfg.spec.demos == "accepted", progress,
-                             cfg.ollama_host, cfg.timeout_s, cfg.epsilon, cfg.gamma)
+                             cfg.ollama_host, cfg.timeout_s, cfg.epsilon, cfg.gamma,
+                             cfg.demo_agents)
 
 
 @dataclass
 class ExpertSet:
-    """The expert buffer: decision transitions of all demo batches (kept apart from the
-    agents' own rollouts), each decision's discounted return ``ret``, and per agent its expert
-    route (node xy in km) and episode return."""
+    """The expert buffer: decision transitions of the demonstrated agents of all demo batches
+    (kept apart from the agents' own rollouts; a batch with ``demo_agents`` contributes only
+    those agents' rows), each decision's discounted return ``ret``, and per agent its expert
+    route (node xy in km) and episode return (every agent: the ones outside a batch's sample
+    drove shortest paths, and have no rows to weight)."""
 
     dec: Decisions
     ret: np.ndarray
@@ -110,7 +114,7 @@ def load_expert_set(paths: list[Path], core: RoutingCore, gamma: float,
                             f"and {traj.mask.shape[2]} actions; this environment has "
                             f"{core.obs_dim} and {core.k + 1} (recorded by another relied "
                             "version?): regenerate it")
-        parts.append(decisions_from(traj, core.k))
+        parts.append(demonstrated(decisions_from(traj, core.k), meta.demo_agents))
         returns.append(traj.reward.sum(axis=0))
         if routes is None:
             routes = [core.xy[index_of(core.net, r)] / 1000.0 for r in meta.routes]
@@ -119,6 +123,14 @@ def load_expert_set(paths: list[Path], core: RoutingCore, gamma: float,
     dec = Decisions.concat(parts)
     ret = np.concatenate([gae(p, np.zeros(len(p)), gamma, 1.0) for p in parts])
     return ExpertSet(dec, ret, routes, np.mean(returns, axis=0), fallback)
+
+
+def demonstrated(dec: Decisions, agents: list[int] | None) -> Decisions:
+    """The rows of ``dec`` that belong to ``agents`` (None: all rows)."""
+    if agents is None:
+        return dec
+    keep = np.isin(dec.agent, np.asarray(agents, dtype=np.int64))
+    return Decisions(*(getattr(dec, f)[keep] for f in Decisions.__dataclass_fields__))
 
 
 def _bound_quantile(meta: DemoMeta) -> float:
