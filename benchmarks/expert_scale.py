@@ -1,0 +1,170 @@
+"""The expert team at scale: one demonstration batch (offline planner) at 1,000 and 10,000
+learners, with and without the demonstrated subset (``TeamConfig.demo_agents``).
+
+Scenario: ``benchmarks/train_throughput.py``'s ``scale_case(n)``, the congested preset
+aguascalientes-peak scaled to N learners on north-bayreuth (92% background, departures spread
+so the load per metre of road is the preset's). Rows: 1,000 learners with ``demo_agents`` at its
+default (500) and without subsetting (all 1,000 planned), 10,000 learners at the default.
+
+Per row (each in its own subprocess, so peak RSS is the row's own; a row that runs past
+``--timeout`` is stopped and reports the phases it finished): model calls, planner groups,
+critic rounds, agents demonstrated, whether the critic accepted, and the wall time split into
+
+* forecast: the traffic forecast the planners route on (one simulation),
+* setup: the team's baseline execution, the learners' shortest paths and the reference bound
+  (the critic's scale: an execution and its resimulations),
+* planning: the planner calls (team chat time minus the critic's checks),
+* critic: the critic's checks (validation, the plan's execution and resimulations),
+* execution: the shortest-path baseline and the demonstration run recorded and saved.
+
+    .venv/bin/python benchmarks/expert_scale.py --json
+    .venv/bin/python benchmarks/expert_scale.py --sizes 1000 --timeout 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_throughput import scale_case  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+PHASES = ("forecast", "setup", "planning", "critic", "execution")
+
+
+def _timed(owner, name: str, phase: str, clock: dict, status: Path) -> None:
+    """Wrap ``owner.name`` so that its wall time adds to ``clock[phase]`` (written to
+    ``status`` after every call, so a stopped row still tells where its time went)."""
+    real = getattr(owner, name)
+
+    def wrapped(*a, **kw):
+        start = time.perf_counter()
+        status.write_text(json.dumps({**clock, "running": phase}))
+        try:
+            return real(*a, **kw)
+        finally:
+            clock[phase] = clock.get(phase, 0.0) + time.perf_counter() - start
+            status.write_text(json.dumps(clock))
+
+    setattr(owner, name, wrapped)
+
+
+def run_case(n: int, demo_agents: int | None, status: Path) -> dict:
+    """One batch in this process; the row."""
+    import asyncio
+
+    from relied.agents import generate
+    from relied.agents.team import ExpertTeam, TeamConfig
+    from relied.experts.demos import load_batch
+    from relied.rl.config import TrainConfig
+
+    case = {k: v for k, v in scale_case(n).items() if k != "n_envs"}
+    scenario = TrainConfig(**case).scenario()
+    clock: dict[str, float] = {}
+    _timed(generate, "_forecast", "forecast", clock, status)
+    _timed(ExpertTeam, "__init__", "setup", clock, status)
+    _timed(ExpertTeam, "check", "critic", clock, status)
+    _timed(ExpertTeam, "run", "team_run", clock, status)
+    _timed(generate, "execute", "execution", clock, status)
+    _timed(generate, "save_batch", "execution", clock, status)
+    config = TeamConfig(demo_agents=demo_agents)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        [res] = asyncio.run(generate.agenerate([(scenario, 0)], Path(tmp), "offline",
+                                               config=config, use_cache=False))
+        wall = time.perf_counter() - start
+        meta = load_batch(Path(res.path))[1] if res.path else None
+    clock["planning"] = clock.pop("team_run", 0.0) - clock.get("critic", 0.0)
+    demonstrated = (len(meta.demo_agents) if meta and meta.demo_agents is not None else n)
+    return {"agents": n, "vehicles": scenario.n_vehicles, "demo_agents": demo_agents,
+            "demonstrated": demonstrated, "model_calls": res.model_calls,
+            "groups": meta.extra.get("groups") if meta else None, "rounds": res.rounds,
+            "accepted": res.accepted, "fallback": res.fallback, "wall_s": round(wall, 1),
+            **{f"{k}_s": round(clock.get(k, 0.0), 1) for k in PHASES},
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Expert team at scale (`python benchmarks/expert_scale.py`, "
+             f"{report['cpus']} CPUs shared with other jobs, load average "
+             f"{report['load_before']} at the start)", "",
+             "One demonstration batch (offline planner, default team settings) on "
+             "`scale_case(n)` of benchmarks/train_throughput.py (aguascalientes-peak scaled to "
+             "N learners on north-bayreuth). demo_agents: the most learners planned and "
+             "demonstrated (`TeamConfig.demo_agents`; all: no subset).", "",
+             "| learners | vehicles | demo_agents | demonstrated | model calls | planner groups "
+             "| rounds | accepted | wall (s) | forecast / setup / planning / critic / execution "
+             "(s) | peak RSS (GiB) | note |", "|" + "---|" * 12]
+    for r in report["rows"]:
+        phases = " / ".join(f"{r.get(f'{k}_s', 0):.1f}" for k in PHASES)
+        lines.append(
+            f"| {r['agents']:,} | {r.get('vehicles', 0):,} | {r['demo_agents'] or 'all'} | "
+            f"{r.get('demonstrated', '')} | {r.get('model_calls', '')} | {r.get('groups', '')} "
+            f"| {r.get('rounds', '')} | {r.get('accepted', '')} | {r.get('wall_s', '')} | "
+            f"{phases} | {r.get('peak_rss_gib', '')} | {r.get('error', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1000,10000", help="learner counts")
+    p.add_argument("--timeout", type=float, default=1200.0, help="seconds per row")
+    p.add_argument("--memory-gib", type=float, default=14.0,
+                   help="address-space limit per row (a row past it fails, not the machine)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder of the results files")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--case", help=argparse.SUPPRESS)  # internal: "n,demo_agents,status"
+    args = p.parse_args()
+    if args.case:
+        n, demo, status = args.case.split(",")
+        limit = int(args.memory_gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        print(json.dumps(run_case(int(n), None if demo == "all" else int(demo), Path(status))))
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    cases = [(n, 500) for n in sizes] + [(n, "all") for n in sizes if n <= 1000]
+    report = {"cpus": os.cpu_count(), "python": platform.python_version(),
+              "load_before": [round(x, 2) for x in os.getloadavg()], "rows": []}
+    for n, demo in sorted(cases, key=lambda c: (c[0], c[1] == "all")):
+        with tempfile.NamedTemporaryFile(suffix=".json") as st:
+            cmd = [sys.executable, __file__, "--case", f"{n},{demo},{st.name}",
+                   "--memory-gib", str(args.memory_gib)]
+            env = {**os.environ, "RELIED_EXPERT_CACHE": tempfile.mkdtemp()}
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                      timeout=args.timeout)
+                out = proc.stdout.strip().splitlines()
+                row = json.loads(out[-1]) if proc.returncode == 0 and out else {
+                    "error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+            except subprocess.TimeoutExpired:
+                row = {"error": f"stopped after {args.timeout:.0f} s"}
+            if "error" in row:
+                done = json.loads(Path(st.name).read_text() or "{}")
+                if "running" in done:
+                    row["error"] += f" (in {done.pop('running')})"
+                if "team_run" in done:  # the chat was running: planning is its time so far
+                    done["planning"] = done.pop("team_run") - done.get("critic", 0.0)
+                row |= {"agents": n, "demo_agents": None if demo == "all" else demo,
+                        "wall_s": round(time.perf_counter() - start, 1),
+                        **{f"{k}_s": round(v, 1) for k, v in done.items()}}
+        row["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        report["rows"].append(row)
+        print(json.dumps(row), file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "expert_scale.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "expert_scale.md").write_text(markdown(report))
+    print(json.dumps(report) if args.json else markdown(report))
+
+
+if __name__ == "__main__":
+    main()
