@@ -160,9 +160,9 @@ def main() -> None:
         row["load_after"] = [round(x, 2) for x in os.getloadavg()]
         report["rows"].append(row)
         print(json.dumps(row), file=sys.stderr)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "expert_scale.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "expert_scale.md").write_text(markdown(report))
+        args.out.mkdir(parents=True, exist_ok=True)  # after every row: a stopped run keeps them
+        (args.out / "expert_scale.json").write_text(json.dumps(report, indent=1) + "\n")
+        (args.out / "expert_scale.md").write_text(markdown(report))
     print(json.dumps(report) if args.json else markdown(report))
 
 
