@@ -14,7 +14,7 @@ from relied.env.cities import load_city
 from relied.env.core import RoutingCore
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import BoundConfig
-from relied.experts.critic import policy_routes
+from relied.experts.critic import policy_routes, recheck_batch
 from relied.experts.demos import DemoMeta, load_batch
 from relied.rl.demos import load_expert_set
 from relied.rl.rollout import decisions_from
@@ -102,6 +102,10 @@ def test_stored_batch_trains_on_the_sampled_agents_rows_only(tmp_path):
     all_rows = decisions_from(traj, core.k)
     assert len(experts.dec) < len(all_rows)
     assert len(experts.dec) == int(np.isin(all_rows.agent, meta.demo_agents).sum())
+    report = recheck_batch(path)  # a re-check during training judges the sample too
+    judged = np.asarray(report.bounds)[meta.demo_agents]
+    assert report.plan_bound == pytest.approx(np.quantile(judged, 0.9), abs=1e-3)  # rounded
+    assert {o.agent_id for o in report.offenders} <= set(meta.demo_agents)
 
 
 def test_older_batches_without_the_field_demonstrate_everyone(tmp_path):

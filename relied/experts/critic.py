@@ -445,16 +445,18 @@ def recheck_batch(path: Path, policy_probs: PolicyProbs | None = None,
     the previous iteration (the step term), ``gamma`` the learners' discount. The terms are
     scaled by the levels the batch was first judged against (free-flow shortest paths,
     untrained learners, the stored settings), so a re-check shows how the batch's
-    non-stationarity moved as the learners changed, in fixed units.
+    non-stationarity moved as the learners changed, in fixed units. A batch of a sample
+    (``demo_agents``) is judged on its sampled agents.
     """
     from relied.env.cities import load_city
 
     _, meta = load_batch(path)
     net = load_city(meta.scenario.city)
     config = config or BoundConfig.from_stored(meta.extra.get("bound"))
-    scales, reference = reference_scales(net, meta.scenario, config)
+    scales, reference = reference_scales(net, meta.scenario, config, agents=meta.demo_agents)
     if gamma is not None:
         config = config.model_copy(update={"gamma": gamma})
     routes = [index_of(net, r).tolist() for r in meta.routes]
     return check_plan(net, meta.scenario, routes, config, policy_probs,
-                      previous_probs=previous_probs, reference=reference, scales=scales)[0]
+                      previous_probs=previous_probs, reference=reference, scales=scales,
+                      agents=meta.demo_agents)[0]
