@@ -110,6 +110,9 @@ class RoutingCore:
         # per-edge arrays with one more entry, index -1: a vehicle at its origin (no headway,
         # no discharge slot, never held), so origins need no special case in the step
         self._headway = np.append(self.headway, 0.0)
+        # storage with two more entries, index -2 (ARRIVE, leaving the network) and -1: never
+        # full, so the entry check needs no mask
+        self._storage = np.append(net.storage, [np.inf, np.inf])
         bg = s.n_background
         self.v_origin = np.concatenate([index_of(net, s.origins),
                                         index_of(net, s.background_origins or [])[:bg]])
@@ -134,6 +137,7 @@ class RoutingCore:
         self.record_queues = record_queues
         self.record_traversals = record_traversals
         self.bg_rng = np.random.default_rng([s.seed, 2])
+        self._edge_key = 2.0 * self.end_s + 1e4  # FIFO sort key: edge * this + stop-line time
         m = self.n_all
         self.v_status = np.empty(m, dtype=np.int8)
         self.v_node = np.empty(m, dtype=np.int64)
@@ -162,7 +166,9 @@ class RoutingCore:
         self.clock_s[:] = self.v_depart
         self.head_since.fill(np.nan)
         self.v_arrival.fill(np.nan)
-        self.count = np.zeros(e, dtype=np.int64)  # vehicles on each edge (all states)
+        # vehicles on each edge (all states); ``_count`` has two more entries (see _storage)
+        self._count = np.zeros(e + 2, dtype=np.int64)
+        self.count = self._count[:e]
         self.active = np.empty(0, dtype=np.int64)  # departed, not arrived: ascending ids
         self.n_arrived = 0  # vehicles (learners and background) arrived
         self._departed = 0  # departures released so far, in departure order
@@ -282,8 +288,9 @@ class RoutingCore:
         arrived = self._discharge(t1)
         ready = self._reach_stop_lines(t1)
         if self.queue_model and (self._held.size or ready.size):
-            if not self._held.size and self._alone(ready):
-                more = self._leave_alone(ready, t1)
+            at = self.v_edge[ready]
+            if not self._held.size and self._alone(at):
+                more = self._leave_alone(ready, at, t1)
             else:  # space freed during the step lets held vehicles in, at t1
                 retry = np.zeros(self.net.n_edges + 1, dtype=bool)  # index -1: origins
                 retry[self.v_edge[self._held]] = True
@@ -376,6 +383,26 @@ class RoutingCore:
             queued &= edges[self.v_edge[act]]
         q = act[queued]
         if self.queue_model:
+            return self._discharge_queues(q, t1)
+        src, self._held = self.v_edge[q], q[:0]
+        self._entered = q[:0]
+        if q.size == 0:
+            return q
+        # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
+        order = np.argsort((src + 1) * self._edge_key + self.ready_s[q], kind="stable")
+        q, src = q[order], src[order]
+        depart = np.maximum(self.ready_s[q], self.clock_s[q])
+        go = depart <= t1 + 1e-9
+        stay = q[~go]
+        self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
+        return self._move(q[go], depart[go], src[go], self.next_edge[q][go], t1)
+
+    def _discharge_queues(self, q: np.ndarray, t1: float) -> np.ndarray:
+        """Queue model part of :meth:`_discharge` for queued ``q`` (ascending). Queues whose
+        next discharge slot is after ``t1`` stay in the batch: their FIFO times are after
+        ``t1`` too, so they stay like any vehicle that cannot leave yet (and do not count as
+        left behind for :meth:`_alone`)."""
+        if self._blocking:  # some queue's head waits for a full edge: take those out
             q, src, self._held = self._gate(q, t1)
         else:
             src, self._held = self.v_edge[q], q[:0]
@@ -383,28 +410,37 @@ class RoutingCore:
         if q.size == 0:
             return q
         # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
-        order = np.argsort((src + 1) * (2.0 * self.end_s + 1e4) + self.ready_s[q],
-                           kind="stable")
+        order = np.argsort((src + 1) * self._edge_key + self.ready_s[q], kind="stable")
         q, src = q[order], src[order]
+        slot = self._next_slot[src]
         ready = self.ready_s[q]
-        if self.queue_model:
-            depart, first = self._fifo(src, ready, t1)
-        else:
-            depart, first = ready, None
+        depart, first = self._fifo(src, slot, ready, t1)
         depart = np.maximum(depart, self.clock_s[q])
         can = depart <= t1 + 1e-9
         target = self.next_edge[q]
-        go = self._admit(q, src, target, depart, can, first, t1) if self.queue_model else can
-        stay = q[~go]
+        # Everyone who can leave does unless an entry may not fit (then within an edge a
+        # later vehicle never leaves before an earlier one, departures being FIFO-chained).
+        # Count the entries in; stored <= count, so an edge still within its storage after
+        # them has room for all (leaving the network: index -2, never full).
+        tgt = target[can]
+        np.add.at(self._count, tgt, 1)
+        if np.count_nonzero(self._count[tgt] > self._storage[tgt]):
+            np.subtract.at(self._count, tgt, 1)
+            go = self._admit(q, src, target, depart, can, first, t1)
+            counted = False
+        else:
+            go, counted = can, True
+        left = ~go
+        stay = q[left]
         self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
-        if self.queue_model:
-            self._stay_src = src[~go]
-        return self._move(q[go], depart[go], src[go], target[go], t1)
+        left &= slot <= t1 + 1e-9  # queues whose slot is after t1 were not candidates
+        self._stay_src = src[left]
+        return self._move(q[go], depart[go], src[go], target[go], t1, counted)
 
     def _move(self, v: np.ndarray, d: np.ndarray, from_edge: np.ndarray, to: np.ndarray,
-              t1: float) -> np.ndarray:
+              t1: float, counted: bool = False) -> np.ndarray:
         """Vehicles ``v`` leave ``from_edge`` (-1: their origin) at ``d`` into ``to`` (or out of
-        the network). Returns those that arrived."""
+        the network; ``counted``: already added to ``_count``). Returns those that arrived."""
         net = self.net
         self._entered = v[:0]
         if v.size == 0:
@@ -438,7 +474,8 @@ class RoutingCore:
             t_edge = net.freeflow_s[e]
         else:
             t_edge = self._bpr_time(e, np.maximum(self.count[e], 0))
-        np.add.at(self.count, e, 1)
+        if not counted:
+            np.add.at(self.count, e, 1)
         np.add.at(self.entries, e, 1)
         self.v_status[mv] = ON_EDGE
         self.v_edge[mv] = e
@@ -451,20 +488,21 @@ class RoutingCore:
             self.routes.append((mv[learner], e[learner]))
         return gone
 
-    def _alone(self, v: np.ndarray) -> bool:
-        """Queue model, after the step's discharge: is each of ``v`` (just at the stop line
-        of its destination's edge) the only vehicle queued on its edge? Those still queued
-        are the ones the discharge left (``_stay_src``) and those a full edge held."""
-        e = self.v_edge[v]
+    def _alone(self, e: np.ndarray) -> bool:
+        """Queue model, after the step's discharge: is each vehicle just at the stop line of
+        its destination's edge (on edges ``e``) the only vehicle queued on its edge? Those
+        still queued are the ones the discharge left (``_stay_src``) and those a full edge
+        held."""
+        if e.size == 1 and not self._stay_src.size:
+            return True
         on = np.bincount(e, minlength=self.net.n_edges + 1)  # index -1: origins
         on[self._stay_src] += 1
         return not np.count_nonzero(on[e] > 1)
 
-    def _leave_alone(self, v: np.ndarray, t1: float) -> np.ndarray:
-        """Queue model: vehicles alone in their edge's queue at their destination leave at
-        ``max(stop-line time, the edge's next discharge slot)`` if that is by ``t1`` (what
-        the discharge of one-vehicle queues gives). Returns those that arrived."""
-        e = self.v_edge[v]
+    def _leave_alone(self, v: np.ndarray, e: np.ndarray, t1: float) -> np.ndarray:
+        """Queue model: vehicles ``v`` alone in their edge's (``e``) queue at their destination
+        leave at ``max(stop-line time, the edge's next discharge slot)`` if that is by ``t1``
+        (what the discharge of one-vehicle queues gives). Returns those that arrived."""
         d = np.maximum(self.next_slot[e], self.ready_s[v])
         go = d <= t1 + 1e-9
         if np.count_nonzero(go) < go.size:
@@ -472,14 +510,14 @@ class RoutingCore:
             self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
             v, d, e = v[go], d[go], e[go]
         # one vehicle per edge: plain indexing does what the general move's ufunc.at does
-        self.blocked_on[e] = -1
-        self.next_slot[e] = np.maximum(self.next_slot[e], d + self.headway[e])
+        # (d >= next slot, so d + headway is the new one; blocked_on was cleared as they
+        # reached the stop line; head_since is NaN for a vehicle that was on an edge)
+        self.next_slot[e] = d + self.headway[e]
         self.count[e] -= 1
         self.traversal_s[e] += d - self.entered_s[v]
         if self.record_traversals:
             self.traversals.append((v, e, self.entered_s[v], d))
         self.clock_s[v] = d
-        self.head_since[v] = np.nan
         self.next_edge[v] = -1
         self.v_status[v] = ARRIVED
         self.v_arrival[v] = d
@@ -487,46 +525,48 @@ class RoutingCore:
         return v
 
     def _gate(self, q: np.ndarray, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Queue model: take out of queued ``q`` the queues that cannot move: the next
-        discharge slot is after ``t1``, or the head waits for an edge that is still full and
-        has not waited the stuck time. Returns ``(candidates, their edges, held by a full
-        edge)``."""
+        """Queue model, while some queue's head waits for a full edge: take out of queued
+        ``q`` the queues that cannot move: the next discharge slot is after ``t1``, or the
+        head waits for an edge that is still full and has not waited the stuck time. Returns
+        ``(candidates, their edges, held by a full edge)``."""
         e = self.v_edge[q]
         late = self._next_slot[e] > t1 + 1e-9
         held = q[:0]
-        if self._blocking:  # some queue's head waits for a full edge
-            full = self._blocked_on[e] >= 0
-            if np.count_nonzero(full):  # (count_nonzero: cheaper than any() on small arrays)
-                i = full.nonzero()[0]
+        full = self._blocked_on[e] >= 0
+        if np.count_nonzero(full):  # (count_nonzero: cheaper than any() on small arrays)
+            i = full.nonzero()[0]
+            w = self._blocked_on[e[i]]
+            full[i] = (self.count[w] >= self.net.storage[w]) & \
+                (t1 - self.blocked_since[e[i]] < self.scenario.stuck_time_s)
+            if np.count_nonzero(full[i]):  # stored <= count: recount only those
+                i = i[full[i]]
                 w = self._blocked_on[e[i]]
-                full[i] = (self.stored[w] >= self.net.storage[w]) & \
-                    (t1 - self.blocked_since[e[i]] < self.scenario.stuck_time_s)
-                self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # re-held
-                held = q[full]
-                late |= full
-            elif not np.count_nonzero(self.blocked_on >= 0):
-                self._blocking = False
+                full[i] = self.stored[w] >= self.net.storage[w]
+            self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # re-held
+            held = q[full]
+            late |= full
+        elif not np.count_nonzero(self.blocked_on >= 0):
+            self._blocking = False
         if not np.count_nonzero(late):
             return q, e, held
         self.clock_s[q[late]] = np.maximum(self.clock_s[q[late]], t1)
         return q[~late], e[~late], held
 
-    def _fifo(self, src: np.ndarray, ready: np.ndarray,
+    def _fifo(self, src: np.ndarray, slot: np.ndarray, ready: np.ndarray,
               t1: float) -> tuple[np.ndarray, np.ndarray | None]:
-        """Queue model: discharge times of vehicles sorted FIFO by edge (``src``, -1: origins),
-        ``d_j = max(ready_j, d_{j-1} + headway)`` from the edge's next slot, in closed form
-        ``j h + max(slot, max_{i <= j} (ready_i - i h))`` with an exact per-edge running
-        maximum (``inf`` for those behind a queue's head when only heads can leave by
-        ``t1``). Returns the times and each vehicle's first index on its edge (``None``: one
-        vehicle per edge)."""
-        slot = self._next_slot[src]
-        if src.size < 2:
+        """Queue model: discharge times of vehicles sorted FIFO by edge (``src``, -1: origins;
+        ``slot``: the edge's next discharge slot), ``d_j = max(ready_j, d_{j-1} + headway)``
+        from the slot, in closed form ``j h + max(slot, max_{i <= j} (ready_i - i h))`` with
+        an exact per-edge running maximum (``inf`` for those behind a queue's head when only
+        heads can leave by ``t1``). Vehicles at their origin (no headway, sorted by ready
+        time) each leave at their ready time, so each is taken as a queue of its own. Returns
+        the times and each vehicle's first index on its queue (``None``: one per queue)."""
+        k = int(src.searchsorted(0)) + 1  # origins (src -1) sort first
+        if k >= src.size or not np.count_nonzero(src[k:] == src[k - 1:-1]):
             return np.maximum(slot, ready), None
         start = np.empty(src.size, dtype=bool)
-        start[0] = True
-        np.not_equal(src[1:], src[:-1], out=start[1:])
-        if np.count_nonzero(start) == src.size:
-            return np.maximum(slot, ready), None
+        start[:k] = True
+        np.not_equal(src[k:], src[k - 1:-1], out=start[k:])
         idx = np.arange(src.size)
         first = np.maximum.accumulate(np.where(start, idx, 0))
         j = idx - first
@@ -548,15 +588,11 @@ class RoutingCore:
         """Queue model: which of the FIFO-ordered ``q`` (those that ``can`` leave by ``t1``)
         leave. Those entering an edge take its free storage first come first served; a vehicle
         the next edge holds holds the ones behind it on its edge; after ``stuck_time_s`` at a
-        queue's head a vehicle enters anyway. Updates the bookkeeping of held queues."""
-        # Everyone who can leave does unless an entry may not fit (then within an edge a
-        # later vehicle never leaves before an earlier one, departures being FIFO-chained).
-        # stored <= count, so storage - count is a lower bound of an edge's room.
+        queue's head a vehicle enters anyway. Updates the bookkeeping of held queues. Called
+        where counting the entries in found an edge over its storage."""
         entering = can & (target >= 0)
         tgt = target[entering]
         entries = np.bincount(tgt, minlength=self.net.n_edges)[tgt]
-        if not np.count_nonzero(entries > self.net.storage[tgt] - self.count[tgt]):
-            return can
         room = self.net.storage[tgt] - self.stored[tgt]
         if not np.count_nonzero(entries > room):
             return can
