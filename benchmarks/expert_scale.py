@@ -24,6 +24,7 @@ critic rounds, agents demonstrated, whether the critic accepted, and the wall ti
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -46,16 +47,29 @@ def _timed(owner, name: str, phase: str, clock: dict, status: Path) -> None:
     ``status`` after every call, so a stopped row still tells where its time went)."""
     real = getattr(owner, name)
 
-    def wrapped(*a, **kw):
-        start = time.perf_counter()
+    def begin() -> float:
         status.write_text(json.dumps({**clock, "running": phase}))
+        return time.perf_counter()
+
+    def end(start: float) -> None:
+        clock[phase] = clock.get(phase, 0.0) + time.perf_counter() - start
+        status.write_text(json.dumps(clock))
+
+    def wrapped(*a, **kw):
+        start = begin()
         try:
             return real(*a, **kw)
         finally:
-            clock[phase] = clock.get(phase, 0.0) + time.perf_counter() - start
-            status.write_text(json.dumps(clock))
+            end(start)
 
-    setattr(owner, name, wrapped)
+    async def awrapped(*a, **kw):  # the team's chat is a coroutine: time its awaiting
+        start = begin()
+        try:
+            return await real(*a, **kw)
+        finally:
+            end(start)
+
+    setattr(owner, name, awrapped if inspect.iscoroutinefunction(real) else wrapped)
 
 
 def run_case(n: int, demo_agents: int | None, status: Path) -> dict:
@@ -152,7 +166,7 @@ def main() -> None:
                 done = json.loads(Path(st.name).read_text() or "{}")
                 if "running" in done:
                     row["error"] += f" (in {done.pop('running')})"
-                if "team_run" in done:  # the chat was running: planning is its time so far
+                if "team_run" in done:  # the chat had ended: planning is its time minus checks
                     done["planning"] = done.pop("team_run") - done.get("critic", 0.0)
                 row |= {"agents": n, "demo_agents": None if demo == "all" else demo,
                         "wall_s": round(time.perf_counter() - start, 1),
