@@ -294,7 +294,7 @@ class RoutingCore:
             else:  # space freed during the step lets held vehicles in, at t1
                 retry = np.zeros(self.net.n_edges + 1, dtype=bool)  # index -1: origins
                 retry[self.v_edge[self._held]] = True
-                retry[self.v_edge[ready]] = True
+                retry[at] = True
                 more = self._discharge(t1, retry)
                 if self._entered.size:  # the only vehicles on an edge not at its stop line
                     self._reach_stop_lines(t1, self._entered)
@@ -383,6 +383,9 @@ class RoutingCore:
             queued &= edges[self.v_edge[act]]
         q = act[queued]
         if self.queue_model:
+            # in the step's first discharge every vehicle at a stop line has just decided
+            # (none is AT_NODE), so ``stored`` equals ``count``
+            self._recount = edges is not None
             return self._discharge_queues(q, t1)
         src, self._held = self.v_edge[q], q[:0]
         self._entered = q[:0]
@@ -406,15 +409,16 @@ class RoutingCore:
             q, src, self._held = self._gate(q, t1)
         else:
             src, self._held = self.v_edge[q], q[:0]
-        self._entered = self._stay_src = q[:0]
         if q.size == 0:
+            self._entered = q
+            self._left = (q, q, q, t1)
             return q
         # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
         order = np.argsort((src + 1) * self._edge_key + self.ready_s[q], kind="stable")
         q, src = q[order], src[order]
         slot = self._next_slot[src]
         ready = self.ready_s[q]
-        depart, first = self._fifo(src, slot, ready, t1)
+        depart, start = self._fifo(src, slot, ready, t1)
         depart = np.maximum(depart, self.clock_s[q])
         can = depart <= t1 + 1e-9
         target = self.next_edge[q]
@@ -426,21 +430,21 @@ class RoutingCore:
         np.add.at(self._count, tgt, 1)
         if np.count_nonzero(self._count[tgt] > self._storage[tgt]):
             np.subtract.at(self._count, tgt, 1)
-            go = self._admit(q, src, target, depart, can, first, t1)
+            go = self._admit(q, src, target, depart, can, start, t1)
             counted = False
         else:
             go, counted = can, True
         left = ~go
         stay = q[left]
         self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
-        left &= slot <= t1 + 1e-9  # queues whose slot is after t1 were not candidates
-        self._stay_src = src[left]
-        return self._move(q[go], depart[go], src[go], target[go], t1, counted)
+        self._left = (src, left, slot, t1)
+        return self._move(q[go], depart[go], src[go], target[go], t1, counted, start is None)
 
     def _move(self, v: np.ndarray, d: np.ndarray, from_edge: np.ndarray, to: np.ndarray,
-              t1: float, counted: bool = False) -> np.ndarray:
+              t1: float, counted: bool = False, one_each: bool = False) -> np.ndarray:
         """Vehicles ``v`` leave ``from_edge`` (-1: their origin) at ``d`` into ``to`` (or out of
-        the network; ``counted``: already added to ``_count``). Returns those that arrived."""
+        the network; ``counted``: already added to ``_count``; ``one_each``: at most one from
+        each edge, queue model). Returns those that arrived."""
         net = self.net
         self._entered = v[:0]
         if v.size == 0:
@@ -448,10 +452,15 @@ class RoutingCore:
         came = from_edge >= 0
         vc, fe, dc = v[came], from_edge[came], d[came]
         self.blocked_on[fe] = -1
-        if self.queue_model:
-            np.maximum.at(self.next_slot, fe, dc + self.headway[fe])
-        np.subtract.at(self.count, fe, 1)
-        np.add.at(self.traversal_s, fe, dc - self.entered_s[vc])
+        if one_each:  # plain indexing does what ufunc.at does; d >= next slot (FIFO)
+            self.next_slot[fe] = dc + self.headway[fe]
+            self.count[fe] -= 1
+            self.traversal_s[fe] += dc - self.entered_s[vc]
+        else:
+            if self.queue_model:
+                np.maximum.at(self.next_slot, fe, dc + self.headway[fe])
+            np.subtract.at(self.count, fe, 1)
+            np.add.at(self.traversal_s, fe, dc - self.entered_s[vc])
         if self.record_traversals:
             self.traversals.append((vc, fe, self.entered_s[vc], dc))
         self.clock_s[v] = d
@@ -491,18 +500,23 @@ class RoutingCore:
     def _alone(self, e: np.ndarray) -> bool:
         """Queue model, after the step's discharge: is each vehicle just at the stop line of
         its destination's edge (on edges ``e``) the only vehicle queued on its edge? Those
-        still queued are the ones the discharge left (``_stay_src``) and those a full edge
-        held."""
-        if e.size == 1 and not self._stay_src.size:
+        still queued are the ones the discharge left (``_left``: FIFO-sorted edges, left
+        behind, slots) but not those of queues whose slot is after the step (they were no
+        candidates), and those a full edge held."""
+        src, left, slot, t1 = self._left
+        stay_src = src[left & (slot <= t1 + 1e-9)]
+        if e.size == 1 and not stay_src.size:
             return True
         on = np.bincount(e, minlength=self.net.n_edges + 1)  # index -1: origins
-        on[self._stay_src] += 1
+        on[stay_src] += 1
         return not np.count_nonzero(on[e] > 1)
 
     def _leave_alone(self, v: np.ndarray, e: np.ndarray, t1: float) -> np.ndarray:
         """Queue model: vehicles ``v`` alone in their edge's (``e``) queue at their destination
         leave at ``max(stop-line time, the edge's next discharge slot)`` if that is by ``t1``
         (what the discharge of one-vehicle queues gives). Returns those that arrived."""
+        if v.size == 1:  # the usual case: on scalars
+            return self._leave_alone_one(v, e, t1)
         d = np.maximum(self.next_slot[e], self.ready_s[v])
         go = d <= t1 + 1e-9
         if np.count_nonzero(go) < go.size:
@@ -524,6 +538,30 @@ class RoutingCore:
         self.v_edge[v] = -1
         return v
 
+    def _leave_alone_one(self, v: np.ndarray, e: np.ndarray, t1: float) -> np.ndarray:
+        """:meth:`_leave_alone` of one vehicle, the same arithmetic on scalars."""
+        i, k = v[0], e[0]
+        slot, ready = self.next_slot[k], self.ready_s[i]
+        d = slot if slot >= ready else ready
+        if not d <= t1 + 1e-9:
+            if self.clock_s[i] < t1:
+                self.clock_s[i] = t1
+            v, e = v[:0], e[:0]
+            if self.record_traversals:
+                self.traversals.append((v, e, self.entered_s[v], self.entered_s[v]))
+            return v
+        self.next_slot[k] = d + self.headway[k]
+        self.count[k] -= 1
+        self.traversal_s[k] += d - self.entered_s[i]
+        if self.record_traversals:
+            self.traversals.append((v, e, self.entered_s[v], np.array([d])))
+        self.clock_s[i] = d
+        self.next_edge[i] = -1
+        self.v_status[i] = ARRIVED
+        self.v_arrival[i] = d
+        self.v_edge[i] = -1
+        return v
+
     def _gate(self, q: np.ndarray, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Queue model, while some queue's head waits for a full edge: take out of queued
         ``q`` the queues that cannot move: the next discharge slot is after ``t1``, or the
@@ -538,7 +576,7 @@ class RoutingCore:
             w = self._blocked_on[e[i]]
             full[i] = (self.count[w] >= self.net.storage[w]) & \
                 (t1 - self.blocked_since[e[i]] < self.scenario.stuck_time_s)
-            if np.count_nonzero(full[i]):  # stored <= count: recount only those
+            if self._recount and np.count_nonzero(full[i]):  # stored <= count
                 i = i[full[i]]
                 w = self._blocked_on[e[i]]
                 full[i] = self.stored[w] >= self.net.storage[w]
@@ -560,20 +598,21 @@ class RoutingCore:
         an exact per-edge running maximum (``inf`` for those behind a queue's head when only
         heads can leave by ``t1``). Vehicles at their origin (no headway, sorted by ready
         time) each leave at their ready time, so each is taken as a queue of its own. Returns
-        the times and each vehicle's first index on its queue (``None``: one per queue)."""
+        the times and whether each vehicle heads its queue (``None``: one per queue)."""
         k = int(src.searchsorted(0)) + 1  # origins (src -1) sort first
         if k >= src.size or not np.count_nonzero(src[k:] == src[k - 1:-1]):
             return np.maximum(slot, ready), None
         start = np.empty(src.size, dtype=bool)
         start[:k] = True
         np.not_equal(src[k:], src[k - 1:-1], out=start[k:])
+        # d_j >= slot + j h: if no queue's second vehicle can leave by t1 (then no later one
+        # can), only queue heads can, and the others need no time
+        behind = ~start
+        if not np.count_nonzero(self._headway[src[behind]] + slot[behind] <= t1 + 1e-9):
+            return np.where(start, np.maximum(slot, ready), np.inf), start
         idx = np.arange(src.size)
         first = np.maximum.accumulate(np.where(start, idx, 0))
-        j = idx - first
-        jh = j * self._headway[src]
-        # d_j >= slot + j h: if only queue heads can leave by t1, the others need no time
-        if not np.count_nonzero((jh + slot <= t1 + 1e-9) & (j > 0)):
-            return np.where(j == 0, np.maximum(slot, ready), np.inf), first
+        jh = (idx - first) * self._headway[src]
         b = ready - jh
         # running maximum of b restarted on each edge, on integer ranks (no rounding)
         by_b = np.argsort(b, kind="stable")
@@ -581,10 +620,10 @@ class RoutingCore:
         rank[by_b] = idx
         offset = first * src.size
         top = np.maximum.accumulate(offset + rank) - offset
-        return jh + np.maximum(slot, b[by_b[top]]), first
+        return jh + np.maximum(slot, b[by_b[top]]), start
 
     def _admit(self, q: np.ndarray, src: np.ndarray, target: np.ndarray, depart: np.ndarray,
-               can: np.ndarray, first: np.ndarray | None, t1: float) -> np.ndarray:
+               can: np.ndarray, start: np.ndarray | None, t1: float) -> np.ndarray:
         """Queue model: which of the FIFO-ordered ``q`` (those that ``can`` leave by ``t1``)
         leave. Those entering an edge take its free storage first come first served; a vehicle
         the next edge holds holds the ones behind it on its edge; after ``stuck_time_s`` at a
@@ -593,7 +632,7 @@ class RoutingCore:
         entering = can & (target >= 0)
         tgt = target[entering]
         entries = np.bincount(tgt, minlength=self.net.n_edges)[tgt]
-        room = self.net.storage[tgt] - self.stored[tgt]
+        room = self.net.storage[tgt] - (self.stored[tgt] if self._recount else self.count[tgt])
         if not np.count_nonzero(entries > room):
             return can
         leaving = target == ARRIVE
@@ -606,8 +645,11 @@ class RoutingCore:
         stuck = can & ~leaving & (t1 - self.head_since[q] >= self.scenario.stuck_time_s)
         ok = can & (leaving | fits | stuck)
         on_edge = src >= 0
-        if first is None:
-            first = np.arange(q.size)
+        idx = np.arange(q.size)
+        if start is None:  # one vehicle per queue
+            first, start = idx, np.ones(q.size, dtype=bool)
+        else:
+            first = np.maximum.accumulate(np.where(start, idx, 0))
         # a queue moves up to its first vehicle that cannot; origins one by one
         blocked = np.cumsum(~ok)
         go = on_edge & (blocked - (blocked[first] - (~ok)[first]) == 0)
@@ -615,12 +657,11 @@ class RoutingCore:
         self.forced += int((go & stuck & ~fits).sum())
         held = can & ~go  # could leave but the next edge is full (or the one ahead is held)
         if np.count_nonzero(held):
-            is_first = np.arange(q.size) == first
-            head = held & is_first | held & ~on_edge
+            head = held & start | held & ~on_edge
             self.head_since[q[head]] = np.where(np.isnan(self.head_since[q[head]]), t1,
                                                 self.head_since[q[head]])
             self._held = np.concatenate([self._held, q[held]])
-            held_head = held & on_edge & is_first
+            held_head = held & on_edge & start
             blocked_edges = src[held_head]
             self.next_slot[blocked_edges] = np.maximum(self.next_slot[blocked_edges], t1)
             self.blocked_on[blocked_edges] = target[held_head]
