@@ -288,7 +288,7 @@ class RoutingCore:
         arrived = self._discharge(t1)
         ready = self._reach_stop_lines(t1)
         if self.queue_model and (self._held.size or ready.size):
-            at = self.v_edge[ready]
+            at = self._end_edge if ready.size else ready
             if not self._held.size and self._alone(at):
                 more = self._leave_alone(ready, at, t1)
             else:  # space freed during the step lets held vehicles in, at t1
@@ -417,9 +417,7 @@ class RoutingCore:
         order = np.argsort((src + 1) * self._edge_key + self.ready_s[q], kind="stable")
         q, src = q[order], src[order]
         slot = self._next_slot[src]
-        ready = self.ready_s[q]
-        depart, start = self._fifo(src, slot, ready, t1)
-        depart = np.maximum(depart, self.clock_s[q])
+        depart, start = self._fifo(q, src, slot, t1)
         can = depart <= t1 + 1e-9
         target = self.next_edge[q]
         # Everyone who can leave does unless an entry may not fit (then within an edge a
@@ -434,11 +432,13 @@ class RoutingCore:
             counted = False
         else:
             go, counted = can, True
+            target = tgt
         left = ~go
         stay = q[left]
         self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
         self._left = (src, left, slot, t1)
-        return self._move(q[go], depart[go], src[go], target[go], t1, counted, start is None)
+        return self._move(q[go], depart[go], src[go], target if counted else target[go], t1,
+                          counted, start is None)
 
     def _move(self, v: np.ndarray, d: np.ndarray, from_edge: np.ndarray, to: np.ndarray,
               t1: float, counted: bool = False, one_each: bool = False) -> np.ndarray:
@@ -590,18 +590,21 @@ class RoutingCore:
         self.clock_s[q[late]] = np.maximum(self.clock_s[q[late]], t1)
         return q[~late], e[~late], held
 
-    def _fifo(self, src: np.ndarray, slot: np.ndarray, ready: np.ndarray,
+    def _fifo(self, q: np.ndarray, src: np.ndarray, slot: np.ndarray,
               t1: float) -> tuple[np.ndarray, np.ndarray | None]:
-        """Queue model: discharge times of vehicles sorted FIFO by edge (``src``, -1: origins;
-        ``slot``: the edge's next discharge slot), ``d_j = max(ready_j, d_{j-1} + headway)``
-        from the slot, in closed form ``j h + max(slot, max_{i <= j} (ready_i - i h))`` with
-        an exact per-edge running maximum (``inf`` for those behind a queue's head when only
-        heads can leave by ``t1``). Vehicles at their origin (no headway, sorted by ready
-        time) each leave at their ready time, so each is taken as a queue of its own. Returns
-        the times and whether each vehicle heads its queue (``None``: one per queue)."""
+        """Queue model: discharge times of queued ``q`` sorted FIFO by edge (``src``, -1:
+        origins; ``slot``: the edge's next discharge slot), ``d_j = max(ready_j, d_{j-1} +
+        headway)`` from the slot, in closed form ``j h + max(slot, max_{i <= j} (ready_i -
+        i h))`` with an exact per-edge running maximum (``inf`` for those behind a queue's
+        head when only heads can leave by ``t1``), and not before the vehicle's clock (a
+        queued vehicle's clock is at least its stop-line time). Vehicles at their origin (no
+        headway, sorted by ready time) each leave at their ready time, so each is taken as a
+        queue of its own. Returns the times and whether each vehicle heads its queue
+        (``None``: one per queue)."""
+        clock = self.clock_s[q]
         k = int(src.searchsorted(0)) + 1  # origins (src -1) sort first
         if k >= src.size or not np.count_nonzero(src[k:] == src[k - 1:-1]):
-            return np.maximum(slot, ready), None
+            return np.maximum(slot, clock), None
         start = np.empty(src.size, dtype=bool)
         start[:k] = True
         np.not_equal(src[k:], src[k - 1:-1], out=start[k:])
@@ -609,18 +612,18 @@ class RoutingCore:
         # can), only queue heads can, and the others need no time
         behind = ~start
         if not np.count_nonzero(self._headway[src[behind]] + slot[behind] <= t1 + 1e-9):
-            return np.where(start, np.maximum(slot, ready), np.inf), start
+            return np.where(start, np.maximum(slot, clock), np.inf), start
         idx = np.arange(src.size)
         first = np.maximum.accumulate(np.where(start, idx, 0))
         jh = (idx - first) * self._headway[src]
-        b = ready - jh
+        b = self.ready_s[q] - jh
         # running maximum of b restarted on each edge, on integer ranks (no rounding)
         by_b = np.argsort(b, kind="stable")
         rank = np.empty(src.size, dtype=np.int64)
         rank[by_b] = idx
         offset = first * src.size
         top = np.maximum.accumulate(offset + rank) - offset
-        return jh + np.maximum(slot, b[by_b[top]]), start
+        return np.maximum(jh + np.maximum(slot, b[by_b[top]]), clock), start
 
     def _admit(self, q: np.ndarray, src: np.ndarray, target: np.ndarray, depart: np.ndarray,
                can: np.ndarray, start: np.ndarray | None, t1: float) -> np.ndarray:
@@ -685,7 +688,7 @@ class RoutingCore:
         end, mid = on[last], on[~last]
         self.v_status[end] = QUEUED
         self.next_edge[end] = ARRIVE
-        end_edge = self.v_edge[end]
+        self._end_edge = end_edge = self.v_edge[end]
         self.blocked_on[end_edge] = -1  # possibly a new head, bound nowhere full
         self.v_status[mid] = AT_NODE
         return end
