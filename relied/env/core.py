@@ -24,9 +24,14 @@ on longer edges and in queues. A learner's reward each step is minus the time it
 advanced, so its rewards sum exactly to minus its travel time (in ``time_scale_s`` units).
 
 Cost: a step touches only the vehicles en route (departed, not arrived; ``active``, kept by
-state changes), numpy throughout with no per-vehicle Python loop; queues whose next discharge
-slot is after the step are skipped, storage is recounted only where ``count`` says an edge may
-be full, and a lone vehicle at its destination leaves without a second discharge pass.
+state changes), numpy throughout with no per-vehicle Python loop. The queue model's extra work
+is kept to a few array operations per step in the uncongested case: entries are counted in and
+checked against storage at once (ranked first come first served only where an edge would
+overflow), storage is recounted over vehicles at stop lines only in the retry after the step's
+moves (before them every such vehicle has just decided, so ``stored`` equals ``count``), the
+per-edge FIFO chain is computed only where a queue's second vehicle can leave within the step,
+held queues are gated only while some head waits for a full edge, and a lone vehicle at its
+destination leaves without a second discharge pass.
 
 Vehicle states: ``WAITING`` (before departure), ``AT_NODE`` (at an intersection or its origin,
 choosing the next edge), ``QUEUED`` (next edge chosen, waiting to leave), ``ON_EDGE`` (driving
@@ -564,31 +569,29 @@ class RoutingCore:
 
     def _gate(self, q: np.ndarray, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Queue model, while some queue's head waits for a full edge: take out of queued
-        ``q`` the queues that cannot move: the next discharge slot is after ``t1``, or the
-        head waits for an edge that is still full and has not waited the stuck time. Returns
-        ``(candidates, their edges, held by a full edge)``."""
+        ``q`` the queues whose head waits for an edge that is still full and has not waited
+        the stuck time. Returns ``(the others, their edges, held by a full edge)``."""
         e = self.v_edge[q]
-        late = self._next_slot[e] > t1 + 1e-9
-        held = q[:0]
         full = self._blocked_on[e] >= 0
-        if np.count_nonzero(full):  # (count_nonzero: cheaper than any() on small arrays)
-            i = full.nonzero()[0]
+        if not np.count_nonzero(full):  # (count_nonzero: cheaper than any() on small arrays)
+            if not np.count_nonzero(self.blocked_on >= 0):
+                self._blocking = False
+            return q, e, q[:0]
+        i = full.nonzero()[0]
+        w = self._blocked_on[e[i]]
+        full[i] = (self.count[w] >= self.net.storage[w]) & \
+            (t1 - self.blocked_since[e[i]] < self.scenario.stuck_time_s)
+        if self._recount and np.count_nonzero(full[i]):  # stored <= count
+            i = i[full[i]]
             w = self._blocked_on[e[i]]
-            full[i] = (self.count[w] >= self.net.storage[w]) & \
-                (t1 - self.blocked_since[e[i]] < self.scenario.stuck_time_s)
-            if self._recount and np.count_nonzero(full[i]):  # stored <= count
-                i = i[full[i]]
-                w = self._blocked_on[e[i]]
-                full[i] = self.stored[w] >= self.net.storage[w]
-            self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # re-held
-            held = q[full]
-            late |= full
-        elif not np.count_nonzero(self.blocked_on >= 0):
-            self._blocking = False
-        if not np.count_nonzero(late):
-            return q, e, held
-        self.clock_s[q[late]] = np.maximum(self.clock_s[q[late]], t1)
-        return q[~late], e[~late], held
+            full[i] = self.stored[w] >= self.net.storage[w]
+        if not np.count_nonzero(full):
+            return q, e, q[:0]
+        self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # re-held
+        held = q[full]
+        self.clock_s[held] = np.maximum(self.clock_s[held], t1)
+        keep = ~full
+        return q[keep], e[keep], held
 
     def _fifo(self, q: np.ndarray, src: np.ndarray, slot: np.ndarray,
               t1: float) -> tuple[np.ndarray, np.ndarray | None]:
@@ -654,15 +657,16 @@ class RoutingCore:
         else:
             first = np.maximum.accumulate(np.where(start, idx, 0))
         # a queue moves up to its first vehicle that cannot; origins one by one
-        blocked = np.cumsum(~ok)
-        go = on_edge & (blocked - (blocked[first] - (~ok)[first]) == 0)
+        nok = ~ok
+        blocked = np.cumsum(nok)
+        go = on_edge & (blocked - (blocked[first] - nok[first]) == 0)
         go |= ~on_edge & ok
-        self.forced += int((go & stuck & ~fits).sum())
+        self.forced += np.count_nonzero(go & stuck & ~fits)
         held = can & ~go  # could leave but the next edge is full (or the one ahead is held)
         if np.count_nonzero(held):
-            head = held & start | held & ~on_edge
-            self.head_since[q[head]] = np.where(np.isnan(self.head_since[q[head]]), t1,
-                                                self.head_since[q[head]])
+            qh = q[held & start | held & ~on_edge]
+            since = self.head_since[qh]
+            self.head_since[qh] = np.where(np.isnan(since), t1, since)
             self._held = np.concatenate([self._held, q[held]])
             held_head = held & on_edge & start
             blocked_edges = src[held_head]
