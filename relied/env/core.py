@@ -92,6 +92,14 @@ def _segment_starts(keys: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(start, idx, 0))
 
 
+def _heads(n: int, behind: tuple[int, np.ndarray]) -> np.ndarray:
+    """Whether each of ``n`` FIFO-sorted vehicles heads its queue, from ``(k, behind)``: the
+    first ``k`` head theirs, ``behind`` marks the others that do not."""
+    start = np.ones(n, dtype=bool)
+    start[behind[0]:] = ~behind[1]
+    return start
+
+
 class RoutingCore:
     """The simulator. ``reset()`` then ``step(actions)`` with one action per learner.
 
@@ -422,7 +430,7 @@ class RoutingCore:
         order = np.argsort((src + 1) * self._edge_key + self.ready_s[q], kind="stable")
         q, src = q[order], src[order]
         slot = self._next_slot[src]
-        depart, start = self._fifo(q, src, slot, t1)
+        depart, behind = self._fifo(q, src, slot, t1)
         can = depart <= t1 + 1e-9
         target = self.next_edge[q]
         # Everyone who can leave does unless an entry may not fit (then within an edge a
@@ -433,7 +441,7 @@ class RoutingCore:
         np.add.at(self._count, tgt, 1)
         if np.count_nonzero(self._count[tgt] > self._storage[tgt]):
             np.subtract.at(self._count, tgt, 1)
-            go = self._admit(q, src, target, depart, can, start, t1)
+            go = self._admit(q, src, target, depart, can, behind, t1)
             counted = False
         else:
             go, counted = can, True
@@ -443,7 +451,7 @@ class RoutingCore:
         self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
         self._left = (src, left, slot, t1)
         return self._move(q[go], depart[go], src[go], target if counted else target[go], t1,
-                          counted, start is None)
+                          counted, behind is None)
 
     def _move(self, v: np.ndarray, d: np.ndarray, from_edge: np.ndarray, to: np.ndarray,
               t1: float, counted: bool = False, one_each: bool = False) -> np.ndarray:
@@ -594,7 +602,7 @@ class RoutingCore:
         return q[keep], e[keep], held
 
     def _fifo(self, q: np.ndarray, src: np.ndarray, slot: np.ndarray,
-              t1: float) -> tuple[np.ndarray, np.ndarray | None]:
+              t1: float) -> tuple[np.ndarray, tuple[int, np.ndarray] | None]:
         """Queue model: discharge times of queued ``q`` sorted FIFO by edge (``src``, -1:
         origins; ``slot``: the edge's next discharge slot), ``d_j = max(ready_j, d_{j-1} +
         headway)`` from the slot, in closed form ``j h + max(slot, max_{i <= j} (ready_i -
@@ -602,20 +610,23 @@ class RoutingCore:
         head when only heads can leave by ``t1``), and not before the vehicle's clock (a
         queued vehicle's clock is at least its stop-line time). Vehicles at their origin (no
         headway, sorted by ready time) each leave at their ready time, so each is taken as a
-        queue of its own. Returns the times and whether each vehicle heads its queue
-        (``None``: one per queue)."""
+        queue of its own. Returns the times and which vehicles are behind another of their
+        queue, ``(k, mask of those from index k)`` (``None``: one per queue)."""
         clock = self.clock_s[q]
         k = int(src.searchsorted(0)) + 1  # origins (src -1) sort first
-        if k >= src.size or not np.count_nonzero(src[k:] == src[k - 1:-1]):
+        if k >= src.size:
             return np.maximum(slot, clock), None
-        start = np.empty(src.size, dtype=bool)
-        start[:k] = True
-        np.not_equal(src[k:], src[k - 1:-1], out=start[k:])
+        behind = src[k:] == src[k - 1:-1]
+        if not np.count_nonzero(behind):
+            return np.maximum(slot, clock), None
         # d_j >= slot + j h: if no queue's second vehicle can leave by t1 (then no later one
         # can), only queue heads can, and the others need no time
-        behind = ~start
-        if not np.count_nonzero(self._headway[src[behind]] + slot[behind] <= t1 + 1e-9):
-            return np.where(start, np.maximum(slot, clock), np.inf), start
+        if not np.count_nonzero(self._headway[src[k:][behind]] + slot[k:][behind]
+                                <= t1 + 1e-9):
+            depart = np.maximum(slot, clock)
+            depart[k:][behind] = np.inf
+            return depart, (k, behind)
+        start = _heads(src.size, (k, behind))
         idx = np.arange(src.size)
         first = np.maximum.accumulate(np.where(start, idx, 0))
         jh = (idx - first) * self._headway[src]
@@ -626,10 +637,11 @@ class RoutingCore:
         rank[by_b] = idx
         offset = first * src.size
         top = np.maximum.accumulate(offset + rank) - offset
-        return np.maximum(jh + np.maximum(slot, b[by_b[top]]), clock), start
+        return np.maximum(jh + np.maximum(slot, b[by_b[top]]), clock), (k, behind)
 
     def _admit(self, q: np.ndarray, src: np.ndarray, target: np.ndarray, depart: np.ndarray,
-               can: np.ndarray, start: np.ndarray | None, t1: float) -> np.ndarray:
+               can: np.ndarray, behind: tuple[int, np.ndarray] | None,
+               t1: float) -> np.ndarray:
         """Queue model: which of the FIFO-ordered ``q`` (those that ``can`` leave by ``t1``)
         leave. Those entering an edge take its free storage first come first served; a vehicle
         the next edge holds holds the ones behind it on its edge; after ``stuck_time_s`` at a
@@ -652,9 +664,10 @@ class RoutingCore:
         ok = can & (leaving | fits | stuck)
         on_edge = src >= 0
         idx = np.arange(q.size)
-        if start is None:  # one vehicle per queue
+        if behind is None:  # one vehicle per queue
             first, start = idx, np.ones(q.size, dtype=bool)
         else:
+            start = _heads(q.size, behind)
             first = np.maximum.accumulate(np.where(start, idx, 0))
         # a queue moves up to its first vehicle that cannot; origins one by one
         nok = ~ok
