@@ -674,7 +674,7 @@ class RoutingCore:
         blocked = np.cumsum(nok)
         go = on_edge & (blocked - (blocked[first] - nok[first]) == 0)
         go |= ~on_edge & ok
-        self.forced += np.count_nonzero(go & stuck & ~fits)
+        self.forced += int(np.count_nonzero(go & stuck & ~fits))
         held = can & ~go  # could leave but the next edge is full (or the one ahead is held)
         if np.count_nonzero(held):
             qh = q[held & start | held & ~on_edge]
