@@ -135,6 +135,10 @@ def test_incremental_bookkeeping_equals_recount_on_a_congested_run():
         np.testing.assert_array_equal(
             core.active, np.flatnonzero(np.isin(status, [AT_NODE, QUEUED, ON_EDGE])))
         assert core.n_arrived == (status == ARRIVED).sum()
+        # the FIFO discharge starts from the clock: a queued vehicle's is never before the
+        # moment it reached the stop line
+        queued_now = status == QUEUED
+        assert (core.clock_s[queued_now] >= core.ready_s[queued_now]).all()
         full_steps += int((stored >= net.storage).any())
     assert full_steps > 100 and core.forced > 0  # the run really congested
 
