@@ -107,6 +107,18 @@ def _sp_routes(net, scenario):
     return run_episode(core, ShortestPathPolicy()).routes
 
 
+def _second_path(net, route):
+    """The fastest path between ``route``'s ends with its edges made 20x slower."""
+    from relied.env.equilibrium import fastest_routes
+
+    cost = net.freeflow_s.copy()
+    for u, v in zip(route[:-1], route[1:], strict=True):
+        cost[net.edge_between(u, v)] *= 20
+    (second,), _ = fastest_routes(net, cost[:, None], 1e9, np.array([route[0]]),
+                                  np.array([route[-1]]), np.zeros(1))
+    return second
+
+
 def _crowd(net, n=12, gap_s=0.0, seed=11):
     one = Scenario(n_agents=1, seed=seed).resolve(net)
     return one.model_copy(update={"n_agents": n, "origins": one.origins * n,
@@ -143,16 +155,10 @@ def test_step_term_enters_the_bound():
 def test_naive_shortest_paths_of_a_herd_are_rejected_and_a_spread_plan_accepted():
     """Discrimination on a small congested case: 12 vehicles of one OD pair leaving together.
     All on one path is rejected; half of them moved to a disjoint second path is accepted."""
-    from relied.env.equilibrium import fastest_routes
-
     net = load_city("aguascalientes")
     sc = _crowd(net, 12)
     sp = _sp_routes(net, sc)
-    cost = net.freeflow_s.copy()
-    for u, v in zip(sp[0][:-1], sp[0][1:], strict=True):
-        cost[net.edge_between(u, v)] *= 20
-    (second,), _ = fastest_routes(net, cost[:, None], 1e9, np.array([sp[0][0]]),
-                                  np.array([sp[0][-1]]), np.zeros(1))
+    second = _second_path(net, sp[0])
     spread = [second if i % 2 else sp[i] for i in range(12)]
     cfg = BoundConfig(executions=3, epsilon=0.95, return_tolerance=10.0)
     good, _ = check_plan(net, sc, spread, cfg)
@@ -240,16 +246,10 @@ def test_critic_rejects_a_plan_that_loads_many_agents_and_accepts_one_that_loads
     are more volatile (external term) and they share edges in more steps (divergence term).
     The scaled bound ranks the second plan above the first; at epsilon 1.05 the critic accepts
     the first and rejects the second, naming offenders."""
-    from relied.env.equilibrium import fastest_routes
-
     net = load_city("aguascalientes")
     sc = _crowd(net, 16, gap_s=2.0)
     sp = _sp_routes(net, sc)
-    cost = net.freeflow_s.copy()
-    for u, v in zip(sp[0][:-1], sp[0][1:], strict=True):
-        cost[net.edge_between(u, v)] *= 20
-    (second,), _ = fastest_routes(net, cost[:, None], 1e9, np.array([sp[0][0]]),
-                                  np.array([sp[0][-1]]), np.zeros(1))
+    second = _second_path(net, sp[0])
     few = [second if i % 4 == 0 else sp[i] for i in range(16)]
     many = [second if i % 2 else sp[i] for i in range(16)]
     cfg = BoundConfig(executions=3, epsilon=1.05, return_tolerance=10.0)

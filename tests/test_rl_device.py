@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_rl_learning import hand_made  # tests/ is on sys.path (rootdir conftest)
 from typer.testing import CliRunner
 
 from relied.cli import app
@@ -93,15 +94,9 @@ def test_on_cpu_copies_every_nested_tensor():
 def test_decision_buffer_grows_and_sums_rewards_between_decisions():
     """The hand-made episode of test_rl_learning, fed step by step through a buffer of
     capacity 1 (it grows three times): the same rows as decisions_from."""
-    t, n, k = 4, 2, 2
-    mask = np.zeros((t, n, k + 1), dtype=bool)
-    mask[:, :, k] = True
-    for step, agent in ((0, 0), (2, 0), (1, 1)):
-        mask[step, agent] = [True, True, False]
-    obs = np.arange(t * n * 3, dtype=np.float32).reshape(t, n, 3)
-    action = np.full((t, n), k)
-    action[0, 0], action[2, 0], action[1, 1] = 1, 0, 1
-    reward = np.array([[-1.0, 0.0], [-1.0, -1.0], [-1.0, -1.0], [4.0, 5.0]])
+    traj = hand_made()
+    obs, action, mask, reward = traj.obs, traj.action, traj.mask, traj.reward
+    (t, n), k = reward.shape, mask.shape[2] - 1
     buf = DecisionBuffer(obs_dim=3, k=k, capacity=1)
     cum = np.zeros(n)
     for step in range(t):
@@ -110,8 +105,7 @@ def test_decision_buffer_grows_and_sums_rewards_between_decisions():
                 t=np.full(len(a), step), node=10 * a + step, cum=cum[a])
         cum += reward[step]
     dec, node = buf.decisions(cum)
-    ref = decisions_from(Trajectories(obs, action, mask, reward,
-                                      np.zeros((t, n), dtype=bool)), k=k)
+    ref = decisions_from(traj, k=k)
     for field in ("obs", "mask", "action", "reward", "agent", "t", "end", "gstate"):
         assert np.array_equal(getattr(dec, field), getattr(ref, field)), field
     assert dec.reward.tolist() == [-2.0, 3.0, 3.0]
