@@ -261,3 +261,28 @@ def test_live_detour_is_zero_on_the_congestion_aware_choice(aguas):
         checked += at.size
         core.step(actions)
     assert checked > 300 and differs > 10
+
+
+def test_live_cost_to_go_is_computed_once_per_step_and_renewed_by_the_next(aguas, monkeypatch):
+    """The observation and the congestion-aware policy share one live cost-to-go per step; a
+    step renews it from the new queues."""
+    import relied.env.core as core_module
+
+    calls = []
+    real = core_module.cost_to_go
+    monkeypatch.setattr(core_module, "cost_to_go",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    core = RoutingCore(aguas, Scenario(n_agents=200, seed=3, departure_window_s=30.0))
+    core.reset()
+    policy, steps = CongestionAwarePolicy(), 0
+    while not core.done and core.time_s < 120:
+        before = core.live_to_go()
+        calls.clear()
+        core.step(policy(core))  # the step observes the new state
+        core.observe()
+        actions = policy(core)
+        deciding = bool((core.status == AT_NODE).any())
+        assert len(calls) == int(deciding)
+        assert core.live_to_go()[0] is not before[0]
+        steps += int(deciding) and int(np.any(actions < core.noop))
+    assert steps > 5

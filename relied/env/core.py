@@ -170,6 +170,7 @@ class RoutingCore:
         """Start a new episode (same trips) and return the learners' observations."""
         e = self.net.n_edges
         self.t = 0
+        self._live: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.v_status.fill(WAITING)
         self.v_node[:] = self.v_origin
         self.v_edge.fill(-1)
@@ -745,6 +746,24 @@ class RoutingCore:
         np.clip(obs, OBS_LOW, OBS_HIGH, out=obs)
         return obs
 
+    def live_to_go(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(cost, to_go, row_of)`` on current entering travel times: ``cost`` per edge,
+        ``to_go[row_of[i]]`` the cheapest cost from every node to deciding learner ``i``'s
+        destination. Computed once per step and shared by the observation and the
+        congestion-aware policy."""
+        if self._live is not None and self._live[0] == self.t:
+            return self._live[1:]
+        deciding = np.flatnonzero(self.status == AT_NODE)
+        cost = self.edge_travel_time()
+        row_of = np.zeros(self.n, dtype=np.int64)
+        if deciding.size:
+            dests, row_of[deciding] = np.unique(self.dest[deciding], return_inverse=True)
+            to_go = cost_to_go(self.net, dests, cost)
+        else:
+            to_go = np.zeros((0, self.net.n_nodes))
+        self._live = (self.t, cost, to_go, row_of)
+        return cost, to_go, row_of
+
     def _live_detour(self, se: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(n, K)`` seconds each slot loses against the best one on current entering travel
         times, for learners at a decision point (0 elsewhere)."""
@@ -752,11 +771,9 @@ class RoutingCore:
         deciding = np.flatnonzero(self.status == AT_NODE)
         if deciding.size == 0:
             return out
-        cost = self.edge_travel_time()
-        dests, rows = np.unique(self.dest[deciding], return_inverse=True)
-        to_go = cost_to_go(self.net, dests, cost)
+        cost, to_go, row_of = self.live_to_go()
         e = se[deciding]
-        via = cost[e] + to_go[rows[:, None], self.net.edge_dst[e]]
+        via = cost[e] + to_go[row_of[deciding][:, None], self.net.edge_dst[e]]
         ok = valid[deciding]
         best = np.where(ok, via, np.inf).min(axis=1, keepdims=True)
         gap = via - best

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from relied.env.core import AT_NODE, RoutingCore, cost_to_go
+from relied.env.core import AT_NODE, RoutingCore
 
 
 class BatchPolicy(Protocol):
@@ -55,19 +55,11 @@ class ShortestPathPolicy:
 
 class CongestionAwarePolicy:
     """Fastest way on at each intersection on current entering travel times (queue delay plus
-    own traversal); cost-to-go is recomputed every step for the destinations of the learners
-    deciding in it."""
+    own traversal); cost-to-go is the core's (:meth:`RoutingCore.live_to_go`), recomputed
+    every step for the destinations of the learners deciding in it."""
 
     def __call__(self, core: RoutingCore) -> np.ndarray:
-        deciding = np.flatnonzero(core.status == AT_NODE)
-        if deciding.size == 0:
-            return np.full(core.n, core.noop, dtype=np.int64)
-        cost = core.edge_travel_time()
-        dests, rows = np.unique(core.dest[deciding], return_inverse=True)
-        to_go = np.zeros((dests.size, core.net.n_nodes))
-        to_go[:] = cost_to_go(core.net, dests, cost)
-        row_of = np.zeros(core.n, dtype=np.int64)
-        row_of[deciding] = rows
+        cost, to_go, row_of = core.live_to_go()
         return greedy_actions(core, cost, to_go, row_of)
 
 
