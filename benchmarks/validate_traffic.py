@@ -104,7 +104,7 @@ def spillback() -> dict:
 
 def shortest_routes(net: CityNetwork, origins: np.ndarray, dests: np.ndarray) -> list[list[int]]:
     """Edge routes of the free-flow greedy choice the core's background vehicles make."""
-    from relied.env.core import cost_to_go
+    from relied.env.live import cost_to_go
 
     ids, row = np.unique(dests, return_inverse=True)
     to_go = cost_to_go(net, ids)

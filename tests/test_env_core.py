@@ -266,11 +266,11 @@ def test_live_detour_is_zero_on_the_congestion_aware_choice(aguas):
 def test_live_cost_to_go_is_computed_once_per_step_and_renewed_by_the_next(aguas, monkeypatch):
     """The observation and the congestion-aware policy share one live cost-to-go per step; a
     step renews it from the new queues."""
-    import relied.env.core as core_module
+    import relied.env.live as live_module
 
     calls = []
-    real = core_module.cost_to_go
-    monkeypatch.setattr(core_module, "cost_to_go",
+    real = live_module.cost_to_go
+    monkeypatch.setattr(live_module, "cost_to_go",
                         lambda *a, **kw: calls.append(1) or real(*a, **kw))
     core = RoutingCore(aguas, Scenario(n_agents=200, seed=3, departure_window_s=30.0))
     core.reset()

@@ -56,8 +56,8 @@ computed for learners at a decision point (0 for the others, whose rows are not 
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse.csgraph import dijkstra
 
+from relied.env.live import LiveCostToGo, cost_to_go
 from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
 
@@ -69,12 +69,6 @@ OBS_LOW, OBS_HIGH = -1.0, 10.0
 
 class InvalidActionError(ValueError):
     """An agent at a decision point chose a slot the action mask forbids."""
-
-
-def cost_to_go(net: CityNetwork, targets: np.ndarray, weight: np.ndarray | None = None):
-    """``(len(targets), n_nodes)`` cheapest cost from every node to each target."""
-    reverse = net.sparse(weight).T.tocsr()
-    return dijkstra(reverse, indices=np.asarray(targets))
 
 
 def _local_xy(net: CityNetwork) -> np.ndarray:
@@ -170,7 +164,7 @@ class RoutingCore:
         """Start a new episode (same trips) and return the learners' observations."""
         e = self.net.n_edges
         self.t = 0
-        self._live: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._live = LiveCostToGo(self.net, self.n)
         self.v_status.fill(WAITING)
         self.v_node[:] = self.v_origin
         self.v_edge.fill(-1)
@@ -747,22 +741,11 @@ class RoutingCore:
         return obs
 
     def live_to_go(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(cost, to_go, row_of)`` on current entering travel times: ``cost`` per edge,
-        ``to_go[row_of[i]]`` the cheapest cost from every node to deciding learner ``i``'s
-        destination. Computed once per step and shared by the observation and the
-        congestion-aware policy."""
-        if self._live is not None and self._live[0] == self.t:
-            return self._live[1:]
-        deciding = np.flatnonzero(self.status == AT_NODE)
-        cost = self.edge_travel_time()
-        row_of = np.zeros(self.n, dtype=np.int64)
-        if deciding.size:
-            dests, row_of[deciding] = np.unique(self.dest[deciding], return_inverse=True)
-            to_go = cost_to_go(self.net, dests, cost)
-        else:
-            to_go = np.zeros((0, self.net.n_nodes))
-        self._live = (self.t, cost, to_go, row_of)
-        return cost, to_go, row_of
+        """``(cost, to_go, row_of)`` on current entering travel times (:class:`LiveCostToGo`),
+        computed once per step and shared by the observation and the congestion-aware
+        policy."""
+        return self._live.get(self.t, self.edge_travel_time, self.dest,
+                              np.flatnonzero(self.status == AT_NODE))
 
     def _live_detour(self, se: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(n, K)`` seconds each slot loses against the best one on current entering travel
