@@ -191,6 +191,14 @@ def _forecast(net: CityNetwork, scenario: Scenario) -> TrafficForecast:
 async def plan(request: PlanRequest, policy_probs=None
                ) -> tuple[TeamOutcome, bool, RoutingCore, CityView]:
     """Run (or fetch from the cache) the expert team; ``(outcome, cached, core, view)``."""
+    outcome, cached, team, view = await _plan(request, policy_probs)
+    return outcome, cached, team.core, view
+
+
+async def _plan(request: PlanRequest, policy_probs=None
+                ) -> tuple[TeamOutcome, bool, ExpertTeam, CityView]:
+    """:func:`plan` with the team itself (its baseline and the plan's execution are reused
+    by :func:`_one`; a cached answer's team has run no check)."""
     net = load_city(request.scenario.city)
     core = RoutingCore(net, request.scenario)
     view = CityView(net)
@@ -204,11 +212,11 @@ async def plan(request: PlanRequest, policy_probs=None
     key = cache_key(team, card, request.variant)
     cacheable = request.use_cache and policy_probs is None
     if cacheable and (hit := _load_cached(key, core)) is not None:
-        return hit, True, core, view
+        return hit, True, team, view
     outcome = await team.run()
     if cacheable and outcome.verdict.accepted:
         _store(key, outcome)
-    return outcome, False, core, view
+    return outcome, False, team, view
 
 
 async def plan_scenario(scenario: Scenario, model: str = "offline", variant: int = 0,
@@ -244,9 +252,10 @@ def rejected_agents(outcome: TeamOutcome, limit: int = 20) -> list[dict]:
 
 async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                policy_probs=None) -> BatchResult:
-    outcome, cached, core, _ = await plan(request, policy_probs)
+    outcome, cached, team, _ = await _plan(request, policy_probs)
+    core = team.core
     net, sc, model, variant = core.net, core.scenario, request.model, request.variant
-    sp = execute(net, sc).metrics["mean_travel_time"]
+    sp = team.baseline_metrics["mean_travel_time"]  # the team's shortest-path execution
     accepted = outcome.verdict.accepted
     mean_tt = outcome.verdict.mean_travel_time
     usage = [] if cached else outcome.usage
@@ -256,7 +265,9 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                    f"{outcome.max_rounds} rounds; keeping the plan with the lowest bound "
                    "(fallback, marked in its metadata)")
     if outcome.routes and (accepted or not filter_by_bound or outcome.fallback):
-        run = execute(net, sc, routes=[index_of(net, r).tolist() for r in outcome.routes])
+        # the critic's execution of this very plan, else (a cached answer) executed now
+        run = team.execution(outcome) if not cached else None
+        run = run or execute(net, sc, routes=[index_of(net, r).tolist() for r in outcome.routes])
         mean_tt = run.metrics["mean_travel_time"]
         batch_id = f"{sc.city}-n{sc.n_agents}-s{sc.seed}-v{variant}-{model.replace(':', '_')}"
         meta = DemoMeta(

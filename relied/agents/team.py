@@ -278,7 +278,11 @@ class ExpertTeam:
                              if self.subset else None)
         base = execute(core.net, core.scenario)
         self.baseline = float(base.returns.mean())
-        self.runs: dict[int, tuple[list[list[int]], Execution, float]] = {}
+        self.baseline_metrics = base.metrics  # the shortest-path baseline, reused by the batch
+        # per checked round: (routes, its execution or None, bound); only the execution of
+        # the round :meth:`run` can return is kept (one whole-fleet recording, not one per
+        # round), and the demonstration reuses it
+        self.runs: dict[int, tuple[list[list[int]], Execution | None, float]] = {}
         estimate = [np.unique(base.edges_by_step[:, i][base.edges_by_step[:, i] >= 0])
                     for i in range(core.n)]
         self.board = PlanBoard(view, estimate)
@@ -376,7 +380,8 @@ class ExpertTeam:
         report, run = check_plan(self.core.net, self.core.scenario, routes, self.config.bound,
                                  self.policy_probs, self.groups, self.baseline,
                                  reference=self.reference, agents=self.judged)
-        self.runs[round_] = (routes, run, report.plan_bound + (1e12 if report.too_slow else 0))
+        self._keep(round_, routes, run, report.accepted,
+                   report.plan_bound + (1e12 if report.too_slow else 0))
         return CriticVerdict(
             accepted=report.accepted, kind="accepted" if report.accepted else "stationarity",
             round=round_, epsilon=report.epsilon,
@@ -388,6 +393,22 @@ class ExpertTeam:
             plan_mean_return=report.plan_mean_return,
             baseline_mean_return=report.baseline_mean_return, too_slow=report.too_slow,
             mean_travel_time=report.mean_travel_time, reason=report.reason)
+
+    def _keep(self, round_: int, routes: list[list[int]], run: Execution, accepted: bool,
+              bound: float) -> None:
+        """Record a checked round; its execution is kept only if :meth:`run` could return
+        it (accepted: the chat ends; else the lowest bound so far, the earliest on ties)."""
+        best = min(((b, r) for r, (_, _, b) in self.runs.items()), default=None)
+        if accepted or best is None or bound < best[0]:
+            self.runs = {r: (x, None, b) for r, (x, _, b) in self.runs.items()}
+        else:
+            run = None
+        self.runs[round_] = (routes, run, bound)
+
+    def execution(self, outcome: TeamOutcome) -> Execution | None:
+        """The critic's execution of the plan ``outcome`` returns (None if not kept)."""
+        kept = self.runs.get(outcome.verdict.round)
+        return kept[1] if kept else None
 
     def _routes(self, plan: JointPlan) -> list[list[int]]:
         """Node routes of every learner: the validated plan of the sampled agents (all of
