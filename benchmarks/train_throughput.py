@@ -25,8 +25,13 @@ decisions/s, iterations/s and SGD minibatch steps/s of the update, peak RSS, pea
 records the device that produced it and ``os.getloadavg()`` before and after it.
 
     .venv/bin/python benchmarks/train_throughput.py                     # all rows, CPU
+    .venv/bin/python benchmarks/train_throughput.py --only scale        # the scale rows
     .venv/bin/python benchmarks/train_throughput.py --device cuda --json --out /some/dir
     .venv/bin/python benchmarks/train_throughput.py --only scale --sizes 10000 --profile
+
+Results: ``results/train_throughput.{md,json}`` for all rows; a subset of kinds writes its own
+file (``--only scale``: ``train_throughput_scale``), so re-measuring one kind keeps the others'
+file; ``_<device>`` is added off the CPU.
 """
 
 from __future__ import annotations
@@ -168,16 +173,16 @@ def goals(rows: list[dict]) -> dict:
 
 def markdown(report: dict) -> str:
     rows = report["rows"]
-    head = (f"# Training throughput (`python benchmarks/train_throughput.py`, device "
-            f"{report['device']}, {report['cpu_count']} CPUs shared with other jobs, 1 torch "
-            f"thread, load average {report['load_start']} at the start)")
+    head = (f"# Training throughput (`{report['command']}`, device {report['device']}, "
+            f"{report['cpu_count']} CPUs shared with other engineers' jobs, 1 torch thread, "
+            f"load average {[round(x, 2) for x in report['load_start']]} at the start)")
     lines = [head, "", "One training iteration per row (an episode per env, then the PPO "
              "update), ippo, `--share all`. Scale rows: the aguascalientes-peak demand "
              "scaled to N learners on north-bayreuth (see the module docstring).", "",
              "| kind | device | agents | vehicles | window (s) | envs | vector | engine | "
              "env steps | decisions | wall (s) | agent-steps/s | decisions/s | SGD steps/s | "
-             "env / policy / update | peak RSS (GiB) | peak GPU (GiB) | load 1-min before |",
-             "|" + "---|" * 18]
+             "env / policy / update | peak RSS (GiB) | peak GPU (GiB) | load 1-min before / "
+             "after |", "|" + "---|" * 18]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['kind']} | {r['device']} | {r['agents']} | {r['vehicles']:,} | "
@@ -192,7 +197,8 @@ def markdown(report: dict) -> str:
             f"{r['env_steps']:,} | {r['decisions']:,} | {r['wall_s']:.1f} | "
             f"{r['agent_steps_per_s']:,} | {r['decisions_per_s']:,} | "
             f"{r.get('sgd_steps_per_s', 'n/a')} | {share} | {r['peak_rss_gib']:.2f} | "
-            f"{r.get('peak_gpu_gib', 'n/a')} | {r['load_before'][0]:.2f} |")
+            f"{r.get('peak_gpu_gib', 'n/a')} | {r['load_before'][0]:.2f} / "
+            f"{r['load_after'][0]:.2f} |")
     lines += ["", "Goals: " + (", ".join(f"{k}: {v}" for k, v in report["goals"].items())
                                or "none measured")]
     return "\n".join(lines) + "\n"
@@ -218,7 +224,9 @@ def main() -> None:
         print(json.dumps(run_case(case, args.device, prof)), flush=True)
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = "" if args.device == "cpu" else f"_{args.device}"
+    kinds = [k for k in ("scale", "engine", "vector") if k in args.only]
+    tag = ("" if len(kinds) == 3 else "_" + "_".join(kinds)) + \
+        ("" if args.device == "cpu" else f"_{args.device}")
     report = {"device": args.device, "cpu_count": os.cpu_count(),
               "platform": platform.platform(), "load_start": os.getloadavg(),
               "command": " ".join(["python", "benchmarks/train_throughput.py", *sys.argv[1:]]),
