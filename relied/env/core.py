@@ -419,7 +419,7 @@ class RoutingCore:
             src, self._held = self.v_edge[q], q[:0]
         if q.size == 0:
             self._entered = q
-            self._left = (q, q, q, t1)
+            self._left = None
             return q
         # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
         order = np.argsort((src + 1) * self._edge_key + self.ready_s[q], kind="stable")
@@ -433,32 +433,35 @@ class RoutingCore:
         # Count the entries in; stored <= count, so an edge still within its storage after
         # them has room for all (leaving the network: index -2, never full).
         tgt = target[can]
-        np.add.at(self._count, tgt, 1)
+        added = np.bincount(tgt + 2, minlength=self.net.n_edges + 2)[2:]  # 0: leaving
+        self.count += added
         if np.count_nonzero(self._count[tgt] > self._storage[tgt]):
-            np.subtract.at(self._count, tgt, 1)
+            self.count -= added
             go = self._admit(q, src, target, depart, can, behind, t1)
-            counted = False
+            added, tgt = None, target[go]
         else:
-            go, counted = can, True
-            target = tgt
-        left = ~go
-        stay = q[left]
-        self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
-        self._left = (src, left, slot, t1)
-        return self._move(q[go], depart[go], src[go], target if counted else target[go], t1,
-                          counted, behind is None)
+            go = can
+        if self._recount:
+            stay = q[~go]
+            self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
+        else:  # every clock is before t1 here (at most the step's start + 1e-9): those that
+            self.clock_s[q] = t1  # stay are at t1, those that leave get their times below
+        # a queue head whose slot is by t1 can leave (its clock is before t1): unless an
+        # entry was refused, only vehicles behind a head stay with a slot by t1
+        self._left = None if added is not None and behind is None else (src, go, slot, t1)
+        return self._move(q[go], depart[go], src[go], tgt, t1, added, self._one_each)
 
     def _move(self, v: np.ndarray, d: np.ndarray, from_edge: np.ndarray, to: np.ndarray,
-              t1: float, counted: bool = False, one_each: bool = False) -> np.ndarray:
-        """Vehicles ``v`` leave ``from_edge`` (-1: their origin) at ``d`` into ``to`` (or out of
-        the network; ``counted``: already added to ``_count``; ``one_each``: at most one from
-        each edge, queue model). Returns those that arrived."""
+              t1: float, added: np.ndarray | None = None, one_each: bool = False) -> np.ndarray:
+        """Vehicles ``v`` leave ``from_edge`` (ascending; -1: their origin) at ``d`` into ``to``
+        (or out of the network; ``added``: entries per edge already added to ``count``;
+        ``one_each``: at most one from each edge, queue model). Returns those that arrived."""
         net = self.net
         self._entered = v[:0]
         if v.size == 0:
             return v
-        came = from_edge >= 0
-        vc, fe, dc = v[came], from_edge[came], d[came]
+        i = int(from_edge.searchsorted(0))  # origins first
+        vc, fe, dc = (v[i:], from_edge[i:], d[i:]) if i else (v, from_edge, d)
         self.blocked_on[fe] = -1
         if one_each:  # plain indexing does what ufunc.at does; d >= next slot (FIFO)
             self.next_slot[fe] = dc + self.headway[fe]
@@ -482,24 +485,26 @@ class RoutingCore:
             self.v_edge[gone] = -1
             if gone.size == v.size:
                 return gone
-            v, d, to = v[~out], d[~out], to[~out]
-        if v.size == 0:
-            return gone
+            stay = ~out
+            v, d, to = v[stay], d[stay], to[stay]
         mv, dm, e = v, d, to
         self._entered = mv
         if self.queue_model:
             t_edge = net.freeflow_s[e]
         else:
             t_edge = self._bpr_time(e, np.maximum(self.count[e], 0))
-        if not counted:
+        if added is None:
             np.add.at(self.count, e, 1)
-        np.add.at(self.entries, e, 1)
+            np.add.at(self.entries, e, 1)
+        else:
+            self.entries += added
         self.v_status[mv] = ON_EDGE
         self.v_edge[mv] = e
         self.v_node[mv] = net.edge_dst[e]
         self.entered_s[mv] = dm
-        self.ready_s[mv] = dm + t_edge
-        self.clock_s[mv] = np.minimum(dm + t_edge, t1)
+        ready = dm + t_edge
+        self.ready_s[mv] = ready
+        self.clock_s[mv] = np.minimum(ready, t1)
         if self.record_routes:
             learner = mv < self.n
             self.routes.append((mv[learner], e[learner]))
@@ -511,10 +516,15 @@ class RoutingCore:
         still queued are the ones the discharge left (``_left``: FIFO-sorted edges, left
         behind, slots) but not those of queues whose slot is after the step (they were no
         candidates), and those a full edge held."""
-        src, left, slot, t1 = self._left
-        stay_src = src[left & (slot <= t1 + 1e-9)]
-        if e.size == 1 and not stay_src.size:
-            return True
+        if self._left is None:  # nobody left behind by a queue whose slot is by t1
+            if e.size == 1:
+                return True
+            e = np.sort(e)
+            return not np.count_nonzero(e[1:] == e[:-1])
+        src, go, slot, t1 = self._left
+        stay_src = src[(slot <= t1 + 1e-9) & ~go]
+        if e.size == 1:
+            return not np.count_nonzero(stay_src == e[0])
         on = np.bincount(e, minlength=self.net.n_edges + 1)  # index -1: origins
         on[stay_src] += 1
         return not np.count_nonzero(on[e] > 1)
@@ -607,20 +617,21 @@ class RoutingCore:
         headway, sorted by ready time) each leave at their ready time, so each is taken as a
         queue of its own. Returns the times and which vehicles are behind another of their
         queue, ``(k, mask of those from index k)`` (``None``: one per queue)."""
-        clock = self.clock_s[q]
+        depart = np.maximum(slot, self.clock_s[q])
+        self._one_each = True  # at most one vehicle of each queue can leave by t1
         k = int(src.searchsorted(0)) + 1  # origins (src -1) sort first
         if k >= src.size:
-            return np.maximum(slot, clock), None
+            return depart, None
         behind = src[k:] == src[k - 1:-1]
         if not np.count_nonzero(behind):
-            return np.maximum(slot, clock), None
+            return depart, None
         # d_j >= slot + j h: if no queue's second vehicle can leave by t1 (then no later one
         # can), only queue heads can, and the others need no time
-        if not np.count_nonzero(self._headway[src[k:][behind]] + slot[k:][behind]
-                                <= t1 + 1e-9):
-            depart = np.maximum(slot, clock)
+        second = slot[k:] + self._headway[src[k:]]
+        if not np.count_nonzero(second[behind] <= t1 + 1e-9):
             depart[k:][behind] = np.inf
             return depart, (k, behind)
+        self._one_each = False
         start = _heads(src.size, (k, behind))
         idx = np.arange(src.size)
         first = np.maximum.accumulate(np.where(start, idx, 0))
@@ -632,7 +643,7 @@ class RoutingCore:
         rank[by_b] = idx
         offset = first * src.size
         top = np.maximum.accumulate(offset + rank) - offset
-        return np.maximum(jh + np.maximum(slot, b[by_b[top]]), clock), (k, behind)
+        return np.maximum(jh + np.maximum(slot, b[by_b[top]]), self.clock_s[q]), (k, behind)
 
     def _admit(self, q: np.ndarray, src: np.ndarray, target: np.ndarray, depart: np.ndarray,
                can: np.ndarray, behind: tuple[int, np.ndarray] | None,
