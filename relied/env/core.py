@@ -117,9 +117,10 @@ class RoutingCore:
         # per-edge arrays with one more entry, index -1: a vehicle at its origin (no headway,
         # no discharge slot, never held), so origins need no special case in the step
         self._headway = np.append(self.headway, 0.0)
-        # storage with two more entries, index -2 (ARRIVE, leaving the network) and -1: never
-        # full, so the entry check needs no mask
-        self._storage = np.append(net.storage, [np.inf, np.inf])
+        # the most vehicles each edge can hold: a vehicle enters while fewer than ``storage``
+        # are on it, so ``ceil(storage)``; two more entries, index -2 (ARRIVE, leaving the
+        # network) and -1: never full, so the entry check needs no mask
+        self._most = np.append(np.ceil(net.storage), [np.inf, np.inf])
         bg = s.n_background
         self.v_origin = np.concatenate([index_of(net, s.origins),
                                         index_of(net, s.background_origins or [])[:bg]])
@@ -174,7 +175,7 @@ class RoutingCore:
         self.clock_s[:] = self.v_depart
         self.head_since.fill(np.nan)
         self.v_arrival.fill(np.nan)
-        # vehicles on each edge (all states); ``_count`` has two more entries (see _storage)
+        # vehicles on each edge (all states); ``_count`` has two more entries (see _most)
         self._count = np.zeros(e + 2, dtype=np.int64)
         self.count = self._count[:e]
         self.active = np.empty(0, dtype=np.int64)  # departed, not arrived: ascending ids
@@ -430,12 +431,12 @@ class RoutingCore:
         target = self.next_edge[q]
         # Everyone who can leave does unless an entry may not fit (then within an edge a
         # later vehicle never leaves before an earlier one, departures being FIFO-chained).
-        # Count the entries in; stored <= count, so an edge still within its storage after
-        # them has room for all (leaving the network: index -2, never full).
+        # Count the entries in; stored <= count, so an edge that then holds at most what it
+        # can hold has room for all (leaving the network: index -2, never full).
         tgt = target[can]
         added = np.bincount(tgt + 2, minlength=self.net.n_edges + 2)[2:]  # 0: leaving
         self.count += added
-        if np.count_nonzero(self._count[tgt] > self._storage[tgt]):
+        if np.count_nonzero(self._count[tgt] > self._most[tgt]):
             self.count -= added
             go = self._admit(q, src, target, depart, can, behind, t1)
             added, tgt = None, target[go]
