@@ -57,6 +57,34 @@ def test_every_core_edge_maps_to_a_connected_fragment(net, sumo_net):
                   <= 0.25 * net.freeflow_s[real] + 10)
 
 
+def test_every_turn_the_core_allows_is_a_sumo_connection():
+    """netconvert leaves out some turns at joined junctions (Monaco: 16, e.g. the right turn
+    51691775#0 -> 4230007#0 into Avenue des Spelugues); the second pass adds them, so SUMO
+    drives every turn the core allows between edges with fragments."""
+    mon = load_city("monaco")
+    sn = load_sumo_network(mon, city_source("monaco").path)
+    assert sn.report.turns_missing == 0 and sn.missing_connections() == []
+    a, b = sn.index["51691775#0"], sn.index["4230007#0"]
+    assert b in sn.succ[a]
+
+
+def test_learner_is_not_sent_round_a_loop_by_a_missing_turn():
+    """Without that turn in SUMO, a shortest-path learner from Monaco's trip 26 is masked
+    off its best turn, goes round the block, and meets the same junction again, until the
+    horizon. With the core's turns connected it arrives near its free-flow time."""
+    mon = load_city("monaco")
+    sn = load_sumo_network(mon, city_source("monaco").path)
+    base = Scenario(city="monaco", n_agents=1000, seed=0, departure_window_s=600).resolve(mon)
+    sc = Scenario(city="monaco", n_agents=1, seed=0, horizon_s=900.0,
+                  origins=[base.origins[26]], destinations=[base.destinations[26]],
+                  departures_s=[0.0])
+    core = SumoCore(mon, sc, sn, "meso")
+    m = run_episode(core, make_policy("shortest-path")).metrics
+    core.close()
+    assert m["arrival_rate"] == 1.0
+    assert m["mean_travel_time"] < 1.3 * m["mean_freeflow_time"]
+
+
 def test_unmappable_core_edge_is_reported(net, sumo_net):
     far = [(u, v) for u in range(net.n_nodes) for v in range(net.n_nodes)
            if u != v and net.edge_between(u, v) < 0]

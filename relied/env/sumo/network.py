@@ -31,6 +31,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from relied.env import netcache
 from relied.env.network import DRIVABLE_HIGHWAYS, CityNetwork
 
 #: Bump when the options or the mapping change.
-SUMO_BUILD = 2
+SUMO_BUILD = 3
 
 #: netconvert options, each with why (see docs/environment.md, "SUMO").
 NETCONVERT_OPTIONS: tuple[str, ...] = (
@@ -68,6 +69,11 @@ NETCONVERT_OPTIONS: tuple[str, ...] = (
     "--osm.all-attributes", "false",
     "--no-warnings", "true",
 )
+
+#: Second pass, on the first pass's net: the core's turns that netconvert left out, given
+#: lane to lane with ``--connection-files`` (read at the joined junctions; on the OSM input
+#: they would refer to junctions that joining removes). Junction shapes as in the first pass.
+TURN_PASS_OPTIONS: tuple[str, ...] = ("--junctions.corner-detail", "0", "--no-warnings", "true")
 
 #: A fragment is "length mismatched" when it differs from its core edge by more than this
 #: share and :data:`LENGTH_SLACK_M`.
@@ -112,15 +118,29 @@ def _plain_osm(source: Path, folder: Path) -> Path:
 def sumo_net_path(net: CityNetwork, source: Path) -> Path:
     """Where the SUMO net of ``net`` (built from ``source``) is cached."""
     digest = netcache.source_sha256(source)
-    key = hashlib.sha256("|".join((*NETCONVERT_OPTIONS, sumo_version(), str(SUMO_BUILD)))
-                         .encode()).hexdigest()[:8]
+    parts = (*NETCONVERT_OPTIONS, *TURN_PASS_OPTIONS, sumo_version(), str(SUMO_BUILD))
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:8]
     entry = netcache.entry_path(net.name, digest)
     return entry.with_name(f"{entry.stem}.sumo{SUMO_BUILD}-{key}.net.xml")
 
 
+def _netconvert(sumo, inputs: list[str], out: Path, source: Path,
+                options: tuple[str, ...]) -> Path:
+    cmd = [str(Path(sumo.SUMO_HOME) / "bin" / "netconvert"), *inputs, "-o", str(out), *options]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not out.is_file():
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
+        why = (lines[0] if lines else f"exit status {proc.returncode}").strip()[:200]
+        raise SumoError(f"netconvert could not build a SUMO network from '{source}' "
+                        f"({why}); check or re-export the OSM file")
+    return out
+
+
 def build_sumo_net(net: CityNetwork, source: Path, use_cache: bool = True) -> Path:
     """Run netconvert on ``source`` (the OSM file ``net`` was built from), cached; returns the
-    ``.net.xml`` path. :class:`SumoError` with netconvert's first error line on failure."""
+    ``.net.xml`` path. Two passes: the second adds, with ``--connection-files``, the turns the
+    core allows that netconvert left out (:meth:`SumoNetwork.missing_connections`).
+    :class:`SumoError` with netconvert's first error line on failure."""
     sumo = require_sumo()
     source = Path(source)
     target = sumo_net_path(net, source)
@@ -128,21 +148,28 @@ def build_sumo_net(net: CityNetwork, source: Path, use_cache: bool = True) -> Pa
         return target
     with tempfile.TemporaryDirectory(prefix="relied-netconvert-") as tmp:
         osm = _plain_osm(source, Path(tmp))
-        out = Path(tmp) / "city.net.xml"
-        cmd = [str(Path(sumo.SUMO_HOME) / "bin" / "netconvert"), "--osm-files", str(osm),
-               "-o", str(out), *NETCONVERT_OPTIONS]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0 or not out.is_file():
-            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
-            why = (lines[0] if lines else f"exit status {proc.returncode}").strip()[:200]
-            raise SumoError(f"netconvert could not build a SUMO network from '{source}' "
-                            f"({why}); check or re-export the OSM file")
+        out = _netconvert(sumo, ["--osm-files", str(osm)], Path(tmp) / "guessed.net.xml",
+                          source, NETCONVERT_OPTIONS)
+        missing = SumoNetwork(net, out).missing_connections()
+        if missing:
+            con = Path(tmp) / "core-turns.con.xml"
+            con.write_text(connections_xml(missing))
+            out = _netconvert(sumo, ["--sumo-net-file", str(out)], Path(tmp) / "city.net.xml",
+                              source, TURN_PASS_OPTIONS + ("--connection-files", str(con)))
         data = out.read_bytes()
     if not use_cache or not netcache.atomic_write_bytes(target, data):
         keep = Path(tempfile.mkdtemp(prefix="relied-sumo-")) / target.name
         keep.write_bytes(data)
         return keep
     return target
+
+
+def connections_xml(rows: list[tuple[str, str, int, int]]) -> str:
+    """A netconvert connection file (``--connection-files``): one lane-to-lane connection
+    per ``(from, to, from_lane, to_lane)``."""
+    body = "".join(f"    <connection from={quoteattr(a)} to={quoteattr(b)} "
+                   f'fromLane="{fl}" toLane="{tl}"/>\n' for a, b, fl, tl in rows)
+    return f"<connections>\n{body}</connections>\n"
 
 
 @dataclass
@@ -183,7 +210,7 @@ class SumoNetwork:
         self._map()
 
     def _read(self, path: Path) -> None:
-        ids, frm, to, length, speed = [], [], [], [], []
+        ids, frm, to, length, speed, n_lanes = [], [], [], [], [], []
         succ: list[tuple[str, str]] = []
         junctions: list[str] = []
         try:
@@ -195,6 +222,7 @@ class SumoNetwork:
                     to.append(el.get("to"))
                     length.append(float(lanes[0].get("length")))
                     speed.append(max(float(ln.get("speed")) for ln in lanes))
+                    n_lanes.append(len(lanes))
                     el.clear()
                 elif el.tag == "connection" and not el.get("from", "").startswith(":"):
                     succ.append((el.get("from"), el.get("to")))
@@ -215,6 +243,7 @@ class SumoNetwork:
         self.index = {e: i for i, e in enumerate(ids)}
         self.edge_from, self.edge_to = frm, to
         self.length_m = np.asarray(length)
+        self.n_lanes = np.asarray(n_lanes, dtype=np.int64)
         self.freeflow_s = self.length_m / np.maximum(np.asarray(speed), 0.1)
         self.succ: list[set[int]] = [set() for _ in ids]
         for a, b in succ:
@@ -297,12 +326,53 @@ class SumoNetwork:
         self.last = np.array([f[-1] if f else -1 for f in self.fragments], dtype=np.int64)
         self.sumo_ff = np.array([self.freeflow_s[f].sum() if f else 0.0 for f in self.fragments])
         self._reach: dict[int, np.ndarray] = {}
-        for e in np.flatnonzero(self.real):  # turns at the head of each core edge
-            for o in net.out_edges(int(net.edge_dst[e])):
+        for e in np.flatnonzero(self.real).tolist():  # turns the core allows at each head
+            for o in self.core_turns(e):
                 report.turns += 1
                 if not self.can_take(int(self.last[e]), int(o), -1):
                     report.turns_missing += 1
         self.report = report
+
+    def core_turns(self, e: int) -> np.ndarray:
+        """Core edges a vehicle at the head of core edge ``e`` may take: the core's rule, every
+        out-edge but the one straight back unless it is the only way on."""
+        net = self.net
+        out = net.out_edges(int(net.edge_dst[e]))
+        back = net.edge_dst[out] == net.edge_src[e]
+        return out[~back] if (~back).any() else out
+
+    def _beyond(self, e: int, seen: frozenset = frozenset()) -> set[int]:
+        """Core edges with a fragment that a vehicle at the head of core edge ``e`` can turn
+        into (the core's rule), crossing the core edges inside a joined junction."""
+        net, found = self.net, set()
+        for o in self.core_turns(e).tolist():
+            if self.real[o]:
+                found.add(o)
+            elif self.inside[o] and int(net.edge_dst[o]) not in seen:
+                found |= self._beyond(o, seen | {int(net.edge_src[o])})
+        return found
+
+    def missing_connections(self) -> list[tuple[str, str, int, int]]:
+        """``(from, to, from_lane, to_lane)`` of the turns the core allows that SUMO does not
+        connect: from the last SUMO edge of a core edge to the first of each core edge it can
+        turn into (through a joined junction: the first beyond the core edges inside it). A
+        left turn (by the core nodes' positions) runs between the leftmost lanes, any other
+        between the rightmost (netconvert drops a connection given without lanes)."""
+        net, ids, rows = self.net, self.edge_ids, set()
+        for e in np.flatnonzero(self.real).tolist():
+            a = int(self.last[e])
+            for o in self._beyond(e):
+                b = int(self.first[o])
+                if b in self.succ[a]:
+                    continue
+                u, v = net.edge_src[e], net.edge_dst[e]
+                w, x = net.edge_src[o], net.edge_dst[o]
+                cross = ((net.lon[v] - net.lon[u]) * (net.lat[x] - net.lat[w])
+                         - (net.lat[v] - net.lat[u]) * (net.lon[x] - net.lon[w]))
+                left = cross > 0
+                rows.add((ids[a], ids[b], int(self.n_lanes[a] - 1) if left else 0,
+                          int(self.n_lanes[b] - 1) if left else 0))
+        return sorted(rows)
 
     def exits(self, node: int) -> np.ndarray:
         """Core out-edges of ``node`` that have a SUMO fragment (leave its junction)."""
