@@ -130,6 +130,7 @@ class RoutingCore:
                                    dtype=np.float64)
         self._depart_order = np.argsort(self.v_depart, kind="stable")
         self._depart_sorted = self.v_depart[self._depart_order]
+        self._next_depart_s = self._depart_sorted.tolist() + [np.inf]  # by departures released
         self.dest_ids, self.v_dest_row = np.unique(self.v_dest, return_inverse=True)
         self.ff_to_dest = cost_to_go(net, self.dest_ids).astype(np.float64)
         self.v_ff_od = self.ff_to_dest[self.v_dest_row, self.v_origin]
@@ -238,12 +239,25 @@ class RoutingCore:
 
     def _depart(self, now: float) -> None:
         """Release the vehicles departing by ``now`` into the active set (kept ascending)."""
-        end = int(np.searchsorted(self._depart_sorted, now + 1e-9, side="right"))
-        if end > self._departed:
-            new = np.sort(self._depart_order[self._departed:end])
-            self._departed = end
-            self.v_status[new] = AT_NODE
-            self.active = np.insert(self.active, np.searchsorted(self.active, new), new)
+        if self._next_depart_s[self._departed] > now + 1e-9:
+            return
+        end = int(self._depart_sorted.searchsorted(now + 1e-9, side="right"))
+        new = self._depart_order[self._departed:end]
+        self._departed = end
+        self.v_status[new] = AT_NODE
+        act = self.active
+        if new.size == 1:  # the usual case
+            i = int(act.searchsorted(new[0]))
+            self.active = np.concatenate((act[:i], new, act[i:]))
+            return
+        new = np.sort(new)
+        at = act.searchsorted(new) + np.arange(new.size)  # places in the merged array
+        merged = np.empty(act.size + new.size, dtype=act.dtype)
+        old = np.ones(merged.size, dtype=bool)
+        old[at] = False
+        merged[at] = new
+        merged[old] = act
+        self.active = merged
 
     def edge_delay(self, now: float | None = None) -> np.ndarray:
         """Delay over free flow (s) that a vehicle entering each edge at ``now`` would meet:
