@@ -10,21 +10,25 @@ with ``c1 = 1 / (1 - gamma)``, ``c2 = 2 gamma R_max / (1 - gamma)^2`` (``gamma``
 discount, ``R_max`` the env's reward bound). ``D_j`` is the expected policy change of agent
 ``j`` on the states the plan visits: the step its learning made last (current against previous
 policy) plus the pull of the plan (current policy against the point mass on the plan's action,
-``TV = 1 - pi(a_plan|o)``). ``Vol_ext(i)`` is the spread (std) of ``i``'s return over
-resimulations in which only agents outside ``G(i)`` change behaviour (see
-:mod:`relied.experts.critic`). The KL variant bounds each TV through Pinsker,
+``TV = 1 - pi(a_plan|o)``). ``Vol_ext(i)`` is the spread of agent ``i``'s local environment per
+decision when only agents outside ``G(i)`` change behaviour: the mean over the cells of its plan
+route (edge, entry minute) of the std of the cell's travel time over resimulations, in reward
+units (see :mod:`relied.experts.critic`); ``c1 = 1 / (1 - gamma)`` turns a per-decision reward
+change into a value change. The KL variant bounds each TV through Pinsker,
 ``min(1, sqrt(KL / 2))``. Before any training ``pi`` is uniform over the valid actions and
 the previous policy is the current one.
 
 The two terms live on incomparable scales: the divergence term is a worst case through
 ``R_max / (1 - gamma)^2`` (about 10^4 times ``R_max`` at gamma 0.99), the external term a
 measured spread, so their plain sum is ranked by the divergence term alone. The critic therefore
-judges the *scaled* bound (settings version 3): each term divided by its level for the learners'
-current joint behaviour (the reference: the ``quantile`` of the term over the reference's
-agents, at least its mean, at least a floor), ``50 * ext / S_ext + 50 * div / S_div``, so each
-term counts 50 at the reference's level and the constants ``c1, c2`` cancel. A plan is accepted
-when the ``quantile`` of its agents' scaled bounds is at most ``epsilon`` times the same quantile
-for the reference, under the same policies. The bound in return units is kept beside it.
+judges the *scaled* bound: each term divided by its level for the learners' current joint
+behaviour (the reference: the ``quantile`` of the term over the reference's agents, at least its
+mean, at least a floor), ``50 * ext / S_ext + 50 * div / S_div``, so each term counts 50 at the
+reference's level and the constants ``c1, c2`` cancel. A plan is accepted (settings version 4)
+when the *mean* of its agents' scaled bounds is strictly below ``epsilon`` times the same mean
+for the reference, under the same policies: it must lower the learners' non-stationarity, not
+merely match it; at most that when its mean ``Vol_ext`` is ``negligible`` (nothing to
+lower). The bound in return units is kept beside it.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ PolicyProbs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 #: the learners' discount per decision (``TrainConfig.gamma``'s default); training passes its
 #: own ``gamma`` so the bound and the learners always discount alike
 DEFAULT_GAMMA = 0.99
-BOUND_VERSION = 3  # 1: absolute epsilon (12,000), point-mass TV only, all-agent jitter;
-# 2: ratio epsilon on the unscaled bound (ranked by the divergence term alone)
+BOUND_VERSION = 4  # 1: absolute epsilon (12,000), point-mass TV only, all-agent jitter;
+# 2: ratio epsilon on the unscaled bound (ranked by the divergence term alone); 3: scaled bound,
+# 90% quantile at most the reference's, Vol_ext = spread of the whole return; 4: Vol_ext per
+# decision on the plan's cells, the plan's mean strictly below the reference's
 #: the scaled bound gives each term this much at the reference's level
 TERM_LEVEL = 50.0
 
@@ -55,11 +61,15 @@ class BoundConfig(BaseModel):
     version: int = Field(BOUND_VERSION, description="settings format (1: absolute epsilon)")
     gamma: float = Field(DEFAULT_GAMMA, gt=0, lt=1, description="the learners' discount "
                          "(TrainConfig.gamma; passed in by training)")
-    epsilon: float = Field(1.0, gt=0, description="scale-free threshold: the largest accepted "
-                           "ratio of the plan's bound quantile to that of the learners' current "
+    epsilon: float = Field(1.0, gt=0, description="scale-free threshold: a plan's mean scaled "
+                           "bound must be below this ratio times that of the learners' current "
                            "behaviour")
-    quantile: float = Field(0.9, gt=0, le=1, description="quantile of the agents' bounds that "
-                            "is compared (1: the worst agent)")
+    quantile: float = Field(0.9, gt=0, le=1, description="quantile of the reference's per-agent "
+                            "terms that sets each term's level (1: the worst agent)")
+    negligible: float = Field(1e-4, ge=0, description="a plan whose mean Vol_ext (reward units "
+                              "per decision) is at most this, measured for every agent (some "
+                              "outsider moved), passes at epsilon x the reference's mean "
+                              "(otherwise it must be below)")
     divergence: Literal["tv", "kl"] = Field("tv", description="'kl' = KL through Pinsker")
     group: Literal["co-occupancy", "shared-edges", "planner"] = Field(
         "co-occupancy", description="G(i): agents on one edge with i at the same step, agents "
@@ -81,8 +91,8 @@ class BoundConfig(BaseModel):
     @classmethod
     def from_stored(cls, stored: dict[str, Any] | None) -> BoundConfig:
         """Settings stored with a batch; a version-1 record (absolute epsilon) keeps only its
-        group, divergence and seed, a version-2 record (unscaled bound) its settings; the
-        rest takes today's defaults."""
+        group, divergence and seed, a version-2 or 3 record its settings; the rest takes
+        today's defaults."""
         stored = dict(stored or {})
         version = stored.get("version", 1)
         keep = ("divergence", "group", "seed") + (() if version == 1 else (
@@ -187,12 +197,13 @@ def stationarity_bound(vol_ext: np.ndarray, divergence: np.ndarray, groups: Sequ
 def term_scales(external: np.ndarray, divergence: np.ndarray, quantile: float, gamma: float,
                 r_max: float) -> tuple[float, float]:
     """``(S_ext, S_div)``: each term's level for the reference (its ``quantile`` over the
-    reference's agents, at least its mean), floored at ``c1 * 0.001`` (a return spread of 0.001)
-    and ``c2 * 0.01`` (one group member moving by TV 0.01) so that a reference without a term
-    does not make any trace of it infinite."""
+    reference's agents, at least its mean), floored at ``c1 * 1e-4`` (a spread of 1e-4 reward
+    units per decision, 0.006 s at the default time scale) and ``c2 * 0.01`` (one group member
+    moving by TV 0.01) so that a reference without a term does not make any trace of it
+    infinite."""
     c1, c2 = bound_constants(gamma, r_max)
     levels = []
-    for term, floor in ((external, c1 * 1e-3), (divergence, c2 * 1e-2)):
+    for term, floor in ((external, c1 * 1e-4), (divergence, c2 * 1e-2)):
         x = np.asarray(term, dtype=np.float64)
         levels.append(max(float(np.quantile(x, quantile)) if x.size else 0.0,
                           float(x.mean()) if x.size else 0.0, floor))
@@ -209,8 +220,9 @@ def scaled_bound(external: np.ndarray, divergence: np.ndarray,
 
 
 def threshold(reference_bounds: np.ndarray, config: BoundConfig) -> tuple[float, float]:
-    """``(reference quantile, threshold = epsilon * reference quantile)`` of scaled bounds."""
-    ref = float(np.quantile(np.asarray(reference_bounds, dtype=float), config.quantile))
+    """``(reference mean, threshold = epsilon * reference mean)`` of scaled bounds; a plan
+    passes when its mean is strictly below the threshold."""
+    ref = float(np.mean(np.asarray(reference_bounds, dtype=float)))
     return ref, config.epsilon * ref
 
 
