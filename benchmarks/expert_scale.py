@@ -6,6 +6,12 @@ aguascalientes-peak scaled to N learners on north-bayreuth (92% background, depa
 so the load per metre of road is the preset's). Rows: 1,000 learners with ``demo_agents`` at its
 default (500) and without subsetting (all 1,000 planned), 10,000 learners at the default.
 
+The sample (``relied.agents.team.demo_sample``): with ``demo_agents = 500`` and the default
+``group_size = 50`` the fleet, in agent-id order, is cut into 10 contiguous blocks and each block
+gives the same share of its agents (500 / N), drawn with a generator seeded by the scenario seed
+and the plan variant; each block's sample is one planner group, so a round costs 10 model calls
+whatever N. The other learners drive free-flow shortest paths.
+
 Per row (each in its own subprocess, so peak RSS is the row's own; a row that runs past
 ``--timeout`` is stopped and reports the phases it finished): model calls, planner groups,
 critic rounds, agents demonstrated, whether the critic accepted, and the wall time split into
@@ -15,7 +21,9 @@ critic rounds, agents demonstrated, whether the critic accepted, and the wall ti
   (the critic's scale: an execution and its resimulations),
 * planning: the planner calls (team chat time minus the critic's checks),
 * critic: the critic's checks (validation, the plan's execution and resimulations),
-* execution: the shortest-path baseline and the demonstration run recorded and saved.
+* execution: the demonstration saved (the plan's recording is the critic's execution of the
+  returned round and the shortest-path baseline the team's, both reused: no simulation here
+  unless the answer came from the cache).
 
     .venv/bin/python benchmarks/expert_scale.py --json
     .venv/bin/python benchmarks/expert_scale.py --sizes 1000 --timeout 600
@@ -109,7 +117,7 @@ def run_case(n: int, demo_agents: int | None, status: Path) -> dict:
 
 def markdown(report: dict) -> str:
     lines = [f"# Expert team at scale (`python benchmarks/expert_scale.py`, "
-             f"{report['cpus']} CPUs shared with other jobs, load average "
+             f"{report['cpus']} CPUs shared with other engineers' jobs, load average "
              f"{report['load_before']} at the start)", "",
              "One demonstration batch (offline planner, default team settings) on "
              "`scale_case(n)` of benchmarks/train_throughput.py (aguascalientes-peak scaled to "
@@ -117,14 +125,15 @@ def markdown(report: dict) -> str:
              "demonstrated (`TeamConfig.demo_agents`; all: no subset).", "",
              "| learners | vehicles | demo_agents | demonstrated | model calls | planner groups "
              "| rounds | accepted | wall (s) | forecast / setup / planning / critic / execution "
-             "(s) | peak RSS (GiB) | note |", "|" + "---|" * 12]
+             "(s) | peak RSS (GiB) | load 1-min after | note |", "|" + "---|" * 13]
     for r in report["rows"]:
         phases = " / ".join(f"{r.get(f'{k}_s', 0):.1f}" for k in PHASES)
         lines.append(
             f"| {r['agents']:,} | {r.get('vehicles', 0):,} | {r['demo_agents'] or 'all'} | "
             f"{r.get('demonstrated', '')} | {r.get('model_calls', '')} | {r.get('groups', '')} "
             f"| {r.get('rounds', '')} | {r.get('accepted', '')} | {r.get('wall_s', '')} | "
-            f"{phases} | {r.get('peak_rss_gib', '')} | {r.get('error', '')} |")
+            f"{phases} | {r.get('peak_rss_gib', '')} | {r['load_after'][0]:.2f} | "
+            f"{r.get('error', '')} |")
     return "\n".join(lines) + "\n"
 
 
