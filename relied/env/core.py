@@ -312,8 +312,15 @@ class RoutingCore:
         ready = self._reach_stop_lines(t1)
         if self.queue_model and (self._held.size or ready.size):
             at = self._end_edge if ready.size else ready
-            if not self._held.size and self._alone(at):
-                more = self._leave_alone(ready, at, t1)
+            if self._held.size:  # (a held vehicle on an edge counts there: lone means alone)
+                lone = self._held_still(t1) and not np.count_nonzero(self.count[at] != 1)
+                if lone and at.size > 1:  # in the retry's order (records of traversals)
+                    by = at.argsort()
+                    ready, at = ready[by], at[by]
+            else:
+                lone = self._alone(at)
+            if lone:
+                more = self._leave_alone(ready, at, t1) if ready.size else ready
             else:  # space freed during the step lets held vehicles in, at t1
                 retry = np.zeros(self.net.n_edges + 1, dtype=bool)  # index -1: origins
                 retry[self.v_edge[self._held]] = True
@@ -536,6 +543,8 @@ class RoutingCore:
                 return True
             e = np.sort(e)
             return not np.count_nonzero(e[1:] == e[:-1])
+        if not np.count_nonzero(self.count[e] != 1):  # nobody else on these edges
+            return True
         src, go, slot, t1 = self._left
         stay_src = src[(slot <= t1 + 1e-9) & ~go]
         if e.size == 1:
@@ -543,6 +552,21 @@ class RoutingCore:
         on = np.bincount(e, minlength=self.net.n_edges + 1)  # index -1: origins
         on[stay_src] += 1
         return not np.count_nonzero(on[e] > 1)
+
+    def _held_still(self, t1: float) -> bool:
+        """Queue model, after a discharge that held vehicles: would the retry hold them all
+        again? True where each waits in a queue on an edge bound to a full edge (so the
+        retry's gate takes the queue out), not for the stuck time yet, and that edge stays
+        full even without every vehicle just at its stop line (those are the only ones
+        :attr:`stored` may leave out). A sufficient condition: False sends to the retry."""
+        on = self.v_edge[self._held]
+        w = self._blocked_on[on]  # index -1 (origins): never bound
+        if np.count_nonzero(w < 0):
+            return False
+        if np.count_nonzero(t1 - self.blocked_since[on] < self.scenario.stuck_time_s) < on.size:
+            return False
+        at_stop = np.bincount(self.v_edge[self._mid], minlength=self.net.n_edges)[w]
+        return not np.count_nonzero(self.count[w] - at_stop < self.net.storage[w])
 
     def _leave_alone(self, v: np.ndarray, e: np.ndarray, t1: float) -> np.ndarray:
         """Queue model: vehicles ``v`` alone in their edge's (``e``) queue at their destination
@@ -720,6 +744,7 @@ class RoutingCore:
         else:
             on = among[self.ready_s[among] <= t1 + 1e-9]
         if on.size == 0:
+            self._mid = on
             return on
         self.clock_s[on] = self.ready_s[on]
         last = self.v_node[on] == self.v_dest[on]
@@ -729,6 +754,7 @@ class RoutingCore:
         self._end_edge = end_edge = self.v_edge[end]
         self.blocked_on[end_edge] = -1  # possibly a new head, bound nowhere full
         self.v_status[mid] = AT_NODE
+        self._mid = mid
         return end
 
     # ---- observation ------------------------------------------------------------------------
