@@ -27,6 +27,7 @@ critic rounds, agents demonstrated, whether the critic accepted, and the wall ti
 
     .venv/bin/python benchmarks/expert_scale.py --json
     .venv/bin/python benchmarks/expert_scale.py --sizes 1000 --timeout 600
+    .venv/bin/python benchmarks/expert_scale.py --full-max 0 --timeout 1800  # sampled rows only
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def run_case(n: int, demo_agents: int | None, status: Path) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Expert team at scale (`python benchmarks/expert_scale.py`, "
+    lines = [f"# Expert team at scale (`{report['command']}`, "
              f"{report['cpus']} CPUs shared with other engineers' jobs, load average "
              f"{report['load_before']} at the start)", "",
              "One demonstration batch (offline planner, default team settings) on "
@@ -141,6 +142,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1000,10000", help="learner counts")
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds per row")
+    p.add_argument("--full-max", type=int, default=1000,
+                   help="fleets up to this size also get a row without subsetting (0: none)")
     p.add_argument("--memory-gib", type=float, default=14.0,
                    help="address-space limit per row (a row past it fails, not the machine)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder of the results files")
@@ -154,8 +157,9 @@ def main() -> None:
         print(json.dumps(run_case(int(n), None if demo == "all" else int(demo), Path(status))))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
-    cases = [(n, 500) for n in sizes] + [(n, "all") for n in sizes if n <= 1000]
-    report = {"cpus": os.cpu_count(), "python": platform.python_version(),
+    cases = [(n, 500) for n in sizes] + [(n, "all") for n in sizes if n <= args.full_max]
+    report = {"command": " ".join(["python", "benchmarks/expert_scale.py", *sys.argv[1:]]),
+              "cpus": os.cpu_count(), "python": platform.python_version(),
               "load_before": [round(x, 2) for x in os.getloadavg()], "rows": []}
     for n, demo in sorted(cases, key=lambda c: (c[0], c[1] == "all")):
         with tempfile.NamedTemporaryFile(suffix=".json") as st:

@@ -31,7 +31,9 @@ records the device that produced it and ``os.getloadavg()`` before and after it.
 
 Results: ``results/train_throughput.{md,json}`` for all rows; a subset of kinds writes its own
 file (``--only scale``: ``train_throughput_scale``), so re-measuring one kind keeps the others'
-file; ``_<device>`` is added off the CPU.
+file; ``_<device>`` is added off the CPU and ``_profile`` under ``--profile`` (cProfile slows
+the run; each profiled iteration also leaves ``profile-<kind>-<n>.prof`` and the top 30
+functions by cumulative time in ``.txt``).
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def run_case(case: dict, device: str, profile: Path | None) -> dict:
                         prof = cProfile.Profile()
                         it = prof.runcall(trainer.iterate, venv)
                         prof.dump_stats(profile)
+                        write_profile_summary(profile)
                     else:
                         it = trainer.iterate(venv)
                 finally:
@@ -155,6 +158,19 @@ def run_case(case: dict, device: str, profile: Path | None) -> dict:
     if dev.type == "cuda":
         row["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 3)
     return row
+
+
+def write_profile_summary(profile: Path, top: int = 30) -> Path:
+    """The ``top`` functions of a cProfile dump by cumulative time, as text beside it."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    pstats.Stats(str(profile), stream=out).sort_stats("cumulative").print_stats(top)
+    text = out.getvalue().replace(str(Path(__file__).resolve().parents[1]) + "/", "")
+    path = profile.with_suffix(".txt")
+    path.write_text(text)
+    return path
 
 
 def goals(rows: list[dict]) -> dict:
@@ -226,7 +242,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in ("scale", "engine", "vector") if k in args.only]
     tag = ("" if len(kinds) == 3 else "_" + "_".join(kinds)) + \
-        ("" if args.device == "cpu" else f"_{args.device}")
+        ("" if args.device == "cpu" else f"_{args.device}") + ("_profile" if args.profile else "")
     report = {"device": args.device, "cpu_count": os.cpu_count(),
               "platform": platform.platform(), "load_start": os.getloadavg(),
               "command": " ".join(["python", "benchmarks/train_throughput.py", *sys.argv[1:]]),
