@@ -62,7 +62,6 @@ from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
 
 WAITING, AT_NODE, QUEUED, ON_EDGE, ARRIVED = 0, 1, 2, 3, 4
-ARRIVE = -2  # value of ``next_edge`` for a vehicle leaving the network at its edge's head
 GLOBAL_FEATURES, SLOT_FEATURES = 4, 7
 OBS_LOW, OBS_HIGH = -1.0, 10.0
 
@@ -117,8 +116,10 @@ class RoutingCore:
         # per-edge arrays with one more entry, index -1: a vehicle at its origin (no headway,
         # no discharge slot, never held), so origins need no special case in the step
         self._headway = np.append(self.headway, 0.0)
+        # ``next_edge`` of a vehicle leaving the network at its edge's head: one past the edges
+        self._arrive = net.n_edges
         # the most vehicles each edge can hold: a vehicle enters while fewer than ``storage``
-        # are on it, so ``ceil(storage)``; two more entries, index -2 (ARRIVE, leaving the
+        # are on it, so ``ceil(storage)``; two more entries, index ``_arrive`` (leaving the
         # network) and -1: never full, so the entry check needs no mask
         self._most = np.append(np.ceil(net.storage), [np.inf, np.inf])
         bg = s.n_background
@@ -146,7 +147,10 @@ class RoutingCore:
         self.record_queues = record_queues
         self.record_traversals = record_traversals
         self.bg_rng = np.random.default_rng([s.seed, 2])
-        self._edge_key = 2.0 * self.end_s + 1e4  # FIFO sort key: edge * this + stop-line time
+        # FIFO sort key: (edge + 1) * _edge_key + stop-line time; the first term per edge
+        # (index -1: origins, 0)
+        self._edge_key = 2.0 * self.end_s + 1e4
+        self._src_key = np.append((np.arange(net.n_edges) + 1) * self._edge_key, 0.0)
         m = self.n_all
         self.v_status = np.empty(m, dtype=np.int8)
         self.v_node = np.empty(m, dtype=np.int64)
@@ -267,8 +271,10 @@ class RoutingCore:
         if not self.queue_model:
             return self._bpr_time(np.arange(net.n_edges), self.count) - net.freeflow_s
         now = self.time_s if now is None else now
-        clear = np.maximum(self.next_slot, now) + self.count * self.headway
-        return np.maximum(clear - (now + net.freeflow_s), 0.0)
+        clear = np.maximum(self.next_slot, now)
+        clear += self.count * self.headway
+        clear -= now + net.freeflow_s
+        return np.maximum(clear, 0.0, out=clear)
 
     def edge_travel_time(self) -> np.ndarray:
         """Travel time (s) of each edge for a vehicle entering now (free flow + delay)."""
@@ -422,7 +428,7 @@ class RoutingCore:
         if q.size == 0:
             return q
         # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
-        order = np.argsort((src + 1) * self._edge_key + self.ready_s[q], kind="stable")
+        order = np.argsort(self._src_key[src] + self.ready_s[q], kind="stable")
         q, src = q[order], src[order]
         depart = np.maximum(self.ready_s[q], self.clock_s[q])
         go = depart <= t1 + 1e-9
@@ -444,7 +450,7 @@ class RoutingCore:
             self._left = None
             return q
         # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
-        order = np.argsort((src + 1) * self._edge_key + self.ready_s[q], kind="stable")
+        order = np.argsort(self._src_key[src] + self.ready_s[q], kind="stable")
         q, src = q[order], src[order]
         slot = self._next_slot[src]
         depart, behind = self._fifo(q, src, slot, t1)
@@ -453,9 +459,9 @@ class RoutingCore:
         # Everyone who can leave does unless an entry may not fit (then within an edge a
         # later vehicle never leaves before an earlier one, departures being FIFO-chained).
         # Count the entries in; stored <= count, so an edge that then holds at most what it
-        # can hold has room for all (leaving the network: index -2, never full).
+        # can hold has room for all (leaving the network: index _arrive, never full).
         tgt = target[can]
-        added = np.bincount(tgt + 2, minlength=self.net.n_edges + 2)[2:]  # 0: leaving
+        added = np.bincount(tgt, minlength=self._arrive + 1)[:-1]  # (last: leaving)
         self.count += added
         if np.count_nonzero(self._count[tgt] > self._most[tgt]):
             self.count -= added
@@ -499,7 +505,7 @@ class RoutingCore:
         self.clock_s[v] = d
         self.head_since[v] = np.nan
         self.next_edge[v] = -1
-        out = to == ARRIVE
+        out = to == self._arrive
         gone = v[out]
         if gone.size:
             self.v_status[gone] = ARRIVED
@@ -639,9 +645,13 @@ class RoutingCore:
             full[i] = self.stored[w] >= self.net.storage[w]
         if not np.count_nonzero(full):
             return q, e, q[:0]
-        self.next_slot[e[full]] = np.maximum(self.next_slot[e[full]], t1)  # re-held
+        re_held = e[full]
+        self.next_slot[re_held] = np.maximum(self.next_slot[re_held], t1)
         held = q[full]
-        self.clock_s[held] = np.maximum(self.clock_s[held], t1)
+        if self._recount:
+            self.clock_s[held] = np.maximum(self.clock_s[held], t1)
+        else:  # (every clock is before t1 in the step's first discharge)
+            self.clock_s[held] = t1
         keep = ~full
         return q[keep], e[keep], held
 
@@ -692,13 +702,13 @@ class RoutingCore:
         the next edge holds holds the ones behind it on its edge; after ``stuck_time_s`` at a
         queue's head a vehicle enters anyway. Updates the bookkeeping of held queues. Called
         where counting the entries in found an edge over its storage."""
-        entering = can & (target >= 0)
+        entering = can & (target < self._arrive)
         tgt = target[entering]
         entries = np.bincount(tgt, minlength=self.net.n_edges)[tgt]
         room = self.net.storage[tgt] - (self.stored[tgt] if self._recount else self.count[tgt])
         if not np.count_nonzero(entries > room):
             return can
-        leaving = target == ARRIVE
+        leaving = target == self._arrive
         tq = entering.nonzero()[0]
         # someone may not fit: rank the entries per edge, first come first served
         by = np.lexsort((q[tq], depart[tq], tgt))
@@ -750,7 +760,7 @@ class RoutingCore:
         last = self.v_node[on] == self.v_dest[on]
         end, mid = on[last], on[~last]
         self.v_status[end] = QUEUED
-        self.next_edge[end] = ARRIVE
+        self.next_edge[end] = self._arrive
         self._end_edge = end_edge = self.v_edge[end]
         self.blocked_on[end_edge] = -1  # possibly a new head, bound nowhere full
         self.v_status[mid] = AT_NODE
