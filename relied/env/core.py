@@ -25,13 +25,16 @@ advanced, so its rewards sum exactly to minus its travel time (in ``time_scale_s
 
 Cost: a step touches only the vehicles en route (departed, not arrived; ``active``, kept by
 state changes), numpy throughout with no per-vehicle Python loop. The queue model's extra work
-is kept to a few array operations per step in the uncongested case: entries are counted in and
-checked against storage at once (ranked first come first served only where an edge would
-overflow), storage is recounted over vehicles at stop lines only in the retry after the step's
-moves (before them every such vehicle has just decided, so ``stored`` equals ``count``), the
-per-edge FIFO chain is computed only where a queue's second vehicle can leave within the step,
-held queues are gated only while some head waits for a full edge, and a lone vehicle at its
-destination leaves without a second discharge pass.
+is kept to a few array operations per step in the uncongested case: entries are counted in by
+one ``bincount`` (reused for the edges' entry counts) and checked against what each edge can
+hold (ranked first come first served only where an entry is really refused), storage is
+recounted over vehicles at stop lines only in the retry after the step's moves (before them
+every such vehicle has just decided, so ``stored`` equals ``count``), and the retry itself is
+skipped where every held queue is bound to an edge that stays full; the per-edge FIFO chain is
+computed only where a queue's second vehicle can leave within the step (otherwise at most one
+vehicle leaves each edge, and moves are plain indexing, no ``ufunc.at``), held queues are gated
+only while some head waits for a full edge, and a lone vehicle at its destination leaves
+without a second discharge pass.
 
 Vehicle states: ``WAITING`` (before departure), ``AT_NODE`` (at an intersection or its origin,
 choosing the next edge), ``QUEUED`` (next edge chosen, waiting to leave), ``ON_EDGE`` (driving
@@ -335,7 +338,7 @@ class RoutingCore:
                 if self._entered.size:  # the only vehicles on an edge not at its stop line
                     self._reach_stop_lines(t1, self._entered)
             if more.size:
-                arrived = np.concatenate([arrived, more])
+                arrived = np.concatenate([arrived, more]) if arrived.size else more
         if arrived.size:
             self.n_arrived += arrived.size
             self.active = self.active[self.v_status[self.active] != ARRIVED]
