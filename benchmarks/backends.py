@@ -33,26 +33,33 @@ from relied.env.presets import load_preset
 from relied.env.rollout import run_episode
 from relied.env.scenario import Scenario
 from relied.env.sumo import BACKENDS, load_sumo_network, make_core
-from relied.env.sumo.core import SIM_OPTIONS
-from relied.env.sumo.network import NETCONVERT_OPTIONS
+from relied.env.sumo.core import SIM_OPTIONS, SumoCore
+from relied.env.sumo.network import NETCONVERT_OPTIONS, TURN_PASS_OPTIONS
 
 RESULTS = Path(__file__).parent / "results"
 POLICIES = ("shortest-path", "congestion-aware")
+
+
+#: Diagnostic row: SUMO meso with its traffic lights off (``--tls.all-off``). The core has no
+#: signals; this row measures how much of the gap to SUMO meso they make.
+NOSIGNALS = "sumo-meso-nosignals"
 
 
 def run_case(label: str, scenario: Scenario) -> dict:
     net = load_city(scenario.city)
     sumo_net = load_sumo_network(net, city_source(scenario.city).path)
     rows = []
-    for backend in BACKENDS:
+    for backend in (*BACKENDS, NOSIGNALS):
         for policy in POLICIES:
-            core = make_core(net, scenario, backend, sumo_net=sumo_net)
+            core = SumoCore(net, scenario, sumo_net, "meso", signals=False) \
+                if backend == NOSIGNALS else make_core(net, scenario, backend, sumo_net=sumo_net)
             start = time.perf_counter()
             ep = run_episode(core, make_policy(policy, scenario.seed))
             wall = time.perf_counter() - start
             m = ep.metrics
             rows.append({"case": label, "backend": backend, "policy": policy, "wall_s": wall,
                          "steps": ep.steps, "mean_travel_time": m["mean_travel_time"],
+                         "mean_freeflow_time": m["mean_freeflow_time"],
                          "arrival_rate": m["arrival_rate"],
                          "teleports": m.get("teleports", 0.0),
                          "removed_vehicles": m.get("removed_vehicles", 0.0),
@@ -67,6 +74,17 @@ def run_case(label: str, scenario: Scenario) -> dict:
     return {"case": label, "city": scenario.city, "learners": scenario.n_agents,
             "vehicles": scenario.n_vehicles, "window_s": scenario.departure_window_s,
             "mapping": sumo_net.report.summary(), "rows": rows, "goals": goals(rows)}
+
+
+def free_flow_scenario(city: str, trips: int, seed: int, gap_s: float = 30.0) -> Scenario:
+    """The first ``trips`` ODs of the 1,000-trip case, one departure every ``gap_s``: vehicles
+    hardly meet, so trip times compare the two networks (speeds, signals, turns), not the
+    congestion models."""
+    net = load_city(city)
+    full = Scenario(city=city, n_agents=1000, seed=seed, departure_window_s=600.0).resolve(net)
+    return Scenario(city=city, n_agents=trips, seed=seed, horizon_s=trips * gap_s + 1800.0,
+                    origins=full.origins[:trips], destinations=full.destinations[:trips],
+                    departures_s=[i * gap_s for i in range(trips)])
 
 
 def goals(rows: list[dict]) -> dict:
@@ -85,6 +103,9 @@ def goals(rows: list[dict]) -> dict:
     out["speedup_meso_goal_10x_met"] = all(out[p]["speedup_vs_meso"] >= 10 for p in POLICIES)
     out["tt_within_20pct_of_meso_met"] = all(abs(out[p]["tt_core_over_meso"] - 1) <= 0.2
                                              for p in POLICIES)
+    for p in POLICIES:  # diagnostic: the gap without SUMO's signals
+        out[p]["tt_core_over_meso_nosignals"] = (by[("core", p)]["mean_travel_time"]
+                                                 / by[(NOSIGNALS, p)]["mean_travel_time"])
     return out
 
 
@@ -96,15 +117,17 @@ def markdown(result: dict) -> str:
              "engineers' test runs at the same time (one run each, no repeats): ratios are "
              "indicative, absolute seconds noisy.", ""]
     for case in result["cases"]:
+        window = (f", departures over {case['window_s']:.0f} s" if case["window_s"] else "")
         lines += [f"## {case['case']} ({case['vehicles']} vehicles, {case['learners']} routed by "
-                  f"the policy, departures over {case['window_s']:.0f} s)", "",
+                  f"the policy{window})", "",
                   f"SUMO mapping: {case['mapping']}", "",
-                  "| backend | policy | wall (s) | mean tt (s) | arrived | teleports | "
-                  "removed | collisions | missed decisions |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| backend | policy | wall (s) | mean tt (s) | free-flow tt (s) | arrived | "
+                  "teleports | removed | collisions | missed decisions |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in case["rows"]:
             lines.append(f"| {r['backend']} | {r['policy']} | {r['wall_s']:.2f} | "
-                         f"{r['mean_travel_time']:.1f} | {r['arrival_rate']:.2f} | "
+                         f"{r['mean_travel_time']:.1f} | {r['mean_freeflow_time']:.1f} | "
+                         f"{r['arrival_rate']:.2f} | "
                          f"{r['teleports']:.0f} | {r['removed_vehicles']:.0f} | "
                          f"{r['collisions']:.0f} | {r['missed_decisions']:.0f} |")
         g = case["goals"]
@@ -118,6 +141,8 @@ def markdown(result: dict) -> str:
                   "| core tt within 20% of SUMO meso | " + " | ".join(
                       f"{g[p]['tt_core_over_meso']:.2f}" for p in POLICIES)
                   + f" | {g['tt_within_20pct_of_meso_met']} |",
+                  "| (diagnostic) core tt / SUMO meso tt with signals off | " + " | ".join(
+                      f"{g[p]['tt_core_over_meso_nosignals']:.2f}" for p in POLICIES) + " | |",
                   f"| ranking preserved (core {g['ranking']['core']}, micro "
                   f"{g['ranking']['sumo']}, meso {g['ranking']['sumo-meso']}) | | | "
                   f"{g['ranking_preserved']} |", ""]
@@ -151,12 +176,16 @@ def eval_markdown(result: dict) -> str:
         cmp = rep["comparison"]
         carry = cmp["gain_carry_over"]
         lines += [f"## {backend}", "", f"SUMO mapping: {rep['sumo_network']}", "",
-                  "| policy | mean tt core (s) | mean tt SUMO (s) | arrived SUMO | teleports | "
-                  "missed decisions |", "|---|---:|---:|---:|---:|---:|"]
+                  "| policy | mean tt core (s) | mean tt SUMO (s) | arrived core | arrived SUMO | "
+                  "teleports (all vehicles) | teleported learners | removed | "
+                  "missed decisions |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, v in rep["policies"].items():
-            lines.append(f"| {name} | {rep['core_policies'][name]['mean_travel_time']:.1f} | "
-                         f"{v['mean_travel_time']:.1f} | {v['arrival_rate']:.2f} | "
-                         f"{v['teleports']:.1f} | {v['missed_decisions']:.1f} |")
+            c = rep["core_policies"][name]
+            lines.append(f"| {name} | {c['mean_travel_time']:.1f} | "
+                         f"{v['mean_travel_time']:.1f} | {c['arrival_rate']:.3f} | "
+                         f"{v['arrival_rate']:.3f} | {v['teleports']:.1f} | "
+                         f"{v['teleported_learners']:.1f} | {v['removed_vehicles']:.1f} | "
+                         f"{v['missed_decisions']:.1f} |")
         lines += ["", f"- ranking core: {' < '.join(cmp['ranking_core'])}",
                   f"- ranking {backend}: {' < '.join(cmp['ranking_backend'])}",
                   f"- ranking preserved: **{cmp['ranking_preserved']}**",
@@ -191,6 +220,8 @@ def main() -> None:
     ap.add_argument("--cities", nargs="+", default=["aguascalientes", "monaco"])
     ap.add_argument("--trips", type=int, default=1000)
     ap.add_argument("--window", type=float, default=600.0, help="departure window (s)")
+    ap.add_argument("--free-flow-trips", type=int, default=60, help="trips of the free-flow "
+                    "case (the first ODs of the --trips case, one departure every 30 s)")
     ap.add_argument("--presets", action="store_true", help="also the congested peak presets "
                     "(2,500 vehicles each; SUMO micro takes many minutes)")
     ap.add_argument("--seed", type=int, default=0)
@@ -209,9 +240,11 @@ def main() -> None:
         else:
             print(eval_markdown(result))
         return
-    cases = [(f"{c} {args.trips} trips", Scenario(city=c, n_agents=args.trips, seed=args.seed,
-                                                  departure_window_s=args.window))
-             for c in args.cities]
+    cases = [(f"{c} free flow ({args.free_flow_trips} trips, one per 30 s)",
+              free_flow_scenario(c, args.free_flow_trips, args.seed)) for c in args.cities]
+    cases += [(f"{c} {args.trips} trips", Scenario(city=c, n_agents=args.trips, seed=args.seed,
+                                                   departure_window_s=args.window))
+              for c in args.cities]
     if args.presets:
         cases += [(f"{c}-peak", load_preset(f"{c}-peak").scenario) for c in args.cities]
     result = {"command": "benchmarks/backends.py " + " ".join(sys.argv[1:]),
@@ -220,6 +253,8 @@ def main() -> None:
                            "sumo": "libsumo 1.28, Krauss defaults, time-to-teleport 300 s, "
                                    "meso with junction control",
                            "netconvert_options": " ".join(NETCONVERT_OPTIONS),
+                           "netconvert_turn_pass": " ".join(TURN_PASS_OPTIONS)
+                           + " --connection-files <the core's turns netconvert left out>",
                            "sumo_options": " ".join(SIM_OPTIONS), "python":
                            platform.python_version(), "cpus": os.cpu_count()},
               "cases": [run_case(label, sc) for label, sc in cases]}

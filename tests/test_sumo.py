@@ -179,6 +179,23 @@ def test_observation_and_mask_from_sumo_state(net, sumo_net):
     core.close()
 
 
+def test_signals_off_switches_every_sumo_traffic_light_off(net, sumo_net):
+    """``signals=False`` (the benchmark's diagnostic row): SUMO's lights run the "off"
+    program (o/O: priority rules, no red); by default they run their programs (some red)."""
+    sc = Scenario(city=CITY, n_agents=2, seed=0)
+    states = {}
+    for signals in (True, False):
+        core = SumoCore(net, sc, sumo_net, "meso", signals=signals)
+        core.reset()
+        tls = core.traci.trafficlight
+        assert tls.getIDList()  # west-oakland has a signal
+        states[signals] = {(tls.getProgram(t), tls.getRedYellowGreenState(t))
+                           for t in tls.getIDList()}
+        core.close()
+    assert all(p == "off" and set(s) <= {"o", "O"} for p, s in states[False])
+    assert any("r" in s for _, s in states[True])
+
+
 def test_teleports_are_counted_and_kept_in_metrics(net, sumo_net):
     sc = Scenario(city=CITY, n_agents=40, seed=2, horizon_s=900.0)
     core = SumoCore(net, sc, sumo_net, "micro", time_to_teleport_s=3.0)

@@ -79,7 +79,7 @@ class SumoCore(RoutingCore):
 
     def __init__(self, net: CityNetwork, scenario: Scenario, sumo_net: SumoNetwork,
                  mode: Mode = "micro", record_routes: bool = False,
-                 time_to_teleport_s: float = 300.0):
+                 time_to_teleport_s: float = 300.0, signals: bool = True):
         if mode not in MODES:
             raise ValueError(f"unknown SUMO mode '{mode}'; choose micro or meso")
         if sumo_net.net is not net:
@@ -87,6 +87,9 @@ class SumoCore(RoutingCore):
         self.traci = _libsumo()
         self.sumo_net, self.mode = sumo_net, mode
         self.time_to_teleport_s = time_to_teleport_s
+        #: ``False``: SUMO's traffic lights switched off (``--tls.all-off``; a diagnostic:
+        #: the core has no signals, see docs/environment.md, "SUMO")
+        self.signals = signals
         self.running = False
         super().__init__(net, scenario, record_routes=record_routes)
 
@@ -101,6 +104,8 @@ class SumoCore(RoutingCore):
                *SIM_OPTIONS]
         if self.mode == "meso":
             cmd += ["--mesosim", "true", "--meso-junction-control", "true"]
+        if not self.signals:
+            cmd += ["--tls.all-off", "true"]
         return cmd
 
     def close(self) -> None:

@@ -6,7 +6,10 @@ junctions are what SUMO users never simulate as they are. A dual carriageway cro
 four OSM nodes a few metres apart; as separate SUMO junctions each has its own priority rules
 and no room to queue between them, so micro traffic locks itself ("yield"/"jam" teleports).
 The options are the usual OSM clean-up: junctions joined, signals guessed and joined,
-roundabouts and ramps guessed, simple corner shapes. The net is cached beside the core's
+roundabouts and ramps guessed, simple corner shapes. A second pass on that net adds, with
+``--connection-files``, the turns the core allows that netconvert left out at joined junctions
+(without them a learner is masked off its best turn and can be sent round a block for ever,
+as the core's costs-to-go expect the turn). The net is cached beside the core's
 network entry (``<entry>.sumo<N>-<key>.net.xml``), keyed by the source file's SHA-256, the
 options and SUMO's version.
 
