@@ -173,6 +173,22 @@ def write_profile_summary(profile: Path, top: int = 30) -> Path:
     return path
 
 
+def code_version() -> dict:
+    """The commit measured and the tracked files under ``relied/`` that differ from it (other
+    engineers edit the shared checkout while benchmarks run)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "modified": git("diff", "--name-only", "HEAD", "--", "relied").split()}
+
+
 def goals(rows: list[dict]) -> dict:
     def scale(n):
         return next((r for r in rows if r["kind"] == "scale" and r["agents"] == n
@@ -215,6 +231,11 @@ def markdown(report: dict) -> str:
             f"{r.get('sgd_steps_per_s', 'n/a')} | {share} | {r['peak_rss_gib']:.2f} | "
             f"{r.get('peak_gpu_gib', 'n/a')} | {r['load_before'][0]:.2f} / "
             f"{r['load_after'][0]:.2f} |")
+    lines += ["", "Code per row (commit; files under relied/ modified in the shared checkout "
+              "when the row started): " + "; ".join(
+                  f"{r['agents']:,} {r['kind']}: {r['code']['commit']}"
+                  + (f" + {', '.join(r['code']['modified'])}" if r["code"]["modified"] else "")
+                  for r in rows if "code" in r)]
     lines += ["", "Goals: " + (", ".join(f"{k}: {v}" for k, v in report["goals"].items())
                                or "none measured")]
     return "\n".join(lines) + "\n"
@@ -248,6 +269,7 @@ def main() -> None:
               "command": " ".join(["python", "benchmarks/train_throughput.py", *sys.argv[1:]]),
               "rows": []}
     for case in cases(args):
+        version = code_version()  # the row's subprocess imports the checkout as it is now
         cmd = [sys.executable, __file__, "--case", json.dumps(case), "--device", args.device,
                "--out", str(args.out)] + (["--profile"] if args.profile else [])
         start = time.perf_counter()
@@ -263,6 +285,7 @@ def main() -> None:
         else:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["process_wall_s"] = round(time.perf_counter() - start, 1)
+        row["code"] = version
         report["rows"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
         report["goals"] = goals(report["rows"])  # written after every row: a cut run keeps
