@@ -25,7 +25,8 @@ candidates and iterations within a seed), mean over seeds with a 95% bootstrap i
 seeds, for the scaled bound the critic judges, the bound in return units, each scaled term and
 the co-occupant count; and, per seed, mean drift of accepted vs rejected candidates (difference
 and ratio, bootstrap intervals over seeds), also leaving out the plans identical to the
-reference. Writes ``benchmarks/results/bound_validity.{json,md}``.
+reference, and on the bound's verdict alone (without the return criterion). Writes
+``benchmarks/results/bound_validity.{json,md}``; ``--rerender`` rebuilds them from the JSON.
 
     python benchmarks/bound_validity.py [--presets P ...] [--seeds 5] [--first-seed 5]
         [--agents 30] [--iterations 3] [--workers 2] [--json]
