@@ -1,20 +1,30 @@
 """Side by side: the core, SUMO micro and SUMO meso on the same demand (issue 11).
 
-For each city, the same Scenario (``--trips`` learners, departures uniform over
-``--window`` s; with ``--presets`` also the congested peak presets) is run with shortest-path
-and congestion-aware routing on each backend. Reported: mean travel time, arrival rate, SUMO
-teleports, and the wall time of the whole episode. Goals, as ratios within one run: the core
->= 50x faster than SUMO micro and >= 10x faster than SUMO meso (wall time); the core's mean
-travel time within 20% of SUMO meso's; the policy ranking the same on every backend.
+For each city, the same Scenario is run with shortest-path and congestion-aware routing on each
+backend: a free-flow case (``--free-flow-trips`` of the 1,000-trip ODs, one departure every
+30 s: the two networks compared apart from congestion), ``--trips`` learners departing over
+``--window`` s, and with ``--presets`` the congested peak presets. Reported: mean travel time,
+arrival rate, SUMO teleports, and the wall time of the whole episode. A diagnostic row runs
+SUMO meso with its traffic lights off (the core has no signals). Goals, as ratios within one
+run: the core >= 50x faster than SUMO micro and >= 10x faster than SUMO meso (wall time); the
+core's mean travel time within 20% of SUMO meso's; the policy ranking the same on every
+backend.
 
     .venv/bin/python benchmarks/backends.py --presets --json   # writes results/backends.{json,md}
 
-``--eval-run RUN`` instead evaluates a trained run with ``relied eval RUN --backend sumo`` and
-``--backend sumo-meso`` (held-out seeds run seed + 1000..1002) and writes
-``results/sumo_eval.{json,md}``: rankings in each simulator and the gain carry-over.
+``--eval-run RUN --eval-backend sumo|sumo-meso`` instead evaluates a trained run as ``relied
+eval RUN --backend ...`` does (held-out seeds: ``--seeds``, default run seed + 1000..1002) and
+merges it into ``results/sumo_eval.{json,md}``: rankings in each simulator and the gain
+carry-over. One process per backend (libsumo runs one SUMO per process; run both at once):
 
-    relied train --city west-oakland --algo ippo --steps 20000 --runs-dir /tmp/runs
-    .venv/bin/python benchmarks/backends.py --eval-run /tmp/runs/west-oakland/ippo/0 --json
+    relied train --preset aguascalientes-peak --algo reled --experts offline --demo-scenarios 2 \
+        --steps 30000 --seed 0 --bound-every 5 --runs-dir /tmp/runs
+    .venv/bin/python benchmarks/backends.py --eval-run /tmp/runs/aguascalientes/reled/0 \
+        --eval-backend sumo-meso --seeds 1000,1001 --json
+    .venv/bin/python benchmarks/backends.py --eval-run /tmp/runs/aguascalientes/reled/0 \
+        --eval-backend sumo --seeds 1000,1001 --json
+
+``--markdown-only`` rewrites both ``.md`` files from their JSON.
 """
 
 from __future__ import annotations
@@ -177,13 +187,16 @@ def eval_markdown(result: dict) -> str:
         carry = cmp["gain_carry_over"]
         lines += [f"## {backend}", "", f"SUMO mapping: {rep['sumo_network']}", "",
                   "| policy | mean tt core (s) | mean tt SUMO (s) | arrived core | arrived SUMO | "
-                  "teleports (all vehicles) | teleported learners | removed | "
-                  "missed decisions |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "unfinished learner trips | teleports (all vehicles) | teleported learners | "
+                  "removed | missed decisions |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, v in rep["policies"].items():
             c = rep["core_policies"][name]
             lines.append(f"| {name} | {c['mean_travel_time']:.1f} | "
                          f"{v['mean_travel_time']:.1f} | {c['arrival_rate']:.3f} | "
-                         f"{v['arrival_rate']:.3f} | {v['teleports']:.1f} | "
+                         f"{v['arrival_rate']:.3f} | "
+                         f"{(1 - v['arrival_rate']) * result['agents']:.1f} | "
+                         f"{v['teleports']:.1f} | "
                          f"{v['teleported_learners']:.1f} | {v['removed_vehicles']:.1f} | "
                          f"{v['missed_decisions']:.1f} |")
         lines += ["", f"- ranking core: {' < '.join(cmp['ranking_core'])}",
@@ -199,20 +212,57 @@ def eval_markdown(result: dict) -> str:
                          "decided by differences below a second and the carry-over divides "
                          "by a near-zero gain; neither says much on this run")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + EVAL_READING)
 
 
-def eval_run(run: Path, train_command: str) -> dict:
-    from relied.rl.evaluate import evaluate_run, load_run
+#: How to read the evaluation tables.
+EVAL_READING = [
+    "## Reading", "",
+    "- Figures are means over the held-out seeds (one episode per seed and policy). The core "
+    "and SUMO run the same scenarios: same learners' ODs and departures, same background "
+    "vehicles (the core's route rule applied at insertion).",
+    "- A trip SUMO has not finished at the horizon (gridlock) counts with its time up to the "
+    "horizon (censored) in the mean; `unfinished learner trips` is their number per episode. "
+    "SUMO's teleports (a vehicle stuck 300 s moved on) are counted and the teleported trips "
+    "stay in the means; `removed` vehicles left SUMO without arriving.",
+    "- `gain` is (shortest-path - policy) / shortest-path mean travel time in each simulator; "
+    "the carry-over is gain in SUMO / gain in the core.", "",
+]
 
+
+def eval_run(run: Path, train_command: str, backend: str, seeds: list[int] | None) -> dict:
+    """``relied eval RUN --backend <backend>`` (:func:`relied.rl.evaluate.evaluate_run`), merged
+    into ``results/sumo_eval.json`` beside the other backend's report of the same run and seeds
+    (one process per backend: libsumo runs one SUMO per process, and the two run at once)."""
+    import relied.env.equilibrium as equilibrium
+    from relied.rl.evaluate import evaluate_run, latest_run, load_run
+
+    solve = equilibrium.solve_equilibrium
+    solved: dict = {}
+
+    def solve_once(net, scenario, *args):  # the core's eval and SUMO's share one solution
+        key = (scenario.model_dump_json(), args)
+        if key not in solved:
+            solved[key] = solve(net, scenario, *args)
+        return solved[key]
+
+    equilibrium.solve_equilibrium = solve_once
     base = load_run(run)[0].seed + 1000
-    seeds = [base, base + 1, base + 2]
-    reps = {b: evaluate_run(run, seeds, backend=b) for b in ("sumo", "sumo-meso")}
-    first = next(iter(reps.values()))
-    return {"command": "benchmarks/backends.py " + " ".join(sys.argv[1:]),
-            "train_command": train_command, "run_dir": first["run_dir"],
-            "algo": first["algo"], "city": first["city"], "agents": first["agents"],
-            "seeds": seeds, "backends": reps}
+    seeds = seeds or [base, base + 1, base + 2]
+    rep = evaluate_run(run, seeds, backend=backend)
+    out = {"command": "benchmarks/backends.py --eval-run RUN --eval-backend sumo|sumo-meso "
+                      f"--seeds {','.join(map(str, seeds))} --json (one process per backend)",
+           "train_command": train_command, "run_dir": rep["run_dir"], "algo": rep["algo"],
+           "city": rep["city"], "agents": rep["agents"], "seeds": seeds, "backends": {}}
+    path = RESULTS / "sumo_eval.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("run_dir") == str(latest_run(run)) and old.get("seeds") == seeds:
+            out["backends"] = old["backends"]
+    out["backends"][backend] = rep
+    out["backends"] = {b: out["backends"][b] for b in ("sumo", "sumo-meso")
+                       if b in out["backends"]}
+    return out
 
 
 def main() -> None:
@@ -226,12 +276,27 @@ def main() -> None:
                     "(2,500 vehicles each; SUMO micro takes many minutes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-run", type=Path, help="evaluate this trained run on SUMO instead")
-    ap.add_argument("--train-command", default="relied train --city west-oakland --algo ippo "
-                    "--steps 20000", help="how --eval-run was trained (for the results file)")
+    ap.add_argument("--eval-backend", choices=("sumo", "sumo-meso"), default="sumo-meso")
+    ap.add_argument("--seeds", help="held-out seeds of --eval-run, comma-separated (default: "
+                    "the run's seed + 1000..1002)")
+    ap.add_argument("--train-command", default="relied train --preset aguascalientes-peak "
+                    "--algo reled --experts offline --demo-scenarios 2 --steps 30000 --seed 0 "
+                    "--bound-every 5", help="how --eval-run was trained (for the results file)")
     ap.add_argument("--json", action="store_true", help="print one JSON object; write results")
+    ap.add_argument("--markdown-only", action="store_true", help="only rewrite results/*.md "
+                    "from results/*.json (after a change to the tables' layout)")
     args = ap.parse_args()
+    if args.markdown_only:  # re-render the results files from their JSON
+        if (RESULTS / "backends.json").is_file():
+            (RESULTS / "backends.md").write_text(
+                markdown(json.loads((RESULTS / "backends.json").read_text())))
+        if (RESULTS / "sumo_eval.json").is_file():
+            (RESULTS / "sumo_eval.md").write_text(
+                eval_markdown(json.loads((RESULTS / "sumo_eval.json").read_text())))
+        return
     if args.eval_run is not None:
-        result = eval_run(args.eval_run, args.train_command)
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+        result = eval_run(args.eval_run, args.train_command, args.eval_backend, seeds)
         if args.json:
             RESULTS.mkdir(exist_ok=True)
             (RESULTS / "sumo_eval.json").write_text(json.dumps(result, indent=2))
