@@ -183,6 +183,9 @@ def test_light_load_shortest_paths_pass_and_slow_plans_fail():
     assert report.accepted and not report.offenders
     assert report.negligible and report.volatility_s < 0.006
     assert report.plan_bound == pytest.approx(report.reference_bound)
+    # a tie passes there, but an explicit epsilon below 1 still demands a lower bound
+    strict, _ = check_plan(net, light, routes, cfg.model_copy(update={"epsilon": 0.5}))
+    assert strict.negligible and not strict.accepted and "does not lower" in strict.reason
     assert report.plan_mean_return == pytest.approx(execute(net, light).returns.mean())
     slow, _ = check_plan(net, light, routes, cfg, baseline_return=report.plan_mean_return + 1.0)
     assert not slow.accepted and slow.too_slow and not report.too_slow
