@@ -9,8 +9,10 @@ default (500) and without subsetting (all 1,000 planned), 10,000 learners at the
 The sample (``relied.agents.team.demo_sample``): with ``demo_agents = 500`` and the default
 ``group_size = 50`` the fleet, in agent-id order, is cut into 10 contiguous blocks and each block
 gives the same share of its agents (500 / N), drawn with a generator seeded by the scenario seed
-and the plan variant; each block's sample is one planner group, so a round costs 10 model calls
-whatever N. The other learners drive free-flow shortest paths.
+and the plan variant; each block's sample is one planner group, split further until its prompt
+fits the model (170 groups of about 3 with the offline planner's budget at 1,000 learners), so
+model calls per round are bounded by the sample, not by N. The other learners drive free-flow
+shortest paths.
 
 Per row (each in its own subprocess, so peak RSS is the row's own; a row that runs past
 ``--timeout`` is stopped and reports the phases it finished): model calls, planner groups,
