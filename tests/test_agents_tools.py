@@ -3,6 +3,7 @@
 import asyncio
 import json
 
+import numpy as np
 import pytest
 from autogen_core import CancellationToken
 
@@ -10,7 +11,7 @@ from relied.agents.generate import PlanRequest, plan
 from relied.agents.team import TeamConfig
 from relied.agents.tools import ChatState, PlanFacts, chat_tools
 from relied.env.scenario import Scenario
-from relied.experts.bound import BoundConfig
+from relied.experts.bound import TIE_TOLERANCE, BoundConfig
 
 SC = Scenario(city="aguascalientes", n_agents=15, seed=4)
 
@@ -48,7 +49,9 @@ def test_agent_bound_is_the_critics_and_compares_with_the_absolute_epsilon():
     assert all(a["threshold_ratio"] == 1.0 for a in answers)
     within = [a["within_epsilon"] for a in answers]
     assert within == [v.bounds[i] <= v.epsilon for i in range(SC.n_agents)]
-    assert sum(within) >= 13  # accepted: the 90% quantile (between the 13th and 14th) fits
+    # accepted: the plan's mean bound fits (at a tie, within the tolerance of a negligible Vol_ext)
+    assert np.mean(list(v.bounds.values())) <= v.epsilon * (1 + TIE_TOLERANCE)
+    assert not all(within)  # though some agents alone are above it
     a = answers[0]
     assert a["bound"] == pytest.approx(a["external_term"] + a["divergence_term"], abs=0.2)
     # without the verdict's epsilon the facts compute it as the team does

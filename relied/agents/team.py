@@ -10,7 +10,7 @@ last plan as waypoints, the critic's verdicts restricted to its agents, and the 
 as corridor loads. The critic is a code agent: it merges the planners' latest plans, validates
 them and calls the ``stationarity_check`` tool (:func:`relied.experts.critic.check_plan`), so
 its verdict is deterministic. The chat ends when a verdict accepts or after ``max_rounds``;
-when no plan passed, the outcome is the valid plan with the lowest bound quantile, marked
+when no plan passed, the outcome is the valid plan with the lowest mean bound, marked
 ``fallback=True`` (training goes on with it; it is logged and counted).
 
 At scale (more learners than ``TeamConfig.demo_agents``) the team plans for a sample
@@ -19,8 +19,8 @@ group_size)`` contiguous blocks and every block gives the same share of its agen
 with a generator seeded by the scenario seed and the plan variant. Each block's sample is one
 planner group (split further to fit the context), so model calls per round do not grow with
 the fleet. The other learners drive their free-flow shortest paths in the executed plan (what
-the critic and the demonstration see), and the critic judges the sampled agents (their bound
-quantile against the same quantile of the reference; ``check_plan(agents=...)``). Only the
+the critic and the demonstration see), and the critic judges the sampled agents (their mean
+bound against the same mean of the reference; ``check_plan(agents=...)``). Only the
 sampled agents' rows are demonstrations (``DemoMeta.demo_agents``).
 """
 
@@ -133,8 +133,8 @@ class TeamOutcome(BaseModel):
     usage: list[CallUsage] = Field(default_factory=list, description="one row per model call")
     accepted: bool = Field(False, description="the critic accepted the returned plan")
     fallback: bool = Field(False, description="no plan passed within max_rounds: the returned "
-                           "plan is the valid one with the lowest bound quantile")
-    reference_bound: float | None = Field(None, description="bound quantile of the learners' "
+                           "plan is the valid one with the lowest mean bound")
+    reference_bound: float | None = Field(None, description="mean bound of the learners' "
                                           "current behaviour (the scale of epsilon)")
     demo_agents: list[int] | None = Field(None, description="the sampled agents planned and "
                                           "demonstrated (None: all; TeamConfig.demo_agents)")
@@ -501,7 +501,7 @@ class ExpertTeam:
                                        for p in critic.latest[name].plans),
                                       key=lambda p: p.agent_id))
         fallback = not final.accepted and bool(self.runs)
-        if fallback:  # no plan passed: the valid plan with the lowest bound quantile
+        if fallback:  # no plan passed: the valid plan with the lowest mean bound
             best = min(self.runs, key=lambda r: (self.runs[r][2], r))
             final = next(v for v in verdicts if v.round == best)
             plan = critic.plans_of_round.get(best, plan)

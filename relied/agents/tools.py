@@ -91,7 +91,7 @@ class PlanFacts:
 
     ``epsilon`` is the critic's absolute threshold (the verdict's ``epsilon``: ``bound.epsilon``
     is a ratio); when not given it is computed as the team does without learner behaviour
-    (the ratio times the free-flow shortest-path plan's bound quantile)."""
+    (the ratio times the free-flow shortest-path plan's mean bound)."""
 
     core: RoutingCore
     view: CityView
