@@ -214,6 +214,12 @@ def eval_markdown(result: dict) -> str:
                   f"- gain over shortest-path: core {cmp['gain_core']:+.2%}, {backend} "
                   f"{cmp['gain_backend']:+.2%}; carry-over (gain in SUMO / gain in core): "
                   f"**{'n/a' if carry is None else f'{carry:.2f}'}**"]
+        arrived = [v["arrival_rate"] for v in rep["policies"].values()]
+        if min(arrived) < 0.95:
+            lines.append(f"- {backend} gridlocks on this demand (learners arriving: "
+                         f"{min(arrived):.0%}-{max(arrived):.0%}): its means are dominated by "
+                         "trips censored at the horizon, so its gain says how many more trips "
+                         "finish as much as how much faster they are")
         spread = [v["mean_travel_time"] for v in rep["core_policies"].values()]
         if abs(cmp["gain_core"]) < 0.01:
             lines.append(f"- the core's gain is below 1% (its policies span "
@@ -227,7 +233,8 @@ def eval_markdown(result: dict) -> str:
 #: How to read the evaluation tables.
 EVAL_READING = [
     "## Reading", "",
-    "- Figures are means over the held-out seeds (one episode per seed and policy). The core "
+    "- Figures are means over the held-out seeds (one episode per seed and policy; with two "
+    "seeds no interval is claimed). The core "
     "and SUMO run the same scenarios: same learners' ODs and departures, same background "
     "vehicles (the core's route rule applied at insertion).",
     "- A trip SUMO has not finished at the horizon (gridlock) counts with its time up to the "
