@@ -286,3 +286,31 @@ def test_live_cost_to_go_is_computed_once_per_step_and_renewed_by_the_next(aguas
         assert core.live_to_go()[0] is not before[0]
         steps += int(deciding) and int(np.any(actions < core.noop))
     assert steps > 5
+
+
+def test_observe_rows_equal_the_rows_of_the_full_observation(aguas):
+    """``observe(rows)`` builds exactly those rows of ``observe()``; a core that observes only
+    its deciding learners after ``advance`` (the fast trainer's env) stays identical to one
+    that steps with full observations, live cost-to-go cache (reused 5 steps) included."""
+    from relied.env.live import LiveCostToGo
+
+    scenario = Scenario(n_agents=200, seed=5, departure_window_s=60.0)
+    full, part = RoutingCore(aguas, scenario), RoutingCore(aguas, scenario)
+    for core in (full, part):
+        core._live = LiveCostToGo(aguas, core.n, reuse=5)
+    obs = full.reset()
+    assert np.array_equal(part.reset(), obs)
+    policy, rng, checked, n_arrived = ShortestPathPolicy(), np.random.default_rng(0), 0, 0
+    while not full.done:
+        actions = policy(full)
+        obs = full.step(actions)[0]
+        part.advance(actions)
+        rows = np.flatnonzero(part.action_mask()[:, : part.k].any(axis=1))
+        assert np.array_equal(part.observe(rows), obs[rows])
+        some = rng.choice(full.n, 17, replace=False)  # any learners: waiting, arrived, ...
+        assert np.array_equal(full.observe(some), obs[some])
+        checked += rows.size
+        n_arrived = int((full.status == ARRIVED).sum())
+    assert np.array_equal(part.observe(), full.observe())
+    assert checked > 500 and n_arrived > 100
+    assert part.observe(np.zeros(0, dtype=np.int64)).shape == (0, full.obs_dim)

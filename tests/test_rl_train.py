@@ -215,3 +215,36 @@ def test_default_training_generalises_to_held_out_trips_on_west_oakland(tmp_path
     assert summary["heldout_arrival_rate"] >= 0.99
     assert summary["heldout_mean_travel_time"] <= 1.10 * summary[
         "heldout_shortest_path_travel_time"]
+
+
+def test_fast_rollout_builds_the_deciding_agents_observations_only(tmp_path, monkeypatch):
+    """The fast engine's envs observe only the agents whose mask offers an out-edge (the rows
+    ``collect`` stores); the full observation is built once per episode, at reset."""
+    from relied.env.core import RoutingCore
+    from relied.rl.envs import BatchRoutingEnv
+
+    made: list[RoutingCore] = []
+    make_core = BatchRoutingEnv._core
+    monkeypatch.setattr(BatchRoutingEnv, "_core",
+                        lambda self, s: made.append(make_core(self, s)) or made[-1])
+    built = {"full": 0, "rows": 0, "calls": 0}
+    observe = RoutingCore.observe
+
+    def counting(core, rows=None):
+        if any(core is c for c in made):
+            if rows is None:
+                built["full"] += 1
+            else:
+                deciding = np.flatnonzero(core.action_mask()[:, : core.k].any(axis=1))
+                assert np.array_equal(rows, deciding)
+                built["rows"] += len(rows)
+                built["calls"] += 1
+        return observe(core, rows)
+
+    monkeypatch.setattr(RoutingCore, "observe", counting)
+    summary = Trainer.create(tiny(n_agents=20, total_steps=10), tmp_path, progress=False).run()
+    assert summary["iterations"] == 1
+    episodes = 2  # one per env
+    assert built["full"] == episodes  # the resets
+    assert built["calls"] == summary["env_steps"]
+    assert 0 < built["rows"] < 0.2 * 20 * summary["env_steps"]

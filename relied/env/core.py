@@ -313,6 +313,12 @@ class RoutingCore:
     # ---- dynamics ---------------------------------------------------------------------------
     def step(self, actions: np.ndarray):
         """Advance one step. Returns ``(obs, reward, terminated, truncated)``, arrays of n."""
+        reward, terminated, truncated = self.advance(actions)
+        return self.observe(), reward, terminated, truncated
+
+    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`step` without the observation: ``(reward, terminated, truncated)`` (the
+        caller observes what it needs, e.g. ``observe(rows)``)."""
         s = self.scenario
         t1 = self.time_s + s.dt_s
         clock_before = self.clock_s[: self.n].copy()
@@ -363,7 +369,7 @@ class RoutingCore:
             reward[late] -= (self.end_s - self.clock_s[:n][late]) / s.time_scale_s
             reward[late] -= s.timeout_penalty
             self.clock_s[:n][late] = self.end_s
-        return self.observe(), reward, terminated, truncated
+        return reward, terminated, truncated
 
     def _decide(self, actions: np.ndarray) -> None:
         """Learners at a decision point take their chosen slot; background vehicles choose."""
@@ -775,33 +781,38 @@ class RoutingCore:
         """The node where each learner decides next (its edge's head, or its origin)."""
         return self.node
 
-    def observe(self) -> np.ndarray:
+    def observe(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """``(n, obs_dim)`` observation of every learner, or ``(len(rows), obs_dim)`` of the
+        learners ``rows`` only (equal to those rows of the full one; the fast trainer builds
+        the deciding learners' rows alone)."""
         net, s = self.net, self.scenario
-        node = self.node
+        rows = np.arange(self.n) if rows is None else np.asarray(rows, dtype=np.int64)
+        m = len(rows)
+        node, dest_row, status = self.node[rows], self.dest_row[rows], self.status[rows]
         slots = self.out_table[node]
-        valid = self._slot_mask(np.arange(self.n))  # the mask at each learner's next node
+        valid = self._slot_mask(rows)  # the mask at each learner's next node
         se = np.where(valid, slots, 0)
-        togo = self.ff_to_dest[self.dest_row, node]
-        via = net.freeflow_s[se] + self.ff_to_dest[self.dest_row[:, None], net.edge_dst[se]]
+        togo = self.ff_to_dest[dest_row, node]
+        via = net.freeflow_s[se] + self.ff_to_dest[dest_row[:, None], net.edge_dst[se]]
         best = np.where(valid, via, np.inf).min(axis=1)
-        to_dest = self.xy[self.dest] - self.xy[node]
+        to_dest = self.xy[self.dest[rows]] - self.xy[node]
         dist = np.linalg.norm(to_dest, axis=1)
         unit = to_dest / np.maximum(dist, 1e-9)[:, None]
-        obs = np.empty((self.n, self.obs_dim), dtype=np.float32)
-        obs[:, 0] = self.status == AT_NODE
+        obs = np.empty((m, self.obs_dim), dtype=np.float32)
+        obs[:, 0] = status == AT_NODE
         obs[:, 1] = min(self.time_s / s.horizon_s, 1.0)
         obs[:, 2] = togo / 600.0
         obs[:, 3] = dist / 1000.0
-        per = obs[:, GLOBAL_FEATURES:].reshape(self.n, self.k, SLOT_FEATURES)
+        per = obs[:, GLOBAL_FEATURES:].reshape(m, self.k, SLOT_FEATURES)
         per[:, :, 0] = valid
         per[:, :, 1] = (via - best[:, None]) / 60.0
         per[:, :, 2] = self.edge_delay()[se] / 60.0
         per[:, :, 3] = self.count[se] / net.storage[se]
         per[:, :, 4] = net.freeflow_s[se] / 60.0
         per[:, :, 5] = np.einsum("nkd,nd->nk", self.edge_dir[se], unit)
-        per[:, :, 6] = self._live_detour(se, valid) / 60.0
+        per[:, :, 6] = self._live_detour(se, valid, status == AT_NODE, rows) / 60.0
         per[~valid] = 0.0
-        obs[self.status == ARRIVED, 1:] = 0.0
+        obs[status == ARRIVED, 1:] = 0.0
         np.clip(obs, OBS_LOW, OBS_HIGH, out=obs)
         return obs
 
@@ -812,16 +823,20 @@ class RoutingCore:
         return self._live.get(self.t, self.edge_travel_time, self.dest,
                               np.flatnonzero(self.status == AT_NODE))
 
-    def _live_detour(self, se: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """``(n, K)`` seconds each slot loses against the best one on current entering travel
-        times, for learners at a decision point (0 elsewhere)."""
+    def _live_detour(self, se: np.ndarray, valid: np.ndarray, at_node: np.ndarray,
+                     rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), K)`` seconds each slot loses against the best one on current entering
+        travel times, for the learners ``rows`` at a decision point (``at_node``; 0
+        elsewhere)."""
         out = np.zeros(se.shape)
-        deciding = np.flatnonzero(self.status == AT_NODE)
+        if not np.any(self.status == AT_NODE):
+            return out
+        cost, to_go, row_of = self.live_to_go()  # asked whatever the rows: its cache advances
+        deciding = np.flatnonzero(at_node)  # as with the full observation
         if deciding.size == 0:
             return out
-        cost, to_go, row_of = self.live_to_go()
         e = se[deciding]
-        via = cost[e] + to_go[row_of[deciding][:, None], self.net.edge_dst[e]]
+        via = cost[e] + to_go[row_of[rows[deciding]][:, None], self.net.edge_dst[e]]
         ok = valid[deciding]
         best = np.where(ok, via, np.inf).min(axis=1, keepdims=True)
         gap = via - best

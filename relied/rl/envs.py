@@ -7,6 +7,9 @@ agent's decision node (and at the end ``info["metrics"]``,
 ``info["arrived"]``). Tianshou's vector envs
 (``DummyVectorEnv``, ``SubprocVectorEnv``, ``RayVectorEnv``) stack these per env, so the
 learner sees ``(n_envs, n, ...)`` arrays and acts for all agents in one forward pass.
+``decisions_only`` (the fast trainer's rollout, which reads deciding agents' rows alone) builds
+the observation of the agents whose mask offers an out-edge only; the other rows are 0 (their
+mask is whole).
 ``--vector ray`` joins the cluster at ``$RAY_ADDRESS`` or starts a loopback-only local Ray.
 """
 
@@ -33,13 +36,16 @@ class BatchRoutingEnv(gym.Env):
     """One :class:`RoutingCore` with all its agents as one (vector-valued) env. The city is
     loaded once; ``with_state`` adds ``info["state"]``, vehicles / storage of every edge (the
     global state of MAPPO's value function). ``backend`` ``sumo``/``sumo-meso`` simulates in SUMO
-    (:mod:`relied.env.sumo`; one SUMO per process, slow)."""
+    (:mod:`relied.env.sumo`; one SUMO per process, slow). ``decisions_only``: observe the
+    deciding agents' rows only (see the module docstring)."""
 
-    def __init__(self, scenario: Scenario, with_state: bool = False, backend: str = "core"):
+    def __init__(self, scenario: Scenario, with_state: bool = False, backend: str = "core",
+                 decisions_only: bool = False):
         self.net = load_city(scenario.city)
         self.city = scenario.city
         self.with_state = with_state
         self.backend = backend
+        self.decisions_only = decisions_only
         self.core = self._core(scenario)
         n, k = self.core.n, self.core.k
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (n, self.core.obs_dim + k + 1),
@@ -53,9 +59,18 @@ class BatchRoutingEnv(gym.Env):
 
         return make_core(self.net, scenario, self.backend)
 
-    def _obs(self, obs: np.ndarray) -> np.ndarray:
+    def _obs(self, obs: np.ndarray | None) -> np.ndarray:
+        """The env's observation from the core's full one, or (``obs`` None) from the deciding
+        agents' rows alone."""
         mask = self.core.action_mask()
-        return np.concatenate([obs, mask.astype(np.float32)], axis=1)
+        if obs is not None:
+            return np.concatenate([obs, mask.astype(np.float32)], axis=1)
+        dim = self.core.obs_dim
+        out = np.zeros((self.core.n, dim + mask.shape[1]), dtype=np.float32)
+        out[:, dim:] = mask
+        rows = np.flatnonzero(mask[:, : self.core.k].any(axis=1))
+        out[rows, :dim] = self.core.observe(rows)
+        return out
 
     def _info(self) -> dict:
         info = {"node": self.core.decision_node().copy()}
@@ -76,7 +91,10 @@ class BatchRoutingEnv(gym.Env):
         return self._obs(self.core.reset()), self._info()
 
     def step(self, action: np.ndarray):
-        obs, reward, _, _ = self.core.step(np.asarray(action))
+        if self.decisions_only and self.backend == "core":  # (a SUMO core observes in step)
+            obs, (reward, _, _) = None, self.core.advance(np.asarray(action))
+        else:
+            obs, reward, _, _ = self.core.step(np.asarray(action))
         info = self._info()
         done = self.core.done
         if done:
@@ -167,12 +185,14 @@ def vector_env(fns: list, vector: str):
 
 
 def make_vector_env(scenario: Scenario, n_envs: int, vector: str, with_state: bool = False,
-                    backend: str = "core"):
+                    backend: str = "core", decisions_only: bool = False):
     """``n_envs`` copies of the training scenario behind one of Tianshou's vector envs
-    (``backend`` sumo/sumo-meso: one SUMO per env worker, so several envs need subprocesses)."""
+    (``backend`` sumo/sumo-meso: one SUMO per env worker, so several envs need subprocesses;
+    ``decisions_only``: see :class:`BatchRoutingEnv`)."""
     check_backend(vector)
     if backend != "core" and vector == "dummy" and n_envs > 1:
         raise VectorEnvError(f"--backend {backend} runs one SUMO per process (libsumo): use "
                              "--vector subproc (or ray) with --envs > 1, or --envs 1")
-    return vector_env([functools.partial(BatchRoutingEnv, scenario, with_state, backend)
+    return vector_env([functools.partial(BatchRoutingEnv, scenario, with_state, backend,
+                                         decisions_only)
                        for _ in range(n_envs)], vector)

@@ -586,7 +586,8 @@ class Trainer:
         self.load_demos()
         cfg = self.cfg
         venv = make_vector_env(self.scenario, cfg.n_envs, cfg.vector,
-                               with_state=cfg.spec.central_value, backend=cfg.backend)
+                               with_state=cfg.spec.central_value, backend=cfg.backend,
+                               decisions_only=True)  # collect() reads deciding rows alone
         try:
             self._train_loop(lambda: self.iterate(venv))
         finally:
