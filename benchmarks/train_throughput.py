@@ -92,7 +92,7 @@ def run_case(case: dict, device: str, profile: Path | None) -> dict:
     import torch
 
     from relied.rl.config import TrainConfig
-    from relied.rl.envs import VectorEnvError, make_vector_env
+    from relied.rl.envs import VectorEnvError
     from relied.rl.model import resolve_device
     from relied.rl.trainer import Trainer
 
@@ -125,7 +125,7 @@ def run_case(case: dict, device: str, profile: Path | None) -> dict:
                 timing, sgd = None, None
             else:
                 trainer = Trainer.create(cfg, Path(tmp), progress=False)
-                venv = make_vector_env(trainer.scenario, cfg.n_envs, cfg.vector)
+                venv = trainer.vector_env()  # as `relied train` builds it
                 try:
                     if profile is not None:
                         import cProfile

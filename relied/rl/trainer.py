@@ -584,15 +584,20 @@ class Trainer:
 
     def _run(self) -> dict:
         self.load_demos()
-        cfg = self.cfg
-        venv = make_vector_env(self.scenario, cfg.n_envs, cfg.vector,
-                               with_state=cfg.spec.central_value, backend=cfg.backend,
-                               decisions_only=True)  # collect() reads deciding rows alone
+        venv = self.vector_env()
         try:
             self._train_loop(lambda: self.iterate(venv))
         finally:
             venv.close()
         return self.finish()
+
+    def vector_env(self):
+        """The fast engine's vector env of the training scenario (:meth:`iterate` runs on it);
+        its envs observe only the deciding agents, the rows ``collect`` stores."""
+        cfg = self.cfg
+        return make_vector_env(self.scenario, cfg.n_envs, cfg.vector,
+                               with_state=cfg.spec.central_value, backend=cfg.backend,
+                               decisions_only=True)
 
     def _train_loop(self, iterate: Callable[[], dict]) -> None:
         """Run ``iterate`` until the step budget; after each iteration its CSV row, then the
