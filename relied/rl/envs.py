@@ -91,7 +91,7 @@ class BatchRoutingEnv(gym.Env):
         return self._obs(self.core.reset()), self._info()
 
     def step(self, action: np.ndarray):
-        if self.decisions_only and self.backend == "core":  # (a SUMO core observes in step)
+        if self.decisions_only:
             obs, (reward, _, _) = None, self.core.advance(np.asarray(action))
         else:
             obs, reward, _, _ = self.core.step(np.asarray(action))

@@ -247,7 +247,8 @@ class SumoCore(RoutingCore):
         return self._delay
 
     # ---- dynamics -----------------------------------------------------------------------------
-    def step(self, actions: np.ndarray):
+    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One step in SUMO (``step()`` is this, then ``observe()``, as in the core)."""
         if not self.running:
             raise SumoError("this SUMO simulation was closed (another SumoCore started in this "
                             "process); reset() it, one SumoCore per process at a time")
@@ -284,7 +285,7 @@ class SumoCore(RoutingCore):
             late = self.status != ARRIVED
             truncated[late] = True
             reward[late] -= s.timeout_penalty
-        return self.observe(), reward, terminated, truncated
+        return reward, terminated, truncated
 
     def _apply(self, actions: np.ndarray) -> None:
         """Send the deciding learners' choices to SUMO (insert at the origin, or reroute)."""
