@@ -16,14 +16,26 @@ Goals (issue 8): reled's ``auc`` above ippo's and leed's with non-overlapping in
 reaches the congestion-aware return in <= 1/3 of ippo's steps; reled ends within 5% of the
 equilibrium travel time. The results file says which hold.
 
-    python benchmarks/sample_efficiency.py [--seeds 0,1,2,3,4] [--steps 30000] [--json]
+Re-runnable by part: the results json keeps one record per (algorithm, seed) with the commit
+and the stationarity-bound version it ran with. ``--algos``/``--seeds`` re-run a subset, whose
+records replace the stored ones of the same (algorithm, seed); the table and goals are always
+recomputed from all records. Records of another benchmark setting, of other references, or of
+an algorithm that trains on critic-filtered demos (``AlgoSpec.demos == "accepted"``) measured
+with another bound version are refused (exit 2) instead of mixed in. ``--verify`` re-runs the
+given runs and checks that they reproduce the stored records exactly, without replacing them.
+
+    python benchmarks/sample_efficiency.py [--algos reled,bc] [--seeds 0,1,2,3,4]
+        [--steps 30000] [--workers 2] [--verify] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,13 +48,100 @@ from relied.env.equilibrium import EquilibriumPolicy
 from relied.env.policies import make_policy
 from relied.env.presets import load_preset
 from relied.env.rollout import run_episode
-from relied.rl.config import TrainConfig
+from relied.experts.bound import BOUND_VERSION
+from relied.rl.config import ALGO_SPECS, TrainConfig
 from relied.rl.policy import TrainedPolicy
 from relied.rl.trainer import Trainer, read_metrics
 
 RESULTS = Path(__file__).parent / "results"
 ALGOS = "reled,reled-nofilter,reled-fixed,leed,ippo,mappo,bc"
 REFS = ("shortest-path", "congestion-aware", "equilibrium")
+#: what every record of one results file shares; records of other settings are not merged
+SETTINGS = ("preset", "other", "steps", "demo_scenarios", "eval_seeds", "eq_iterations")
+#: a run's figures: what --verify compares (not its folder, wall time or load)
+FIGURES = ("auc", "steps_to_ca", "heldout", "other", "curve")
+
+
+class ResultsError(ValueError):
+    """Stored results that cannot be merged with this run (one line: what and what to do)."""
+
+
+def bound_dependent(algo: str) -> bool:
+    """Whether ``algo`` trains on demos the stationarity critic filtered, so its figures
+    depend on the bound's version."""
+    return ALGO_SPECS[algo].demos == "accepted"
+
+
+def load_stored(path: Path) -> dict | None:
+    """The stored results (None if there are none); a file without per-run records is
+    refused: it can only be replaced by a full run."""
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"'{path}' cannot be read ({type(exc).__name__}); move it aside "
+                           "and run every algorithm") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("records"), list):
+        raise ResultsError(f"'{path}' has no per-run records (older format): re-run every "
+                           "algorithm and seed (no --algos/--seeds) to replace it")
+    return stored
+
+
+def kept_records(stored: dict | None, settings: dict, jobs: list[tuple[str, int]],
+                 bound_version: int = BOUND_VERSION) -> list[dict]:
+    """The stored records this run keeps (those whose (algo, seed) it does not re-run),
+    refused with :class:`ResultsError` if they cannot stand beside its new records: another
+    setting, or a critic-filtered algorithm measured with another bound version."""
+    if stored is None:
+        return []
+    rerun = set(jobs)
+    kept = [r for r in stored["records"] if (r["algo"], r["seed"]) not in rerun]
+    if kept:
+        check_settings(stored, settings)
+        check_bound(kept, bound_version)
+    return kept
+
+
+def check_settings(stored: dict, settings: dict) -> None:
+    """Refuse stored records of another benchmark setting (budget, presets, trips)."""
+    for k in SETTINGS:
+        if stored.get(k) != settings[k]:
+            raise ResultsError(f"stored records were measured with {k}={stored.get(k)}, this "
+                               f"run has {k}={settings[k]}: use the same settings or re-run "
+                               "every algorithm and seed")
+
+
+def check_bound(records: list[dict], bound_version: int = BOUND_VERSION) -> None:
+    """Refuse records of critic-filtered algorithms measured with another bound version."""
+    stale: dict[str, list[int]] = {}
+    for r in records:
+        if bound_dependent(r["algo"]) and r.get("bound_version") != bound_version:
+            stale.setdefault(r["algo"], []).append(r["seed"])
+    if stale:
+        which = "; ".join(f"{a} seeds {','.join(map(str, sorted(s)))}"
+                          for a, s in stale.items())
+        raise ResultsError(f"stored records of critic-filtered algorithms were measured with "
+                           f"another bound version than this code's v{bound_version} ({which})"
+                           f": re-run them (--algos {','.join(stale)})")
+
+
+def merge(kept: list[dict], new: list[dict], bound_version: int = BOUND_VERSION) -> list[dict]:
+    """All records, new ones replacing stored ones of the same (algo, seed), in ALGOS order
+    then seed order."""
+    by_key = {(r["algo"], r["seed"]): r for r in kept}
+    by_key.update({(r["algo"], r["seed"]): r for r in new})
+    records = list(by_key.values())
+    check_bound(records, bound_version)
+    order = {a: i for i, a in enumerate(ALGO_SPECS)}
+    return sorted(records, key=lambda r: (order.get(r["algo"], len(order)), r["seed"]))
+
+
+def same_figures(stored: dict, new: dict) -> list[str]:
+    """The figures in which ``new`` differs from ``stored`` (exactly, after a JSON round
+    trip); empty when the run reproduces."""
+    a, b = json.loads(json.dumps(stored)), json.loads(json.dumps(new))
+    return [k for k in FIGURES if a.get(k) != b.get(k)]
 
 
 def interval(values, reps: int = 2000) -> list[float] | None:
@@ -89,9 +188,24 @@ def auc(rows: list[dict], budget: int, points: int = 50) -> float:
     return float(np.interp(grid, x, [r["return"] for r in rows]).mean())
 
 
+def code_commit() -> str | None:
+    """The commit of the checked-out code (``+dirty`` when relied/ or this file differ from
+    it); None outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "relied", "benchmarks/sample_efficiency.py"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def train_one(job) -> dict:
     """Train one (algorithm, seed) and evaluate its greedy policy on the shared trips."""
-    algo, seed, args, target, held, away = job
+    algo, seed, args, target, held, away, commit = job
     torch.set_num_threads(1)
     net, other_net = load_city(held[0].city), load_city(away[0].city)
     cfg = TrainConfig(preset=args.preset, algo=algo, seed=seed, total_steps=args.steps,
@@ -103,55 +217,21 @@ def train_one(job) -> dict:
     print(f"{algo} seed {seed}: auc {auc(rows, args.steps):.2f}, held-out "
           f"{h['mean_travel_time']:.1f} s ({h['arrival_rate']:.2f}), other "
           f"{o['mean_travel_time']:.1f} s, {summary['wall_s']:.0f} s", flush=True)
-    return {"seed": seed, "run_dir": summary["run_dir"], "wall_s": summary["wall_s"],
+    return {"algo": algo, "seed": seed, "preset": args.preset, "steps": args.steps,
+            "commit": commit, "bound_version": BOUND_VERSION, "run_dir": summary["run_dir"],
+            "wall_s": summary["wall_s"], "load_1min": round(os.getloadavg()[0], 2),
             "auc": auc(rows, args.steps), "steps_to_ca": steps_to(rows, target),
             "heldout": h, "other": o, "curve": [(r["env_steps"], r["return"]) for r in rows]}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="aguascalientes-peak")
-    p.add_argument("--other", default="monaco-peak", help="preset of the transfer city")
-    p.add_argument("--algos", default=ALGOS)
-    p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--steps", type=int, default=30_000)
-    p.add_argument("--demo-scenarios", type=int, default=2)
-    p.add_argument("--eval-seeds", default="1000,1001")
-    p.add_argument("--eq-iterations", type=int, default=10)
-    p.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
-    p.add_argument("--workers", type=int, default=1, help="parallel training processes")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    eval_seeds = [int(s) for s in args.eval_seeds.split(",")]
-    preset, other = load_preset(args.preset).scenario, load_preset(args.other).scenario
-    net, other_net = load_city(preset.city), load_city(other.city)
-    held = [preset.model_copy(update={"seed": s}) for s in eval_seeds]
-    away = [other.model_copy(update={"seed": s, "n_agents": preset.n_agents,
-                                     "background_share": other.background_share})
-            for s in eval_seeds]
-    refs = {"heldout": references(held, net, args.eq_iterations),
-            "other": references(away, other_net, args.eq_iterations)}
-    print("references", json.dumps(refs), flush=True)
-    target = refs["heldout"]["congestion-aware"]["mean_return"]
-    jobs = [(algo, seed, args, target, held, away)
-            for algo in args.algos.split(",") for seed in seeds]
-    runs: dict[str, list[dict]] = {}
-    if args.workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            done = pool.map(train_one, jobs)
-    else:
-        done = [train_one(job) for job in jobs]
-    for (algo, *_), run in zip(jobs, done, strict=True):
-        runs.setdefault(algo, []).append(run)
+def summarise(records: list[dict], refs: dict) -> tuple[dict, dict]:
+    """Per algorithm mean [95% interval] of every figure over its records, and the goals."""
     eq_h = refs["heldout"]["equilibrium"]["mean_travel_time"]
     table = {}
-    for algo, rs in runs.items():
+    for algo in dict.fromkeys(r["algo"] for r in records):
+        rs = [r for r in records if r["algo"] == algo]
         table[algo] = {
+            "seeds": [r["seed"] for r in rs],
             "auc": interval([r["auc"] for r in rs]),
             "steps_to_ca": interval([r["steps_to_ca"] for r in rs]),
             "reached_ca": sum(r["steps_to_ca"] is not None for r in rs),
@@ -169,19 +249,138 @@ def main() -> None:
         s_r, s_i = table["reled"]["steps_to_ca"], table["ippo"]["steps_to_ca"]
         goals["ca_in_third_of_ippo_steps"] = bool(s_r and s_i and s_r[0] <= s_i[0] / 3)
         goals["within_5pct_of_equilibrium"] = table["reled"]["gap_to_equilibrium"][0] <= 0.05
-    out = {"benchmark": "sample_efficiency", "preset": args.preset, "other": args.other,
-           "seeds": seeds, "eval_seeds": eval_seeds, "steps": args.steps,
-           "demo_scenarios": args.demo_scenarios, "eq_iterations": args.eq_iterations,
+    return table, goals
+
+
+def fail(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="aguascalientes-peak")
+    p.add_argument("--other", default="monaco-peak", help="preset of the transfer city")
+    p.add_argument("--algos", default=ALGOS)
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--steps", type=int, default=30_000)
+    p.add_argument("--demo-scenarios", type=int, default=2)
+    p.add_argument("--eval-seeds", default="1000,1001")
+    p.add_argument("--eq-iterations", type=int, default=10)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
+    p.add_argument("--workers", type=int, default=1, help="parallel training processes")
+    p.add_argument("--out", type=Path, default=RESULTS / "sample_efficiency.json",
+                   help="results json (the .md and .png are written beside it)")
+    p.add_argument("--recompute-references", action="store_true",
+                   help="recompute the references although the stored ones have this setting")
+    p.add_argument("--verify", action="store_true", help="re-run the given runs and check "
+                   "they reproduce the stored records exactly (records are not replaced)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
+    algos = args.algos.split(",")
+    unknown = [a for a in algos if a not in ALGO_SPECS]
+    if unknown:
+        fail(f"unknown algorithm {unknown[0]!r}; use some of {ALGOS}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    eval_seeds = [int(s) for s in args.eval_seeds.split(",")]
+    settings = {"preset": args.preset, "other": args.other, "steps": args.steps,
+                "demo_scenarios": args.demo_scenarios, "eval_seeds": eval_seeds,
+                "eq_iterations": args.eq_iterations}
+    wanted = [(a, s) for a in algos for s in seeds]
+    try:
+        stored = load_stored(args.out)
+        if args.verify:
+            if stored is None:
+                raise ResultsError(f"--verify needs stored records in '{args.out}'")
+            have = {(r["algo"], r["seed"]): r for r in stored["records"]}
+            missing = [k for k in wanted if k not in have]
+            if missing:
+                raise ResultsError(f"no stored record of {missing[0][0]} seed {missing[0][1]}"
+                                   " to verify")
+            check_settings(stored, settings)
+            kept = []
+        else:
+            kept = kept_records(stored, settings, wanted)
+    except ResultsError as exc:
+        fail(str(exc))
+    commit = code_commit()
+    preset, other = load_preset(args.preset).scenario, load_preset(args.other).scenario
+    net, other_net = load_city(preset.city), load_city(other.city)
+    held = [preset.model_copy(update={"seed": s}) for s in eval_seeds]
+    away = [other.model_copy(update={"seed": s, "n_agents": preset.n_agents,
+                                     "background_share": other.background_share})
+            for s in eval_seeds]
+    same_setting = stored is not None and all(stored.get(k) == settings[k] for k in SETTINGS)
+    if same_setting and not args.recompute_references:
+        refs, refs_commit = stored["references"], stored.get("references_commit")
+    else:
+        refs = {"heldout": references(held, net, args.eq_iterations),
+                "other": references(away, other_net, args.eq_iterations)}
+        refs_commit = commit
+        if same_setting and (kept or args.verify) and refs != stored["references"]:
+            fail("the references differ from the stored ones (the environment changed): "
+                 "re-run every algorithm and seed")
+        if args.verify:
+            print("references: identical to the stored ones", flush=True)
+            stored["references_reproduced_at"] = commit
+    print("references", json.dumps(refs), flush=True)
+    target = refs["heldout"]["congestion-aware"]["mean_return"]
+    jobs = [(algo, seed, args, target, held, away, commit) for algo, seed in wanted]
+    if args.workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            new = pool.map(train_one, jobs)
+    else:
+        new = [train_one(job) for job in jobs]
+    if args.verify:
+        verify(stored, new, args, commit)
+        return
+    records = merge(kept, new)
+    table, goals = summarise(records, refs)
+    out = {"benchmark": "sample_efficiency", **settings, "bound_version": BOUND_VERSION,
            "python": platform.python_version(),
            "machine": f"{platform.machine()}, 2 cores shared with other work",
-           "wall_s": time.perf_counter() - start, "references": refs, "table": table,
-           "goals": goals, "runs": runs}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sample_efficiency.json").write_text(json.dumps(out, indent=1))
-    md = markdown(out)
-    (RESULTS / "sample_efficiency.md").write_text(md)
-    plot(runs, RESULTS / "sample_efficiency.png", args.preset)
-    print(json.dumps(out) if args.json else md)
+           "references": refs, "references_commit": refs_commit,
+           "references_reproduced_at": (stored or {}).get("references_reproduced_at")
+           if refs_commit == (stored or {}).get("references_commit") else None,
+           "last_run": {"algos": algos, "seeds": seeds, "commit": commit,
+                        "workers": args.workers, "wall_s": time.perf_counter() - start,
+                        "load_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
+           "reproduced": [c for c in (stored or {}).get("reproduced", [])
+                          if any((r["algo"], r["seed"]) == (c["algo"], c["seed"])
+                                 for r in kept)],
+           "table": table, "goals": goals, "records": records}
+    write(out, args.out)
+    print(json.dumps({k: v for k, v in out.items() if k != "records"}) if args.json
+          else markdown(out))
+
+
+def verify(stored: dict, new: list[dict], args, commit: str | None) -> None:
+    """Compare re-runs with the stored records; note the exact reproductions in the results
+    file (exit 1 when any run differs)."""
+    have = {(r["algo"], r["seed"]): r for r in stored["records"]}
+    checks = [{"algo": r["algo"], "seed": r["seed"], "commit": commit,
+               "differs_in": same_figures(have[(r["algo"], r["seed"])], r)} for r in new]
+    for c in checks:
+        print(f"{c['algo']} seed {c['seed']}: " + (f"differs in {', '.join(c['differs_in'])}"
+                                                   if c["differs_in"] else "identical"))
+    ok = [c for c in checks if not c["differs_in"]]
+    if ok:
+        stored["reproduced"] = stored.get("reproduced", []) + [
+            {k: c[k] for k in ("algo", "seed", "commit")} for c in ok]
+        write(stored, args.out)
+    if len(ok) < len(checks):
+        raise SystemExit(1)
+
+
+def write(out: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    path.with_suffix(".md").write_text(markdown(out))
+    plot(out["records"], path.with_suffix(".png"), out["preset"])
 
 
 def markdown(out: dict) -> str:
@@ -189,10 +388,10 @@ def markdown(out: dict) -> str:
         return "n/a" if v is None else f"{v[0] * f:.{d}f} [{v[1] * f:.{d}f}, {v[2] * f:.{d}f}]"
 
     refs = out["references"]
-    lines = [f"Preset `{out['preset']}` ({len(out['seeds'])} seeds, {out['steps']:,} env steps "
-             f"each); held-out trips seeds {out['eval_seeds']}, other city `{out['other']}`. "
-             "Mean [95% bootstrap interval] over seeds. Command: "
-             "`python benchmarks/sample_efficiency.py`", "",
+    lines = [f"Preset `{out['preset']}` ({out['steps']:,} env steps per run); held-out trips "
+             f"seeds {out['eval_seeds']}, other city `{out['other']}`. Mean [95% bootstrap "
+             "interval] over seeds. Command: `python benchmarks/sample_efficiency.py` "
+             "(a part: `--algos A,B`, merged into the stored per-run records)", "",
              "| policy | held-out tt (s) | arrival | other city tt (s) | gap to equilibrium | "
              "AUC (mean return) | steps to congestion-aware | runs reaching |",
              "|" + "---|" * 8]
@@ -204,20 +403,42 @@ def markdown(out: dict) -> str:
         lines.append(f"| {algo} | {ci(t['heldout_travel_time'])} | "
                      f"{ci(t['heldout_arrival'], d=2)} | {ci(t['other_travel_time'])} | "
                      f"{ci(t['gap_to_equilibrium'], 100)}% | {ci(t['auc'], d=2)} | "
-                     f"{ci(t['steps_to_ca'], d=0)} | {t['reached_ca']}/{len(out['seeds'])} |")
+                     f"{ci(t['steps_to_ca'], d=0)} | {t['reached_ca']}/{len(t['seeds'])} |")
     lines += ["", "Goals: " + (", ".join(f"{k}: {v}" for k, v in out["goals"].items())
-                               or "n/a")]
+                               or "n/a"), "",
+              f"Records (code's bound version v{out['bound_version']}; algorithms on "
+              "critic-filtered demos must match it):", "",
+              "| algo | seeds | commit | bound version | critic-filtered demos | load (1 min) |",
+              "|" + "---|" * 6]
+    for algo in out["table"]:
+        rs = [r for r in out["records"] if r["algo"] == algo]
+        commits = sorted({(r.get("commit") or "not recorded")[:12] for r in rs})
+        loads = [r["load_1min"] for r in rs if r.get("load_1min") is not None]
+        load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
+        versions = sorted({f"v{r.get('bound_version')}" for r in rs})
+        lines.append(f"| {algo} | {','.join(str(r['seed']) for r in rs)} | "
+                     f"{', '.join(commits)} | "
+                     f"{', '.join(versions)} | "
+                     f"{'yes' if bound_dependent(algo) else 'no'} | {load} |")
+    if out.get("references_reproduced_at"):
+        lines += ["", "References reproduced exactly at "
+                  f"{out['references_reproduced_at'][:12]}."]
+    if out.get("reproduced"):
+        lines += ["", "Reproduced exactly (same seed, identical figures): " + "; ".join(
+            f"{c['algo']} seed {c['seed']} at {(c['commit'] or 'unrecorded')[:12]}"
+            for c in out["reproduced"])]
     return "\n".join(lines) + "\n"
 
 
-def plot(runs: dict, path: Path, preset: str) -> None:
+def plot(records: list[dict], path: Path, preset: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for algo, rs in runs.items():
+    for algo in dict.fromkeys(r["algo"] for r in records):
+        rs = [r for r in records if r["algo"] == algo]
         grid = np.linspace(0, min(r["curve"][-1][0] for r in rs), 40)[1:]
         curves = np.array([np.interp(grid, *zip(*r["curve"], strict=True)) for r in rs])
         ax.plot(grid, curves.mean(0), label=algo)
