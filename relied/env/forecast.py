@@ -18,9 +18,19 @@ import numpy as np
 
 from relied.env.core import RoutingCore
 from relied.env.network import CityNetwork
-from relied.env.policies import RoutePolicy, ShortestPathPolicy
-from relied.env.rollout import run_episode
+from relied.env.policies import BatchPolicy, RoutePolicy, ShortestPathPolicy
 from relied.env.scenario import Scenario
+
+
+def drive(core: RoutingCore, policy: BatchPolicy) -> np.ndarray:
+    """Reset ``core`` and run ``policy`` to the end without building observations (a run read
+    through its traversals and returns: the same trips as with ``step``); the learners'
+    returns."""
+    core.reset()
+    returns = np.zeros(core.n)
+    while not core.done:
+        returns += core.advance(policy(core))[0]
+    return returns
 
 
 def edge_times(core: RoutingCore, bin_s: float) -> np.ndarray:
@@ -55,8 +65,8 @@ class TrafficForecast:
         """Measure the forecast by simulating ``scenario`` once (learners on ``routes``, or on
         free-flow shortest paths)."""
         core = RoutingCore(net, scenario, record_traversals=True)
-        run_episode(core, ShortestPathPolicy() if routes is None
-                    else RoutePolicy(core, [list(r) for r in routes]))
+        drive(core, ShortestPathPolicy() if routes is None
+              else RoutePolicy(core, [list(r) for r in routes]))
         return cls(edge_times(core, bin_s), float(bin_s), net.freeflow_s.copy())
 
     def at(self, edges: np.ndarray | int, t: np.ndarray | float) -> np.ndarray:

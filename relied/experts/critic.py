@@ -47,6 +47,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from relied.env.core import AT_NODE, ON_EDGE, RoutingCore
+from relied.env.forecast import drive
 from relied.env.network import CityNetwork
 from relied.env.policies import (
     BatchPolicy,
@@ -60,12 +61,14 @@ from relied.experts.bound import (
     TIE_TOLERANCE,
     BoundConfig,
     PolicyProbs,
+    divergence_between,
+    divergence_to_expert,
     interaction_groups,
-    policy_divergence,
     scaled_bound,
     stationarity_bound,
     term_scales,
     threshold,
+    uniform_probs,
 )
 from relied.experts.demos import load_batch
 
@@ -74,33 +77,118 @@ CELL_S = 60.0
 
 
 @dataclass
-class Execution:
-    """One recorded run: trajectories, returns, metrics and ``edges_by_step (T, n)``;
-    ``cell_keys`` (sorted) and ``cell_times_s``: the mean traversal time of all vehicles that
-    entered each (edge, :data:`CELL_S` bin) cell; ``agent_cells[i]``: learner ``i``'s cells."""
+class CellTimes:
+    """What a resimulation keeps: ``cell_keys`` (sorted) and ``cell_times_s``, the mean
+    traversal time of all vehicles that entered each (edge, :data:`CELL_S` bin) cell."""
 
-    traj: Trajectories
+    cell_keys: np.ndarray
+    cell_times_s: np.ndarray
+
+
+@dataclass
+class DecisionRows:
+    """Every learner's decisions in one run (a decision: the no-op masked), in step order
+    and by agent within a step: ``step``, ``agent``, ``obs (R, obs_dim)``, ``mask (R, K+1)``,
+    ``action``; the rows of the dense ``(T, n, ...)`` arrays that the divergence term reads."""
+
+    step: np.ndarray
+    agent: np.ndarray
+    obs: np.ndarray
+    mask: np.ndarray
+    action: np.ndarray
+
+    @classmethod
+    def of(cls, traj: Trajectories) -> DecisionRows:
+        """The decision rows of dense trajectories."""
+        step, agent = np.nonzero(~traj.mask[:, :, -1])
+        return cls(step, agent, traj.obs[step, agent], traj.mask[step, agent],
+                   traj.action[step, agent])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, k).nbytes for k in self.__dataclass_fields__)
+
+    def divergence(self, n_agents: int, policy_probs: PolicyProbs | None = None,
+                   previous_probs: PolicyProbs | None = None,
+                   kind: str = "tv") -> tuple[np.ndarray, np.ndarray]:
+        """:func:`relied.experts.bound.policy_divergence` on these rows (the same values)."""
+        if self.step.size == 0:
+            return np.zeros(n_agents), np.zeros(n_agents)
+
+        def probs(fn: PolicyProbs) -> np.ndarray:
+            out = np.asarray(fn(self.obs, self.mask, self.agent), dtype=np.float64)
+            if out.shape != self.mask.shape:
+                raise ValueError(f"policy_probs returned shape {out.shape}, expected "
+                                 f"{self.mask.shape}")
+            return out
+
+        current = probs(policy_probs or uniform_probs)
+        to_plan = divergence_to_expert(current, self.action, kind)
+        step = divergence_between(current, probs(previous_probs), kind) \
+            if previous_probs is not None else np.zeros(self.step.size)
+        count = np.maximum(np.bincount(self.agent, minlength=n_agents), 1)
+        return (np.bincount(self.agent, weights=to_plan, minlength=n_agents) / count,
+                np.bincount(self.agent, weights=step, minlength=n_agents) / count)
+
+
+@dataclass
+class Execution(CellTimes):
+    """One recorded run of the plan: cell times (:class:`CellTimes`), ``returns``,
+    ``metrics``, ``edges_by_step (T, n)``, ``agent_cells[i]`` (learner ``i``'s cells) and
+    every learner's ``decisions`` (:class:`DecisionRows`: what it keeps per learner grows with
+    its decisions, not with the steps). ``traj``, the dense ``(T, n, ...)`` per-step arrays
+    (what a demonstration batch stores), is recorded on first use by running the same
+    execution again (the core is deterministic), unless :func:`execute` recorded it."""
+
     returns: np.ndarray
     metrics: dict[str, float]
     edges_by_step: np.ndarray
-    cell_keys: np.ndarray
-    cell_times_s: np.ndarray
     agent_cells: list[np.ndarray]
+    decisions: DecisionRows
+    replay: tuple[CityNetwork, Scenario, type[BatchPolicy] | None, list[list[int]] | None]
+    recorded: Trajectories | None = None
+
+    @property
+    def traj(self) -> Trajectories:
+        if self.recorded is None:
+            self.recorded = execute(*self.replay, trajectories=True).recorded
+        return self.recorded
+
+
+def _cell_keys(core: RoutingCore) -> tuple[np.ndarray, np.ndarray]:
+    """``(vehicle, cell key)`` of every traversal of a finished run."""
+    veh, edge, entered, _ = _traversals(core)
+    bins = int(core.scenario.horizon_s // CELL_S) + 2
+    return veh, edge.astype(np.int64) * bins + np.minimum(entered // CELL_S,
+                                                           bins - 1).astype(np.int64)
+
+
+def _traversals(core: RoutingCore) -> tuple[np.ndarray, ...]:
+    if not core.traversals:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    return tuple(np.concatenate(x) for x in zip(*core.traversals, strict=True))
+
+
+def _cell_times(core: RoutingCore) -> CellTimes:
+    """The mean traversal time per cell of a finished run (all vehicles)."""
+    _, key = _cell_keys(core)
+    _, _, entered, left = _traversals(core)
+    keys, inverse = np.unique(key, return_inverse=True)
+    times = np.bincount(inverse, weights=left - entered) / np.bincount(inverse) \
+        if key.size else np.zeros(0)
+    return CellTimes(keys, times)
 
 
 def _cells(core: RoutingCore) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """``(cell keys, mean traversal time per cell, each learner's cells)`` of a finished run."""
-    if not core.traversals:
-        return np.zeros(0, np.int64), np.zeros(0), [np.zeros(0, np.int64)] * core.n
-    veh, edge, entered, left = (np.concatenate(x) for x in zip(*core.traversals, strict=True))
-    bins = int(core.scenario.horizon_s // CELL_S) + 2
-    key = edge.astype(np.int64) * bins + np.minimum(entered // CELL_S, bins - 1).astype(np.int64)
-    keys, inverse = np.unique(key, return_inverse=True)
-    times = np.bincount(inverse, weights=left - entered) / np.bincount(inverse)
+    table = _cell_times(core)
+    veh, key = _cell_keys(core)
+    if not key.size:
+        return table.cell_keys, table.cell_times_s, [np.zeros(0, np.int64)] * core.n
     order = np.argsort(veh, kind="stable")
     split = np.searchsorted(veh[order], np.arange(core.n + 1))
     mine = [np.unique(key[order[a:b]]) for a, b in zip(split[:-1], split[1:], strict=True)]
-    return keys, times, mine
+    return table.cell_keys, table.cell_times_s, mine
 
 
 class AgentTerms(BaseModel):
@@ -144,29 +232,55 @@ class StationarityReport(BaseModel):
 
 
 def execute(net: CityNetwork, scenario: Scenario, policy_for: type[BatchPolicy] | None = None,
-            routes: Sequence[Sequence[int]] | None = None) -> Execution:
-    """Run ``routes`` (or ``ShortestPathPolicy`` when None) and record everything."""
+            routes: Sequence[Sequence[int]] | None = None,
+            trajectories: bool = False) -> Execution:
+    """Run ``routes`` (or ``ShortestPathPolicy`` when None) and record what the critic reads:
+    every learner's decision rows (their observations alone are built each step:
+    ``RoutingCore.observe(rows)``, equal to those rows of the full observation), the edges,
+    returns, metrics and cell times; with ``trajectories`` also the dense per-step arrays of
+    every learner (``Execution.traj``, full observations every step)."""
     core = RoutingCore(net, scenario, record_traversals=True)
-    policy = RoutePolicy(core, [list(r) for r in routes]) if routes is not None \
+    routes = [list(map(int, r)) for r in routes] if routes is not None else None
+    policy = RoutePolicy(core, routes) if routes is not None \
         else (policy_for or ShortestPathPolicy)()
-    obs = core.reset()
+    full = core.reset()
+    rows = np.flatnonzero(core.status == AT_NODE)
+    obs = full if trajectories else full[rows]
     buf: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "action", "mask", "reward", "done")}
-    edges, returns = [], np.zeros(core.n)
+    picked: dict[str, list[np.ndarray]] = {k: [] for k in ("step", "agent", "obs", "mask",
+                                                           "action")}
+    edges = np.empty((scenario.n_steps, core.n), dtype=np.int64)
+    returns = np.zeros(core.n)
     while not core.done:
         mask = core.action_mask()
         actions = policy(core)
-        deciding = core.status == AT_NODE
         on = np.where(core.status == ON_EDGE, core.edge, -1)
         slot = np.clip(actions, 0, core.k - 1)
-        on[deciding] = core.out_table[core.node[deciding], slot[deciding]]
-        edges.append(on)
-        next_obs, reward, term, trunc = core.step(actions)
+        on[rows] = core.out_table[core.node[rows], slot[rows]]
+        edges[core.t] = on
+        if not trajectories:
+            for key, value in zip(picked, (np.full(rows.size, core.t), rows, obs, mask[rows],
+                                           actions[rows]), strict=True):
+                picked[key].append(value)
+        reward, term, trunc = core.advance(actions)
         returns += reward
-        for key, value in zip(buf, (obs, actions, mask, reward, term | trunc), strict=True):
-            buf[key].append(value)
-        obs = next_obs
-    traj = Trajectories(**{k: np.stack(v) for k, v in buf.items()})
-    return Execution(traj, returns, core.metrics(), np.stack(edges), *_cells(core))
+        rows = np.flatnonzero(core.status == AT_NODE)
+        if trajectories:
+            for key, value in zip(buf, (obs, actions, mask, reward, term | trunc), strict=True):
+                buf[key].append(value)
+            obs = core.observe()
+        else:
+            obs = core.observe(rows)
+    traj = Trajectories(**{k: np.stack(v) for k, v in buf.items()}) if trajectories else None
+    decisions = DecisionRows.of(traj) if traj is not None else DecisionRows(
+        *(np.concatenate(v) if v else np.zeros((0, *shape), dtype)
+          for v, shape, dtype in zip(picked.values(),
+                                     ((), (), (core.obs_dim,), (core.k + 1,), ()),
+                                     (np.int64, np.int64, np.float32, bool, np.int64),
+                                     strict=True)))
+    keys, times, mine = _cells(core)
+    return Execution(keys, times, returns, core.metrics(), edges[:core.t], mine, decisions,
+                     (net, scenario, policy_for, routes), traj)
 
 
 _CACHE: dict[str, object] = {}
@@ -223,18 +337,21 @@ def alternative_routes(net: CityNetwork, scenario: Scenario, routes: Sequence[Se
 
 def resimulate(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
                alternative: Sequence[Sequence[int]], change: np.ndarray, config: BoundConfig,
-               rng: np.random.Generator) -> Execution:
+               rng: np.random.Generator) -> CellTimes:
     """One run in which the agents flagged in ``change`` drive their alternative route and
-    depart up to ``jitter_s`` later; everyone else keeps the plan."""
+    depart up to ``jitter_s`` later; everyone else keeps the plan. Only its cell times are
+    kept (no observation is built)."""
     deps = np.asarray(scenario.departures_s, dtype=float)
     shift = np.where(change, rng.uniform(0, config.jitter_s, deps.size), 0.0)
     deps = np.minimum(np.round(deps + shift, 1), scenario.horizon_s - scenario.dt_s)
     moved = scenario.model_copy(update={"departures_s": deps.tolist()})
     mixed = [list(alternative[i]) if change[i] else list(routes[i]) for i in range(len(routes))]
-    return execute(net, moved, routes=mixed)
+    core = RoutingCore(net, moved, record_traversals=True)
+    drive(core, RoutePolicy(core, mixed))
+    return _cell_times(core)
 
 
-def cell_spread(runs: Sequence[Execution], cells: np.ndarray) -> np.ndarray:
+def cell_spread(runs: Sequence[CellTimes], cells: np.ndarray) -> np.ndarray:
     """Per cell of ``cells`` the std of its mean traversal time (s) over ``runs`` (those in
     which some vehicle entered it; 0 where fewer than two did)."""
     times = np.full((len(runs), cells.size), np.nan)
@@ -271,7 +388,8 @@ def local_volatility(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequ
 
     def make() -> tuple[np.ndarray, np.ndarray]:
         alt = alternative_routes(net, scenario, routes, config.alternative)
-        runs = [base if base is not None else execute(net, scenario, routes=routes)]
+        plan = base if base is not None else execute(net, scenario, routes=routes)
+        runs: list[CellTimes] = [plan]
         samples: list[list[int]] = [[0] for _ in range(n)]
         member = [np.asarray(g, dtype=np.int64) for g in groups]
         rng = np.random.default_rng([config.seed, 7])
@@ -298,7 +416,7 @@ def local_volatility(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequ
                     continue
                 held[member[i]] = True
             run(held)
-        cells = runs[0].agent_cells
+        cells = plan.agent_cells
         vol = np.array([float(cell_spread([runs[k] for k in samples[i]], cells[i]).mean())
                         if cells[i].size else 0.0 for i in range(n)]) / scenario.time_scale_s
         return vol, np.array([len(x) for x in samples])
@@ -355,9 +473,8 @@ def _raw_terms(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
                agents: Sequence[int] | None = None):
     run = run or execute(net, scenario, routes=routes)
     groups = interaction_groups(run.edges_by_step, config.group, planner_groups)
-    to_plan, step = policy_divergence(run.traj.obs, run.traj.action, run.traj.mask,
-                                      scenario.n_agents, policy_probs, previous_probs,
-                                      config.divergence)
+    to_plan, step = run.decisions.divergence(scenario.n_agents, policy_probs, previous_probs,
+                                             config.divergence)
     vol, samples = local_volatility(net, scenario, routes, config, groups, run, agents)
     absolute, ext, dterm = stationarity_bound(vol, to_plan + step, groups, config.gamma,
                                               scenario.reward_bound)
