@@ -55,7 +55,7 @@ from relied.env.policies import (
     RoutePolicy,
     ShortestPathPolicy,
 )
-from relied.env.rollout import Trajectories, run_episode
+from relied.env.rollout import Trajectories
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import (
     TIE_TOLERANCE,
@@ -305,7 +305,8 @@ def policy_routes(net: CityNetwork, scenario: Scenario, kind: str) -> list[list[
     def make() -> list[list[int]]:
         policy = CongestionAwarePolicy() if kind == "congestion-aware" else ShortestPathPolicy()
         core = RoutingCore(net, scenario, record_routes=True)
-        return [list(map(int, r)) for r in run_episode(core, policy).routes]
+        drive(core, policy)  # no observations: the routes are all that is read
+        return [list(map(int, r)) for r in core.agent_routes()]
 
     return _cached(_digest("routes", net.name, scenario.model_dump(mode="json"), kind), make)
 
