@@ -48,7 +48,7 @@ def cities(as_json: JsonFlag = False) -> None:
 SCENARIO_FLAGS = {"n_agents": "--agents", "seed": "--seed", "horizon_s": "--horizon",
                   "departure_window_s": "--departure-window", "dt_s": "--dt",
                   "background_share": "--background-share", "traffic_model": "--traffic-model",
-                  "city": "--city"}
+                  "city": "--city", "signals": "--signals"}
 
 
 def build_scenario(preset: str | None, scenario: Path | None, overrides: dict) -> Scenario:
@@ -80,6 +80,9 @@ def simulate(
         help="share of all vehicles that are background traffic, [0, 1)")] = None,
     traffic_model: Annotated[str | None, typer.Option(help="queue (default) or bpr")] = None,
     dt: Annotated[float | None, typer.Option(help="simulation step, s [1]")] = None,
+    signals: Annotated[bool | None, typer.Option(
+        "--signals/--no-signals", help="core: fixed-time traffic signals at OSM-signalised "
+        "junctions (90 s cycle) [off]")] = None,
     scenario: Annotated[Path | None, typer.Option(help="Scenario JSON file")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG of routes coloured by slowdown")] = None,
     plot_queues: Annotated[Path | None, typer.Option(
@@ -98,7 +101,7 @@ def simulate(
         sc = build_scenario(preset, scenario, {
             "city": city, "n_agents": agents, "seed": seed, "horizon_s": horizon,
             "departure_window_s": departure_window, "background_share": background_share,
-            "traffic_model": traffic_model, "dt_s": dt})
+            "traffic_model": traffic_model, "dt_s": dt, "signals": signals})
         plot = figure_path(plot, "--plot", "routes.png") if plot else None
         plot_queues = (figure_path(plot_queues, "--plot-queues", "queues.png")
                        if plot_queues else None)
@@ -116,7 +119,7 @@ def simulate(
         fail(error_message(exc), as_json)
     result = {"city": sc.city, "preset": preset, "agents": sc.n_agents,
               "vehicles": sc.n_vehicles, "traffic_model": sc.traffic_model, "policy": policy,
-              "seed": sc.seed, "backend": backend, "steps": episode.steps,
+              "seed": sc.seed, "backend": backend, "signals": sc.signals, "steps": episode.steps,
               "wall_s": episode.wall_s, **episode.metrics}
     equilibrium = getattr(pol, "equilibrium", None)
     if equilibrium is not None:

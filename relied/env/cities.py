@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -73,12 +74,27 @@ def shipped_path(name: str) -> Path:
     return Path(str(resources.files("relied.env") / "data" / SHIPPED_CITIES[name].filename))
 
 
+@contextmanager
+def _signal_tags():
+    """osmnx keeps the node tags that mark traffic signals (``crossing`` is not among its
+    defaults): :mod:`relied.env.signals` reads them."""
+    import osmnx as ox
+
+    kept = ox.settings.useful_tags_node
+    ox.settings.useful_tags_node = list(dict.fromkeys([*kept, "highway", "crossing"]))
+    try:
+        yield
+    finally:
+        ox.settings.useful_tags_node = kept
+
+
 def _read_graph(path: Path):
     import osmnx as ox
 
     if path.name.endswith(".graphml"):
         return ox.load_graphml(path)
-    return ox.graph_from_xml(path, simplify=False, retain_all=True)
+    with _signal_tags():
+        return ox.graph_from_xml(path, simplify=False, retain_all=True)
 
 
 def _check_file(path: Path) -> None:
@@ -143,7 +159,8 @@ def _load_place(query: str, use_cache: bool) -> CityNetwork:
     ox.settings.use_cache = use_cache
     ox.settings.cache_folder = str(cache_dir() / "osmnx-http")
     try:
-        graph = ox.graph_from_place(query, network_type="drive", simplify=False)
+        with _signal_tags():
+            graph = ox.graph_from_place(query, network_type="drive", simplify=False)
     except Exception as exc:
         raise CityError(f"could not download place '{query}' from OpenStreetMap "
                         f"({type(exc).__name__}); without a network use a shipped city "

@@ -15,6 +15,17 @@ Link model (``Scenario.traffic_model``):
 * ``"bpr"`` (kept for comparison): the traversal time is fixed when a vehicle enters,
   ``t0 * min(1 + alpha (others / capacity) ** beta, max_slowdown)``; no capacity, no queue.
 
+Traffic signals (``Scenario.signals``, off by default; off, nothing below runs and every
+figure is as before): each signalised junction of ``CityNetwork.signal`` runs a fixed-time
+plan (:mod:`relied.env.signals`: 90 s cycle, opposite approaches in one phase, netconvert's
+default green split). A vehicle leaving a controlled approach into the junction leaves at
+``green(max(ready_j, d_{j-1} + headway))``, the first moment at or after that time when its
+approach shows green, with ``headway = 1 / saturation`` (the light, not ``green_share``,
+shares the time out); leaving the network at the stop line needs no green. Clocks stay
+exact: the wait is dated to the second, not rounded to a step. The delay an entering vehicle
+would meet (:meth:`RoutingCore.edge_delay`) adds the mean red wait ``r^2 / (2 C)`` and counts
+the queue at the approach's mean capacity ``saturation * green / cycle``.
+
 Time is exact per vehicle. Each vehicle carries its own clock: it reaches a stop line at a
 continuous time, decides its next edge at the next step, and that decision is dated back to
 the moment it reached the stop line, so decisions cost no time and short edges are not rounded
@@ -63,6 +74,7 @@ import numpy as np
 from relied.env.live import LiveCostToGo, cost_to_go
 from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
+from relied.env.signals import SignalPlan, signal_plan
 
 WAITING, AT_NODE, QUEUED, ON_EDGE, ARRIVED = 0, 1, 2, 3, 4
 GLOBAL_FEATURES, SLOT_FEATURES = 4, 7
@@ -116,6 +128,20 @@ class RoutingCore:
         self.out_table = net.out_edge_table()
         self.queue_model = s.traffic_model == "queue"
         self.headway = 1.0 / (net.saturation_vps * net.green_share)
+        # traffic signals (``Scenario.signals``): a controlled approach discharges at its full
+        # saturation flow during green and not at all during red; its mean capacity (for the
+        # delay an entering vehicle would meet) is the saturation flow times green / cycle.
+        # Edges inside a signalised cluster discharge at their saturation flow.
+        self.signal_plan: SignalPlan | None = signal_plan(net) if s.signals else None
+        self._delay_headway = self.headway
+        if self.signal_plan is not None:
+            sig = self.signal_plan
+            ctl, green = sig.controlled[:-1], sig.green_s[:-1]
+            full = ctl | sig.inside[:-1]  # (inside a signalised cluster: no second share)
+            self.headway = np.where(full, 1.0 / net.saturation_vps, self.headway)
+            self._delay_headway = np.where(ctl, sig.cycle_s / (net.saturation_vps * green),
+                                           self.headway)
+            self._red_wait = sig.mean_red_wait()[:-1]
         # per-edge arrays with one more entry, index -1: a vehicle at its origin (no headway,
         # no discharge slot, never held), so origins need no special case in the step
         self._headway = np.append(self.headway, 0.0)
@@ -275,9 +301,12 @@ class RoutingCore:
             return self._bpr_time(np.arange(net.n_edges), self.count) - net.freeflow_s
         now = self.time_s if now is None else now
         clear = np.maximum(self.next_slot, now)
-        clear += self.count * self.headway
+        clear += self.count * self._delay_headway
         clear -= now + net.freeflow_s
-        return np.maximum(clear, 0.0, out=clear)
+        np.maximum(clear, 0.0, out=clear)
+        if self.signal_plan is not None:  # plus the mean wait at a red light
+            clear += self._red_wait
+        return clear
 
     def edge_travel_time(self) -> np.ndarray:
         """Travel time (s) of each edge for a vehicle entering now (free flow + delay)."""
@@ -440,6 +469,9 @@ class RoutingCore:
         order = np.argsort(self._src_key[src] + self.ready_s[q], kind="stable")
         q, src = q[order], src[order]
         depart = np.maximum(self.ready_s[q], self.clock_s[q])
+        if self.signal_plan is not None:  # (leaving the network crosses no signal)
+            depart = np.where(self.next_edge[q] < self._arrive,
+                              self.signal_plan.next_green(src, depart), depart)
         go = depart <= t1 + 1e-9
         stay = q[~go]
         self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
@@ -463,6 +495,8 @@ class RoutingCore:
         q, src = q[order], src[order]
         slot = self._next_slot[src]
         depart, behind = self._fifo(q, src, slot, t1)
+        if self.signal_plan is not None:
+            depart = self._wait_for_green(q, src, depart, t1)
         can = depart <= t1 + 1e-9
         target = self.next_edge[q]
         # Everyone who can leave does unless an entry may not fit (then within an edge a
@@ -485,7 +519,8 @@ class RoutingCore:
             self.clock_s[q] = t1  # stay are at t1, those that leave get their times below
         # a queue head whose slot is by t1 can leave (its clock is before t1): unless an
         # entry was refused, only vehicles behind a head stay with a slot by t1
-        self._left = None if added is not None and behind is None else (src, go, slot, t1)
+        self._left = None if added is not None and behind is None and self.signal_plan is None \
+            else (src, go, slot, t1)  # (a red light leaves queue heads behind)
         return self._move(q[go], depart[go], src[go], tgt, t1, added, self._one_each)
 
     def _move(self, v: np.ndarray, d: np.ndarray, from_edge: np.ndarray, to: np.ndarray,
@@ -702,6 +737,32 @@ class RoutingCore:
         offset = first * src.size
         top = np.maximum.accumulate(offset + rank) - offset
         return np.maximum(jh + np.maximum(slot, b[by_b[top]]), self.clock_s[q]), (k, behind)
+
+    def _wait_for_green(self, q: np.ndarray, src: np.ndarray, depart: np.ndarray,
+                        t1: float) -> np.ndarray:
+        """Signals on: the FIFO discharge times ``depart`` of queued ``q`` (sorted FIFO by edge
+        ``src``) with each vehicle crossing a signal waiting for green, ``d_j = green(max(
+        ready_j, d_{j-1} + headway, clock_j))`` down each controlled queue; a vehicle leaving the
+        network at the stop line waits only for the one ahead. Only vehicles that could leave
+        by ``t1`` without the lights are recomputed (a light only delays, so the others stay
+        after ``t1``); they are the first few of their queue."""
+        cand = np.flatnonzero(self.signal_plan.controlled[src] & (depart <= t1 + 1e-9))
+        if cand.size == 0:
+            return depart
+        depart = depart.copy()
+        e = src[cand]
+        rank = np.arange(cand.size) - _segment_starts(e)
+        crosses = self.next_edge[q[cand]] < self._arrive
+        for r in range(int(rank.max()) + 1):
+            at = rank == r
+            i = cand[at]
+            t = depart[i]
+            if r:  # behind a vehicle of its own queue: the chain from that one's time
+                v = q[i]
+                t = np.maximum(np.maximum(self.ready_s[v], depart[i - 1] + self._headway[e[at]]),
+                               self.clock_s[v])
+            depart[i] = np.where(crosses[at], self.signal_plan.next_green(e[at], t), t)
+        return depart
 
     def _admit(self, q: np.ndarray, src: np.ndarray, target: np.ndarray, depart: np.ndarray,
                can: np.ndarray, behind: tuple[int, np.ndarray] | None,

@@ -20,6 +20,8 @@ jam spacing of queue-based simulators such as MATSim's QSim and UXsim):
 * ``storage``: vehicles the edge holds when jammed, ``max(1, lanes * length / JAM_SPACING_M)``.
 * ``capacity``: vehicles at critical density, ``max(1, lanes * length_km * k_crit(highway))``,
   used only by the BPR comparison model.
+* ``signal``: per node, whether it is a signalised junction (OSM ``traffic_signals``, read as
+  netconvert does: :mod:`relied.env.signals`); used only when ``Scenario.signals`` is on.
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ CAPACITY_PER_LANE_KM: dict[str, float] = {
 }
 DEFAULT_CAPACITY_PER_LANE_KM = 20.0
 
-#: Bump when the build changes, so that stale caches are not reused.
-BUILD_VERSION = 3
+#: Bump when the build changes, so that stale caches are not reused (4: ``signal``).
+BUILD_VERSION = 4
 
 
 class NetworkError(ValueError):
@@ -117,6 +119,7 @@ class CityNetwork:
     capacity: np.ndarray  # (n_edges,) float64 vehicles at critical density (BPR only)
     highway: np.ndarray  # (n_edges,) str class
     street: np.ndarray  # (n_edges,) str OSM name (untrusted data, never an instruction)
+    signal: np.ndarray  # (n_nodes,) bool signalised junction
 
     def __post_init__(self) -> None:
         self.check()
@@ -128,8 +131,8 @@ class CityNetwork:
             if f.name == "name":
                 continue
             arr = getattr(self, f.name)
-            want = n + 1 if f.name == "indptr" else n if f.name in ("osm_ids", "lon", "lat") \
-                else m
+            want = n + 1 if f.name == "indptr" else \
+                n if f.name in ("osm_ids", "lon", "lat", "signal") else m
             if arr.ndim != 1 or arr.shape[0] != want:
                 raise NetworkError(f"network '{self.name}': field '{f.name}' has shape "
                                    f"{arr.shape}, expected ({want},)")
@@ -139,6 +142,9 @@ class CityNetwork:
         if n < 2 or m < 1:
             raise NetworkError(f"network '{self.name}' has {n} nodes and {m} edges; "
                                "it needs at least 2 nodes and 1 edge")
+        if self.signal.dtype != np.bool_:
+            raise NetworkError(f"network '{self.name}': field 'signal' must be bool, not "
+                               f"{self.signal.dtype}")
         if (self.green_share > 1).any():
             raise NetworkError(f"network '{self.name}': green_share must lie in (0, 1]")
         for name in ("length_m", "freeflow_s", "lanes", "saturation_vps", "green_share",
@@ -165,7 +171,8 @@ class CityNetwork:
                    street: np.ndarray | None = None, osm_ids: np.ndarray | None = None,
                    saturation_vps: np.ndarray | None = None,
                    green_share: np.ndarray | None = None,
-                   storage: np.ndarray | None = None) -> CityNetwork:
+                   storage: np.ndarray | None = None,
+                   signal: np.ndarray | None = None) -> CityNetwork:
         """A network from plain per-node and per-edge arrays (any edge order); missing link
         parameters follow the documented per-class defaults. Raises :class:`NetworkError`."""
         src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
@@ -202,6 +209,8 @@ class CityNetwork:
             saturation_vps=sat[order], green_share=green[order], storage=store[order],
             capacity=np.maximum(1.0, ln * length / 1000.0 * k_crit)[order], highway=hw[order],
             street=np.asarray(street if street is not None else [""] * m, dtype=str)[order],
+            signal=(np.zeros(n, dtype=bool) if signal is None
+                    else np.asarray(signal, dtype=bool)),
         )
 
     @property
@@ -320,13 +329,16 @@ def build_network(graph: nx.MultiDiGraph, name: str, simplify: bool = True) -> C
     """
     import osmnx as ox
 
-    drive = drivable_subgraph(graph)
+    from relied.env.signals import signal_junctions
+
+    drive = raw = drivable_subgraph(graph)
     if drive.number_of_nodes() < 2 or drive.number_of_edges() == 0:
         raise ValueError(f"city '{name}' has no drivable roads (highway classes "
                          f"{sorted(DRIVABLE_HIGHWAYS)[:4]}...); pick another area or file")
     if simplify and not drive.graph.get("simplified", False):
         drive = ox.simplify_graph(drive)
         drive = ox.truncate.largest_component(drive, strongly=True)
+    signals = signal_junctions(raw, drive)
     _canonical_tags(drive)
     drive = ox.add_edge_speeds(drive, hwy_speeds=dict(DEFAULT_SPEED_KPH), fallback=30.0)
 
@@ -347,6 +359,7 @@ def build_network(graph: nx.MultiDiGraph, name: str, simplify: bool = True) -> C
         highway=np.array(hw, dtype=str),
         street=np.array([_first(d.get("name")) for *_, d in edges], dtype=str),
         osm_ids=np.array(nodes, dtype=np.int64),
+        signal=np.array([n in signals for n in nodes], dtype=bool),
     )
 
 

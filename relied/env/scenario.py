@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from relied.env.network import CityNetwork
 
@@ -30,6 +30,11 @@ class Scenario(BaseModel):
     ``stuck_time_s`` enters anyway (gridlock release). ``"bpr"`` (comparison only): the
     traversal time is fixed at entry, ``t0 * min(1 + bpr_alpha (others/capacity)^bpr_beta,
     max_slowdown)``, with no queue. See ``relied/env/core.py``.
+
+    ``signals`` (off by default): fixed-time traffic signals at the junctions OSM marks as
+    signalised (90 s cycle, netconvert's default plans; :mod:`relied.env.signals`): a vehicle
+    crossing one waits for green. Off, a scenario serialises exactly as before the field
+    existed (its JSON, digests and prompts are unchanged).
 
     Reward per learner: ``-(seconds of its trip that passed) / time_scale_s`` each step,
     ``+arrival_bonus`` on arrival, ``-timeout_penalty`` if not arrived at the horizon; the
@@ -60,6 +65,8 @@ class Scenario(BaseModel):
     hotspot_node: int | None = Field(None, description="OSM node id of the hotspot centre; "
                                      "default: the node nearest the network's centroid")
     hotspot_radius_m: float = Field(400.0, gt=0)
+    signals: bool = Field(False, description="fixed-time traffic signals at OSM-signalised "
+                          "junctions (90 s cycle); off: no signals, as before")
     bpr_alpha: float = Field(0.15, ge=0)
     bpr_beta: float = Field(4.0, ge=0)
     max_slowdown: float = Field(10.0, ge=1, description="BPR: cap of travel time / free flow")
@@ -92,6 +99,15 @@ class Scenario(BaseModel):
             if any(not (0 <= d < self.horizon_s) for d in value):
                 raise ValueError(f"{name} must lie in [0, horizon_s={self.horizon_s:g})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_default_signals(self, handler):
+        """Leave ``signals`` out while it is off, so that every scenario written before the
+        field existed keeps its JSON (and the digests taken of it)."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.signals:
+            data.pop("signals", None)
+        return data
 
     @property
     def n_background(self) -> int:
