@@ -7,12 +7,13 @@ seeds 5 on) and each candidate plan
 (free-flow shortest path, congestion-aware, dynamic user equilibrium, and two perturbed plans:
 40% of the agents detour through a random node, on top of shortest path or congestion-aware):
 
-1. the critic judges the plan before training (untrained learners, reference: the free-flow
-   shortest paths, which therefore fail their own strict check);
+1. the critic judges the plan before training (untrained learners and, bound version 5, their
+   trial update on the plan's demonstrations, ``Trainer.trial_update``; reference: the
+   free-flow shortest paths, which therefore fail their own strict check);
 2. the plan is saved as the demonstration batch and ``relied.rl.trainer.Trainer`` (reled) trains
    ``--iterations`` iterations from the same initial weights (one episode per iteration);
-3. after every iteration the greedy policy is run once (edge traversals recorded) and each
-   agent's bound is recomputed with the current and previous policies;
+3. before every iteration each agent's bound is computed with the current policy and its trial
+   update, and after it the greedy policy is run once (edge traversals recorded);
 4. drift of agent i between iterations t and t+1: mean absolute change (s) of the realised
    travel times of the (edge, 60 s entry bin) cells of its plan route, the states its
    demonstrations and its bound are about, with its own traversals left out (time-dependent
@@ -22,11 +23,12 @@ seeds 5 on) and each candidate plan
 
 Reported: Spearman rank correlation between bound_i(t) and drift_i(t) (pairs pooled over agents,
 candidates and iterations within a seed), mean over seeds with a 95% bootstrap interval over
-seeds, for the scaled bound the critic judges, the bound in return units, each scaled term and
-the co-occupant count; and, per seed, mean drift of accepted vs rejected candidates (difference
-and ratio, bootstrap intervals over seeds), also leaving out the plans identical to the
-reference, and on the bound's verdict alone (without the return criterion). Writes
-``benchmarks/results/bound_validity.{json,md}``; ``--rerender`` rebuilds them from the JSON.
+seeds, for the scaled bound the critic judges, the bound in return units, each scaled term, the
+co-occupant count and the trial step's measured move alone; and, per seed, mean drift of
+accepted vs rejected candidates (difference and ratio, bootstrap intervals over seeds), also
+leaving out the plans identical to the reference, and on the bound's verdict alone (without the
+return criterion). Writes ``benchmarks/results/bound_validity.{json,md}``; ``--rerender``
+rebuilds them from the JSON.
 
     python benchmarks/bound_validity.py [--presets P ...] [--seeds 5] [--first-seed 5]
         [--agents 30] [--iterations 3] [--workers 2] [--json]
@@ -59,6 +61,7 @@ from relied.rl.config import TrainConfig
 from relied.rl.envs import make_vector_env
 from relied.rl.policy import TrainedPolicy
 from relied.rl.trainer import Trainer
+from relied.rl.trial import probs_of
 
 RESULTS = Path(__file__).parent / "results"
 BIN_S = 60.0
@@ -199,21 +202,28 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
     candidates = {"shortest-path": sp, "congestion-aware": ca, "equilibrium": eq,
                   "perturbed-sp": perturbed(net, sc, sp, 0.4, rng),
                   "perturbed-ca": perturbed(net, sc, ca, 0.4, rng)}
-    ref = check_plan(net, sc, sp, bound)[0].reference_bound
+    def config(demos: Path | None) -> TrainConfig:
+        return TrainConfig(city=sc.city, n_agents=args.agents, seed=seed, algo="reled",
+                           experts="shortest-path", demos_dir=str(demos) if demos else None,
+                           n_envs=1, train_seeds=1, horizon_s=sc.horizon_s,
+                           departure_window_s=preset.departure_window_s, gamma=bound.gamma,
+                           bound_every=0)
+
+    # the untrained learners (every candidate's trainer starts from these seeded weights)
+    judge = Trainer.create(config(None), work / "runs", progress=False)
+    untrained, trial = probs_of(judge.model), judge.trial_update()
+    ref = check_plan(net, sc, sp, bound, untrained, trial_update=trial)[0].reference_bound
     rows, pairs = [], []
     for name, routes in candidates.items():
-        report, run = check_plan(net, sc, routes, bound, reference=ref)
+        report, run = check_plan(net, sc, routes, bound, untrained, reference=ref,
+                                 trial_update=trial)
         cells = plan_cells(run.edges_by_step, sc.dt_s)
         store = work / f"s{seed}-{name}"
         meta = DemoMeta(batch_id=name, scenario=sc,
                         routes=[net.osm_ids[r].tolist() for r in routes], model_spec=name,
                         source="bound-validity", accepted=True)
         save_batch(store, run.traj, meta)
-        cfg = TrainConfig(city=sc.city, n_agents=args.agents, seed=seed, algo="reled",
-                          experts="shortest-path", demos_dir=str(store), n_envs=1, train_seeds=1,
-                          horizon_s=sc.horizon_s, departure_window_s=preset.departure_window_s,
-                          gamma=bound.gamma, bound_every=0)
-        trainer = Trainer.create(cfg, work / "runs", progress=False)
+        trainer = Trainer.create(config(store), work / "runs", progress=False)
         trainer.cores = [RoutingCore(net, sc)]
         trainer.core, trainer.scenario = trainer.cores[0], sc
         trainer.load_demos()
@@ -223,8 +233,11 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
         drifts, route_drifts = [], []
         for _ in range(args.iterations):
             before = frozen_probs(trainer.model)
-            ref_scales = reference_scales(net, sc, bound, before, previous)[0]
-            terms = plan_bounds(net, sc, routes, bound, before, previous, scales=ref_scales)
+            step = trainer.trial_update()  # called before iterate: on the current weights
+            ref_scales = reference_scales(net, sc, bound, before, previous,
+                                          trial_update=step)[0]
+            terms = plan_bounds(net, sc, routes, bound, before, previous, scales=ref_scales,
+                                trial_update=step)
             trainer.iterate(venv)
             local.append(greedy_run(net, sc, trainer.model))
             d = plan_drift(local[-2][1], local[-1][1], cells, net.freeflow_s)
@@ -233,7 +246,7 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
             previous = before
             count = np.array([len(g) - 1 for g in terms.groups], dtype=float)
             pairs += list(zip(terms.bound, terms.absolute, terms.divergence, terms.external,
-                              count, d, route_drifts[-1], strict=True))
+                              count, d, route_drifts[-1], terms.move, strict=True))
         venv.close()
         trainer.release()
         rows.append({"seed": seed, "plan": name, "accepted": report.accepted,
@@ -246,9 +259,11 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
         print(f"{preset_name} seed {seed} {name}: accepted={report.accepted} mean bound "
               f"{report.plan_bound:.1f} (ref {ref:.1f}) drift {np.mean(drifts):.3f} s",
               file=sys.stderr, flush=True)
+    judge.release()
     p = np.array(pairs, dtype=float)
     names = ("bound", "absolute_bound", "divergence_term", "external_term", "co_occupants")
     rho = {k: float(spearmanr(p[:, j], p[:, 5]).statistic) for j, k in enumerate(names)}
+    rho["move"] = float(spearmanr(p[:, 7], p[:, 5]).statistic)
     rho["bound_vs_route_drift"] = float(spearmanr(p[:, 0], p[:, 6]).statistic)
     return {"rows": rows, "rho": rho, "pairs": len(p)}
 
@@ -393,8 +408,9 @@ def table(r: dict) -> str:
              f"equilibrium {r['equilibrium_iterations']} MSA iterations, gamma "
              f"{r['bound']['gamma']}, accepted when the plan's mean scaled bound is below "
              f"{r['bound']['epsilon']} x the reference's (free-flow shortest paths) or its mean "
-             f"Vol_ext is at most {r['bound']['negligible']}, bound settings version "
-             f"{r['bound']['version']}", "",
+             f"Vol_ext (+ move) is at most {r['bound']['negligible']}, bound settings version "
+             f"{r['bound']['version']}" + (" (learners' trial update on each plan)"
+                                           if r['bound']['version'] >= 5 else ""), "",
              "Spearman rank correlation with the drift of each agent's local environment (the "
              "others' travel times on its plan cells; last row: the scaled bound against the "
              "drift on its own greedy route's cells; mean over seeds, 95% bootstrap interval "
@@ -416,8 +432,8 @@ def table(r: dict) -> str:
                               r["drift_gap_bound_only_s"]),
               "- " + gap_line("The bound alone, leaving out the plans identical to the "
                               "reference", r["drift_gap_bound_only_without_reference_s"]), "",
-              "| seed | plan | accepted | = reference | mean bound | reference | Vol_ext (s) | "
-              "too slow | travel time (s) | drift (s) | route drift (s) |",
+              "| seed | plan | accepted | = reference | mean bound | reference | "
+              "Vol_ext + move (s) | too slow | travel time (s) | drift (s) | route drift (s) |",
               "|---:|---|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for p in r["plans"]:
         lines.append(f"| {p['seed']} | {p['plan']} | {p['accepted']} | "

@@ -4,19 +4,26 @@ For agent ``i`` with interaction subset ``G(i)`` the change of its return betwee
 iterations, caused by the other agents, is bounded by (derivation in docs/experts.md)
 
     NS_i <= c1 * Vol_ext(i) + c2 * sum_{j in G(i), j != i} D_j
-    D_j  = E_o[ TV(pi_j^t, pi_j^{t-1}) ] + E_o[ TV(pi_j^t, pi_j^plan) ]
+    D_j  = E_o[ TV(pi_j^t, pi_j^{t+1|plan}) ]                      (version 5, with a trial)
+    D_j  = E_o[ TV(pi_j^t, pi_j^{t-1}) ] + E_o[ TV(pi_j^t, pi_j^plan) ]   (without one)
 
 with ``c1 = 1 / (1 - gamma)``, ``c2 = 2 gamma R_max / (1 - gamma)^2`` (``gamma`` the learners'
 discount, ``R_max`` the env's reward bound). ``D_j`` is the expected policy change of agent
-``j`` on the states the plan visits: the step its learning made last (current against previous
-policy) plus the pull of the plan (current policy against the point mass on the plan's action,
-``TV = 1 - pi(a_plan|o)``). ``Vol_ext(i)`` is the spread of agent ``i``'s local environment per
-decision when only agents outside ``G(i)`` change behaviour: the mean over the cells of its plan
-route (edge, entry minute) of the std of the cell's travel time over resimulations, in reward
-units (see :mod:`relied.experts.critic`); ``c1 = 1 / (1 - gamma)`` turns a per-decision reward
-change into a value change. The KL variant bounds each TV through Pinsker,
-``min(1, sqrt(KL / 2))``. Before any training ``pi`` is uniform over the valid actions and
-the previous policy is the current one.
+``j`` on the states the plan visits. Given a :class:`TrialUpdate` (training passes one), it is
+measured forward: ``pi^{t+1|plan}`` is the learners' policy after a trial update on the plan's
+demonstrations (the trainer's expert loss and ``lambda``, a fixed number of seeded steps, on a
+copy), i.e. the successor policy this plan would cause; the external term then also carries
+``Move(i)``, the measured change of ``i``'s cell times when the learners' greedy behaviour
+takes that step (``critic.successor_move``): ``c1 * (Vol_ext(i) + Move(i))``. Without one (no
+learners, e.g. ``relied experts generate``) it falls back to version 4's stand-in: the step
+learning made last (current against previous policy) plus the pull of the plan (current policy
+against the point mass on the plan's action, ``TV = 1 - pi(a_plan|o)``). ``Vol_ext(i)`` is the
+spread of agent ``i``'s local environment per decision when only agents outside ``G(i)`` change
+behaviour: the mean over the cells of its plan route (edge, entry minute) of the std of the
+cell's travel time over resimulations, in reward units (see :mod:`relied.experts.critic`);
+``c1 = 1 / (1 - gamma)`` turns a per-decision reward change into a value change. The KL variant
+bounds each TV through Pinsker, ``min(1, sqrt(KL / 2))``. Before any training ``pi`` is uniform
+over the valid actions and the previous policy is the current one.
 
 The two terms live on incomparable scales: the divergence term is a worst case through
 ``R_max / (1 - gamma)^2`` (about 10^4 times ``R_max`` at gamma 0.99), the external term a
@@ -24,7 +31,7 @@ measured spread, so their plain sum is ranked by the divergence term alone. The 
 judges the *scaled* bound: each term divided by its level for the learners' current joint
 behaviour (the reference: the ``quantile`` of the term over the reference's agents, at least its
 mean, at least a floor), ``50 * ext / S_ext + 50 * div / S_div``, so each term counts 50 at the
-reference's level and the constants ``c1, c2`` cancel. A plan is accepted (settings version 4)
+reference's level and the constants ``c1, c2`` cancel. A plan is accepted (since version 4)
 when the *mean* of its agents' scaled bounds is strictly below ``epsilon`` times the same mean
 for the reference, under the same policies: it must lower the learners' non-stationarity, not
 merely match it; at the threshold (within :data:`TIE_TOLERANCE`) when its mean ``Vol_ext`` is
@@ -34,21 +41,37 @@ merely match it; at the threshold (within :data:`TIE_TOLERANCE`) when its mean `
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from relied.env.rollout import Trajectories
+
 #: ``policy_probs(obs (M, obs_dim), mask (M, K+1), agent_ids (M,)) -> probs (M, K+1)``.
 PolicyProbs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class TrialUpdate(Protocol):
+    """The learners' successor policy if they imitated a plan: ``trial(traj, agents)`` applies
+    the training update's expert half to a copy of the learners' policy on the demonstrations
+    ``traj`` (a plan's execution, ``(T, n, ...)``; only ``agents``' rows when given) and returns
+    the updated copy's :data:`PolicyProbs`. Deterministic (seeded); the learners are not
+    changed. Passed in by training (``relied.rl.trial``): this package never imports
+    ``relied.rl``."""
+
+    def __call__(self, traj: Trajectories,
+                 agents: Sequence[int] | None = None) -> PolicyProbs: ...
+
 
 #: the learners' discount per decision (``TrainConfig.gamma``'s default); training passes its
 #: own ``gamma`` so the bound and the learners always discount alike
 DEFAULT_GAMMA = 0.99
-BOUND_VERSION = 4  # 1: absolute epsilon (12,000), point-mass TV only, all-agent jitter;
+BOUND_VERSION = 5  # 1: absolute epsilon (12,000), point-mass TV only, all-agent jitter;
 # 2: ratio epsilon on the unscaled bound (ranked by the divergence term alone); 3: scaled bound,
 # 90% quantile at most the reference's, Vol_ext = spread of the whole return; 4: Vol_ext per
-# decision on the plan's cells, the plan's mean strictly below the reference's
+# decision on the plan's cells, the plan's mean strictly below the reference's; 5: D_j = TV
+# between the current policy and its trial update on the plan's demonstrations
 #: the scaled bound gives each term this much at the reference's level
 TERM_LEVEL = 50.0
 #: a plan with negligible Vol_ext passes at up to this much above the threshold: a tie with the
@@ -94,8 +117,8 @@ class BoundConfig(BaseModel):
     @classmethod
     def from_stored(cls, stored: dict[str, Any] | None) -> BoundConfig:
         """Settings stored with a batch; a version-1 record (absolute epsilon) keeps only its
-        group, divergence and seed, a version-2 or 3 record its settings; the rest takes
-        today's defaults."""
+        group, divergence and seed, a version-2 to 4 record its settings; the rest takes
+        today's defaults (a re-check judges it by today's rule)."""
         stored = dict(stored or {})
         version = stored.get("version", 1)
         keep = ("divergence", "group", "seed") + (() if version == 1 else (

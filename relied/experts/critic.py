@@ -61,6 +61,7 @@ from relied.experts.bound import (
     TIE_TOLERANCE,
     BoundConfig,
     PolicyProbs,
+    TrialUpdate,
     divergence_between,
     divergence_to_expert,
     interaction_groups,
@@ -443,7 +444,8 @@ class BoundTerms:
     """Per-agent terms of one plan: scaled ``bound``, ``external`` and ``divergence`` terms
     (:func:`relied.experts.bound.scaled_bound`), ``absolute`` (the bound in return units),
     the reference levels ``scales``, ``groups``, the plan's ``run``, ``volatility``
-    (``Vol_ext``, reward units per decision) and its ``samples`` per agent."""
+    (``Vol_ext``, reward units per decision), its ``samples`` per agent and ``move``
+    (:func:`successor_move`, reward units per decision; 0 without a trial update)."""
 
     bound: np.ndarray
     external: np.ndarray
@@ -454,6 +456,68 @@ class BoundTerms:
     scales: tuple[float, float]
     volatility: np.ndarray
     samples: np.ndarray
+    move: np.ndarray
+
+
+class GreedyProbs:
+    """The greedy policy (most likely valid action) of ``policy_probs`` over a
+    :class:`RoutingCore`: the learners' behaviour as training evaluates it."""
+
+    def __init__(self, policy_probs: PolicyProbs):
+        self.policy_probs = policy_probs
+
+    def __call__(self, core: RoutingCore) -> np.ndarray:
+        mask = core.action_mask()
+        deciding = np.flatnonzero(mask[:, : core.k].any(axis=1))
+        actions = np.full(core.n, core.noop, dtype=np.int64)
+        if deciding.size:
+            probs = self.policy_probs(core.observe(deciding), mask[deciding], deciding)
+            actions[deciding] = np.argmax(np.where(mask[deciding], probs, -1.0), axis=1)
+        return actions
+
+
+#: cell times of greedy runs by (scenario, policy): the callable is kept, so its identity
+#: cannot be reused by another while its entry lives (a policy must not change during a check)
+_GREEDY: dict[str, tuple[PolicyProbs, CellTimes]] = {}
+
+
+def greedy_cell_times(net: CityNetwork, scenario: Scenario,
+                      policy_probs: PolicyProbs) -> CellTimes:
+    """Cell times (:class:`CellTimes`) of one run of the learners' greedy policy."""
+    key = _digest("greedy", net.name, scenario.model_dump(mode="json"), id(policy_probs))
+    hit = _GREEDY.get(key)
+    if hit is not None and hit[0] is policy_probs:
+        return hit[1]
+    core = RoutingCore(net, scenario, record_traversals=True)
+    drive(core, GreedyProbs(policy_probs))
+    if len(_GREEDY) >= 8:
+        _GREEDY.pop(next(iter(_GREEDY)))
+    _GREEDY[key] = (policy_probs, _cell_times(core))
+    return _GREEDY[key][1]
+
+
+def _times_on(run: CellTimes, cells: np.ndarray, freeflow_s: np.ndarray,
+              bins: int) -> np.ndarray:
+    """Travel time of ``cells`` in ``run`` (the edge's free-flow time where nobody entered)."""
+    if not run.cell_keys.size:
+        return freeflow_s[cells // bins]
+    at = np.minimum(np.searchsorted(run.cell_keys, cells), run.cell_keys.size - 1)
+    return np.where(run.cell_keys[at] == cells, run.cell_times_s[at], freeflow_s[cells // bins])
+
+
+def successor_move(net: CityNetwork, scenario: Scenario, run: Execution,
+                   policy_probs: PolicyProbs, successor: PolicyProbs) -> np.ndarray:
+    """Per agent, how far its local environment moves when the learners take the step the plan
+    causes: the mean over the cells of its plan route of ``|t_succ - t_now|``, the cell's
+    travel time when the learners drive the greedy ``successor`` (their trial update on the
+    plan) against their greedy current policy, in reward units per decision (free-flow time
+    where nobody entered a cell)."""
+    bins = int(scenario.horizon_s // CELL_S) + 2
+    now = greedy_cell_times(net, scenario, policy_probs)
+    then = greedy_cell_times(net, scenario, successor)
+    return np.array([float(np.abs(_times_on(then, c, net.freeflow_s, bins)
+                                  - _times_on(now, c, net.freeflow_s, bins)).mean())
+                     if c.size else 0.0 for c in run.agent_cells]) / scenario.time_scale_s
 
 
 #: reference levels by (scenario, settings, reference mean): what ``reference_bound``
@@ -471,15 +535,28 @@ def _raw_terms(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
                config: BoundConfig, policy_probs: PolicyProbs | None,
                previous_probs: PolicyProbs | None,
                planner_groups: Sequence[Sequence[int]] | None, run: Execution | None,
-               agents: Sequence[int] | None = None):
+               agents: Sequence[int] | None = None, trial_update: TrialUpdate | None = None):
+    """Unscaled terms. With ``trial_update`` (version 5) ``D_j`` is the TV between the current
+    policy and its trial update on the plan's demonstrations, and the external term measures
+    ``Vol_ext`` plus :func:`successor_move`; without it, version 4's terms."""
     run = run or execute(net, scenario, routes=routes)
     groups = interaction_groups(run.edges_by_step, config.group, planner_groups)
-    to_plan, step = run.decisions.divergence(scenario.n_agents, policy_probs, previous_probs,
-                                             config.divergence)
+    n = scenario.n_agents
+    if trial_update is None:
+        to_plan, step = run.decisions.divergence(n, policy_probs, previous_probs,
+                                                 config.divergence)
+        divergence, move = to_plan + step, np.zeros(n)
+    else:
+        if policy_probs is None:
+            raise ValueError("a trial update needs the learners' current policy_probs")
+        successor = trial_update(run.traj, None if agents is None
+                                 else sorted(int(a) for a in agents))
+        divergence = run.decisions.divergence(n, policy_probs, successor, config.divergence)[1]
+        move = successor_move(net, scenario, run, policy_probs, successor)
     vol, samples = local_volatility(net, scenario, routes, config, groups, run, agents)
-    absolute, ext, dterm = stationarity_bound(vol, to_plan + step, groups, config.gamma,
+    absolute, ext, dterm = stationarity_bound(vol + move, divergence, groups, config.gamma,
                                               scenario.reward_bound)
-    return absolute, ext, dterm, groups, run, (vol, samples)
+    return absolute, ext, dterm, groups, run, (vol, samples, move)
 
 
 def plan_bounds(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
@@ -488,18 +565,21 @@ def plan_bounds(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[
                 planner_groups: Sequence[Sequence[int]] | None = None,
                 run: Execution | None = None, scales: tuple[float, float] | None = None,
                 reference_routes: Sequence[Sequence[int]] | None = None,
-                agents: Sequence[int] | None = None) -> BoundTerms:
-    """Every agent's bound for ``routes`` under the learners' current (and previous) policy.
+                agents: Sequence[int] | None = None,
+                trial_update: TrialUpdate | None = None) -> BoundTerms:
+    """Every agent's bound for ``routes`` under the learners' current (and previous) policy,
+    or with ``trial_update`` (version 5) their trial update on the plan.
 
     The terms are scaled by ``scales`` (the reference's levels, :func:`reference_scales`);
     when not given they are measured on ``reference_routes`` (default: free-flow shortest
     paths) under the same policies."""
     scenario = scenario.resolve(net)
     absolute, ext, dterm, groups, run, vol = _raw_terms(
-        net, scenario, routes, config, policy_probs, previous_probs, planner_groups, run, agents)
+        net, scenario, routes, config, policy_probs, previous_probs, planner_groups, run, agents,
+        trial_update)
     if scales is None:
         scales = reference_scales(net, scenario, config, policy_probs, previous_probs,
-                                  reference_routes, planner_groups, agents)[0]
+                                  reference_routes, planner_groups, agents, trial_update)[0]
     bound, sext, sdiv = scaled_bound(ext, dterm, scales)
     return BoundTerms(bound, sext, sdiv, groups, run, absolute, scales, *vol)
 
@@ -510,14 +590,16 @@ def reference_scales(net: CityNetwork, scenario: Scenario, config: BoundConfig,
                      routes: Sequence[Sequence[int]] | None = None,
                      planner_groups: Sequence[Sequence[int]] | None = None,
                      agents: Sequence[int] | None = None,
+                     trial_update: TrialUpdate | None = None,
                      ) -> tuple[tuple[float, float], float]:
     """``(term levels, mean scaled bound)`` of the learners' current joint behaviour:
     ``routes`` (their recent routes) or, when unknown, the free-flow shortest paths; the
-    mean is over ``agents`` when given."""
+    mean is over ``agents`` when given. With ``trial_update`` the reference's terms are
+    measured as a plan's are (its trial update on the reference's demonstrations)."""
     scenario = scenario.resolve(net)
     routes = routes if routes is not None else policy_routes(net, scenario, "shortest-path")
     _, ext, dterm, _, _, _ = _raw_terms(net, scenario, routes, config, policy_probs,
-                                     previous_probs, planner_groups, None, agents)
+                                     previous_probs, planner_groups, None, agents, trial_update)
     pick = slice(None) if agents is None else np.asarray(sorted(agents), dtype=np.int64)
     scales = term_scales(ext[pick], dterm[pick], config.quantile, config.gamma,
                          scenario.reward_bound)
@@ -533,12 +615,13 @@ def reference_bound(net: CityNetwork, scenario: Scenario, config: BoundConfig,
                     previous_probs: PolicyProbs | None = None,
                     routes: Sequence[Sequence[int]] | None = None,
                     planner_groups: Sequence[Sequence[int]] | None = None,
-                    agents: Sequence[int] | None = None) -> float:
+                    agents: Sequence[int] | None = None,
+                    trial_update: TrialUpdate | None = None) -> float:
     """The mean of the scaled per-agent bounds of the learners' current joint
     behaviour (:func:`reference_scales`); a later :func:`check_plan` given this value as
     ``reference`` scales its terms by the same levels."""
     return reference_scales(net, scenario, config, policy_probs, previous_probs, routes,
-                            planner_groups, agents)[1]
+                            planner_groups, agents, trial_update)[1]
 
 
 def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
@@ -550,6 +633,7 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
                reference_routes: Sequence[Sequence[int]] | None = None,
                scales: tuple[float, float] | None = None,
                agents: Sequence[int] | None = None,
+               trial_update: TrialUpdate | None = None,
                ) -> tuple[StationarityReport, Execution]:
     """Evaluate a joint plan (node indices per agent); returns the report and its execution.
 
@@ -557,7 +641,8 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     :func:`reference_bound`, whose term levels are reused); otherwise it is computed for
     ``reference_routes`` (default: free-flow shortest paths). ``scales`` with ``reference``:
     fixed term levels (:func:`recheck_batch`). ``agents``: judge only these agents (the
-    means and offenders are theirs; module docstring)."""
+    means and offenders are theirs; module docstring). ``trial_update``: the learners' trial
+    update (bound version 5; with ``policy_probs``), for the plan and the reference alike."""
     scenario = scenario.resolve(net)
     if scales is None or reference is None:
         scales = _SCALES.get(_scales_key(net, scenario, config, reference)) \
@@ -565,16 +650,16 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     if scales is None:
         scales, measured = reference_scales(net, scenario, config, policy_probs,
                                             previous_probs, reference_routes, planner_groups,
-                                            agents)
+                                            agents, trial_update)
         reference = measured if reference is None else reference
     terms = plan_bounds(net, scenario, routes, config, policy_probs, previous_probs,
-                        planner_groups, scales=scales, agents=agents)
+                        planner_groups, scales=scales, agents=agents, trial_update=trial_update)
     bound, ext, dterm, groups, run = (terms.bound, terms.external, terms.divergence,
                                       terms.groups, terms.run)
     eps = config.epsilon * reference
     judged = np.arange(bound.size) if agents is None else np.asarray(sorted(agents), dtype=np.int64)
     plan_mean = float(bound[judged].mean())
-    vol = float(terms.volatility[judged].mean())
+    vol = float((terms.volatility + terms.move)[judged].mean())
     quiet = vol <= config.negligible and bool((terms.samples[judged] >= 2).all())
     if baseline_return is None:
         baseline_return = float(execute(net, scenario).returns.mean())

@@ -45,6 +45,7 @@ import torch
 from relied.env.cities import CityError, city_source, load_city
 from relied.env.core import RoutingCore
 from relied.env.rollout import run_episode
+from relied.experts.bound import TrialUpdate
 from relied.rl.config import TrainConfig
 from relied.rl.demos import (
     DemoProvider,
@@ -66,6 +67,7 @@ from relied.rl.policy import (
 )
 from relied.rl.rollout import Decisions, EpisodeRecord, collect, gae
 from relied.rl.schedule import dtw_per_step, expert_weights
+from relied.rl.trial import trial_update
 
 CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "return",
               "mean_travel_time", "p95_travel_time", "arrival_rate", "loss_pg", "loss_v",
@@ -478,6 +480,20 @@ class Trainer:
         """The learners' current action probabilities, for the stationarity bound."""
         with torch.no_grad():
             return torch.softmax(self._logits(self.model, obs, mask, agent), 1).cpu().numpy()
+
+    def trial_update(self, j: int = 0) -> TrialUpdate:
+        """The learners' trial update on a plan of fixed scenario ``j`` (the bound's divergence
+        term, version 5; :mod:`relied.rl.trial`), weighted by that scenario's current
+        ``lambda`` per agent (``lambda0`` before demonstrations are loaded)."""
+        cfg, n = self.cfg, self.core.n
+
+        def lam() -> np.ndarray:
+            if self.experts:
+                return self._expert_weights()[j].cpu().numpy()
+            first = 1.0 if cfg.spec.weight == "one" else cfg.lambda0
+            return np.clip(np.full(n, first), cfg.lambda_min, cfg.lambda_max)
+
+        return trial_update(self.model, self.optim, cfg, lam)
 
     def _recheck_bound(self, j: int, previous: ActorCritic) -> dict[str, float]:
         """Recompute the stationarity bound of scenario ``j``'s demos under the learners'
