@@ -190,24 +190,48 @@ def code_version() -> dict:
 
 
 def goals(rows: list[dict]) -> dict:
-    def scale(n):
-        return next((r for r in rows if r["kind"] == "scale" and r["agents"] == n
-                     and "error" not in r), None)
-
     out = {}
-    r10k, r100k = scale(10_000), scale(100_000)
-    if r10k and r10k["device"] == "cpu":
+    r10k = scale_on(rows, 10_000, "cpu")
+    if r10k:
         out["cpu_10k_ge_200k_agent_steps_per_s"] = r10k["agent_steps_per_s"] >= 200_000
+    r100k = [r for d in ("cpu", "cuda") if (r := scale_on(rows, 100_000, d))]
     if r100k:
-        out["100k_iteration_within_24_gib"] = r100k["peak_rss_gib"] <= 24.0
+        out["100k_iteration_within_24_gib"] = all(r["peak_rss_gib"] <= 24.0 for r in r100k)
+    gpu = scale_on(rows, 100_000, "cuda")
+    cpu = scale_on(rows, 100_000, "cpu")
+    if gpu and cpu:  # issue 13: on a lent GPU >= 5x the CPU figure at 100,000 learners
+        out["gpu_100k_ge_5x_cpu"] = gpu["agent_steps_per_s"] >= 5 * cpu["agent_steps_per_s"]
     return out
+
+
+def scale_on(rows: list[dict], n: int, device: str) -> dict | None:
+    """The completed scale row of ``n`` learners on ``device`` (``cuda:0`` counts as cuda)."""
+    return next((r for r in rows if r["kind"] == "scale" and r["agents"] == n
+                 and r["device"].split(":")[0] == device and "error" not in r), None)
+
+
+def speedups(rows: list[dict]) -> list[str]:
+    """GPU / CPU ratios per size where both devices have a row (same host when merged)."""
+    lines = []
+    for n in sorted({r["agents"] for r in rows if r["kind"] == "scale"}):
+        gpu, cpu = scale_on(rows, n, "cuda"), scale_on(rows, n, "cpu")
+        if gpu and cpu:
+            lines.append(
+                f"- {n:,} learners: agent-steps/s cuda / cpu = "
+                f"{gpu['agent_steps_per_s'] / cpu['agent_steps_per_s']:.2f}x; update "
+                f"(SGD steps/s) {gpu['sgd_steps_per_s'] / cpu['sgd_steps_per_s']:.1f}x; "
+                f"env share {gpu['share_env']:.0%} (cuda) vs {cpu['share_env']:.0%} (cpu)")
+    return lines
 
 
 def markdown(report: dict) -> str:
     rows = report["rows"]
+    host = (f"host {report['platform']} with {report.get('gpu', 'no GPU')} and "
+            f"{report['cpu_count']} CPUs" if report.get("sources") else
+            f"{report['cpu_count']} CPUs shared with other engineers' jobs")
     head = (f"# Training throughput (`{report['command']}`, device {report['device']}, "
-            f"{report['cpu_count']} CPUs shared with other engineers' jobs, 1 torch thread, "
-            f"load average {[round(x, 2) for x in report['load_start']]} at the start)")
+            f"{host}, 1 torch thread, load average "
+            f"{[round(x, 2) for x in report['load_start']]} at the start)")
     lines = [head, "", "One training iteration per row (an episode per env, then the PPO "
              "update), ippo, `--share all`. Scale rows: the aguascalientes-peak demand "
              "scaled to N learners on north-bayreuth (see the module docstring).", "",
@@ -236,9 +260,37 @@ def markdown(report: dict) -> str:
                   f"{r['agents']:,} {r['kind']}: {r['code']['commit']}"
                   + (f" + {', '.join(r['code']['modified'])}" if r["code"]["modified"] else "")
                   for r in rows if "code" in r)]
+    if report.get("sources"):
+        lines += ["", "Merged from these runs (each on the host above):", ""]
+        lines += [f"- `{c}`" for c in report["sources"]]
+    if ratios := speedups(rows):
+        lines += ["", "GPU vs CPU on the same host:", "", *ratios]
     lines += ["", "Goals: " + (", ".join(f"{k}: {v}" for k, v in report["goals"].items())
                                or "none measured")]
     return "\n".join(lines) + "\n"
+
+
+def merge(paths: list[Path], out: Path) -> dict:
+    """One report of several runs' json reports (e.g. ``--device cuda`` and ``--device cpu`` on
+    the same GPU machine), written as ``train_throughput_scale_gpu.{md,json}`` under ``out``."""
+    reports = [json.loads(p.read_text()) for p in paths]
+    hosts = {(r["platform"], r["cpu_count"]) for r in reports}
+    if len(hosts) != 1:
+        raise SystemExit(f"error: --merge needs reports from one host, got {sorted(hosts)}")
+    rows = [row for r in reports for row in r["rows"]]
+    report = {"device": "+".join(dict.fromkeys(r["device"] for r in reports)),
+              "cpu_count": reports[0]["cpu_count"], "platform": reports[0]["platform"],
+              "load_start": reports[0]["load_start"],
+              "command": "python benchmarks/train_throughput.py --merge "
+                         + " ".join(str(p) for p in paths),
+              "sources": [r["command"] for r in reports], "rows": rows, "goals": goals(rows)}
+    gpus = {row["gpu"] for row in rows if "gpu" in row}
+    if gpus:
+        report["gpu"] = ", ".join(sorted(gpus))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_throughput_scale_gpu.json").write_text(json.dumps(report, indent=2))
+    (out / "train_throughput_scale_gpu.md").write_text(markdown(report))
+    return report
 
 
 def main() -> None:
@@ -252,8 +304,15 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.add_argument("--profile", action="store_true",
                    help="cProfile each fast-engine iteration into --out/profile-<n>.prof")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="REPORT.json",
+                   help="merge json reports of one host (cuda and cpu runs on a GPU machine) "
+                        "into --out/train_throughput_scale_gpu.{md,json}")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print its row
     args = p.parse_args()
+    if args.merge:
+        report = merge(args.merge, args.out)
+        print(json.dumps(report) if args.json else markdown(report))
+        return
     if args.case:
         case = json.loads(args.case)
         prof = (args.out / f"profile-{case['kind']}-{case.get('n_agents', case.get('n_envs'))}"
