@@ -15,17 +15,19 @@ model calls per round are bounded by the sample, not by N. The other learners dr
 shortest paths.
 
 Per row (each in its own subprocess, so peak RSS is the row's own; a row that runs past
-``--timeout`` is stopped and reports the phases it finished): model calls, planner groups,
-critic rounds, agents demonstrated, whether the critic accepted, and the wall time split into
+``--timeout`` is stopped and reports the phases, model calls and simulations it got through):
+model calls, whole-fleet simulations (every traffic-core episode run in the row: forecast,
+reference routes, executions, resimulations), planner groups, critic rounds, agents
+demonstrated, whether the critic accepted, and the wall time split into
 
 * forecast: the traffic forecast the planners route on (one simulation),
 * setup: the team's baseline execution, the learners' shortest paths and the reference bound
   (the critic's scale: an execution and its resimulations),
 * planning: the planner calls (team chat time minus the critic's checks),
 * critic: the critic's checks (validation, the plan's execution and resimulations),
-* execution: the demonstration saved (the plan's recording is the critic's execution of the
-  returned round and the shortest-path baseline the team's, both reused: no simulation here
-  unless the answer came from the cache).
+* execution: the demonstration saved (the plan's execution and the shortest-path baseline
+  are the critic's and the team's, reused; its dense per-step arrays of every learner, what a
+  batch stores, are recorded by running the plan once more: ``Execution.traj``).
 
     .venv/bin/python benchmarks/expert_scale.py --json
     .venv/bin/python benchmarks/expert_scale.py --sizes 1000 --timeout 600
@@ -53,18 +55,32 @@ RESULTS = Path(__file__).parent / "results"
 PHASES = ("forecast", "setup", "planning", "critic", "execution")
 
 
-def _timed(owner, name: str, phase: str, clock: dict, status: Path) -> None:
-    """Wrap ``owner.name`` so that its wall time adds to ``clock[phase]`` (written to
-    ``status`` after every call, so a stopped row still tells where its time went)."""
+class Status:
+    """Phase times (``clock``), counts and the phase running, written to a file at every
+    change, so a stopped row still tells where its time went and what it got through."""
+
+    def __init__(self, path: Path):
+        self.path, self.clock, self.counts = path, {}, {}
+        self.running: list[str] = []
+
+    def write(self) -> None:
+        extra = {"running": self.running[-1]} if self.running else {}
+        self.path.write_text(json.dumps({**self.clock, **extra, "counts": self.counts}))
+
+
+def _timed(owner, name: str, phase: str, status: Status) -> None:
+    """Wrap ``owner.name`` so that its wall time adds to ``status.clock[phase]``."""
     real = getattr(owner, name)
 
     def begin() -> float:
-        status.write_text(json.dumps({**clock, "running": phase}))
+        status.running.append(phase)
+        status.write()
         return time.perf_counter()
 
     def end(start: float) -> None:
-        clock[phase] = clock.get(phase, 0.0) + time.perf_counter() - start
-        status.write_text(json.dumps(clock))
+        status.running.pop()
+        status.clock[phase] = status.clock.get(phase, 0.0) + time.perf_counter() - start
+        status.write()
 
     def wrapped(*a, **kw):
         start = begin()
@@ -83,24 +99,49 @@ def _timed(owner, name: str, phase: str, clock: dict, status: Path) -> None:
     setattr(owner, name, awrapped if inspect.iscoroutinefunction(real) else wrapped)
 
 
-def run_case(n: int, demo_agents: int | None, status: Path) -> dict:
+def _counted(owner, name: str, key: str, status: Status, first_step: bool = False) -> None:
+    """Count calls of ``owner.name`` in ``status.counts[key]`` (``first_step``: only calls on
+    a core at step 0, i.e. traffic-core episodes)."""
+    real = getattr(owner, name)
+
+    def count(obj) -> None:
+        if not first_step or obj.t == 0:
+            status.counts[key] = status.counts.get(key, 0) + 1
+            status.write()
+
+    def wrapped(self, *a, **kw):
+        count(self)
+        return real(self, *a, **kw)
+
+    async def awrapped(self, *a, **kw):
+        count(self)
+        return await real(self, *a, **kw)
+
+    setattr(owner, name, awrapped if inspect.iscoroutinefunction(real) else wrapped)
+
+
+def run_case(n: int, demo_agents: int | None, path: Path) -> dict:
     """One batch in this process; the row."""
     import asyncio
 
     from relied.agents import generate
+    from relied.agents.offline import OfflinePlannerClient
     from relied.agents.team import ExpertTeam, TeamConfig
+    from relied.env.core import RoutingCore
     from relied.experts.demos import load_batch
     from relied.rl.config import TrainConfig
 
     case = {k: v for k, v in scale_case(n).items() if k != "n_envs"}
     scenario = TrainConfig(**case).scenario()
-    clock: dict[str, float] = {}
-    _timed(generate, "_forecast", "forecast", clock, status)
-    _timed(ExpertTeam, "__init__", "setup", clock, status)
-    _timed(ExpertTeam, "check", "critic", clock, status)
-    _timed(ExpertTeam, "run", "team_run", clock, status)
-    _timed(generate, "execute", "execution", clock, status)
-    _timed(generate, "save_batch", "execution", clock, status)
+    status = Status(path)
+    clock = status.clock
+    _counted(OfflinePlannerClient, "create", "model_calls", status)
+    _counted(RoutingCore, "advance", "simulations", status, first_step=True)
+    for owner, name, phase in ((generate, "_forecast", "forecast"),
+                               (ExpertTeam, "__init__", "setup"), (ExpertTeam, "check", "critic"),
+                               (ExpertTeam, "run", "team_run"), (generate, "execute", "execution"),
+                               (generate, "save_batch", "execution")):
+        _timed(owner, name, phase, status)
     config = TeamConfig(demo_agents=demo_agents)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,10 +153,18 @@ def run_case(n: int, demo_agents: int | None, status: Path) -> dict:
     demonstrated = (len(meta.demo_agents) if meta and meta.demo_agents is not None else n)
     return {"agents": n, "vehicles": scenario.n_vehicles, "demo_agents": demo_agents,
             "demonstrated": demonstrated, "model_calls": res.model_calls,
+            "simulations": status.counts.get("simulations", 0),
             "groups": meta.extra.get("groups") if meta else None, "rounds": res.rounds,
             "accepted": res.accepted, "fallback": res.fallback, "wall_s": round(wall, 1),
             **{f"{k}_s": round(clock.get(k, 0.0), 1) for k in PHASES},
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+
+def _vehicles(n: int) -> int:
+    from relied.rl.config import TrainConfig
+
+    return TrainConfig(**{k: v for k, v in scale_case(n).items() if k != "n_envs"}
+                       ).scenario().n_vehicles
 
 
 def markdown(report: dict) -> str:
@@ -126,14 +175,16 @@ def markdown(report: dict) -> str:
              "`scale_case(n)` of benchmarks/train_throughput.py (aguascalientes-peak scaled to "
              "N learners on north-bayreuth). demo_agents: the most learners planned and "
              "demonstrated (`TeamConfig.demo_agents`; all: no subset).", "",
-             "| learners | vehicles | demo_agents | demonstrated | model calls | planner groups "
-             "| rounds | accepted | wall (s) | forecast / setup / planning / critic / execution "
-             "(s) | peak RSS (GiB) | load 1-min after | note |", "|" + "---|" * 13]
+             "| learners | vehicles | demo_agents | demonstrated | model calls | simulations "
+             "| planner groups | rounds | accepted | wall (s) | forecast / setup / planning / "
+             "critic / execution (s) | peak RSS (GiB) | load 1-min after | note |",
+             "|" + "---|" * 14]
     for r in report["rows"]:
         phases = " / ".join(f"{r.get(f'{k}_s', 0):.1f}" for k in PHASES)
         lines.append(
             f"| {r['agents']:,} | {r.get('vehicles', 0):,} | {r['demo_agents'] or 'all'} | "
-            f"{r.get('demonstrated', '')} | {r.get('model_calls', '')} | {r.get('groups', '')} "
+            f"{r.get('demonstrated', '')} | {r.get('model_calls', '')} | "
+            f"{r.get('simulations', '')} | {r.get('groups', '')} "
             f"| {r.get('rounds', '')} | {r.get('accepted', '')} | {r.get('wall_s', '')} | "
             f"{phases} | {r.get('peak_rss_gib', '')} | {r['load_after'][0]:.2f} | "
             f"{r.get('error', '')} |")
@@ -179,11 +230,13 @@ def main() -> None:
                 row = {"error": f"stopped after {args.timeout:.0f} s"}
             if "error" in row:
                 done = json.loads(Path(st.name).read_text() or "{}")
+                row |= done.pop("counts", {})
                 if "running" in done:
                     row["error"] += f" (in {done.pop('running')})"
                 if "team_run" in done:  # the chat had ended: planning is its time minus checks
                     done["planning"] = done.pop("team_run") - done.get("critic", 0.0)
-                row |= {"agents": n, "demo_agents": None if demo == "all" else demo,
+                row |= {"agents": n, "vehicles": _vehicles(n),
+                        "demo_agents": None if demo == "all" else demo,
                         "wall_s": round(time.perf_counter() - start, 1),
                         **{f"{k}_s": round(v, 1) for k, v in done.items()}}
         row["load_after"] = [round(x, 2) for x in os.getloadavg()]
