@@ -225,3 +225,22 @@ def test_no_vehicle_crosses_a_red_light_in_congestion(aguas):
     # and the lights cost time: more than a few seconds per crossing on average
     stopped = left[crossing] - entered[crossing] - aguas.freeflow_s[edge[crossing]]
     assert stopped.mean() > 5.0
+
+
+def test_simulate_signals_flag():
+    import json
+
+    from typer.testing import CliRunner
+
+    from relied.cli import app
+
+    def run(*flags):
+        out = CliRunner().invoke(app, ["simulate", "--city", "aguascalientes", "--agents", "40",
+                                       "--departure-window", "120", "--json", *flags])
+        assert out.exit_code == 0, out.output
+        return json.loads(out.stdout)
+
+    off, on = run(), run("--signals")
+    assert off["signals"] is False and on["signals"] is True
+    assert on["mean_travel_time"] > off["mean_travel_time"]
+    assert run("--no-signals")["mean_travel_time"] == off["mean_travel_time"]
