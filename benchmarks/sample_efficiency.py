@@ -203,6 +203,18 @@ def code_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
+def demo_verdicts(run_dir: Path) -> dict[str, int] | None:
+    """How the critic judged the run's demonstration batches: batches, accepted, accepted in
+    the first round, best-bound fallbacks (None: the run has no demos)."""
+    metas = [json.loads(f.read_text()) for f in sorted(Path(run_dir).glob("demos/*/*.json"))]
+    if not metas:
+        return None
+    extra = [m.get("extra") or {} for m in metas]
+    return {"batches": len(metas), "accepted": sum(bool(m["accepted"]) for m in metas),
+            "first_round": sum(e.get("accepted_round") == 1 for e in extra),
+            "fallback": sum(bool(e.get("fallback")) for e in extra)}
+
+
 def train_one(job) -> dict:
     """Train one (algorithm, seed) and evaluate its greedy policy on the shared trips."""
     algo, seed, args, target, held, away, commit = job
@@ -220,6 +232,7 @@ def train_one(job) -> dict:
     return {"algo": algo, "seed": seed, "preset": args.preset, "steps": args.steps,
             "commit": commit, "bound_version": BOUND_VERSION, "run_dir": summary["run_dir"],
             "wall_s": summary["wall_s"], "load_1min": round(os.getloadavg()[0], 2),
+            "demos": demo_verdicts(trainer.run_dir),
             "auc": auc(rows, args.steps), "steps_to_ca": steps_to(rows, target),
             "heldout": h, "other": o, "curve": [(r["env_steps"], r["return"]) for r in rows]}
 
@@ -408,18 +421,22 @@ def markdown(out: dict) -> str:
                                or "n/a"), "",
               f"Records (code's bound version v{out['bound_version']}; algorithms on "
               "critic-filtered demos must match it):", "",
-              "| algo | seeds | commit | bound version | critic-filtered demos | load (1 min) |",
-              "|" + "---|" * 6]
+              "| algo | seeds | commit | bound version | critic-filtered demos | demo batches "
+              "accepted (in the first round) | load (1 min) |",
+              "|" + "---|" * 7]
     for algo in out["table"]:
         rs = [r for r in out["records"] if r["algo"] == algo]
         commits = sorted({(r.get("commit") or "not recorded")[:12] for r in rs})
         loads = [r["load_1min"] for r in rs if r.get("load_1min") is not None]
         load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
         versions = sorted({f"v{r.get('bound_version')}" for r in rs})
+        demos = [r["demos"] for r in rs if r.get("demos")]
+        verdicts = (f"{sum(d['accepted'] for d in demos)}/{sum(d['batches'] for d in demos)} "
+                    f"({sum(d['first_round'] for d in demos)})" if demos else "")
         lines.append(f"| {algo} | {','.join(str(r['seed']) for r in rs)} | "
                      f"{', '.join(commits)} | "
                      f"{', '.join(versions)} | "
-                     f"{'yes' if bound_dependent(algo) else 'no'} | {load} |")
+                     f"{'yes' if bound_dependent(algo) else 'no'} | {verdicts} | {load} |")
     if out.get("references_reproduced_at"):
         lines += ["", "References reproduced exactly at "
                   f"{out['references_reproduced_at'][:12]}."]

@@ -123,3 +123,15 @@ def test_cli_merges_a_part_and_recomputes_the_summary(tmp_path, monkeypatch):
     assert out["table"]["reled"]["auc"][0] == pytest.approx(-3.0)
     assert out["references"] == REFS
     assert "| reled | 0,1 |" in path.with_suffix(".md").read_text()
+
+
+def test_demo_verdicts_count_the_critics_judgements(tmp_path):
+    assert se.demo_verdicts(tmp_path) is None
+    for i, (accepted, extra) in enumerate([(True, {"accepted_round": 1}),
+                                           (True, {"accepted_round": 2}),
+                                           (False, {"fallback": True})]):
+        d = tmp_path / "demos" / f"seed-{i}"
+        d.mkdir(parents=True)
+        (d / "b.json").write_text(json.dumps({"accepted": accepted, "extra": extra}))
+    assert se.demo_verdicts(tmp_path) == {"batches": 3, "accepted": 2, "first_round": 1,
+                                          "fallback": 1}
