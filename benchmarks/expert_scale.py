@@ -15,7 +15,7 @@ model calls per round are bounded by the sample, not by N. The other learners dr
 shortest paths.
 
 Per row (each in its own subprocess, so peak RSS is the row's own; a row that runs past
-``--timeout`` is stopped and reports the phases, model calls and simulations it got through):
+``--timeout`` is stopped and reports the phases, model calls, simulations and peak RSS it got to):
 model calls, whole-fleet simulations (every traffic-core episode run in the row: forecast,
 reference routes, executions, resimulations), planner groups, critic rounds, agents
 demonstrated, whether the critic accepted, and the wall time split into
@@ -49,15 +49,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_throughput import scale_case  # noqa: E402
+from train_throughput import code_version, scale_case  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PHASES = ("forecast", "setup", "planning", "critic", "execution")
 
 
 class Status:
-    """Phase times (``clock``), counts and the phase running, written to a file at every
-    change, so a stopped row still tells where its time went and what it got through."""
+    """Phase times (``clock``), counts (with the peak RSS so far) and the phase running,
+    written to a file at every change, so a stopped row still tells where its time went, what
+    it got through and the memory it had reached."""
 
     def __init__(self, path: Path):
         self.path, self.clock, self.counts = path, {}, {}
@@ -65,7 +66,12 @@ class Status:
 
     def write(self) -> None:
         extra = {"running": self.running[-1]} if self.running else {}
-        self.path.write_text(json.dumps({**self.clock, **extra, "counts": self.counts}))
+        counts = {**self.counts, "peak_rss_gib": _peak_rss_gib()}
+        self.path.write_text(json.dumps({**self.clock, **extra, "counts": counts}))
+
+
+def _peak_rss_gib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
 def _timed(owner, name: str, phase: str, status: Status) -> None:
@@ -157,7 +163,7 @@ def run_case(n: int, demo_agents: int | None, path: Path) -> dict:
             "groups": meta.extra.get("groups") if meta else None, "rounds": res.rounds,
             "accepted": res.accepted, "fallback": res.fallback, "wall_s": round(wall, 1),
             **{f"{k}_s": round(clock.get(k, 0.0), 1) for k in PHASES},
-            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+            "peak_rss_gib": _peak_rss_gib()}
 
 
 def _vehicles(n: int) -> int:
@@ -170,7 +176,9 @@ def _vehicles(n: int) -> int:
 def markdown(report: dict) -> str:
     lines = [f"# Expert team at scale (`{report['command']}`, "
              f"{report['cpus']} CPUs shared with other engineers' jobs, load average "
-             f"{report['load_before']} at the start)", "",
+             f"{report['load_before']} at the start, commit {report['code']['commit']}"
+             + (f", modified under relied/: {', '.join(report['code']['modified'])}"
+                if report['code']['modified'] else "") + ")", "",
              "One demonstration batch (offline planner, default team settings) on "
              "`scale_case(n)` of benchmarks/train_throughput.py (aguascalientes-peak scaled to "
              "N learners on north-bayreuth). demo_agents: the most learners planned and "
@@ -213,7 +221,8 @@ def main() -> None:
     cases = [(n, 500) for n in sizes] + [(n, "all") for n in sizes if n <= args.full_max]
     report = {"command": " ".join(["python", "benchmarks/expert_scale.py", *sys.argv[1:]]),
               "cpus": os.cpu_count(), "python": platform.python_version(),
-              "load_before": [round(x, 2) for x in os.getloadavg()], "rows": []}
+              "load_before": [round(x, 2) for x in os.getloadavg()], "code": code_version(),
+              "rows": []}
     for n, demo in sorted(cases, key=lambda c: (c[0], c[1] == "all")):
         with tempfile.NamedTemporaryFile(suffix=".json") as st:
             cmd = [sys.executable, __file__, "--case", f"{n},{demo},{st.name}",
