@@ -362,3 +362,31 @@ def test_eval_on_sumo_without_sumo_is_one_line(tiny_run, monkeypatch):
     res = CliRunner().invoke(app, ["eval", tiny_run, "--backend", "sumo", "--seeds", "7"])
     assert res.exit_code == 2
     assert res.output.strip() == "error: SUMO is not installed: pip install 'relied[sumo]'"
+
+
+@pytest.mark.parametrize("mode", ["micro", "meso"])
+def test_lookahead_decides_at_every_junction_on_short_edges(mode, monkeypatch):
+    """Monaco's short core edges are crossed within one step: deciding only on the last SUMO
+    edge before a junction (no lookahead) misses some decisions; deciding at the next
+    junction once it is within LOOKAHEAD_STEPS of driving misses none; the recorded routes
+    stay connected from origin to destination either way."""
+    import relied.env.sumo.core as sumo_core
+
+    mon = load_city("monaco")
+    sn = load_sumo_network(mon, city_source("monaco").path)
+    sc = Scenario(city="monaco", n_agents=8, seed=0, departure_window_s=80.0, horizon_s=900.0)
+    missed, lookahead = {}, sumo_core.LOOKAHEAD_STEPS
+    assert lookahead >= 1
+    for steps in (lookahead, 0):
+        monkeypatch.setattr(sumo_core, "LOOKAHEAD_STEPS", steps)
+        core = SumoCore(mon, sc, sn, mode, record_routes=True)
+        ep = run_episode(core, make_policy("shortest-path"))
+        missed[steps] = ep.metrics["missed_decisions"]
+        assert ep.metrics["arrival_rate"] == 1.0
+        for i, route in enumerate(ep.routes):  # chosen edges, one after another, end to end
+            assert route[0] == core.origin[i]
+            assert sn.node_junction[route[-1]] == sn.node_junction[core.dest[i]]
+            pairs = zip(route[:-1], route[1:], strict=True)
+            assert all(mon.edge_between(u, v) >= 0 for u, v in pairs)
+        core.close()
+    assert missed[lookahead] == 0 and missed[0] >= 2

@@ -8,13 +8,17 @@ code: only the state it reads comes from SUMO.
 * Demand: the Scenario's learners and background vehicles, same ODs and departures. Background
   vehicles get their whole route at insertion (free-flow shortest path, or the core's logit
   choice sampled junction by junction), as fragments of the core's edges.
-* Decisions: a learner decides when it enters the last SUMO edge of its core edge's fragment
-  (or at its origin before it is inserted); its choice is applied at once with
-  ``vehicle.setRoute`` (current edge + the chosen core edge's fragment + SUMO's fastest way on
-  to the destination), so SUMO knows it before the vehicle reaches the junction. Slots that
-  SUMO cannot drive (no connection, destination unreachable) are masked. A learner that
-  crosses a whole core edge within one step misses that decision and keeps its route
-  (``missed_decisions``).
+* Decisions: a learner decides at its next core junction (or at its origin, before it is
+  inserted) as soon as that junction is within :data:`LOOKAHEAD_STEPS` steps of driving at
+  the network's top speed from the end of the SUMO edge it is on (or when it is on the last
+  SUMO edge before it). Its choice is applied at once with ``vehicle.setRoute`` (the route
+  it has up to that junction + the chosen core edge's fragment + SUMO's fastest way on to
+  the destination), so SUMO knows it before the vehicle gets there; the following junction
+  is then next, so on short edges a learner decides several junctions ahead, one per step.
+  Slots that SUMO cannot drive (no connection, destination unreachable) are masked. A
+  junction a learner passes undecided (a teleport, or a chain of more sub-step edges than
+  the lookahead covers, e.g. right after insertion) is a ``missed_decision``; SUMO's route
+  stands there.
 * State: the ``delay`` of a core edge is SUMO's current travel time of its fragment minus
   SUMO's free-flow time (``edge.getTraveltime``); ``count`` (the observation's fill) is the
   vehicles on the fragment.
@@ -50,6 +54,10 @@ from relied.env.sumo.network import SumoError, SumoNetwork
 Mode = Literal["micro", "meso"]
 MODES: tuple[str, ...] = ("micro", "meso")
 _ACTIVE: list[SumoCore] = []
+
+#: steps of driving at the network's top speed within which a learner decides at its next
+#: junction (docs/sumo.md, "Decisions")
+LOOKAHEAD_STEPS = 4
 
 #: SUMO options of every run besides the Scenario's, each with why (docs/environment.md, "SUMO").
 SIM_OPTIONS: tuple[str, ...] = (
@@ -90,6 +98,9 @@ class SumoCore(RoutingCore):
         #: ``False``: SUMO's traffic lights switched off (``--tls.all-off``; a diagnostic:
         #: the core has no signals, see docs/environment.md, "SUMO")
         self.signals = signals
+        #: a learner decides at its next junction once it could reach it within
+        #: ``LOOKAHEAD_STEPS`` steps at the network's top speed
+        self.reach_m = LOOKAHEAD_STEPS * scenario.dt_s * float(sumo_net.speed.max())
         self.running = False
         super().__init__(net, scenario, record_routes=record_routes)
 
@@ -139,7 +150,14 @@ class SumoCore(RoutingCore):
         self._cache_t = -1
         self.sumo_road = [""] * self.n  # SUMO edge each learner was on after the last step
         self.came_road = np.full(self.n, -1, dtype=np.int64)  # SUMO edge it leaves its node by
-        self.decided = np.full(self.n, -2, dtype=np.int64)  # core edge of the last decision
+        # each inserted learner's SUMO route as last set (SUMO edge indices; -1: edges driven
+        # before), the core edge of each, the route index it is at (``_pos``), and ``_fidx``:
+        # the route index of the last SUMO edge before its next undecided junction (the head
+        # of ``edge``)
+        self._route: list[list[int]] = [[] for _ in range(self.n)]
+        self._route_core: list[list[int]] = [[] for _ in range(self.n)]
+        self._pos = [0] * self.n
+        self._fidx = np.zeros(self.n, dtype=np.int64)
         self.teleports, self.missed, self.collisions = 0, 0, 0
         self.missed_by = np.zeros(self.n, dtype=np.int64)  # decisions missed per learner
         self.teleported: set[int] = set()
@@ -303,38 +321,50 @@ class SumoCore(RoutingCore):
         tr, sn = self.traci, self.sumo_net
         for i, e in zip(deciding.tolist(), self.out_table[self.node[deciding], a].tolist(),
                         strict=True):
-            self.decided[i] = self.edge[i]
-            self.next_edge[i] = e
             if sn.inside[e]:  # inside a joined junction: decide again at its head
                 self._enter(i, [e])
                 if not self._slot_mask(np.array([i]))[0].any():  # cannot happen: can_take
-                    self.decided[i] = e  # checked a way on; keep SUMO's route
-                    self.status[i] = ON_EDGE
+                    self.status[i] = ON_EDGE  # checked a way on; keep SUMO's route
                 continue
-            route = self._route_of([e])
+            frag = sn.fragments[e]
+            inserted = bool(self.sumo_road[i])
+            idx = self._pos[i] if inserted else 0
+            keep = self._route[i][idx: self._fidx[i] + 1] if inserted else []
+            keep_core = self._route_core[i][idx: self._fidx[i] + 1] if inserted else []
+            route = [*keep, *frag]
             if not self._at_dest(int(self.net.edge_dst[e]), int(self.dest[i])):
-                rest = self._route_on(route[-1], int(self.dest[i]))
+                rest = self._route_on(sn.edge_ids[frag[-1]], int(self.dest[i]))
                 if not rest:
-                    raise SumoError(f"SUMO finds no route from '{route[-1]}' to the "
-                                    f"destination of learner {i}")
-                route += rest[1:]
-            if not self.sumo_road[i]:  # not inserted yet: depart now on the chosen edge
-                tr.route.add(f"rL{i}", route)
+                    raise SumoError(f"SUMO finds no route from '{sn.edge_ids[frag[-1]]}' to "
+                                    f"the destination of learner {i}")
+                route += [sn.index[r] for r in rest[1:]]
+            ids = [sn.edge_ids[s] for s in route]
+            if not inserted:  # not inserted yet: depart now on the chosen edge
+                tr.route.add(f"rL{i}", ids)
                 tr.vehicle.add(f"L{i}", f"rL{i}", depart="now", departLane="best",
                                departSpeed="max")
-                tr.vehicle.subscribe(f"L{i}", [tr.constants.VAR_ROAD_ID])
+                tr.vehicle.subscribe(f"L{i}", [tr.constants.VAR_ROAD_ID,
+                                               tr.constants.VAR_ROUTE_INDEX])
                 self.status[i] = QUEUED
             else:
                 try:
-                    tr.vehicle.setRoute(f"L{i}", [self.sumo_road[i], *route])
-                except tr.TraCIException:  # already inside the junction (after hops through
-                    self.missed += 1       # a joined one): too late, SUMO's route stands
-                    self.missed_by[i] += 1
-                    self.decided[i] = self.edge[i]
+                    tr.vehicle.setRoute(f"L{i}", ids)
+                except tr.TraCIException:  # SUMO refuses the route: it keeps its own
+                    self.status[i] = ON_EDGE
+                    continue
                 self.status[i] = ON_EDGE
+            # SUMO keeps the edges already driven in front of the new route: same indices
+            past = tr.vehicle.getRouteIndex(f"L{i}") if inserted else 0
+            self._pos[i] = past
+            self._route[i] = [-1] * past + route
+            self._route_core[i] = [-1] * past + [*keep_core, *[e] * len(frag), *sn.sumo_to_core[
+                route[len(keep) + len(frag):]].tolist()]
+            self._fidx[i] = past + len(keep) + len(frag) - 1
+            self._enter(i, [e])
 
     def _enter(self, i: int, edges: list[int]) -> None:
-        """Learner ``i`` is on the last of core ``edges`` (recorded as driven)."""
+        """Learner ``i``'s next undecided junction is now the head of the last of core
+        ``edges`` (recorded as driven)."""
         e = edges[-1]
         self.edge[i], self.node[i] = e, int(self.net.edge_dst[e])
         if self.sumo_net.real[e]:
@@ -343,40 +373,35 @@ class SumoCore(RoutingCore):
             self.routes.append((np.full(len(edges), i), np.array(edges)))
 
     def _track(self) -> None:
-        """Learners' SUMO edges -> core edges; who is now at a decision point."""
-        sn, net, tc = self.sumo_net, self.net, self.traci.constants
+        """Where each learner is on its SUMO route; who is now near enough its next junction
+        to decide there (:data:`LOOKAHEAD_STEPS`); who passed a junction undecided."""
+        tc, length = self.traci.constants, self.sumo_net.length_m
         res = self.traci.vehicle.getAllSubscriptionResults()
         for vid, vals in res.items():
             if vid[0] != "L":
                 continue
             i = int(vid[1:])
             road = vals[tc.VAR_ROAD_ID]
-            if self.status[i] == ARRIVED or not road or road[0] == ":" \
-                    or road == self.sumo_road[i]:  # arrived, inside a junction, or no news
+            if self.status[i] == ARRIVED or not road:
                 continue
-            s = sn.index.get(road, -1)
-            e = int(sn.sumo_to_core[s]) if s >= 0 else -1
-            self.sumo_road[i] = road
-            if e < 0:  # an edge of no core edge (SUMO's own way on): keep the core position
-                self.status[i] = ON_EDGE
+            idx = vals[tc.VAR_ROUTE_INDEX]
+            route = self._route[i]
+            if idx < 0 or idx >= len(route):
                 continue
-            if e != self.edge[i]:
-                crossed = [e]
-                if self.edge[i] >= 0 and not self._at_dest(int(net.edge_src[e]),
-                                                           int(self.node[i])):
-                    gap = net.edge_between(int(self.node[i]), int(net.edge_src[e]))
-                    crossed = [gap, e] if gap >= 0 else crossed  # crossed within one step
-                if self.edge[i] >= 0 and (len(crossed) > 1 or self.status[i] == AT_NODE
-                                          or self.decided[i] != self.edge[i]) \
-                        and not self._at_dest(int(self.node[i]), int(self.dest[i])):
-                    self.missed += 1
-                    self.missed_by[i] += 1
+            self._pos[i] = idx
+            if road[0] != ":":
+                self.sumo_road[i] = road
+            if self.status[i] == QUEUED:
                 self.status[i] = ON_EDGE
-                self._enter(i, crossed)
-            elif self.status[i] == QUEUED:
-                self.status[i] = ON_EDGE
-            if self.status[i] == ON_EDGE and s == sn.last[e] and self.decided[i] != e and \
-                    not self._at_dest(int(self.node[i]), int(self.dest[i])):
+            if idx > self._fidx[i]:
+                self._passed(i, idx)
+                if idx > self._fidx[i]:  # on SUMO edges of no core edge: nothing to decide
+                    continue
+            if self.status[i] != ON_EDGE or self._at_dest(int(self.node[i]), int(self.dest[i])):
+                continue
+            # metres from the end of its SUMO edge to the junction (where on its edge a meso
+            # vehicle is SUMO does not say: the edge counts as driven)
+            if float(length[route[idx + 1: self._fidx[i] + 1]].sum()) <= self.reach_m:
                 self._at_junction(i)
         lost = [i for i in np.flatnonzero((self.status == ON_EDGE) | (self.status == AT_NODE))
                 .tolist() if self.sumo_road[i] and f"L{i}" not in res and i not in self.removed]
@@ -384,14 +409,33 @@ class SumoCore(RoutingCore):
         for i in lost:
             if f"L{i}" not in running:
                 self.removed.add(i)  # left SUMO without arriving: unarrived, counted
-                self.decided[i] = self.edge[i]
                 self.status[i] = ON_EDGE
+
+    def _passed(self, i: int, idx: int, missed: bool = True) -> None:
+        """Learner ``i`` drove past its next undecided junction (a teleport, a route SUMO
+        refused): each core junction passed undecided is a missed decision; the next one on
+        the route SUMO drives becomes the learner's next junction."""
+        core, f = self._route_core[i], int(self._fidx[i])
+        crossed = []
+        for c in core[f + 1: idx + 1]:
+            if c >= 0 and (not crossed or crossed[-1] != c):
+                crossed.append(c)
+        if not crossed:  # only SUMO edges of no core edge so far
+            return
+        if missed and not self._at_dest(int(self.node[i]), int(self.dest[i])):
+            self.missed += len(crossed)
+            self.missed_by[i] += len(crossed)
+        c, f = crossed[-1], idx
+        while f + 1 < len(core) and core[f + 1] == c:
+            f += 1
+        self._fidx[i] = f
+        self._enter(i, crossed)
 
     def _at_junction(self, i: int) -> None:
         if self._slot_mask(np.array([i]))[0].any():
             self.status[i] = AT_NODE
-        else:  # nothing SUMO can drive from here: keep the route SUMO has
-            self.decided[i] = self.edge[i]
+        else:  # nothing SUMO can drive from here: follow the route SUMO has
+            self._passed(i, int(self._fidx[i]) + 1, missed=False)
 
     # ---- metrics ------------------------------------------------------------------------------
     def metrics(self) -> dict[str, float | None]:
