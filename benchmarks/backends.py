@@ -6,7 +6,8 @@ backend: a free-flow case (``--free-flow-trips`` of the 1,000-trip ODs, one depa
 ``--window`` s, and with ``--presets`` the congested peak presets. The core runs twice: without
 signals (``core``, the default of every other figure) and with its fixed-time signals
 (``core-signals``, ``Scenario.signals``), beside SUMO with its traffic lights. Reported: mean
-travel time, arrival rate, SUMO teleports, and the wall time of the whole episode; per city,
+travel time, arrival rate, SUMO teleports, and the wall time of the episode's steps (driven
+with ``advance()``, no observations: the policies read none); per city,
 which junctions are signalised in the core and in the SUMO net. A diagnostic row runs SUMO
 meso with its traffic lights off (``--nosignals-rows``: the free-flow cases by default).
 Goals, as ratios within one run, for each core: >= 50x faster than SUMO micro and >= 10x
@@ -44,7 +45,6 @@ from relied.env.cities import city_source, load_city
 from relied.env.core import RoutingCore
 from relied.env.policies import make_policy
 from relied.env.presets import load_preset
-from relied.env.rollout import run_episode
 from relied.env.scenario import Scenario
 from relied.env.sumo import load_sumo_network, make_core
 from relied.env.sumo.core import SIM_OPTIONS, SumoCore
@@ -89,6 +89,18 @@ def signal_agreement(net, sumo_net) -> dict:
             "core_controlled_approaches": signal_plan(net).n_controlled}
 
 
+def drive_timed(core: RoutingCore, policy) -> tuple[dict, int, float]:
+    """Reset ``core`` and run ``policy`` to the end with ``advance()``: no observation is
+    built, on either backend, since the reference policies read none (a trained policy builds
+    its own, ``TrainedPolicy``). Returns the metrics, the steps and the wall time of the
+    steps (not of the reset, which starts SUMO)."""
+    core.reset()
+    start = time.perf_counter()
+    while not core.done:
+        core.advance(policy(core))
+    return core.metrics(), core.t, time.perf_counter() - start
+
+
 def run_case(label: str, scenario: Scenario, nosignals: bool) -> dict:
     net = load_city(scenario.city)
     sumo_net = load_sumo_network(net, city_source(scenario.city).path)
@@ -102,12 +114,9 @@ def run_case(label: str, scenario: Scenario, nosignals: bool) -> dict:
                 core = RoutingCore(net, scenario.model_copy(update={"signals": True}))
             else:
                 core = make_core(net, scenario, backend, sumo_net=sumo_net)
-            start = time.perf_counter()
-            ep = run_episode(core, make_policy(policy, scenario.seed))
-            wall = time.perf_counter() - start
-            m = ep.metrics
+            m, steps, wall = drive_timed(core, make_policy(policy, scenario.seed))
             rows.append({"case": label, "backend": backend, "policy": policy, "wall_s": wall,
-                         "steps": ep.steps, "mean_travel_time": m["mean_travel_time"],
+                         "steps": steps, "mean_travel_time": m["mean_travel_time"],
                          "mean_freeflow_time": m["mean_freeflow_time"],
                          "arrival_rate": m["arrival_rate"],
                          "teleports": m.get("teleports", 0.0),
@@ -262,11 +271,18 @@ READING = [
     "are censored at the horizon and stay in the means).",
     "- SUMO micro adds acceleration, turning speeds and priority rules to meso, and "
     "teleports vehicles stuck for 300 s (counted above; teleported trips stay in the means).",
-    "- `missed decisions`: a learner that crosses a whole core edge within one 1 s step (short "
-    "edges) cannot decide at its head; SUMO keeps its previous route there.",
+    "- `missed decisions`: junctions a learner passed without deciding (SUMO keeps its route "
+    "there). In SUMO a learner decides at its next junction once it is within "
+    "`LOOKAHEAD_STEPS` steps of driving (docs/sumo.md); what remains are chains of "
+    "sub-metre core edges crossed faster than one decision per step (mostly right after "
+    "insertion) and teleports.",
     "- Wall times come from one run on a 2-core machine shared with other engineers' jobs "
-    "(see the load line above); the SUMO wall times include relied's TraCI layer "
-    "(subscriptions, decisions, reroutes) around libsumo.",
+    "(see the load line above), of the episode's steps (not the reset, which starts SUMO). "
+    "Every backend is driven the same way, with `advance()` and no observation (the two "
+    "policies read none): the core skips its steps where no vehicle changes state, SUMO "
+    "subscribes to edge state only when a policy reads it (congestion-aware). The SUMO "
+    "wall times include relied's TraCI layer (subscriptions, decisions, reroutes) around "
+    "libsumo.",
 ]
 
 

@@ -45,7 +45,8 @@ skipped where every held queue is bound to an edge that stays full; the per-edge
 computed only where a queue's second vehicle can leave within the step (otherwise at most one
 vehicle leaves each edge, and moves are plain indexing, no ``ufunc.at``), held queues are gated
 only while some head waits for a full edge, and a lone vehicle at its destination leaves
-without a second discharge pass.
+without a second discharge pass. A step in which no vehicle changes state (none departs,
+decides, waits at a stop line or reaches one; sparse demand has many) only moves the clock.
 
 Vehicle states: ``WAITING`` (before departure), ``AT_NODE`` (at an intersection or its origin,
 choosing the next edge), ``QUEUED`` (next edge chosen, waiting to leave), ``ON_EDGE`` (driving
@@ -147,6 +148,7 @@ class RoutingCore:
         self._headway = np.append(self.headway, 0.0)
         # ``next_edge`` of a vehicle leaving the network at its edge's head: one past the edges
         self._arrive = net.n_edges
+        self._no_one = np.empty(0, dtype=np.int64)  # (the vehicles that arrive in an idle step)
         # the most vehicles each edge can hold: a vehicle enters while fewer than ``storage``
         # are on it, so ``ceil(storage)``; two more entries, index ``_arrive`` (leaving the
         # network) and -1: never full, so the entry check needs no mask
@@ -351,6 +353,9 @@ class RoutingCore:
         s = self.scenario
         t1 = self.time_s + s.dt_s
         clock_before = self.clock_s[: self.n].copy()
+        if self._idle(t1):  # nothing changes state in this step: only the clock moves on
+            self.t += 1
+            return self._rewards(clock_before, self._no_one)
         self._decide(np.asarray(actions, dtype=np.int64))
         arrived = self._discharge(t1)
         ready = self._reach_stop_lines(t1)
@@ -385,7 +390,26 @@ class RoutingCore:
             on = self.v_edge[waiting]
             self.queue_history.append(np.bincount(on[on >= 0], minlength=self.net.n_edges)
                                       .astype(np.int32))
-        n = self.n
+        return self._rewards(clock_before, arrived)
+
+    def _idle(self, t1: float) -> bool:
+        """No vehicle changes state by ``t1``: none departs, decides, waits at a stop line or
+        reaches one, and no queue is held (then :meth:`advance` would only move the clock;
+        rewards are -0 for all, as the full step gives them). Sparse demand has many such
+        steps."""
+        if self._blocking or self._held.size or self.record_queues or \
+                self._next_depart_s[self._departed] <= t1 + 1e-9:
+            return False
+        act = self.active
+        return not (np.count_nonzero(self.v_status[act] != ON_EDGE)
+                    or np.count_nonzero(self.ready_s[act] <= t1 + 1e-9))
+
+    def _rewards(self, clock_before: np.ndarray, arrived: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The step's ``(reward, terminated, truncated)``: minus the time each learner's clock
+        advanced, the arrival bonus, and at the horizon the rest of the time and the
+        penalty."""
+        s, n = self.scenario, self.n
         reward = -(self.clock_s[:n] - clock_before) / s.time_scale_s
         terminated = np.zeros(n, dtype=bool)
         now_arrived = arrived[arrived < n]

@@ -135,14 +135,20 @@ class SumoCore(RoutingCore):
             raise SumoError(f"SUMO did not start on '{self.sumo_net.path}' ({exc})") from None
         _ACTIVE.append(self)
         self.running = True
-        tc = self.traci.constants
         self._subscribed = np.flatnonzero(self.sumo_net.sumo_to_core >= 0)
         self.sumo_edges = [self.sumo_net.edge_ids[s] for s in self._subscribed]
         for s in np.flatnonzero(self.sumo_net.sumo_to_core >= 0).tolist():
             self.traci.edge.setMaxSpeed(self.sumo_net.edge_ids[s], float(self.sumo_net.speed[s]))
+        # the edges' state is subscribed to when first read (a policy that reads neither the
+        # observation nor edge delays, e.g. shortest-path, never pays for it; as in the core)
+        self._edges_read = False
+
+    def _subscribe_edges(self) -> None:
+        tc = self.traci.constants
         for sid in self.sumo_edges:
             self.traci.edge.subscribe(sid, [tc.LAST_STEP_VEHICLE_NUMBER,
                                             tc.VAR_CURRENT_TRAVELTIME])
+        self._edges_read = True
 
     # ---- state --------------------------------------------------------------------------------
     def reset(self) -> np.ndarray:
@@ -247,6 +253,8 @@ class SumoCore(RoutingCore):
         """Occupancy and current fragment travel times of the core edges, once per step."""
         if self._cache_t == self.t:
             return
+        if not self._edges_read:
+            self._subscribe_edges()
         tc, sn, e = self.traci.constants, self.sumo_net, self.net.n_edges
         res = self.traci.edge.getAllSubscriptionResults()
         vals = [res.get(sid, {}) for sid in self.sumo_edges]
