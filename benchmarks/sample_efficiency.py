@@ -24,8 +24,15 @@ an algorithm that trains on critic-filtered demos (``AlgoSpec.demos == "accepted
 with another bound version are refused (exit 2) instead of mixed in. ``--verify`` re-runs the
 given runs and checks that they reproduce the stored records exactly, without replacing them.
 
+``--expert SPEC`` sets the expert team's model for the algorithms on demonstrations (default
+``offline``, the deterministic planner). A stress test of the critic's filter:
+``--expert offline-fallible:P``, the offline planner with injected herding errors in a
+fraction P of its group plans (``relied.agents.fallible``); its results go to their own file
+(``sample_efficiency_fallible.{md,json}``), each record holding the expert and how the critic
+judged every demonstration batch (accepted, rounds, fallback, injected errors).
+
     python benchmarks/sample_efficiency.py [--algos reled,bc] [--seeds 0,1,2,3,4]
-        [--steps 30000] [--workers 2] [--verify] [--json]
+        [--steps 30000] [--workers 2] [--expert offline-fallible:0.4] [--verify] [--json]
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from relied.agents.clients import ModelError, check_spec, describe
+from relied.agents.fallible import parse_fallible
 from relied.env.cities import load_city
 from relied.env.core import RoutingCore
 from relied.env.equilibrium import EquilibriumPolicy
@@ -50,6 +59,7 @@ from relied.env.presets import load_preset
 from relied.env.rollout import run_episode
 from relied.experts.bound import BOUND_VERSION
 from relied.rl.config import ALGO_SPECS, TrainConfig
+from relied.rl.demos import expert_team_demos
 from relied.rl.policy import TrainedPolicy
 from relied.rl.trainer import Trainer, read_metrics
 
@@ -57,7 +67,10 @@ RESULTS = Path(__file__).parent / "results"
 ALGOS = "reled,reled-nofilter,reled-fixed,leed,ippo,mappo,bc"
 REFS = ("shortest-path", "congestion-aware", "equilibrium")
 #: what every record of one results file shares; records of other settings are not merged
-SETTINGS = ("preset", "other", "steps", "demo_scenarios", "eval_seeds", "eq_iterations")
+SETTINGS = ("preset", "other", "steps", "demo_scenarios", "eval_seeds", "eq_iterations",
+            "expert")
+#: settings older results files do not name, with the value they were measured with
+IMPLIED = {"expert": "offline"}
 #: a run's figures: what --verify compares (not its folder, wall time or load)
 FIGURES = ("auc", "steps_to_ca", "heldout", "other", "curve")
 
@@ -106,10 +119,27 @@ def kept_records(stored: dict | None, settings: dict, jobs: list[tuple[str, int]
 def check_settings(stored: dict, settings: dict) -> None:
     """Refuse stored records of another benchmark setting (budget, presets, trips)."""
     for k in SETTINGS:
-        if stored.get(k) != settings[k]:
-            raise ResultsError(f"stored records were measured with {k}={stored.get(k)}, this "
-                               f"run has {k}={settings[k]}: use the same settings or re-run "
+        if stored_setting(stored, k) != stored_setting(settings, k):
+            raise ResultsError(f"stored records were measured with {k}="
+                               f"{stored_setting(stored, k)}, this "
+                               f"run has {k}={stored_setting(settings, k)}: use the same "
+                               "settings or re-run "
                                "every algorithm and seed")
+
+
+def stored_setting(stored: dict, key: str):
+    """A setting of stored results or of a run (older files imply the ones they do not
+    name)."""
+    return stored.get(key, IMPLIED.get(key))
+
+
+def results_path(expert: str) -> Path:
+    """The default results json of an expert: the offline planner's is the main table."""
+    if expert == "offline":
+        return RESULTS / "sample_efficiency.json"
+    if parse_fallible(expert) is not None:
+        return RESULTS / "sample_efficiency_fallible.json"
+    return RESULTS / f"sample_efficiency_{''.join(c if c.isalnum() else '_' for c in expert)}.json"
 
 
 def check_bound(records: list[dict], bound_version: int = BOUND_VERSION) -> None:
@@ -215,6 +245,22 @@ def demo_verdicts(run_dir: Path) -> dict[str, int] | None:
             "fallback": sum(bool(e.get("fallback")) for e in extra)}
 
 
+def demo_batches(run_dir: Path) -> list[dict]:
+    """Every demonstration batch of the run as the critic judged it: scenario, accepted,
+    rounds, accepted round, fallback, and for a fallible expert the herding errors it
+    injected (``{round, agents, kind}`` per group plan) and the saved plan's herding agents."""
+    rows = []
+    for f in sorted(Path(run_dir).glob("demos/*/*.json")):
+        m = json.loads(f.read_text())
+        e = m.get("extra") or {}
+        rows.append({"scenario_seed": (m.get("scenario") or {}).get("seed"),
+                     "variant": e.get("variant"), "accepted": bool(m["accepted"]),
+                     "rounds": m.get("rounds"), "accepted_round": e.get("accepted_round"),
+                     "fallback": bool(e.get("fallback")), "injected": e.get("injected"),
+                     "herding_agents": e.get("herding_agents")})
+    return rows
+
+
 def train_one(job) -> dict:
     """Train one (algorithm, seed) and evaluate its greedy policy on the shared trips."""
     algo, seed, args, target, held, away, commit = job
@@ -222,7 +268,14 @@ def train_one(job) -> dict:
     net, other_net = load_city(held[0].city), load_city(away[0].city)
     cfg = TrainConfig(preset=args.preset, algo=algo, seed=seed, total_steps=args.steps,
                       demo_scenarios=args.demo_scenarios, heldout_seeds=0)
-    trainer = Trainer.create(cfg, args.runs_dir, progress=False)
+    provider = None
+    if args.expert != "offline" and cfg.uses_experts:
+        # TrainConfig.experts does not take this spec: the provider is passed in
+        # (config.json says "offline"; the demos' metadata name the expert)
+        provider = expert_team_demos(args.expert, cfg.demo_batches, cfg.spec.demos == "accepted",
+                                     False, cfg.ollama_host, cfg.timeout_s, cfg.epsilon,
+                                     cfg.gamma, cfg.demo_agents)
+    trainer = Trainer.create(cfg, args.runs_dir, provider=provider, progress=False)
     summary = trainer.run()
     rows = read_metrics(trainer.run_dir)
     h, o = greedy(trainer.model, held, net), greedy(trainer.model, away, other_net)
@@ -230,9 +283,10 @@ def train_one(job) -> dict:
           f"{h['mean_travel_time']:.1f} s ({h['arrival_rate']:.2f}), other "
           f"{o['mean_travel_time']:.1f} s, {summary['wall_s']:.0f} s", flush=True)
     return {"algo": algo, "seed": seed, "preset": args.preset, "steps": args.steps,
-            "commit": commit, "bound_version": BOUND_VERSION, "run_dir": summary["run_dir"],
+            "expert": args.expert, "commit": commit, "bound_version": BOUND_VERSION,
+            "run_dir": summary["run_dir"],
             "wall_s": summary["wall_s"], "load_1min": round(os.getloadavg()[0], 2),
-            "demos": demo_verdicts(trainer.run_dir),
+            "demos": demo_verdicts(trainer.run_dir), "demo_batches": demo_batches(trainer.run_dir),
             "auc": auc(rows, args.steps), "steps_to_ca": steps_to(rows, target),
             "heldout": h, "other": o, "curve": [(r["env_steps"], r["return"]) for r in rows]}
 
@@ -282,8 +336,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eq-iterations", type=int, default=10)
     p.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
     p.add_argument("--workers", type=int, default=1, help="parallel training processes")
-    p.add_argument("--out", type=Path, default=RESULTS / "sample_efficiency.json",
-                   help="results json (the .md and .png are written beside it)")
+    p.add_argument("--expert", default="offline",
+                   help="expert team model for the algorithms on demonstrations: 'offline' "
+                   "(the deterministic planner, not an LLM), 'offline-fallible:P' (the "
+                   "offline planner with injected herding errors in a fraction P of its group "
+                   "plans, seeded: a stress test of the critic's filter; results in "
+                   "sample_efficiency_fallible.json) or 'ollama:<model>'")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results json (the .md and .png are written beside it; default "
+                   "sample_efficiency.json for the offline planner, "
+                   "sample_efficiency_fallible.json for offline-fallible:P)")
     p.add_argument("--recompute-references", action="store_true",
                    help="recompute the references although the stored ones have this setting")
     p.add_argument("--verify", action="store_true", help="re-run the given runs and check "
@@ -292,6 +354,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     start, load_start = time.perf_counter(), os.getloadavg()[0]
+    try:
+        check_spec(args.expert)
+    except ModelError as exc:
+        fail(str(exc))
+    args.out = args.out or results_path(args.expert)
     algos = args.algos.split(",")
     unknown = [a for a in algos if a not in ALGO_SPECS]
     if unknown:
@@ -300,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     eval_seeds = [int(s) for s in args.eval_seeds.split(",")]
     settings = {"preset": args.preset, "other": args.other, "steps": args.steps,
                 "demo_scenarios": args.demo_scenarios, "eval_seeds": eval_seeds,
-                "eq_iterations": args.eq_iterations}
+                "eq_iterations": args.eq_iterations, "expert": args.expert}
     wanted = [(a, s) for a in algos for s in seeds]
     try:
         stored = load_stored(args.out)
@@ -325,7 +392,8 @@ def main(argv: list[str] | None = None) -> None:
     away = [other.model_copy(update={"seed": s, "n_agents": preset.n_agents,
                                      "background_share": other.background_share})
             for s in eval_seeds]
-    same_setting = stored is not None and all(stored.get(k) == settings[k] for k in SETTINGS)
+    same_setting = stored is not None and all(stored_setting(stored, k) == settings[k]
+                                              for k in SETTINGS)
     if same_setting and not args.recompute_references:
         refs, refs_commit = stored["references"], stored.get("references_commit")
     else:
@@ -353,7 +421,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     records = merge(kept, new)
     table, goals = summarise(records, refs)
-    out = {"benchmark": "sample_efficiency", **settings, "bound_version": BOUND_VERSION,
+    out = {"benchmark": "sample_efficiency", **settings, "expert_label": describe(args.expert),
+           "error_rate": parse_fallible(args.expert), "bound_version": BOUND_VERSION,
            "python": platform.python_version(),
            "machine": f"{platform.machine()}, 2 cores shared with other work",
            "references": refs, "references_commit": refs_commit,
@@ -401,10 +470,13 @@ def markdown(out: dict) -> str:
         return "n/a" if v is None else f"{v[0] * f:.{d}f} [{v[1] * f:.{d}f}, {v[2] * f:.{d}f}]"
 
     refs = out["references"]
+    expert = stored_setting(out, "expert")
+    flag = "" if expert == "offline" else f" --expert {expert}"
     lines = [f"Preset `{out['preset']}` ({out['steps']:,} env steps per run); held-out trips "
              f"seeds {out['eval_seeds']}, other city `{out['other']}`. Mean [95% bootstrap "
-             "interval] over seeds. Command: `python benchmarks/sample_efficiency.py` "
+             f"interval] over seeds. Command: `python benchmarks/sample_efficiency.py{flag}` "
              "(a part: `--algos A,B`, merged into the stored per-run records)", "",
+             f"Expert team model: `{expert}` ({describe(expert)}).", "",
              "| policy | held-out tt (s) | arrival | other city tt (s) | gap to equilibrium | "
              "AUC (mean return) | steps to congestion-aware | runs reaching |",
              "|" + "---|" * 8]
@@ -437,6 +509,20 @@ def markdown(out: dict) -> str:
                      f"{', '.join(commits)} | "
                      f"{', '.join(versions)} | "
                      f"{'yes' if bound_dependent(algo) else 'no'} | {verdicts} | {load} |")
+    if expert != "offline":
+        lines += ["", "Every demonstration batch as the critic judged it (injected: the round "
+                  "and kind of each herding error the expert injected into a group plan; "
+                  "herding agents: agents of the saved plan on an injected route):", "",
+                  "| algo | seed | scenario | accepted | rounds | accepted in round | fallback "
+                  "| injected | herding agents |", "|" + "---|" * 9]
+        for r in out["records"]:
+            for b in r.get("demo_batches") or []:
+                inj = ", ".join(f"r{i['round']} {i['kind']} ({i['agents']})"
+                                for i in b.get("injected") or [])
+                lines.append(f"| {r['algo']} | {r['seed']} | {b['scenario_seed']} | "
+                             f"{'yes' if b['accepted'] else 'no'} | {b['rounds']} | "
+                             f"{b['accepted_round'] or ''} | {'yes' if b['fallback'] else 'no'}"
+                             f" | {inj} | {b.get('herding_agents')} |")
     if out.get("references_reproduced_at"):
         lines += ["", "References reproduced exactly at "
                   f"{out['references_reproduced_at'][:12]}."]

@@ -1,6 +1,8 @@
 """Model clients chosen by one spec string, and the guard every model call goes through.
 
 * ``offline``: :class:`OfflinePlannerClient` (deterministic, not an LLM);
+* ``offline-fallible:<p>``: the offline planner with injected herding errors in a fraction
+  ``p`` of its group plans, for stress tests of the critic (:mod:`relied.agents.fallible`);
 * ``ollama:<model>``: autogen-ext's Ollama client against ``--ollama-host`` / ``$OLLAMA_HOST``,
   temperature 0 and a fixed seed. What the model can do comes from Ollama itself
   (:func:`model_card`: ``/api/tags`` for the digest, ``/api/show`` for capabilities and context
@@ -44,6 +46,12 @@ from autogen_core.models import (
 )
 from pydantic import BaseModel, Field, ValidationError
 
+from relied.agents.fallible import (
+    FALLIBLE_VERSION,
+    FallibleOfflineClient,
+    fallible_label,
+    parse_fallible,
+)
 from relied.agents.offline import OFFLINE_LABEL, OFFLINE_VERSION, OfflinePlannerClient
 from relied.agents.prompt import estimate_tokens
 from relied.agents.view import CityView
@@ -195,10 +203,14 @@ def ollama_model_details(name: str, host: str | None = None, timeout_s: float = 
 
 
 def chat_card(spec: str, host: str | None = None) -> ModelCard:
-    """The card of ``spec`` (``offline`` or ``ollama:<model>``); :class:`ModelError` unless the
-    model is pulled and can chat."""
+    """The card of ``spec`` (``offline``, ``offline-fallible:<p>`` or ``ollama:<model>``);
+    :class:`ModelError` unless the model is pulled and can chat."""
     if check_spec(spec) == "offline":
         return OFFLINE_CARD
+    if (p := parse_fallible(spec)) is not None:
+        return OFFLINE_CARD.model_copy(update={
+            "spec": spec, "digest": f"offline-{OFFLINE_VERSION}-fallible-{FALLIBLE_VERSION}",
+            "family": f"{fallible_label(p)} (not an LLM)"})
     name = spec.split(":", 1)[1].strip()
     card = model_card(name, host)
     if "completion" not in card.capabilities:
@@ -214,11 +226,18 @@ def check_ollama_model(spec: str, host: str | None = None) -> None:
 
 
 def check_spec(spec: str) -> str:
-    """``spec`` itself when it is ``offline`` or ``ollama:<model>``, else :class:`ModelError`."""
+    """``spec`` itself when it is ``offline``, ``offline-fallible:<p>`` or ``ollama:<model>``,
+    else :class:`ModelError`."""
     if spec == "offline" or (spec.startswith("ollama:") and spec[len("ollama:"):].strip()):
         return spec
-    raise ModelError(f"unknown model spec '{spec}'; use 'offline', 'auto' or "
-                     "'ollama:<model>' (e.g. ollama:qwen2.5:7b)")
+    try:
+        if parse_fallible(spec) is not None:
+            return spec
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    raise ModelError(f"unknown model spec '{spec}'; use 'offline', 'auto', "
+                     "'offline-fallible:<p>' (stress tests) or 'ollama:<model>' "
+                     "(e.g. ollama:qwen2.5:7b)")
 
 
 def resolve_spec(spec: str, host: str | None = None) -> str:
@@ -237,18 +256,26 @@ def resolve_spec(spec: str, host: str | None = None) -> str:
 
 def describe(spec: str) -> str:
     """Human label of a spec: the offline planner is never called an LLM."""
-    return OFFLINE_LABEL if spec == "offline" else f"LLM {spec.split(':', 1)[-1]} via Ollama"
+    if spec == "offline":
+        return OFFLINE_LABEL
+    if (p := parse_fallible(spec)) is not None:
+        return fallible_label(p)
+    return f"LLM {spec.split(':', 1)[-1]} via Ollama"
 
 
 def make_client(spec: str, net: CityNetwork, view: CityView | None = None,
                 host: str | None = None, seed: int = 0, timeout_s: float = 120.0,
                 retries: int = 2, card: ModelCard | None = None,
                 forecast: TrafficForecast | None = None) -> GuardedClient:
-    """A guarded client for ``spec`` (``offline`` or ``ollama:<model>``); the offline planner
-    routes on ``forecast`` (an LLM gets it through the planner tools instead)."""
+    """A guarded client for ``spec`` (``offline``, ``offline-fallible:<p>`` or
+    ``ollama:<model>``); the offline planner routes on ``forecast`` (an LLM gets it through
+    the planner tools instead); the fallible one draws its errors with ``seed``."""
     card = card or chat_card(spec, host)
+    inner: ChatCompletionClient
     if check_spec(spec) == "offline":
-        inner: ChatCompletionClient = OfflinePlannerClient(net, view, forecast)
+        inner = OfflinePlannerClient(net, view, forecast)
+    elif (p := parse_fallible(spec)) is not None:
+        inner = FallibleOfflineClient(net, view, forecast, p=p, seed=seed)
     else:
         from autogen_ext.models.ollama import OllamaChatCompletionClient
 

@@ -39,6 +39,7 @@ from relied.agents.clients import (
     make_client,
     usage_totals,
 )
+from relied.agents.fallible import FallibleOfflineClient, herding_agents
 from relied.agents.prompt import PLANNER_SYSTEM
 from relied.agents.team import ExpertTeam, TeamConfig, TeamOutcome
 from relied.agents.view import CityView
@@ -67,6 +68,9 @@ class PlanRequest(BaseModel):
     ollama_host: str | None = None
     timeout_s: float = Field(120.0, gt=0)
     use_cache: bool = True
+    first_plan_only: bool = Field(
+        False, description="the chat ends after the critic judged the first plan (no filter:"
+        " it is used as is); groups, prompts and reference are those of config.max_rounds")
 
 
 class BatchResult(BaseModel):
@@ -209,6 +213,8 @@ async def _plan(request: PlanRequest, policy_probs=None
                          forecast=forecast)
     team = ExpertTeam(core, view, client, request.config, policy_probs,
                       _behaviour_refs(view, request.behaviour), request.variant, forecast)
+    if request.first_plan_only:  # one round, after the groups were sized for max_rounds
+        team.config = team.config.model_copy(update={"max_rounds": 1})
     key = cache_key(team, card, request.variant)
     cacheable = request.use_cache and policy_probs is None
     if cacheable and (hit := _load_cached(key, core)) is not None:
@@ -280,6 +286,7 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
             metrics={**run.metrics, "mean_return": float(run.returns.mean()),
                      "shortest_path_mean_travel_time": sp},
             extra={"model": describe(model), "termination": outcome.termination,
+                   **_injected(team, outcome, cached),
                    "max_rounds": outcome.max_rounds, "accepted_round": outcome.accepted_round,
                    "variant": variant, "filter_by_bound": filter_by_bound, "cached": cached,
                    "groups": outcome.groups, "bound": request.config.bound.model_dump(mode="json"),
@@ -296,6 +303,17 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                        else float(mean_tt),
                        shortest_path_mean_travel_time=sp, rejected=rejected_agents(outcome),
                        usage=usage)
+
+
+def _injected(team: ExpertTeam, outcome: TeamOutcome, cached: bool) -> dict:
+    """For a fallible expert (:mod:`relied.agents.fallible`): the herding errors it injected
+    in this chat (``{round, agents, kind}`` per group plan) and the agents of the returned
+    plan that drive one; ``{}`` for any other model."""
+    inner = team.client.inner
+    if not isinstance(inner, FallibleOfflineClient):
+        return {}
+    return {"injected": None if cached else inner.injections,
+            "herding_agents": len(herding_agents(outcome.plan))}
 
 
 class GenerationError(ModelError):
@@ -316,8 +334,6 @@ async def agenerate(jobs: list[tuple[Scenario, int]], out_dir: Path, model: str 
     fails the others still finish (their batches are saved), then :class:`GenerationError`
     carries the first failure and the finished results."""
     config = config or TeamConfig()
-    if not filter_by_bound:
-        config = config.model_copy(update={"max_rounds": 1})
     gate = asyncio.Semaphore(concurrency)
     done: dict[int, BatchResult] = {}
     with Progress(disable=not progress, transient=True) as bar:
@@ -326,7 +342,8 @@ async def agenerate(jobs: list[tuple[Scenario, int]], out_dir: Path, model: str 
         async def run(k: int, sc: Scenario, variant: int) -> None:
             request = PlanRequest(scenario=sc, model=model, variant=variant, config=config,
                                   behaviour=behaviour, ollama_host=ollama_host,
-                                  timeout_s=timeout_s, use_cache=use_cache)
+                                  timeout_s=timeout_s, use_cache=use_cache,
+                                  first_plan_only=not filter_by_bound)
             async with gate:
                 done[k] = await _one(request, out_dir, filter_by_bound, policy_probs)
             bar.advance(task)
@@ -351,7 +368,8 @@ def generate_demonstrations(
     demonstration batches; returns the ``.json`` paths of the saved batches.
 
     ``filter_by_bound=False`` keeps the planner's first plan whatever the critic says (the LEED
-    baseline); otherwise accepted plans are saved, and where no plan passed within
+    baseline; the team is the same, groups included, but the chat ends after the critic judged
+    that first plan); otherwise accepted plans are saved, and where no plan passed within
     ``max_rounds`` the best-bound plan (``accepted=False``, ``extra["fallback"]=True``).
     ``policy_probs`` gives the learners' current action probabilities for the divergence term
     (None: uniform over valid actions).
