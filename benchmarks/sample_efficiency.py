@@ -338,10 +338,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel training processes")
     p.add_argument("--expert", default="offline",
                    help="expert team model for the algorithms on demonstrations: 'offline' "
-                   "(the deterministic planner, not an LLM), 'offline-fallible:P' (the "
+                   "(the deterministic planner, not an LLM), 'offline-fallible:P[:KIND]' (the "
                    "offline planner with injected herding errors in a fraction P of its group "
-                   "plans, seeded: a stress test of the critic's filter; results in "
-                   "sample_efficiency_fallible.json) or 'ollama:<model>'")
+                   "plans, seeded, KIND mixed|freeflow|forecast: a stress test of the critic's "
+                   "filter; results in sample_efficiency_fallible.json) or 'ollama:<model>'")
     p.add_argument("--out", type=Path, default=None,
                    help="results json (the .md and .png are written beside it; default "
                    "sample_efficiency.json for the offline planner, "
@@ -422,7 +422,8 @@ def main(argv: list[str] | None = None) -> None:
     records = merge(kept, new)
     table, goals = summarise(records, refs)
     out = {"benchmark": "sample_efficiency", **settings, "expert_label": describe(args.expert),
-           "error_rate": parse_fallible(args.expert), "bound_version": BOUND_VERSION,
+           "error_rate": (parse_fallible(args.expert) or (None,))[0],
+           "bound_version": BOUND_VERSION,
            "python": platform.python_version(),
            "machine": f"{platform.machine()}, 2 cores shared with other work",
            "references": refs, "references_commit": refs_commit,

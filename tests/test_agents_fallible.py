@@ -46,7 +46,11 @@ def test_spec_names_what_it_is(aguas):
     assert isinstance(client.inner, FallibleOfflineClient)
     assert (client.inner.p, client.inner.seed) == (0.3, 5)
     assert not client.split_turns  # answers like the offline planner: one structured turn
-    for bad in ("offline-fallible:abc", "offline-fallible:1.5", "offline-fallible:"):
+    client = make_client("offline-fallible:0.8:freeflow", aguas, seed=5)
+    assert (client.inner.p, client.inner.kind) == (0.8, "freeflow")
+    assert describe("offline-fallible:0.8:freeflow").endswith("errors (freeflow), p=0.8")
+    for bad in ("offline-fallible:abc", "offline-fallible:1.5", "offline-fallible:",
+                "offline-fallible:0.3:sideways"):
         with pytest.raises(ModelError, match="offline-fallible"):
             check_spec(bad)
 

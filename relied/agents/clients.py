@@ -1,8 +1,9 @@
 """Model clients chosen by one spec string, and the guard every model call goes through.
 
 * ``offline``: :class:`OfflinePlannerClient` (deterministic, not an LLM);
-* ``offline-fallible:<p>``: the offline planner with injected herding errors in a fraction
-  ``p`` of its group plans, for stress tests of the critic (:mod:`relied.agents.fallible`);
+* ``offline-fallible:<p>[:<kind>]``: the offline planner with injected herding errors in a
+  fraction ``p`` of its group plans, for stress tests of the critic (not an LLM;
+  :mod:`relied.agents.fallible`);
 * ``ollama:<model>``: autogen-ext's Ollama client against ``--ollama-host`` / ``$OLLAMA_HOST``,
   temperature 0 and a fixed seed. What the model can do comes from Ollama itself
   (:func:`model_card`: ``/api/tags`` for the digest, ``/api/show`` for capabilities and context
@@ -207,10 +208,10 @@ def chat_card(spec: str, host: str | None = None) -> ModelCard:
     :class:`ModelError` unless the model is pulled and can chat."""
     if check_spec(spec) == "offline":
         return OFFLINE_CARD
-    if (p := parse_fallible(spec)) is not None:
+    if (fallible := parse_fallible(spec)) is not None:
         return OFFLINE_CARD.model_copy(update={
             "spec": spec, "digest": f"offline-{OFFLINE_VERSION}-fallible-{FALLIBLE_VERSION}",
-            "family": f"{fallible_label(p)} (not an LLM)"})
+            "family": fallible_label(*fallible)})
     name = spec.split(":", 1)[1].strip()
     card = model_card(name, host)
     if "completion" not in card.capabilities:
@@ -236,7 +237,7 @@ def check_spec(spec: str) -> str:
     except ValueError as exc:
         raise ModelError(str(exc)) from None
     raise ModelError(f"unknown model spec '{spec}'; use 'offline', 'auto', "
-                     "'offline-fallible:<p>' (stress tests) or 'ollama:<model>' "
+                     "'offline-fallible:<p>[:<kind>]' (stress tests) or 'ollama:<model>' "
                      "(e.g. ollama:qwen2.5:7b)")
 
 
@@ -258,8 +259,8 @@ def describe(spec: str) -> str:
     """Human label of a spec: the offline planner is never called an LLM."""
     if spec == "offline":
         return OFFLINE_LABEL
-    if (p := parse_fallible(spec)) is not None:
-        return fallible_label(p)
+    if (fallible := parse_fallible(spec)) is not None:
+        return fallible_label(*fallible)
     return f"LLM {spec.split(':', 1)[-1]} via Ollama"
 
 
@@ -274,8 +275,9 @@ def make_client(spec: str, net: CityNetwork, view: CityView | None = None,
     inner: ChatCompletionClient
     if check_spec(spec) == "offline":
         inner = OfflinePlannerClient(net, view, forecast)
-    elif (p := parse_fallible(spec)) is not None:
-        inner = FallibleOfflineClient(net, view, forecast, p=p, seed=seed)
+    elif (fallible := parse_fallible(spec)) is not None:
+        p, kind = fallible
+        inner = FallibleOfflineClient(net, view, forecast, p=p, seed=seed, kind=kind)
     else:
         from autogen_ext.models.ollama import OllamaChatCompletionClient
 

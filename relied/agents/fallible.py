@@ -5,19 +5,21 @@ Not an LLM. :class:`FallibleOfflineClient` answers every group plan as the offli
 (seeded, deterministic), replaces that group's plan with a plausible LLM failure, *herding*:
 every agent of the group is sent on its own individually fastest route as if it drove alone,
 ignoring that the other agents of the group are told the same, so agents whose trips share a
-corridor all pile onto the same currently-fastest streets. The herd follows one of two kinds,
-drawn with the error: ``forecast`` (fastest route on the traffic forecast's time-dependent
-edge times, what "take the road that is fastest right now" gives) or ``freeflow`` (the
-free-flow shortest route, what "take the shortest road" gives); ``freeflow`` only without a
-forecast. A herding plan is a valid plan (it passes the same Pydantic validation as any
-other); its agents' rationales start with :data:`HERDING_MARK`.
+corridor all pile onto the same currently-fastest streets. Two kinds of herd: ``forecast``
+(fastest route on the traffic forecast's time-dependent edge times, what "take the road that
+is fastest right now" gives) and ``freeflow`` (the free-flow shortest route, what "take the
+shortest road" gives). ``mixed`` (the default) draws the kind with each error, 50/50;
+without a forecast every herd is ``freeflow``. A herding plan is a valid plan (it passes the
+same Pydantic validation as any other); its agents' rationales start with
+:data:`HERDING_MARK`.
 
 The draw is keyed by (client seed, the task's run id: scenario and plan variant, the
 group's agents, the round): a re-prompted planner (a round after a critic rejection) draws
 again, so a retry can give the planner's good plan, as a re-prompted LLM might. Every
 injection is recorded in :attr:`FallibleOfflineClient.injections`.
 
-Model spec: ``offline-fallible:<p>`` with ``0 <= p <= 1`` (:func:`parse_fallible`).
+Model spec: ``offline-fallible:<p>[:<kind>]`` with ``0 <= p <= 1`` and kind ``mixed``
+(default), ``freeflow`` or ``forecast`` (:func:`parse_fallible`).
 """
 
 from __future__ import annotations
@@ -38,25 +40,32 @@ HERDING_MARK = "herding (injected error)"
 HERD_STREAM = 0x4E7D  # the injections' random stream, apart from every other draw
 
 
-def parse_fallible(spec: str) -> float | None:
-    """``p`` of an ``offline-fallible:<p>`` spec; None for any other spec; ValueError when
-    ``p`` is not a number in [0, 1]."""
+KINDS = ("mixed", "freeflow", "forecast")
+
+
+def parse_fallible(spec: str) -> tuple[float, str] | None:
+    """``(p, kind)`` of an ``offline-fallible:<p>[:<kind>]`` spec; None for any other spec;
+    ValueError when ``p`` is not a number in [0, 1] or the kind is unknown."""
     if not spec.startswith(FALLIBLE_PREFIX):
         return None
-    text = spec[len(FALLIBLE_PREFIX):].strip()
+    text, _, kind = spec[len(FALLIBLE_PREFIX):].strip().partition(":")
     try:
         p = float(text)
     except ValueError:
         raise ValueError(f"'{spec}': the error rate '{text}' is not a number; use e.g. "
-                         "offline-fallible:0.3") from None
+                         "offline-fallible:0.3 or offline-fallible:0.8:freeflow") from None
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"'{spec}': the error rate must lie in [0, 1]")
-    return p
+    kind = kind.strip() or "mixed"
+    if kind not in KINDS:
+        raise ValueError(f"'{spec}': unknown herding kind '{kind}'; use {', '.join(KINDS)}")
+    return p, kind
 
 
-def fallible_label(p: float) -> str:
+def fallible_label(p: float, kind: str = "mixed") -> str:
     """Human label: named as what it is, never an LLM."""
-    return f"{OFFLINE_LABEL} with injected herding errors, p={p:g}"
+    what = "" if kind == "mixed" else f" ({kind})"
+    return f"{OFFLINE_LABEL} with injected herding errors{what}, p={p:g}"
 
 
 def herding_agents(plan: JointPlan) -> list[int]:
@@ -68,9 +77,12 @@ class FallibleOfflineClient(OfflinePlannerClient):
     """The offline planner whose group plans are replaced by herding with probability ``p``."""
 
     def __init__(self, net: CityNetwork, view: CityView | None = None,
-                 forecast: TrafficForecast | None = None, p: float = 0.0, seed: int = 0):
+                 forecast: TrafficForecast | None = None, p: float = 0.0, seed: int = 0,
+                 kind: str = "mixed"):
         super().__init__(net, view, forecast)
-        self.p, self.seed = float(p), int(seed)
+        if kind not in KINDS:
+            raise ValueError(f"unknown herding kind '{kind}'; use {', '.join(KINDS)}")
+        self.p, self.seed, self.kind = float(p), int(seed), kind
         self.injections: list[dict] = []  # {round, agents, kind} per replaced group plan
         self._freeflow = False
 
@@ -83,6 +95,8 @@ class FallibleOfflineClient(OfflinePlannerClient):
             return None
         if self.forecast is None:
             return "freeflow"
+        if self.kind != "mixed":
+            return self.kind
         return "forecast" if rng.random() < 0.5 else "freeflow"
 
     def assign(self, agents: dict[int, dict], scope: list[int], verdicts: list[CriticVerdict],
