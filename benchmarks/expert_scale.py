@@ -32,6 +32,10 @@ demonstrated, whether the critic accepted, and the wall time split into
     .venv/bin/python benchmarks/expert_scale.py --json
     .venv/bin/python benchmarks/expert_scale.py --sizes 1000 --timeout 600
     .venv/bin/python benchmarks/expert_scale.py --full-max 0 --timeout 1800  # sampled rows only
+    .venv/bin/python benchmarks/expert_scale.py --sizes 10000 --full-max 0 --name expert_scale_10k
+
+A stopped row counts the phases it was in up to the stop (the planning of a chat stopped in
+the critic is its time so far minus the critic's checks).
 """
 
 from __future__ import annotations
@@ -62,10 +66,11 @@ class Status:
 
     def __init__(self, path: Path):
         self.path, self.clock, self.counts = path, {}, {}
-        self.running: list[str] = []
+        self.running: list[tuple[str, float]] = []  # (phase, its start: time.time())
 
     def write(self) -> None:
-        extra = {"running": self.running[-1]} if self.running else {}
+        extra = ({"running": self.running[-1][0], "since": self.running} if self.running
+                 else {})
         counts = {**self.counts, "peak_rss_gib": _peak_rss_gib()}
         self.path.write_text(json.dumps({**self.clock, **extra, "counts": counts}))
 
@@ -79,7 +84,7 @@ def _timed(owner, name: str, phase: str, status: Status) -> None:
     real = getattr(owner, name)
 
     def begin() -> float:
-        status.running.append(phase)
+        status.running.append((phase, time.time()))
         status.write()
         return time.perf_counter()
 
@@ -208,6 +213,8 @@ def main() -> None:
     p.add_argument("--memory-gib", type=float, default=14.0,
                    help="address-space limit per row (a row past it fails, not the machine)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder of the results files")
+    p.add_argument("--name", default="expert_scale",
+                   help="stem of the results files (<out>/<name>.md and .json)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: "n,demo_agents,status"
     args = p.parse_args()
@@ -242,7 +249,9 @@ def main() -> None:
                 row |= done.pop("counts", {})
                 if "running" in done:
                     row["error"] += f" (in {done.pop('running')})"
-                if "team_run" in done:  # the chat had ended: planning is its time minus checks
+                for phase, since in done.pop("since", []):  # phases cut short count too
+                    done[phase] = done.get(phase, 0.0) + time.time() - since
+                if "team_run" in done:  # planning: the chat's time (so far) minus checks
                     done["planning"] = done.pop("team_run") - done.get("critic", 0.0)
                 row |= {"agents": n, "vehicles": _vehicles(n),
                         "demo_agents": None if demo == "all" else demo,
@@ -252,8 +261,8 @@ def main() -> None:
         report["rows"].append(row)
         print(json.dumps(row), file=sys.stderr)
         args.out.mkdir(parents=True, exist_ok=True)  # after every row: a stopped run keeps them
-        (args.out / "expert_scale.json").write_text(json.dumps(report, indent=1) + "\n")
-        (args.out / "expert_scale.md").write_text(markdown(report))
+        (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+        (args.out / f"{args.name}.md").write_text(markdown(report))
     print(json.dumps(report) if args.json else markdown(report))
 
 

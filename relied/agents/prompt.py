@@ -6,7 +6,9 @@ quoted OSM data, and the instructions say so. The offline planner reads the same
 A planner's prompt is bounded whatever the fleet size: its task holds its own group of agents
 in full (tables, compact node ids ``n<index>``) and every other agent only as corridor loads;
 its feedback holds its own last plan as waypoints, the critic's verdicts restricted to its
-agents, and the other agents' current corridor loads. Prompts are byte-identical across
+agents, and the other agents' current corridor loads. A load table too long for the budget is
+capped by the team to the corridors that matter to the group, the others summed in one
+``REST_KEY`` line (``relied.agents.team.PlanBoard.others_load``). Prompts are byte-identical across
 processes (no set or hash order anywhere), which the expert cache relies on.
 """
 
@@ -22,6 +24,7 @@ from relied.env.core import RoutingCore
 
 DATA_BEGIN, DATA_END = "DATA_BEGIN", "DATA_END"
 SCOPE_TAG = "PLANNER_SCOPE "
+REST_KEY = "rest"  # a capped load table's line for the corridors left out
 
 PLANNER_SYSTEM = """You are a traffic planner for vehicle agents in a real city road network.
 Plan one route per agent in your scope so that every agent reaches its destination quickly and
@@ -144,6 +147,9 @@ def group_task(core: RoutingCore, view: CityView, group: list[int], variant: int
     if expected_delay:
         head += (" expected_delay: 'to:seconds' of queueing forecast per corridor (all traffic, "
                  "mean over the horizon); the tools' forecast_s has it by departure time.")
+    if REST_KEY in (others_load or {}):
+        head += (f" other_agents_load.{REST_KEY}: how many corridors not listed carry how many "
+                 "vehicles.")
     if recent:
         head += " recent_behaviour: waypoints your agents' learners drove lately."
     return f"{head}\n{data_block(payload)}"

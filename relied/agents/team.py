@@ -5,13 +5,18 @@ model's output format) and, for models with the ``tools`` capability, the planne
 :data:`MAX_TOOL_ROUNDS` tool rounds before the structured answer); one planner per group of
 agents. Groups hold at most ``group_size`` agents and are split further until every planner's
 prompt fits the model's budget (:attr:`ModelCard.prompt_budget`), so prompts do not grow with
-the fleet. Each planner sees the chat through a :class:`PlannerContext`: its own task, its own
-last plan as waypoints, the critic's verdicts restricted to its agents, and the other agents
-as corridor loads. The critic is a code agent: it merges the planners' latest plans, validates
-them and calls the ``stationarity_check`` tool (:func:`relied.experts.critic.check_plan`), so
-its verdict is deterministic. The chat ends when a verdict accepts or after ``max_rounds``;
-when no plan passed, the outcome is the valid plan with the lowest mean bound, marked
-``fallback=True`` (training goes on with it; it is logged and counted).
+the fleet. When not even one agent's prompt fits because the other agents' load table is too
+long (a large fleet loads many corridors, with many digits), each group's table is capped
+(:meth:`PlanBoard.others_load`): the corridors on the group's candidate routes first, then those
+touching a zone they pass, each tier by load, as many as fit, and one ``rest`` line sums the
+others; prompts that fit without the cap are unchanged. Each planner sees the chat through a
+:class:`PlannerContext`: its own task, its own last plan as waypoints, the critic's verdicts
+restricted to its agents, and the other agents as corridor loads. The critic is a code agent: it
+merges the planners' latest plans, validates them and calls the ``stationarity_check`` tool
+(:func:`relied.experts.critic.check_plan`), so its verdict is deterministic. The chat ends when a
+verdict accepts or after ``max_rounds``; when no plan passed, the outcome is the valid plan with
+the lowest mean bound, marked ``fallback=True``
+(training goes on with it; it is logged and counted).
 
 At scale (more learners than ``TeamConfig.demo_agents``) the team plans for a sample
 (:func:`demo_sample`): the fleet (agent ids in order) is cut into ``ceil(demo_agents /
@@ -53,6 +58,7 @@ from relied.agents.plans import (
     validate_routes,
 )
 from relied.agents.prompt import (
+    REST_KEY,
     compact_plan,
     compact_verdict,
     estimate_tokens,
@@ -148,10 +154,12 @@ def is_accepted(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> bool:
 class PlanBoard:
     """What planners know of each other: routes as edges, loads per corridor. Before a
     planner's plan is seen its agents count on their free-flow shortest paths (or on the
-    learners' recent routes when given)."""
+    learners' recent routes when given). ``limits``: the token cap of a group's load table
+    (by the group's agents as a tuple; none: the whole table)."""
 
     def __init__(self, view: CityView, estimate: list[np.ndarray]):
         self.view, self.estimate = view, estimate
+        self.limits: dict[tuple[int, ...], int] = {}
 
         @lru_cache(maxsize=4096)
         def edges_of(refs: tuple[str, ...]) -> tuple[int, ...]:
@@ -181,7 +189,43 @@ class PlanBoard:
                 continue
             known = self.edges_of(tuple(plans[i])) if i in plans else None
             np.add.at(load, np.asarray(known if known else edges, dtype=np.int64), 1.0)
-        return self.view.load_rows(load)
+        rows = self.view.load_rows(load)
+        limit = self.limits.get(tuple(group))
+        if limit is None or estimate_tokens(json.dumps(rows)) <= limit:
+            return rows
+        return self._capped(group, load, limit)
+
+    def _capped(self, group: Sequence[int], load: np.ndarray, limit: int) -> dict[str, str]:
+        """The load table of the corridors that matter most to ``group`` within ``limit``
+        tokens: first those on its agents' candidate routes (:attr:`estimate`), then those
+        touching a zone these routes pass, then the rest, each tier by load (ties by corridor);
+        the corridors left out are summed in one ``rest`` line."""
+        view, net = self.view, self.view.net
+        zones = len(view.labels)
+        za, zb = view.zone[net.edge_src].astype(np.int64), view.zone[net.edge_dst].astype(np.int64)
+        code = za * zones + zb
+        per = np.bincount(code, weights=load, minlength=zones * zones)
+        routes = np.concatenate([np.asarray(self.estimate[i], dtype=np.int64) for i in group])
+        on = set(code[routes].tolist())
+        near = set(za[routes].tolist()) | set(zb[routes].tolist())
+        ranked = sorted(np.flatnonzero(per > 0).tolist(),
+                        key=lambda c: (c not in on, c // zones not in near
+                                       and c % zones not in near, -per[c], c))
+
+        def table(k: int) -> dict[str, str]:
+            rows = view.load_rows(np.where(np.isin(code, ranked[:k]), load, 0.0))
+            if rest := ranked[k:]:
+                rows[REST_KEY] = f"corridors:{len(rest)} vehicles:{per[rest].sum():.0f}"
+            return rows
+
+        lo, hi = 0, len(ranked)  # the largest k whose table fits (0: the rest line alone)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if estimate_tokens(json.dumps(table(mid))) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        return table(lo)
 
 
 class PlannerContext(ChatCompletionContext):
@@ -308,20 +352,23 @@ class ExpertTeam:
         return self.sampled if self.subset else None
 
     # ---- prompts that fit -------------------------------------------------------------------
-    def _prompts(self, groups: list[list[int]]) -> list[tuple[str, str]]:
+    def _prompts(self, groups: list[list[int]], loads: bool = True) -> list[tuple[str, str]]:
+        """System and task per group (``loads=False``: without the other agents' loads)."""
         delay = (None if self.forecast is None
                  else self.view.load_rows(np.round(self.forecast.mean_delay())))
         return [(planner_system(g), group_task(self.core, self.view, g, self.variant,
-                                               self.board.others_load(g, {}), self.behaviour,
-                                               delay))
+                                               self.board.others_load(g, {}) if loads else {},
+                                               self.behaviour, delay))
                 for g in groups]
 
-    def worst_case_tokens(self, group: list[int], system: str, task: str) -> tuple[int, int]:
+    def worst_case_tokens(self, group: list[int], system: str, task: str,
+                          loads: int | None = None) -> tuple[int, int]:
         """``(prompt, prompt + reply)`` tokens of ``group``'s planner in its last round: system
         and task, tool and output schemas, its own last plan, every verdict and the other
-        agents' loads (as large as in the task)."""
+        agents' loads (as large as in the task; ``loads``: this many tokens instead)."""
         rounds = self.config.max_rounds - 1
-        loads = estimate_tokens(json.dumps(self.board.others_load(group, {})))
+        if loads is None:
+            loads = estimate_tokens(json.dumps(self.board.others_load(group, {})))
         prompt = (estimate_tokens(system) + estimate_tokens(task) + self._schema_tokens
                   + (len(group) * (OWN_PLAN_TOKENS_PER_AGENT + OFFENDER_TOKENS_PER_AGENT_ROUND
                                    * rounds) + rounds * VERDICT_TOKENS + loads if rounds else 0))
@@ -335,29 +382,46 @@ class ExpertTeam:
             parts += [json.dumps(t.schema) for t in planner_tools(self.view)]
         return sum(estimate_tokens(p) for p in parts)
 
+    def _load_room(self, group: list[int]) -> int:
+        """Tokens left to each copy of ``group``'s load table (task and last feedback) once
+        the rest of its worst-case prompt is counted."""
+        system, task = self._prompts([group], loads=False)[0]
+        fixed = self.worst_case_tokens(group, system, task, loads=0)[0]
+        return (self.client.card.prompt_budget - fixed) // (2 if self.config.max_rounds > 1
+                                                             else 1)
+
     def _split(self, size: int) -> tuple[list[list[int]], list[tuple[str, str]]]:
         """Groups of the largest size up to ``size`` whose planner prompts all fit the model
         (binary search: prompts grow with the group); each block of :attr:`blocks` is cut
-        into groups of that size."""
+        into groups of that size. Only when no size fits with the whole load tables, the
+        search is repeated with each group's table capped to its room (:meth:`_load_room`)."""
         card = self.client.card
         n = max(len(b) for b in self.blocks)
 
-        def attempt(k: int) -> tuple[list[list[int]], list[tuple[str, str]], int] | None:
+        def attempt(k: int, capped: bool) -> tuple[list[list[int]], list[tuple[str, str]],
+                                                   dict[tuple[int, ...], int]] | None:
             groups = [b[s:s + k] for b in self.blocks for s in range(0, len(b), k)]
+            self.board.limits = ({tuple(g): self._load_room(g) for g in groups} if capped
+                                 else {})
             prompts = self._prompts(groups)
             worst = max((self.worst_case_tokens(g, *p) for g, p in zip(groups, prompts,
                                                                        strict=True)),
                         key=lambda t: t[1])
             fits = worst[0] <= card.prompt_budget and worst[1] <= card.num_ctx
-            return (groups, prompts, worst[0]) if fits else None
+            return (groups, prompts, self.board.limits) if fits else None
 
-        lo, hi, best = 1, min(size, n), None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            if (found := attempt(mid)) is not None:
-                best, lo = found, mid + 1
-            else:
-                hi = mid - 1
+        best = None
+        for capped in (False, True):
+            lo, hi = 1, min(size, n)
+            while lo <= hi:
+                mid = (lo + hi) // 2
+                if (found := attempt(mid, capped)) is not None:
+                    best, lo = found, mid + 1
+                else:
+                    hi = mid - 1
+            if best is not None:
+                break
+        self.board.limits = best[2] if best is not None else {}
         if best is None:
             one = [self.sampled[0]]
             need = self.worst_case_tokens(one, *self._prompts([one])[0])[0]
