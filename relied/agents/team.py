@@ -155,11 +155,13 @@ class PlanBoard:
     """What planners know of each other: routes as edges, loads per corridor. Before a
     planner's plan is seen its agents count on their free-flow shortest paths (or on the
     learners' recent routes when given). ``limits``: the token cap of a group's load table
-    (by the group's agents as a tuple; none: the whole table)."""
+    (by the group's agents as a tuple; none: the whole table); ``cut``: how many corridors on
+    the group's own candidate routes its last capped table left out."""
 
     def __init__(self, view: CityView, estimate: list[np.ndarray]):
         self.view, self.estimate = view, estimate
         self.limits: dict[tuple[int, ...], int] = {}
+        self.cut: dict[tuple[int, ...], int] = {}
 
         @lru_cache(maxsize=4096)
         def edges_of(refs: tuple[str, ...]) -> tuple[int, ...]:
@@ -225,6 +227,7 @@ class PlanBoard:
                 lo = mid
             else:
                 hi = mid - 1
+        self.cut[tuple(group)] = max(0, sum(c in on for c in ranked) - lo)
         return table(lo)
 
 
@@ -353,11 +356,13 @@ class ExpertTeam:
 
     # ---- prompts that fit -------------------------------------------------------------------
     def _prompts(self, groups: list[list[int]], loads: bool = True) -> list[tuple[str, str]]:
-        """System and task per group (``loads=False``: without the other agents' loads)."""
+        """System and task per group (``loads=False``: the other agents' loads as an empty
+        capped table, a ``rest`` line without text)."""
         delay = (None if self.forecast is None
                  else self.view.load_rows(np.round(self.forecast.mean_delay())))
         return [(planner_system(g), group_task(self.core, self.view, g, self.variant,
-                                               self.board.others_load(g, {}) if loads else {},
+                                               self.board.others_load(g, {}) if loads
+                                               else {REST_KEY: ""},
                                                self.behaviour, delay))
                 for g in groups]
 
@@ -394,7 +399,8 @@ class ExpertTeam:
         """Groups of the largest size up to ``size`` whose planner prompts all fit the model
         (binary search: prompts grow with the group); each block of :attr:`blocks` is cut
         into groups of that size. Only when no size fits with the whole load tables, the
-        search is repeated with each group's table capped to its room (:meth:`_load_room`)."""
+        search is repeated with each group's table capped to its room (:meth:`_load_room`),
+        where a group fits only if its table keeps every corridor on its candidate routes."""
         card = self.client.card
         n = max(len(b) for b in self.blocks)
 
@@ -403,11 +409,13 @@ class ExpertTeam:
             groups = [b[s:s + k] for b in self.blocks for s in range(0, len(b), k)]
             self.board.limits = ({tuple(g): self._load_room(g) for g in groups} if capped
                                  else {})
+            self.board.cut = {}
             prompts = self._prompts(groups)
             worst = max((self.worst_case_tokens(g, *p) for g, p in zip(groups, prompts,
                                                                        strict=True)),
                         key=lambda t: t[1])
-            fits = worst[0] <= card.prompt_budget and worst[1] <= card.num_ctx
+            fits = (worst[0] <= card.prompt_budget and worst[1] <= card.num_ctx
+                    and not any(self.board.cut.values()))
             return (groups, prompts, self.board.limits) if fits else None
 
         best = None
