@@ -511,15 +511,15 @@ def markdown(out: dict) -> str:
                      f"{', '.join(versions)} | "
                      f"{'yes' if bound_dependent(algo) else 'no'} | {verdicts} | {load} |")
     if expert != "offline":
-        lines += ["", "Every demonstration batch as the critic judged it (injected: the round "
-                  "and kind of each herding error the expert injected into a group plan; "
+        lines += ["", "Every demonstration batch as the critic judged it (injected: per round, "
+                  "the group plans the expert replaced by a herding error, their agents and "
+                  "kind; cached: the team's answer came from the expert cache, no chat ran; "
                   "herding agents: agents of the saved plan on an injected route):", "",
                   "| algo | seed | scenario | accepted | rounds | accepted in round | fallback "
                   "| injected | herding agents |", "|" + "---|" * 9]
         for r in out["records"]:
             for b in r.get("demo_batches") or []:
-                inj = ", ".join(f"r{i['round']} {i['kind']} ({i['agents']})"
-                                for i in b.get("injected") or [])
+                inj = injected_text(b.get("injected"))
                 lines.append(f"| {r['algo']} | {r['seed']} | {b['scenario_seed']} | "
                              f"{'yes' if b['accepted'] else 'no'} | {b['rounds']} | "
                              f"{b['accepted_round'] or ''} | {'yes' if b['fallback'] else 'no'}"
@@ -532,6 +532,18 @@ def markdown(out: dict) -> str:
             f"{c['algo']} seed {c['seed']} at {(c['commit'] or 'unrecorded')[:12]}"
             for c in out["reproduced"])]
     return "\n".join(lines) + "\n"
+
+
+def injected_text(injected: list[dict] | None) -> str:
+    """Per round: group plans replaced, their agents, their kinds (``cached``: None)."""
+    if injected is None:
+        return "cached"
+    rounds: dict[int, list[dict]] = {}
+    for i in injected:
+        rounds.setdefault(i["round"], []).append(i)
+    return "; ".join(f"r{r}: {len(rows)} groups, {sum(i['agents'] for i in rows)} agents, "
+                     + "/".join(sorted({i["kind"] for i in rows}))
+                     for r, rows in sorted(rounds.items())) or "none"
 
 
 def plot(records: list[dict], path: Path, preset: str) -> None:
