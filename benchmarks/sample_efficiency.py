@@ -247,8 +247,9 @@ def demo_verdicts(run_dir: Path) -> dict[str, int] | None:
 
 def demo_batches(run_dir: Path) -> list[dict]:
     """Every demonstration batch of the run as the critic judged it: scenario, accepted,
-    rounds, accepted round, fallback, and for a fallible expert the herding errors it
-    injected (``{round, agents, kind}`` per group plan) and the saved plan's herding agents."""
+    rounds, accepted round, fallback, the saved plan's executed mean travel time, and for a
+    fallible expert the herding errors it injected (``{round, agents, kind}`` per group plan)
+    and the saved plan's herding agents."""
     rows = []
     for f in sorted(Path(run_dir).glob("demos/*/*.json")):
         m = json.loads(f.read_text())
@@ -256,7 +257,9 @@ def demo_batches(run_dir: Path) -> list[dict]:
         rows.append({"scenario_seed": (m.get("scenario") or {}).get("seed"),
                      "variant": e.get("variant"), "accepted": bool(m["accepted"]),
                      "rounds": m.get("rounds"), "accepted_round": e.get("accepted_round"),
-                     "fallback": bool(e.get("fallback")), "injected": e.get("injected"),
+                     "fallback": bool(e.get("fallback")),
+                     "mean_travel_time": (m.get("metrics") or {}).get("mean_travel_time"),
+                     "injected": e.get("injected"),
                      "herding_agents": e.get("herding_agents")})
     return rows
 
@@ -514,16 +517,19 @@ def markdown(out: dict) -> str:
         lines += ["", "Every demonstration batch as the critic judged it (injected: per round, "
                   "the group plans the expert replaced by a herding error, their agents and "
                   "kind; cached: the team's answer came from the expert cache, no chat ran; "
-                  "herding agents: agents of the saved plan on an injected route):", "",
+                  "herding agents: agents of the saved plan on an injected route; demo tt: "
+                  "the saved plan's executed mean travel time):", "",
                   "| algo | seed | scenario | accepted | rounds | accepted in round | fallback "
-                  "| injected | herding agents |", "|" + "---|" * 9]
+                  "| injected | herding agents | demo tt (s) |", "|" + "---|" * 10]
         for r in out["records"]:
             for b in r.get("demo_batches") or []:
                 inj = injected_text(b.get("injected"))
                 lines.append(f"| {r['algo']} | {r['seed']} | {b['scenario_seed']} | "
                              f"{'yes' if b['accepted'] else 'no'} | {b['rounds']} | "
                              f"{b['accepted_round'] or ''} | {'yes' if b['fallback'] else 'no'}"
-                             f" | {inj} | {b.get('herding_agents')} |")
+                             f" | {inj} | {b.get('herding_agents')} | "
+                             + (f"{b['mean_travel_time']:.1f} |"
+                                if b.get("mean_travel_time") is not None else " |"))
     if out.get("references_reproduced_at"):
         lines += ["", "References reproduced exactly at "
                   f"{out['references_reproduced_at'][:12]}."]
