@@ -212,8 +212,14 @@ def test_run_that_checkpointed_keeps_its_folder_on_failure(tmp_path, monkeypatch
     assert Trainer.resume(trainer.run_dir, progress=False).counters["iteration"] == 1
 
 
+def test_config_takes_the_fallible_stress_test_expert():
+    assert tiny(algo="reled", experts="offline-fallible:0.8:freeflow").experts == \
+        "offline-fallible:0.8:freeflow"
+
+
 @pytest.mark.parametrize("kw, field", [
-    (dict(experts="gpt4"), "experts"), (dict(seed=-5), "seed"), (dict(epsilon=-1.0), "epsilon"),
+    (dict(experts="gpt4"), "experts"), (dict(experts="offline-fallible:1.5"), "experts"),
+    (dict(seed=-5), "seed"), (dict(epsilon=-1.0), "epsilon"),
     (dict(epsilon=float("inf")), "epsilon"), (dict(lr=float("nan")), "lr"),
     (dict(timeout_s=0), "timeout_s"), (dict(n_agents=200_000), "n_agents"),
     (dict(horizon_s=100, departure_window_s=200), "departure_window_s"),

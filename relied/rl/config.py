@@ -15,7 +15,8 @@ from relied.experts.bound import DEFAULT_GAMMA, BoundConfig
 #: Bump when the meaning of a stored config changes; older run folders are refused clearly.
 CONFIG_VERSION = 3  # 3: observation gained the live-detour slot feature
 
-EXPERT_SPECS = "'offline', 'auto', 'shortest-path' or 'ollama:<model>'"
+EXPERT_SPECS = ("'offline', 'auto', 'shortest-path', 'offline-fallible:<p>[:<kind>]' or "
+                "'ollama:<model>'")
 
 
 class AlgoSpec(BaseModel):
@@ -193,6 +194,13 @@ class TrainConfig(BaseModel):
         if spec in ("offline", "auto", "shortest-path") or \
                 (spec.startswith("ollama:") and spec[len("ollama:"):].strip()):
             return spec
+        if spec.startswith("offline-fallible:"):  # the stress-test expert (docs/experts.md)
+            from relied.agents.clients import ModelError, check_spec
+
+            try:
+                return check_spec(spec)
+            except ModelError as exc:
+                raise ValueError(str(exc)) from None
         raise ValueError(f"unknown expert model; use {EXPERT_SPECS}")
 
     @model_validator(mode="after")
