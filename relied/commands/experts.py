@@ -52,12 +52,14 @@ City = Annotated[str, typer.Option(help="shipped name, .osm path, or place:<quer
 Agents = Annotated[int, typer.Option(min=1, help="number of vehicle agents")]
 Seed = Annotated[int, typer.Option(help="seed of OD sampling")]
 ScenarioOpt = Annotated[Path | None, typer.Option(help="Scenario JSON (overrides city/agents)")]
-Model = Annotated[str, typer.Option(help="offline | auto | ollama:<model>")]
+Model = Annotated[str, typer.Option(
+    help="offline | auto | ollama:<model> | offline-fallible:<p>[:<kind>] (the offline planner "
+         "with injected herding errors, for stress tests; not an LLM)")]
 Host = Annotated[str | None, typer.Option("--ollama-host", help="Ollama URL ($OLLAMA_HOST)")]
 Epsilon = Annotated[float, typer.Option(
-    help="critic's threshold, a ratio: the largest accepted ratio of the plan's 90%-quantile "
-         "stationarity bound to the same quantile of the learners' current behaviour (the "
-         "free-flow shortest paths when unknown)")]
+    help="critic's threshold, a ratio: a plan passes when the mean of its agents' scaled "
+         "stationarity bounds is strictly below this ratio times that of the learners' current "
+         "behaviour (the free-flow shortest paths when unknown)")]
 Rounds = Annotated[int, typer.Option(min=1, help="planner -> critic rounds")]
 Timeout = Annotated[float, typer.Option(help="seconds per model call, counted from when it "
                                         "is sent")]
