@@ -130,9 +130,9 @@ class TrainConfig(BaseModel):
                                     "127.0.0.1:11434)")
     timeout_s: float = Field(120.0, gt=0, description="seconds per expert model call")
     epsilon: float = Field(BoundConfig().epsilon, gt=0,
-                           description="the critic's threshold: a plan passes when the 90% "
-                           "quantile of its agents' bounds is at most epsilon times that of "
-                           "the learners' current behaviour")
+                           description="the critic's threshold: a plan passes when the mean "
+                           "of its agents' scaled bounds is strictly below epsilon times that "
+                           "of the learners' current behaviour")
     demo_batches: int = Field(1, ge=1)
     demo_agents: int | None = Field(500, ge=1, description="most learners the expert team "
                                     "plans and demonstrates per scenario: above it a seeded "
