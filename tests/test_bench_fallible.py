@@ -4,17 +4,12 @@ batch's verdict and injected errors are recorded."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from bench_module import load_benchmark  # tests/ is on sys.path
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("sample_efficiency_fallible",
-                                               ROOT / "benchmarks" / "sample_efficiency.py")
-se = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(se)
+se = load_benchmark("sample_efficiency")
 
 SETTINGS = {"preset": "aguascalientes-peak", "other": "monaco-peak", "steps": 30_000,
             "demo_scenarios": 2, "eval_seeds": [1000, 1001], "eq_iterations": 10}

@@ -3,17 +3,13 @@ reports into one results file."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from bench_module import load_benchmark  # tests/ is on sys.path
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("train_throughput",
-                                               ROOT / "benchmarks" / "train_throughput.py")
-tt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tt)
+tt = load_benchmark("train_throughput")
 
 
 def row(device: str, n: int, steps_per_s: int, sgd: float) -> dict:
