@@ -127,6 +127,17 @@ def _crowd(net, n=12, gap_s=0.0, seed=11):
                                   "departures_s": [gap_s * i for i in range(n)]})
 
 
+def _crowd_plans(net, n=16):
+    """The congested crowd (n of one OD pair, 2 s apart), its shortest paths, a second path,
+    and three plans: all on the shortest path (the herd), every fourth agent on the second
+    path, every other agent on it."""
+    sc = _crowd(net, n, gap_s=2.0)
+    sp = _sp_routes(net, sc)
+    second = _second_path(net, sp[0])
+    return sc, sp, second, {"herd": sp, "few": [second if i % 4 == 0 else sp[i] for i in range(n)],
+                            "half": [second if i % 2 else sp[i] for i in range(n)]}
+
+
 def test_step_term_enters_the_bound():
     """TV between the learners' successive policies on the plan's states raises the bound;
     removing that term makes this test fail."""
@@ -288,11 +299,7 @@ def test_critic_accepts_low_drift_plans_and_rejects_the_high_drift_herd():
     herd over a second path, whose agents' environments drift less."""
     net = load_city("aguascalientes")
     n = 16
-    sc = _crowd(net, n, gap_s=2.0)
-    sp = _sp_routes(net, sc)
-    second = _second_path(net, sp[0])
-    plans = {"herd": sp, "few": [second if i % 4 == 0 else sp[i] for i in range(n)],
-             "half": [second if i % 2 else sp[i] for i in range(n)]}
+    sc, sp, second, plans = _crowd_plans(net, n)
     cfg = BoundConfig(executions=3, return_tolerance=10.0)
     movers = np.arange(n) % 3 == 1
     stay = np.flatnonzero(~movers)

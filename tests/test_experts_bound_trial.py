@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from test_experts_bound import _cell_drift, _crowd, _second_path, _sp_routes  # tests/ on sys.path
+from test_experts_bound import (  # tests/ on sys.path
+    _cell_drift,
+    _crowd,
+    _crowd_plans,
+    _sp_routes,
+)
 
 from relied.env.cities import load_city
 from relied.env.core import RoutingCore
@@ -99,11 +104,7 @@ def test_critic_with_the_trial_discriminates_the_congested_crowd():
     herd's agents' cells drift most when every third agent switches path."""
     net = load_city("aguascalientes")
     n = 16
-    sc = _crowd(net, n, gap_s=2.0)
-    sp = _sp_routes(net, sc)
-    second = _second_path(net, sp[0])
-    plans = {"herd": sp, "few": [second if i % 4 == 0 else sp[i] for i in range(n)],
-             "half": [second if i % 2 else sp[i] for i in range(n)]}
+    sc, sp, second, plans = _crowd_plans(net, n)
     cfg = BoundConfig(executions=3, return_tolerance=10.0)
     model, trial = _learners(RoutingCore(net, sc))
     current = probs_of(model)
