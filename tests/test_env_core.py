@@ -155,6 +155,30 @@ def test_rewards_sum_exactly_to_minus_travel_time(city):
             assert not arrived.all()  # the cut-off case really happened
 
 
+@pytest.mark.parametrize("n", [200, 1_200])  # (1,200: cost-to-go rows reused 30 steps)
+def test_unrecorded_episode_builds_no_observation_and_equals_the_recorded_one(aguas, n,
+                                                                              monkeypatch):
+    """run_episode drives the core with advance() unless it records: only reset observes,
+    and returns, routes and metrics are those of the episode stepped with observations."""
+    observed = []
+    real = RoutingCore.observe
+    monkeypatch.setattr(RoutingCore, "observe",
+                        lambda self, rows=None: observed.append(1) or real(self, rows))
+    sc = Scenario(n_agents=n, seed=3, departure_window_s=120.0, background_share=0.5)
+    runs = []
+    for record in (False, True):
+        core = RoutingCore(aguas, sc, record_routes=True)
+        observed.clear()
+        ep = run_episode(core, CongestionAwarePolicy(), record=record)
+        runs.append((ep, len(observed)))
+    (plain, seen), (recorded, seen_recorded) = runs
+    assert seen == 1 and seen_recorded == recorded.steps + 1
+    assert np.array_equal(plain.returns, recorded.returns)
+    assert plain.routes == recorded.routes
+    assert {k: v for k, v in plain.metrics.items() if k != "agent_steps_per_s"} == \
+        {k: v for k, v in recorded.metrics.items() if k != "agent_steps_per_s"}
+
+
 def test_congestion_really_raises_travel_time(aguas):
     alone = Scenario(n_agents=1, seed=11).resolve(aguas)
     crowd = alone.model_copy(update={"n_agents": 200, "origins": alone.origins * 200,

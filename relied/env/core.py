@@ -908,6 +908,16 @@ class RoutingCore:
         return self._live.get(self.t, self.edge_travel_time, self.dest,
                               np.flatnonzero(self.status == AT_NODE))
 
+    def live_best_slots(self, deciding: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """For ``deciding`` learners (with their ``valid`` slots), the slot minimising the
+        entering travel time of its edge plus the live cost-to-go from its head: the choice
+        :meth:`live_to_go`'s rows give, bounded by the free-flow cost-to-go where that settles
+        it (:meth:`LiveCostToGo.best_slots`)."""
+        edges = np.maximum(self.out_table[self.node[deciding]], 0)
+        lower = self.ff_to_dest[self.dest_row[deciding][:, None], self.net.edge_dst[edges]]
+        return self._live.best_slots(self.t, self.edge_travel_time, self.dest, deciding,
+                                     edges, valid, lower)
+
     def _live_detour(self, se: np.ndarray, valid: np.ndarray, at_node: np.ndarray,
                      rows: np.ndarray) -> np.ndarray:
         """``(len(rows), K)`` seconds each slot loses against the best one on current entering

@@ -7,13 +7,24 @@ same arrays to every reader of that step.
 
 Cost at scale. Only the destinations of the learners deciding in a step are computed (one
 Dijkstra each, on a reversed graph whose structure is built once per episode; a step only
-writes the new edge costs into it). Up to :data:`PER_STEP_LEARNERS` learners every needed
-destination is recomputed every step (the exact live view). Above it, a navigation app's
-view: each destination's cost-to-go is kept and reused for :data:`REUSE_STEPS` steps (30 s at
-the default ``dt_s`` of 1 s, about how often such apps refresh their traffic) before it is
-computed again on the costs of that step; the first edge of every slot is always priced on
-the current costs. At 10,000 learners this is what keeps the live view off the step's
-critical path (docs/training.md, "Limits at scale").
+writes the new edge costs into it). Up to :data:`PER_STEP_LEARNERS` learners the view is
+exact every step: a destination's row is recomputed whenever the edge costs changed since it
+was computed (on unchanged costs Dijkstra would give the very same row). Above it, a
+navigation app's view: each destination's cost-to-go is kept and reused for
+:data:`REUSE_STEPS` steps (30 s at the default ``dt_s`` of 1 s, about how often such apps
+refresh their traffic) before it is computed again on the costs of that step; the first edge
+of every slot is always priced on the current costs. At 10,000 learners this is what keeps
+the live view off the step's critical path (docs/training.md, "Limits at scale").
+
+Exact choices without every Dijkstra (:meth:`LiveCostToGo.best_slots`, the congestion-aware
+policy, up to :data:`PER_STEP_LEARNERS`). A learner picks the slot ``k`` minimising ``cost[e_k]
++ to_go[head(e_k)]``. ``to_go`` is bounded below by the free-flow cost-to-go (no edge is
+faster than free flow) and above by a row computed a few steps ago plus every cost increase
+since then on the edges of that row's ball (a path's cost rises by at most the increases on
+its edges, and the old best path from ``head`` only uses edges whose tail is no farther than
+``head``). When the best slot's upper bound is strictly below every other slot's lower bound
+the choice is certain, exactly the one a fresh Dijkstra gives; a destination is computed only
+for the learners whose choice the bounds leave open.
 """
 
 from __future__ import annotations
@@ -26,10 +37,14 @@ from scipy.sparse.csgraph import dijkstra
 
 from relied.env.network import CityNetwork
 
-#: learners up to which every needed destination is recomputed every step
+#: learners up to which every needed destination is exact every step
 PER_STEP_LEARNERS = 1_000
 #: above it, steps a destination's cost-to-go is reused before it is recomputed
 REUSE_STEPS = 30
+#: steps an old row may bound a destination's cost-to-go (:meth:`LiveCostToGo.best_slots`)
+BOUND_STEPS = 30
+#: relative and absolute slack on the upper bounds (float rounding of path sums: ~1e-14)
+_SLACK = 1e-9
 
 
 def cost_to_go(net: CityNetwork, targets: np.ndarray, weight: np.ndarray | None = None,
@@ -44,7 +59,7 @@ def cost_to_go(net: CityNetwork, targets: np.ndarray, weight: np.ndarray | None 
 
 
 def reuse_steps(n_learners: int) -> int:
-    """Steps a destination's live cost-to-go is reused (1: recomputed every step)."""
+    """Steps a destination's live cost-to-go is reused (1: exact every step)."""
     return 1 if n_learners <= PER_STEP_LEARNERS else REUSE_STEPS
 
 
@@ -71,7 +86,8 @@ class ReverseGraph:
 class LiveCostToGo:
     """Cost-to-go on current edge costs for the destinations of the deciding learners, one
     computation per step key (a new episode makes a new instance). A destination's row is
-    reused for ``reuse`` steps (:func:`reuse_steps` of the learners by default)."""
+    reused for ``reuse`` steps (:func:`reuse_steps` of the learners by default; 1: reused
+    only while the edge costs stay the same)."""
 
     def __init__(self, net: CityNetwork, n_learners: int, reuse: int | None = None):
         self.net, self.n = net, n_learners
@@ -79,9 +95,44 @@ class LiveCostToGo:
         self._graph = ReverseGraph(net)
         self._key: int | None = None
         self._value: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._table = np.zeros((0, net.n_nodes))  # one row per destination computed
+        self._rows = np.zeros((0, net.n_nodes))  # one row per destination computed, and room
+        self._used = 0  # rows in use
         self._row = np.full(net.n_nodes, -1, dtype=np.int64)  # destination node -> row
         self._born = np.zeros(0, dtype=np.int64)  # step key each row was computed at
+        self._tails = np.zeros((0, net.n_edges))  # per row: its cost-to-go at each edge's tail
+        # the step's edge costs, and (ring, by key) those of the last BOUND_STEPS keys
+        self._cost_key: int | None = None
+        self._cost = np.zeros(0)
+        self._changed_at = -1  # step key since which the edge costs are what they are
+        self._ring = np.zeros((BOUND_STEPS + 1, net.n_edges))
+        self._ring_key = np.full(BOUND_STEPS + 1, -1, dtype=np.int64)
+
+    @property
+    def _table(self) -> np.ndarray:
+        return self._rows[: self._used]
+
+    def _costs_now(self, key: int, edge_cost: Callable[[], np.ndarray]) -> np.ndarray:
+        """The edge costs of step ``key`` (asked once per key)."""
+        if self._cost_key != key:
+            cost = edge_cost()
+            if self._cost_key is None or not np.array_equal(cost, self._cost):
+                self._changed_at = key
+            self._cost_key, self._cost = key, cost
+            if self.reuse <= 1:
+                self._ring[key % self._ring_key.size] = cost
+                self._ring_key[key % self._ring_key.size] = key
+        return self._cost
+
+    def _stale(self, key: int, dests: np.ndarray) -> np.ndarray:
+        """Which of ``dests`` need a new row at step ``key``."""
+        row = self._row[dests]
+        fresh = row >= 0
+        born = self._born[row[fresh]]
+        if self.reuse <= 1:  # exact: computed on the costs of now
+            fresh[fresh] = born >= self._changed_at
+        else:
+            fresh[fresh] = key - born < self.reuse
+        return ~fresh
 
     def get(self, key: int, edge_cost: Callable[[], np.ndarray], dest: np.ndarray,
             deciding: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,29 +140,108 @@ class LiveCostToGo:
         cost from every node to deciding learner ``i``'s destination ``dest[i]``."""
         if self._value is not None and self._key == key:
             return self._value
-        cost = edge_cost()
-        if self.reuse <= 1:  # nothing is kept between steps
-            self._row.fill(-1)
-            self._table, self._born = self._table[:0], self._born[:0]
+        cost = self._costs_now(key, edge_cost)
         row_of = np.zeros(self.n, dtype=np.int64)
         if deciding.size:
             dests = np.unique(dest[deciding])
-            row = self._row[dests]
-            fresh = row >= 0
-            fresh[fresh] = key - self._born[row[fresh]] < self.reuse
-            stale = dests[~fresh]
-            if stale.size:
-                self._store(key, stale, cost_to_go(self.net, stale, cost, self._graph))
+            self._compute(key, dests[self._stale(key, dests)])
             row_of[deciding] = self._row[dest[deciding]]
         self._key, self._value = key, (cost, self._table, row_of)
         return self._value
 
-    def _store(self, key: int, dests: np.ndarray, rows: np.ndarray) -> None:
+    def best_slots(self, key: int, edge_cost: Callable[[], np.ndarray], dest: np.ndarray,
+                   deciding: np.ndarray, edges: np.ndarray, valid: np.ndarray,
+                   lower: np.ndarray) -> np.ndarray:
+        """For each ``deciding`` learner, the slot minimising ``cost[e] + to_go[head(e)]`` over
+        its ``valid`` slots (``edges``: ``(m, K)`` edge of each slot), the first of equals: what
+        :meth:`get`'s rows give. ``lower``: ``(m, K)`` lower bounds of ``to_go`` at the slots'
+        heads (the free-flow cost-to-go; every cost must be at least its edge's free-flow
+        time). Up to :data:`PER_STEP_LEARNERS`, a destination is computed only for learners
+        whose choice the bounds leave open (module docstring); the choices are the same."""
+        net, heads = self.net, self.net.edge_dst[edges]
+        cost = self._costs_now(key, edge_cost)
+        if self.reuse <= 1 and not (self._value is not None and self._key == key) \
+                and np.all(cost >= net.freeflow_s):
+            dests, inv = np.unique(dest[deciding], return_inverse=True)
+            stale = self._stale(key, dests)
+            sure = np.zeros(deciding.size, dtype=bool)
+            pick = np.zeros(deciding.size, dtype=np.int64)
+            bounded = stale & (self._row[dests] >= 0)
+            if np.count_nonzero(bounded):
+                sure, pick = self._bounded_choice(key, cost, dests, inv, bounded, edges, heads,
+                                                  valid, lower)
+            open_dests = np.zeros(dests.size, dtype=bool)
+            open_dests[inv[~sure]] = True
+            self._compute(key, dests[stale & open_dests])
+            out = pick
+            rest = ~sure
+            if np.count_nonzero(rest):
+                rows = self._row[dest[deciding[rest]]]
+                out[rest] = _argmin_slots(cost, self._rows, rows, edges[rest], heads[rest],
+                                          valid[rest])
+            return out
+        _, table, row_of = self.get(key, edge_cost, dest, deciding)
+        return _argmin_slots(cost, table, row_of[deciding], edges, heads, valid)
+
+    def _bounded_choice(self, key, cost, dests, inv, bounded, edges, heads, valid, lower):
+        """``(sure, pick)`` per deciding learner: whether its best slot is certain from the
+        bounds (learners of ``bounded`` destinations whose old row is at most
+        :data:`BOUND_STEPS` steps old), and that slot."""
+        m = inv.size
+        sure, pick = np.zeros(m, dtype=bool), np.zeros(m, dtype=np.int64)
+        row = self._row[dests]
+        born = self._born[row]
+        bounded = bounded & (self._ring_key[born % self._ring_key.size] == born)
+        r = np.flatnonzero(bounded[inv])  # the learners of those destinations
+        if r.size == 0:
+            return sure, pick
+        old_to_go = self._rows[row[inv[r]][:, None], heads[r]]
+        upper = np.where(valid[r], cost[edges[r]] + old_to_go, np.inf)
+        best = np.argmin(upper, axis=1)
+        low = np.where(valid[r], cost[edges[r]] + lower[r], np.inf)
+        low[np.arange(r.size), best] = np.inf
+        # each destination's ball: edges whose tail is no farther than its learners' farthest
+        # best head; the cost increases since its row was computed, summed over the ball
+        reach = np.full(dests.size, -np.inf)
+        np.maximum.at(reach, inv[r], old_to_go[np.arange(r.size), best])
+        d = np.flatnonzero(bounded)
+        rise = np.subtract(cost, self._ring[born[d] % self._ring_key.size])
+        np.maximum(rise, 0.0, out=rise)
+        rise *= self._tails[row[d]] <= reach[d, None]
+        slack = np.zeros(dests.size)
+        slack[d] = rise.sum(axis=1)
+        top = upper[np.arange(r.size), best] + slack[inv[r]]
+        top += np.abs(top) * _SLACK + _SLACK
+        sure[r] = top < low.min(axis=1)
+        pick[r] = best
+        return sure, pick
+
+    def _compute(self, key: int, dests: np.ndarray) -> None:
+        """Compute and store the rows of ``dests`` on the costs of step ``key``."""
+        if dests.size == 0:
+            return
+        rows = cost_to_go(self.net, dests, self._cost, self._graph)
         new = dests[self._row[dests] < 0]
         if new.size:
-            self._row[new] = np.arange(len(self._table), len(self._table) + new.size)
-            self._table = np.concatenate([self._table, np.empty((new.size, self.net.n_nodes))])
-            self._born = np.concatenate([self._born, np.zeros(new.size, dtype=np.int64)])
-        self._table[self._row[dests]] = rows
+            if self._used + new.size > len(self._rows):  # room doubles
+                grow = max(self._used + new.size, 2 * len(self._rows), 8)
+                rows_, born = np.empty((grow, self.net.n_nodes)), np.zeros(grow, np.int64)
+                rows_[: self._used], born[: self._used] = self._table, self._born[: self._used]
+                self._rows, self._born = rows_, born
+                if self.reuse <= 1:
+                    tails = np.empty((grow, self.net.n_edges))
+                    tails[: self._used] = self._tails[: self._used]
+                    self._tails = tails
+            self._row[new] = np.arange(self._used, self._used + new.size)
+            self._used += new.size
+        self._rows[self._row[dests]] = rows
         self._born[self._row[dests]] = key
+        if self.reuse <= 1:  # (for the bounds of best_slots)
+            self._tails[self._row[dests]] = rows[:, self.net.edge_src]
 
+
+def _argmin_slots(cost: np.ndarray, table: np.ndarray, rows: np.ndarray, edges: np.ndarray,
+                  heads: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per learner, the valid slot minimising ``cost[e] + table[row, head(e)]``."""
+    via = cost[edges] + table[rows[:, None], heads]
+    return np.argmin(np.where(valid, via, np.inf), axis=1)

@@ -55,12 +55,17 @@ class ShortestPathPolicy:
 
 class CongestionAwarePolicy:
     """Fastest way on at each intersection on current entering travel times (queue delay plus
-    own traversal); cost-to-go is the core's (:meth:`RoutingCore.live_to_go`), recomputed
-    every step for the destinations of the learners deciding in it."""
+    own traversal); cost-to-go is the core's live one (:meth:`RoutingCore.live_to_go`), exact
+    every step up to 1,000 learners (:meth:`RoutingCore.live_best_slots` computes a
+    destination only where bounds leave a choice open: the same choices)."""
 
     def __call__(self, core: RoutingCore) -> np.ndarray:
-        cost, to_go, row_of = core.live_to_go()
-        return greedy_actions(core, cost, to_go, row_of)
+        actions = np.full(core.n, core.noop, dtype=np.int64)
+        deciding = np.flatnonzero(core.status == AT_NODE)
+        if deciding.size:
+            valid = core.action_mask()[deciding, : core.k]
+            actions[deciding] = core.live_best_slots(deciding, valid)
+        return actions
 
 
 class RoutePolicy:

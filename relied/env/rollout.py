@@ -34,19 +34,24 @@ class Episode:
 
 
 def run_episode(core: RoutingCore, policy: BatchPolicy, record: bool = False) -> Episode:
-    """Reset ``core`` and run ``policy`` until every agent arrived or the horizon ends."""
+    """Reset ``core`` and run ``policy`` until every agent arrived or the horizon ends. Only a
+    recorded episode builds observations; otherwise the core is driven with ``advance()``
+    (a policy observes what it needs itself; the episode is the same)."""
     obs = core.reset()
     returns = np.zeros(core.n)
     buf: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "action", "mask", "reward", "done")}
     start = time.perf_counter()
     while not core.done:
+        if not record:
+            reward = core.advance(policy(core))[0]
+            returns += reward
+            continue
         mask = core.action_mask()
         actions = policy(core)
         next_obs, reward, term, trunc = core.step(actions)
         returns += reward
-        if record:
-            for key, value in zip(buf, (obs, actions, mask, reward, term | trunc), strict=True):
-                buf[key].append(value)
+        for key, value in zip(buf, (obs, actions, mask, reward, term | trunc), strict=True):
+            buf[key].append(value)
         obs = next_obs
     wall = time.perf_counter() - start
     metrics = core.metrics()
