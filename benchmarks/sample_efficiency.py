@@ -259,9 +259,20 @@ def demo_batches(run_dir: Path) -> list[dict]:
                      "rounds": m.get("rounds"), "accepted_round": e.get("accepted_round"),
                      "fallback": bool(e.get("fallback")),
                      "mean_travel_time": (m.get("metrics") or {}).get("mean_travel_time"),
+                     "bound_version": (e.get("bound") or {}).get("version"),
                      "injected": e.get("injected"),
                      "herding_agents": e.get("herding_agents")})
     return rows
+
+
+def judged_version(batches: list[dict]) -> int | None:
+    """The bound version the critic judged a run's demonstration batches with (what each
+    batch's metadata records: 5 when the learners' trial update was used); the code's version
+    for a run without demos; None when the batches disagree or do not say."""
+    versions = {b.get("bound_version") for b in batches}
+    if not batches:
+        return BOUND_VERSION
+    return versions.pop() if len(versions) == 1 else None
 
 
 def train_one(job) -> dict:
@@ -285,11 +296,13 @@ def train_one(job) -> dict:
     print(f"{algo} seed {seed}: auc {auc(rows, args.steps):.2f}, held-out "
           f"{h['mean_travel_time']:.1f} s ({h['arrival_rate']:.2f}), other "
           f"{o['mean_travel_time']:.1f} s, {summary['wall_s']:.0f} s", flush=True)
+    batches = demo_batches(trainer.run_dir)
     return {"algo": algo, "seed": seed, "preset": args.preset, "steps": args.steps,
-            "expert": args.expert, "commit": commit, "bound_version": BOUND_VERSION,
+            "expert": args.expert, "commit": commit,
+            "bound_version": judged_version(batches),
             "run_dir": summary["run_dir"],
             "wall_s": summary["wall_s"], "load_1min": round(os.getloadavg()[0], 2),
-            "demos": demo_verdicts(trainer.run_dir), "demo_batches": demo_batches(trainer.run_dir),
+            "demos": demo_verdicts(trainer.run_dir), "demo_batches": batches,
             "auc": auc(rows, args.steps), "steps_to_ca": steps_to(rows, target),
             "heldout": h, "other": o, "curve": [(r["env_steps"], r["return"]) for r in rows]}
 

@@ -12,6 +12,7 @@ from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import BoundConfig, uniform_probs
 from relied.experts.critic import recheck_batch
 from relied.experts.demos import list_batches, load_batch
+from relied.experts.learners import Learners
 
 SC = Scenario(city="aguascalientes", n_agents=15, seed=4)
 # tests about storage and caching: a threshold the offline plans pass in round 1
@@ -101,7 +102,8 @@ def test_policy_probs_enter_the_bound(counted, tmp_path):
         return probs
 
     first = generate_demonstrations(SC, tmp_path / "p", config=PASS)
-    paths = generate_demonstrations(SC, tmp_path / "p", policy_probs=learner, config=PASS)
+    assert load_batch(first[0])[1].extra["bound"]["version"] == 4  # no trial update
+    paths = generate_demonstrations(SC, tmp_path / "p", learners=Learners(learner), config=PASS)
     _, meta = load_batch(paths[0])
     assert seen and all(d == np.float32 and ok and top < 15 for d, ok, top in seen)
     assert not meta.extra["cached"]  # the learners changed: no cached verdict
@@ -109,12 +111,12 @@ def test_policy_probs_enter_the_bound(counted, tmp_path):
     stored = load_batch(first[0])[1].verdict["bounds"]
     again = recheck_batch(first[0])
     assert again.bounds == pytest.approx([stored[str(i)] for i in range(15)])
-    assert recheck_batch(first[0], policy_probs=learner).bounds == pytest.approx(again.bounds)
+    assert recheck_batch(first[0], Learners(learner)).bounds == pytest.approx(again.bounds)
     # another current policy changes the divergence term, the previous policy adds its step
-    moved = np.array(recheck_batch(first[0], policy_probs=greedy).divergence_terms)
+    moved = np.array(recheck_batch(first[0], Learners(greedy)).divergence_terms)
     assert not np.allclose(moved, again.divergence_terms)
-    stepped = np.array(recheck_batch(first[0], policy_probs=greedy,
-                                     previous_probs=uniform_probs).divergence_terms)
+    stepped = np.array(recheck_batch(first[0], Learners(greedy, uniform_probs)
+                                     ).divergence_terms)
     assert (stepped >= moved).all() and (stepped > moved).sum() >= 2
     # the learners' gamma sets the scale: a shorter horizon gives smaller bounds
     assert max(recheck_batch(first[0], gamma=0.9).bounds) < max(again.bounds)

@@ -133,20 +133,25 @@ def test_bound_recheck_and_demo_regeneration_use_the_learners(tmp_path):
     team = expert_team_demos("offline", batches=1, filter_by_bound=True, progress=False)
     calls = []
 
-    def provider(scenario, out_dir, policy_probs=None, behaviour=None):
-        calls.append((out_dir, policy_probs, behaviour))
-        return team(scenario, out_dir, policy_probs=policy_probs, behaviour=behaviour)
+    def provider(scenario, out_dir, learners=None, behaviour=None):
+        calls.append((out_dir, learners, behaviour))
+        return team(scenario, out_dir, learners=learners, behaviour=behaviour)
 
     cfg = tiny(experts="offline", total_steps=1000, bound_every=1, regen_every=2)
     trainer = Trainer.create(cfg, tmp_path, provider=provider, progress=False)
     trainer.run()
     rows = read_metrics(trainer.run_dir)
     first, regens = calls[0], calls[1:]
-    assert first[1] is None and first[2] is None  # before training: uniform policies
+    assert first[1].trial_update is not None and first[2] is None  # the untrained learners
     assert len(regens) == len(rows) // 2 >= 1
-    for out_dir, probs, behaviour in regens:
+    obs, mask, agent = (trainer.experts[0].dec.obs[:5], trainer.experts[0].dec.mask[:5],
+                        trainer.experts[0].dec.agent[:5])
+    for out_dir, learners, behaviour in regens:
         assert out_dir.name.startswith("iter-") and any(out_dir.glob("*.json"))
-        assert probs == trainer.policy_probs
+        # the learners' policy as it is now (the same model), and its trial update
+        np.testing.assert_array_equal(learners.policy_probs(obs, mask, agent),
+                                      trainer.policy_probs(obs, mask, agent))
+        assert learners.trial_update is not None
         assert sorted(behaviour) == list(range(6))
         assert all(route and route[0] == o for route, o in
                    zip(behaviour.values(), trainer.scenario.origins, strict=True))

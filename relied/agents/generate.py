@@ -11,8 +11,11 @@ Cache: an accepted team outcome is stored under ``$RELIED_EXPERT_CACHE/<key>.jso
 ``$RELIED_CACHE_DIR/experts``) with ``key`` the hash of (resolved scenario, model spec and
 digest, every planner's prompts, team and bound settings). Prompts are byte-identical across
 processes, so an identical request is answered from disk with zero model calls. Rejected plans
-and failures are not cached; with ``policy_probs`` the verdict depends on the learners, so the
-cache is not used. A cache directory that cannot be written is skipped with one warning.
+and failures are not cached. The critic judges under the learners
+(:class:`~relied.experts.learners.Learners`: their current policy and trial update, bound
+version 5); the verdict depends on them, so learners given with a ``digest`` (a stable id of
+their state) add it to the key, and learners without one are never cached. A cache directory
+that cannot be written is skipped with one warning.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,7 @@ from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
 from relied.experts.critic import execute
 from relied.experts.demos import DemoMeta, save_batch
+from relied.experts.learners import UNTRAINED, Learners
 
 CACHE_VERSION = 4  # 4: planners route on the traffic forecast
 
@@ -89,6 +92,9 @@ class BatchResult(BaseModel):
     shortest_path_mean_travel_time: float
     rejected: list[dict] = Field(default_factory=list, description="[{agent, reason}]")
     usage: list[CallUsage] = Field(default_factory=list)
+    bound_version: int = Field(description="the bound version the critic judged with (5: "
+                               "with the learners' trial update)")
+    learners: str = Field(description="the learners the critic judged under")
 
 
 _warned: set[str] = set()
@@ -107,11 +113,16 @@ def expert_cache_dir() -> Path:
 
 
 def cache_key(team: ExpertTeam, card: ModelCard, variant: int) -> str:
-    blob = json.dumps({"v": CACHE_VERSION, "scenario": team.core.scenario.model_dump(mode="json"),
-                       "model": card.spec, "digest": card.digest, "system": PLANNER_SYSTEM,
-                       "prompts": team.prompts, "variant": variant, "tools": card.tools,
-                       "forecast": team.forecast.digest() if team.forecast else None,
-                       "config": team.config.model_dump(mode="json")}, sort_keys=True)
+    """The request's hash; the learners' digest enters it when they have one (untrained
+    learners keep the key they had before learners existed)."""
+    request = {"v": CACHE_VERSION, "scenario": team.core.scenario.model_dump(mode="json"),
+               "model": card.spec, "digest": card.digest, "system": PLANNER_SYSTEM,
+               "prompts": team.prompts, "variant": variant, "tools": card.tools,
+               "forecast": team.forecast.digest() if team.forecast else None,
+               "config": team.config.model_dump(mode="json")}
+    if team.learners.digest is not None:
+        request["learners"] = team.learners.digest
+    blob = json.dumps(request, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -192,14 +203,15 @@ def _forecast(net: CityNetwork, scenario: Scenario) -> TrafficForecast:
     return _FORECASTS[key]
 
 
-async def plan(request: PlanRequest, policy_probs=None
+async def plan(request: PlanRequest, learners: Learners | None = None
                ) -> tuple[TeamOutcome, bool, RoutingCore, CityView]:
-    """Run (or fetch from the cache) the expert team; ``(outcome, cached, core, view)``."""
-    outcome, cached, team, view = await _plan(request, policy_probs)
+    """Run (or fetch from the cache) the expert team, its critic judging under
+    ``learners``; ``(outcome, cached, core, view)``."""
+    outcome, cached, team, view = await _plan(request, learners)
     return outcome, cached, team.core, view
 
 
-async def _plan(request: PlanRequest, policy_probs=None
+async def _plan(request: PlanRequest, learners: Learners | None = None
                 ) -> tuple[TeamOutcome, bool, ExpertTeam, CityView]:
     """:func:`plan` with the team itself (its baseline and the plan's execution are reused
     by :func:`_one`; a cached answer's team has run no check)."""
@@ -211,12 +223,13 @@ async def _plan(request: PlanRequest, policy_probs=None
     client = make_client(request.model, net, view, host=request.ollama_host,
                          seed=core.scenario.seed, timeout_s=request.timeout_s, card=card,
                          forecast=forecast)
-    team = ExpertTeam(core, view, client, request.config, policy_probs,
+    learners = learners or UNTRAINED
+    team = ExpertTeam(core, view, client, request.config, learners,
                       _behaviour_refs(view, request.behaviour), request.variant, forecast)
     if request.first_plan_only:  # one round, after the groups were sized for max_rounds
         team.config = team.config.model_copy(update={"max_rounds": 1})
     key = cache_key(team, card, request.variant)
-    cacheable = request.use_cache and policy_probs is None
+    cacheable = request.use_cache and learners.cacheable
     if cacheable and (hit := _load_cached(key, core)) is not None:
         return hit, True, team, view
     outcome = await team.run()
@@ -226,7 +239,7 @@ async def _plan(request: PlanRequest, policy_probs=None
 
 
 async def plan_scenario(scenario: Scenario, model: str = "offline", variant: int = 0,
-                        config: TeamConfig | None = None, policy_probs=None,
+                        config: TeamConfig | None = None, learners: Learners | None = None,
                         behaviour: dict[int, list[int]] | None = None,
                         ollama_host: str | None = None, timeout_s: float = 120.0,
                         use_cache: bool = True) -> tuple[TeamOutcome, bool, RoutingCore]:
@@ -234,7 +247,7 @@ async def plan_scenario(scenario: Scenario, model: str = "offline", variant: int
     request = PlanRequest(scenario=scenario, model=model, variant=variant,
                           config=config or TeamConfig(), behaviour=behaviour,
                           ollama_host=ollama_host, timeout_s=timeout_s, use_cache=use_cache)
-    outcome, cached, core, _ = await plan(request, policy_probs)
+    outcome, cached, core, _ = await plan(request, learners)
     return outcome, cached, core
 
 
@@ -257,8 +270,9 @@ def rejected_agents(outcome: TeamOutcome, limit: int = 20) -> list[dict]:
 
 
 async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
-               policy_probs=None) -> BatchResult:
-    outcome, cached, team, _ = await _plan(request, policy_probs)
+               learners: Learners | None = None) -> BatchResult:
+    outcome, cached, team, _ = await _plan(request, learners)
+    learners = team.learners
     core = team.core
     net, sc, model, variant = core.net, core.scenario, request.model, request.variant
     sp = team.baseline_metrics["mean_travel_time"]  # the team's shortest-path execution
@@ -289,7 +303,10 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                    **_injected(team, outcome, cached),
                    "max_rounds": outcome.max_rounds, "accepted_round": outcome.accepted_round,
                    "variant": variant, "filter_by_bound": filter_by_bound, "cached": cached,
-                   "groups": outcome.groups, "bound": request.config.bound.model_dump(mode="json"),
+                   "groups": outcome.groups,
+                   "bound": {**request.config.bound.model_dump(mode="json"),
+                             "version": learners.bound_version},
+                   "learners": learners.source,
                    "fallback": outcome.fallback and filter_by_bound,
                    "reference_bound": outcome.reference_bound,
                    "usage": usage_totals(usage),
@@ -302,7 +319,8 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                        mean_travel_time=None if mean_tt is None or np.isnan(mean_tt)
                        else float(mean_tt),
                        shortest_path_mean_travel_time=sp, rejected=rejected_agents(outcome),
-                       usage=usage)
+                       usage=usage, bound_version=learners.bound_version,
+                       learners=learners.source)
 
 
 def _injected(team: ExpertTeam, outcome: TeamOutcome, cached: bool) -> dict:
@@ -326,13 +344,15 @@ class GenerationError(ModelError):
 
 async def agenerate(jobs: list[tuple[Scenario, int]], out_dir: Path, model: str = "offline",
                     filter_by_bound: bool = True, config: TeamConfig | None = None,
-                    progress: bool = False, concurrency: int = 4, policy_probs=None,
+                    progress: bool = False, concurrency: int = 4,
+                    learners: Learners | None = None,
                     behaviour: dict[int, list[int]] | None = None,
                     ollama_host: str | None = None, timeout_s: float = 120.0,
                     use_cache: bool = True) -> list[BatchResult]:
     """Generate ``(scenario, variant)`` jobs concurrently; results in job order. When a job
     fails the others still finish (their batches are saved), then :class:`GenerationError`
-    carries the first failure and the finished results."""
+    carries the first failure and the finished results. ``learners``: what the critic judges
+    every plan under (default: untrained, no trial update)."""
     config = config or TeamConfig()
     gate = asyncio.Semaphore(concurrency)
     done: dict[int, BatchResult] = {}
@@ -345,7 +365,7 @@ async def agenerate(jobs: list[tuple[Scenario, int]], out_dir: Path, model: str 
                                   timeout_s=timeout_s, use_cache=use_cache,
                                   first_plan_only=not filter_by_bound)
             async with gate:
-                done[k] = await _one(request, out_dir, filter_by_bound, policy_probs)
+                done[k] = await _one(request, out_dir, filter_by_bound, learners)
             bar.advance(task)
 
         outcomes = await asyncio.gather(*(run(k, sc, v) for k, (sc, v) in enumerate(jobs)),
@@ -360,8 +380,7 @@ async def agenerate(jobs: list[tuple[Scenario, int]], out_dir: Path, model: str 
 
 def generate_demonstrations(
     scenario: Scenario, out_dir: Path, model: str = "offline", batches: int = 1,
-    filter_by_bound: bool = True,
-    policy_probs: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    filter_by_bound: bool = True, learners: Learners | None = None,
     behaviour: dict[int, list[int]] | None = None, progress: bool = False, **kw,
 ) -> list[Path]:
     """Plan ``batches`` variants of ``scenario`` with the expert team and save them as
@@ -371,8 +390,10 @@ def generate_demonstrations(
     baseline; the team is the same, groups included, but the chat ends after the critic judged
     that first plan); otherwise accepted plans are saved, and where no plan passed within
     ``max_rounds`` the best-bound plan (``accepted=False``, ``extra["fallback"]=True``).
-    ``policy_probs`` gives the learners' current action probabilities for the divergence term
-    (None: uniform over valid actions).
+    ``learners`` (:class:`~relied.experts.learners.Learners`): the learners' current policy,
+    previous policy and trial update the critic judges under (None: untrained, uniform over
+    valid actions, no trial: bound version 4); each batch's ``extra["bound"]["version"]`` and
+    ``extra["learners"]`` say which.
     ``behaviour``: recent routes per agent (OSM ids), shown in the prompt. Other keywords:
     ``config`` (:class:`TeamConfig`), ``ollama_host``, ``timeout_s``, ``use_cache``,
     ``concurrency``. Token usage and wall time of the model calls are in each batch's
@@ -380,7 +401,7 @@ def generate_demonstrations(
     """
     jobs = [(scenario, b) for b in range(batches)]
     results = asyncio.run(agenerate(jobs, out_dir, model, filter_by_bound, progress=progress,
-                                    policy_probs=policy_probs, behaviour=behaviour, **kw))
+                                    learners=learners, behaviour=behaviour, **kw))
     return [Path(r.path) for r in results if r.path is not None]
 
 

@@ -13,7 +13,9 @@ others; prompts that fit without the cap are unchanged. Each planner sees the ch
 :class:`PlannerContext`: its own task, its own last plan as waypoints, the critic's verdicts
 restricted to its agents, and the other agents as corridor loads. The critic is a code agent: it
 merges the planners' latest plans, validates them and calls the ``stationarity_check`` tool
-(:func:`relied.experts.critic.check_plan`), so its verdict is deterministic. The chat ends when a
+(:func:`relied.experts.critic.check_plan`, under the learners passed in:
+:class:`~relied.experts.learners.Learners`, their policy and trial update), so its verdict is
+deterministic. The chat ends when a
 verdict accepts or after ``max_rounds``; when no plan passed, the outcome is the valid plan with
 the lowest mean bound, marked ``fallback=True``
 (training goes on with it; it is logged and counted).
@@ -70,7 +72,7 @@ from relied.agents.tools import planner_tools
 from relied.agents.view import CityView, PlanRouteError
 from relied.env.core import RoutingCore
 from relied.env.forecast import TrafficForecast
-from relied.experts.bound import BoundConfig, PolicyProbs
+from relied.experts.bound import BoundConfig
 from relied.experts.critic import (
     Execution,
     check_plan,
@@ -78,6 +80,7 @@ from relied.experts.critic import (
     policy_routes,
     reference_bound,
 )
+from relied.experts.learners import UNTRAINED, Learners
 
 MAX_TOOL_ROUNDS = 3
 # worst-case growth of a planner's prompt after the first round (measured on aguascalientes
@@ -305,17 +308,19 @@ class ExpertTeam:
     ``behaviour``: the learners' recent routes (node refs per agent) shown to their planners
     and used for the other agents' loads; ``variant`` asks for a different valid plan;
     ``forecast``: the traffic forecast the planner tools answer from, whose delayed corridors
-    the planners' tasks list.
+    the planners' tasks list. ``learners`` (:class:`~relied.experts.learners.Learners`):
+    what the critic judges every plan and the reference under (their current policy and
+    trial update; default untrained, no trial).
     """
 
     def __init__(self, core: RoutingCore, view: CityView, client: GuardedClient,
-                 config: TeamConfig | None = None, policy_probs: PolicyProbs | None = None,
+                 config: TeamConfig | None = None, learners: Learners | None = None,
                  behaviour: dict[int, list[str]] | None = None, variant: int = 0,
                  forecast: TrafficForecast | None = None):
         self.core, self.view, self.client = core, view, client
         self.forecast = forecast
         self.config = config or TeamConfig()
-        self.policy_probs = policy_probs
+        self.learners = learners or UNTRAINED
         self.variant, self.behaviour = variant, behaviour or {}
         self.blocks = demo_sample(core.n, self.config, core.scenario.seed, variant)
         self.sampled = [a for b in self.blocks for a in b]
@@ -345,9 +350,11 @@ class ExpertTeam:
             net = core.net
             current = [[int(net.edge_src[e[0]]), *(int(net.edge_dst[x]) for x in e)]
                        for e in known]
+        learners = self.learners
         self.reference = reference_bound(core.net, core.scenario, self.config.bound,
-                                         policy_probs, routes=current,
-                                         planner_groups=self.groups, agents=self.judged)
+                                         learners.policy_probs, learners.previous_probs,
+                                         routes=current, planner_groups=self.groups,
+                                         agents=self.judged, trial_update=learners.trial_update)
 
     @property
     def judged(self) -> list[int] | None:
@@ -449,9 +456,12 @@ class ExpertTeam:
             return CriticVerdict(accepted=False, kind="invalid-plan", round=round_, epsilon=eps,
                                  violating_agents=exc.agents,
                                  reason=f"{exc}; fix these agents and resend the whole plan")
+        learners = self.learners
         report, run = check_plan(self.core.net, self.core.scenario, routes, self.config.bound,
-                                 self.policy_probs, self.groups, self.baseline,
-                                 reference=self.reference, agents=self.judged)
+                                 learners.policy_probs, self.groups, self.baseline,
+                                 previous_probs=learners.previous_probs,
+                                 reference=self.reference, agents=self.judged,
+                                 trial_update=learners.trial_update)
         self._keep(round_, routes, run, report.accepted,
                    report.plan_bound + (1e12 if report.too_slow else 0))
         return CriticVerdict(

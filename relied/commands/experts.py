@@ -95,6 +95,22 @@ def _config(epsilon: float, max_rounds: int, group_size: int = 50,
                       demo_agents=demo_agents or None, bound=BoundConfig(epsilon=epsilon))
 
 
+def _learners(base: Scenario, run: Path | None):
+    """The learners the critic judges under (:class:`~relied.experts.learners.Learners`):
+    those of ``run``'s last checkpoint, else the seeded untrained learners of a new run of
+    ``base``'s city and agents with its seed (default architecture)."""
+    from relied.env.cities import load_city
+    from relied.env.core import RoutingCore
+    from relied.rl.config import TrainConfig
+    from relied.rl.trial import fresh_learners, run_learners
+
+    core = RoutingCore(load_city(base.city), base)
+    if run is not None:
+        return run_learners(run, core)
+    return fresh_learners(TrainConfig(city=base.city, n_agents=base.n_agents, seed=base.seed),
+                          core)
+
+
 def _message(exc: Exception) -> str:
     """One line for a user error; a bad value names its flag and the allowed range."""
     return flag_message(exc, FLAGS) if isinstance(exc, ValidationError) else error_message(exc)
@@ -123,27 +139,37 @@ def generate(
     no_filter: Annotated[bool, typer.Option("--no-filter", help="keep first plans whatever the "
                                             "critic says (LEED)")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore cached answers")] = False,
+    run: Annotated[Path | None, typer.Option(
+        "--run", help="judge plans under the learners of this training run (its last "
+        "checkpoint: policy, optimiser, lambda) and their trial update; default: the untrained "
+        "learners a new 'relied train --seed SEED' run of this city and agent count starts "
+        "from (seeded, default architecture)")] = None,
     ollama: Host = None, timeout: Timeout = 120.0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     as_json: JsonFlag = False,
 ) -> None:
     """Plan routes with the expert team and save accepted plans as demonstrations.
 
-    Where no plan of a scenario passes the critic within --max-rounds, its lowest-bound plan
-    is saved as a fallback batch (not accepted; metadata extra.fallback). Exit status: 0 when
-    a plan was accepted (or saved with --no-filter), 1 when the critic accepted no plan (the
-    reasons are shown; fallback batches are saved and listed), 2 on an error.
+    The critic judges every plan with the stationarity bound (version 5) under learners: their
+    current policy and their trial update on the plan. These are the learners of --run, else
+    the seeded untrained learners a new training run starts from. Where no plan of a scenario
+    passes the critic within --max-rounds, its lowest-bound plan is saved as a fallback batch
+    (not accepted; metadata extra.fallback). Exit status: 0 when a plan was accepted (or saved
+    with --no-filter), 1 when the critic accepted no plan (the reasons are shown; fallback
+    batches are saved and listed), 2 on an error.
     """
     partial = None
     try:
         base = _scenario(scenario, city, agents, seed)
         config = _config(epsilon, max_rounds, group_size, demo_agents)
         spec = resolve_spec(model, ollama)
+        learners = _learners(base, run)
         jobs = [(base.model_copy(update={"seed": base.seed + k}) if k else base, b)
                 for k in range(scenarios) for b in range(batches)]
         results = asyncio.run(agenerate(
             jobs, out, spec, not no_filter, config, progress=progress and not as_json,
-            ollama_host=ollama, timeout_s=timeout, use_cache=not no_cache))
+            ollama_host=ollama, timeout_s=timeout, use_cache=not no_cache,
+            learners=learners))
     except GenerationError as exc:
         partial = exc
     except (*USER_ERRORS, ValidationError) as exc:
@@ -174,6 +200,8 @@ def generate(
         "shortest_path_mean_travel_time": _mean([r.shortest_path_mean_travel_time
                                                 for r in results]),
         "usage": usage_totals(usage),
+        "bound_version": results[0].bound_version if results else None,
+        "learners": learners.source,
         "rejected": [{"scenario_seed": r.scenario_seed, "variant": r.variant,
                       "fallback": saved_as_fallback(r), **row}
                      for r in results if not r.accepted for row in r.rejected],

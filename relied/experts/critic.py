@@ -72,6 +72,7 @@ from relied.experts.bound import (
     uniform_probs,
 )
 from relied.experts.demos import load_batch
+from relied.experts.learners import Learners
 
 #: a cell of an agent's local environment: one edge entered within one such time bin
 CELL_S = 60.0
@@ -709,29 +710,38 @@ def _accepted_reason(plan_mean: float, eps: float, vol_s: float) -> str:
     return why + " and the mean return is not below the shortest-path baseline"
 
 
-def recheck_batch(path: Path, policy_probs: PolicyProbs | None = None,
+def recheck_batch(path: Path, learners: Learners | None = None,
                   config: BoundConfig | None = None,
-                  previous_probs: PolicyProbs | None = None,
                   gamma: float | None = None) -> StationarityReport:
-    """Recompute a stored batch's bound with the learners' current policies (during training).
+    """Recompute a stored batch's bound under the learners' current policies (during
+    training): ``learners`` (:class:`~relied.experts.learners.Learners`; default untrained)
+    gives their current policy, the previous one and their trial update.
 
     ``config`` defaults to the bound settings stored with the batch (version-1 settings are
-    upgraded, :meth:`BoundConfig.from_stored`); ``previous_probs`` is the learners' policy of
-    the previous iteration (the step term), ``gamma`` the learners' discount. The terms are
-    scaled by the levels the batch was first judged against (free-flow shortest paths,
-    untrained learners, the stored settings), so a re-check shows how the batch's
-    non-stationarity moved as the learners changed, in fixed units. A batch of a sample
-    (``demo_agents``) is judged on its sampled agents.
+    upgraded, :meth:`BoundConfig.from_stored`), ``gamma`` is the learners' discount. Without a
+    trial update the terms are scaled by the levels the batch was first judged against
+    (free-flow shortest paths, untrained learners, the stored settings), so a re-check shows
+    how the batch's non-stationarity moved as the learners changed, in fixed units. With one
+    (bound version 5) the reference is judged as the plan is, by the same learners and their
+    trial update on the reference's demonstrations: a trial step only exists for learners, so
+    the re-check is the critic's rule applied now (the plan against the free-flow shortest
+    paths under today's learners). A batch of a sample (``demo_agents``) is judged on its
+    sampled agents.
     """
     from relied.env.cities import load_city
 
+    learners = learners or Learners()
     _, meta = load_batch(path)
     net = load_city(meta.scenario.city)
     config = config or BoundConfig.from_stored(meta.extra.get("bound"))
-    scales, reference = reference_scales(net, meta.scenario, config, agents=meta.demo_agents)
+    trial = learners.trial_update
+    scales, reference = reference_scales(
+        net, meta.scenario, config, *((learners.policy_probs, learners.previous_probs)
+                                      if trial is not None else (None, None)),
+        agents=meta.demo_agents, trial_update=trial)
     if gamma is not None:
         config = config.model_copy(update={"gamma": gamma})
     routes = [index_of(net, r).tolist() for r in meta.routes]
-    return check_plan(net, meta.scenario, routes, config, policy_probs,
-                      previous_probs=previous_probs, reference=reference, scales=scales,
-                      agents=meta.demo_agents)[0]
+    return check_plan(net, meta.scenario, routes, config, learners.policy_probs,
+                      previous_probs=learners.previous_probs, reference=reference,
+                      scales=scales, agents=meta.demo_agents, trial_update=trial)[0]

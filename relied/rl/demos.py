@@ -21,13 +21,15 @@ from relied.env.rollout import Trajectories, run_episode
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import BoundConfig
 from relied.experts.demos import DemoFileError, DemoMeta, list_batches, load_batch, save_batch
+from relied.experts.learners import Learners
 from relied.rl.config import TrainConfig
 from relied.rl.rollout import Decisions, decisions_from, gae
 
 DemoProvider = Callable[..., list[Path]]
-"""``provider(scenario, out_dir, policy_probs=None, behaviour=None) -> batch paths``: the two
-keywords carry the learners' current action probabilities and recent routes (OSM ids) when
-demonstrations are re-generated during training."""
+"""``provider(scenario, out_dir, learners=None, behaviour=None) -> batch paths``: ``learners``
+(:class:`~relied.experts.learners.Learners`) are what the critic judges the plans under (the
+learners' current policy and trial update: training always passes them), ``behaviour`` the
+learners' recent routes (OSM ids) when demonstrations are re-generated during training."""
 
 
 class DemoError(RuntimeError):
@@ -57,7 +59,7 @@ def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress:
     threshold ``epsilon`` (a ratio, :class:`BoundConfig`), the learners' ``gamma`` and at
     most ``demo_agents`` demonstrated learners per batch (``TeamConfig.demo_agents``)."""
 
-    def provide(scenario: Scenario, out_dir: Path, policy_probs=None,
+    def provide(scenario: Scenario, out_dir: Path, learners: Learners | None = None,
                 behaviour: dict[int, list[int]] | None = None) -> list[Path]:
         try:
             from relied.agents.generate import generate_demonstrations
@@ -68,7 +70,7 @@ def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress:
         bound = {k: v for k, v in (("epsilon", epsilon), ("gamma", gamma)) if v is not None}
         config = TeamConfig(bound=BoundConfig(**bound), demo_agents=demo_agents)
         return generate_demonstrations(scenario, Path(out_dir), model=model, batches=batches,
-                                       filter_by_bound=filter_by_bound, policy_probs=policy_probs,
+                                       filter_by_bound=filter_by_bound, learners=learners,
                                        behaviour=behaviour, progress=progress, config=config,
                                        ollama_host=ollama_host, timeout_s=timeout_s)
 

@@ -46,6 +46,7 @@ from relied.env.cities import CityError, city_source, load_city
 from relied.env.core import RoutingCore
 from relied.env.rollout import run_episode
 from relied.experts.bound import TrialUpdate
+from relied.experts.learners import Learners
 from relied.rl.config import TrainConfig
 from relied.rl.demos import (
     DemoProvider,
@@ -67,7 +68,7 @@ from relied.rl.policy import (
 )
 from relied.rl.rollout import Decisions, EpisodeRecord, collect, gae
 from relied.rl.schedule import dtw_per_step, expert_weights
-from relied.rl.trial import trial_update
+from relied.rl.trial import learners_of, new_model, new_optimizer, trial_update
 
 CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "return",
               "mean_travel_time", "p95_travel_time", "arrival_rate", "loss_pg", "loss_v",
@@ -219,12 +220,9 @@ class Trainer:
         self.cores = [RoutingCore(net, cfg.scenario(seed=s)) for s in cfg.pool_seeds()]
         self.core, self.scenario = self.cores[0], self.cores[0].scenario
         n = self.core.n
-        self.model = ActorCritic(self.core.obs_dim, self.core.k, n, share=cfg.share,
-                                 n_groups=cfg.n_groups, hidden=cfg.hidden,
-                                 id_embed=cfg.id_embed,
-                                 state_dim=net.n_edges if cfg.spec.central_value else 0
-                                 ).to(self.device)  # built on the CPU: same init anywhere
-        self.optim = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-5)
+        # built on the CPU: same init anywhere (relied.rl.trial.fresh_learners: the same)
+        self.model = new_model(cfg, self.core).to(self.device)
+        self.optim = new_optimizer(cfg, self.model)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.counters = {"iteration": 0, "env_steps": 0, "agent_steps": 0, "decisions": 0,
                          "wall_s": 0.0}
@@ -393,14 +391,14 @@ class Trainer:
             return
         self.experts = []
         self.demo_paths: list[list[Path]] = []
-        for core in self.cores:
+        for j, core in enumerate(self.cores):
             store = self._latest_store(core)
             if self.cfg.demos_dir:
                 paths = demo_paths(Path(self.cfg.demos_dir))
             elif store.exists() and any(store.glob("*.json")):
                 paths = demo_paths(store)
-            else:
-                paths = self.provider(core.scenario, store)
+            else:  # judged under the untrained learners and their trial update
+                paths = self.provider(core.scenario, store, learners=self.learners(j))
             self.demo_paths.append(paths)
             self.experts.append(load_expert_set(paths, core, self.cfg.gamma,
                                                 accepted_only=self.cfg.spec.demos == "accepted"))
@@ -481,32 +479,52 @@ class Trainer:
         with torch.no_grad():
             return torch.softmax(self._logits(self.model, obs, mask, agent), 1).cpu().numpy()
 
-    def trial_update(self, j: int = 0) -> TrialUpdate:
-        """The learners' trial update on a plan of fixed scenario ``j`` (the bound's divergence
-        term, version 5; :mod:`relied.rl.trial`), weighted by that scenario's current
-        ``lambda`` per agent (``lambda0`` before demonstrations are loaded)."""
+    def _lambda_of(self, j: int) -> Callable[[], np.ndarray]:
+        """``lambda`` per agent of fixed scenario ``j``, read at each call (``lambda0``, or 1
+        for BC, until every scenario's demonstrations are loaded)."""
         cfg, n = self.cfg, self.core.n
 
         def lam() -> np.ndarray:
-            if self.experts:
+            if len(self.experts) == len(self.cores):
                 return self._expert_weights()[j].cpu().numpy()
             first = 1.0 if cfg.spec.weight == "one" else cfg.lambda0
             return np.clip(np.full(n, first), cfg.lambda_min, cfg.lambda_max)
 
-        return trial_update(self.model, self.optim, cfg, lam)
+        return lam
+
+    def trial_update(self, j: int = 0) -> TrialUpdate:
+        """The learners' trial update on a plan of fixed scenario ``j`` (the bound's divergence
+        term, version 5; :mod:`relied.rl.trial`), weighted by that scenario's current
+        ``lambda`` per agent (``lambda0`` before demonstrations are loaded)."""
+        return trial_update(self.model, self.optim, self.cfg, self._lambda_of(j))
+
+    def learners(self, j: int = 0, previous: ActorCritic | None = None) -> Learners:
+        """What every critic judgement of fixed scenario ``j``'s plans is made under: the
+        learners' current policy, ``previous`` (the policies before the last update, for the
+        re-check) and their :meth:`trial_update` (bound version 5). Before the first update
+        the learners are the seeded untrained ones, whose verdicts may be cached."""
+        prev = None
+        if previous is not None:
+            def prev(obs, mask, agent):
+                with torch.no_grad():
+                    return torch.softmax(self._logits(previous, obs, mask, agent),
+                                         1).cpu().numpy()
+
+        untrained = self.counters["iteration"] == 0 and previous is None
+        source = (f"{self.cfg.algo} learners of run {self.run_dir} at iteration "
+                  f"{self.counters['iteration']}")
+        return learners_of(self.model, self.optim, self.cfg, self._lambda_of(j), source,
+                           previous=prev, cacheable=untrained)
 
     def _recheck_bound(self, j: int, previous: ActorCritic) -> dict[str, float]:
         """Recompute the stationarity bound of scenario ``j``'s demos under the learners'
-        current policies, with ``previous`` (the policies before the last update) for the
-        successive-policy term."""
+        current policies and their trial update, with ``previous`` (the policies before the
+        last update)."""
         from relied.experts.critic import recheck_batch
 
-        def previous_probs(obs, mask, agent):
-            with torch.no_grad():
-                return torch.softmax(self._logits(previous, obs, mask, agent), 1).cpu().numpy()
-
-        reports = [recheck_batch(p, self.policy_probs, previous_probs=previous_probs,
-                                 gamma=self.cfg.gamma) for p in self.demo_paths[j]]
+        learners = self.learners(j, previous)
+        reports = [recheck_batch(p, learners, gamma=self.cfg.gamma)
+                   for p in self.demo_paths[j]]
         return {"bound_max": max(max(r.bounds) for r in reports),
                 "bound_offenders": float(np.mean([len(r.offenders) for r in reports]))}
 
@@ -517,7 +535,7 @@ class Trainer:
         behaviour = {i: core.net.osm_ids[r].tolist() for i, r in enumerate(routes)}
         store = (self.run_dir / "demos" / f"seed-{core.scenario.seed}"
                  / f"iter-{self.counters['iteration'] + 1:06d}")
-        paths = self.provider(core.scenario, store, policy_probs=self.policy_probs,
+        paths = self.provider(core.scenario, store, learners=self.learners(j),
                               behaviour=behaviour)
         self.demo_paths[j] = paths
         self.regen_usage = model_usage(paths)

@@ -9,23 +9,35 @@ clipping and learning rate) to a *copy* of the policy, with a generator seeded b
 the same plan gives the same successor, and two plans are compared under the same draws. The
 PPO half is left out: it does not depend on the plan. The default ``steps`` is the trainer's
 ``epochs``, one update's minibatch steps when a rollout fits one minibatch.
+
+:func:`learners_of` wraps a model, its optimiser and ``lambda`` into the critic's request
+object (:class:`~relied.experts.learners.Learners`), which training and ``relied experts
+generate`` hand to the expert team and the re-check: :func:`fresh_learners` are the learners
+a new run starts from (seeded), :func:`run_learners` those of a run's last checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from relied.env.core import RoutingCore
 from relied.env.rollout import Trajectories
 from relied.experts.bound import PolicyProbs, TrialUpdate
+from relied.experts.learners import Learners
 from relied.rl.config import TrainConfig
 from relied.rl.demos import demonstrated
 from relied.rl.hybrid_ppo import ExpertTerm, Tensors
 from relied.rl.model import ActorCritic, model_device
+from relied.rl.policy import PolicyFileError, safe_torch_load
 from relied.rl.rollout import decisions_from, gae
+from relied.rl.schedule import expert_weights
 
 #: the trial update's generator seed (fixed: the bound of a plan does not depend on when the
 #: trainer's own generator was last drawn)
@@ -80,3 +92,121 @@ def trial_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCon
         return probs_of(successor)
 
     return trial
+
+
+def learners_of(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainConfig,
+                lam: Callable[[], np.ndarray], source: str,
+                previous: PolicyProbs | None = None, steps: int | None = None,
+                cacheable: bool = False) -> Learners:
+    """The critic's view of the learners ``model``: its current ``policy_probs``, the
+    ``previous`` policy (if any) and its :func:`trial_update`. ``cacheable``: give the
+    learners a digest of their state (weights, optimiser, ``lambda`` now, the trial's
+    settings), so a verdict under them may be cached; only for learners that do not change
+    while they are in use (a judgement's ``lambda`` is read when it is made)."""
+    digest = None
+    if cacheable:
+        h = hashlib.sha256()
+        for state in (model.state_dict(), optim.state_dict()["state"]):
+            for key, value in sorted(_flat(state), key=lambda kv: kv[0]):
+                h.update(key.encode())
+                h.update(value.detach().cpu().contiguous().numpy().tobytes()
+                         if torch.is_tensor(value) else repr(value).encode())
+        h.update(np.asarray(lam(), dtype=np.float64).tobytes())
+        h.update(repr((TRIAL_SEED, steps, cfg.model_dump(
+            include={"gamma", "epochs", "expert_batch", "expert_loss", "value_filter", "lr",
+                     "max_grad_norm", "clip"}))).encode())
+        digest = h.hexdigest()
+    return Learners(policy_probs=probs_of(model), previous_probs=previous,
+                    trial_update=trial_update(model, optim, cfg, lam, steps), source=source,
+                    digest=digest)
+
+
+def _flat(state, prefix: str = "") -> list[tuple[str, object]]:
+    """``(dotted key, leaf)`` pairs of a nested state dict."""
+    if isinstance(state, dict):
+        return [kv for k, v in state.items() for kv in _flat(v, f"{prefix}{k}.")]
+    return [(prefix, state)]
+
+
+def new_model(cfg: TrainConfig, core: RoutingCore) -> ActorCritic:
+    """The learners' network for ``cfg`` over ``core`` (its sizes), freshly initialised from
+    the current torch generator (the trainer seeds it with ``cfg.seed`` first)."""
+    return ActorCritic(core.obs_dim, core.k, core.n, share=cfg.share, n_groups=cfg.n_groups,
+                       hidden=cfg.hidden, id_embed=cfg.id_embed,
+                       state_dim=core.net.n_edges if cfg.spec.central_value else 0)
+
+
+def new_optimizer(cfg: TrainConfig, model: ActorCritic) -> torch.optim.Optimizer:
+    """The learners' optimiser (the trainer's)."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5)
+
+
+def _first_lambda(cfg: TrainConfig, n: int) -> Callable[[], np.ndarray]:
+    """``lambda`` before any demonstration was loaded: 1 (BC) or ``lambda0``, clipped."""
+    first = 1.0 if cfg.spec.weight == "one" else cfg.lambda0
+    value = np.clip(np.full(n, first), cfg.lambda_min, cfg.lambda_max)
+    return lambda: value
+
+
+def fresh_learners(cfg: TrainConfig, core: RoutingCore) -> Learners:
+    """The untrained learners a new ``relied train`` run of ``cfg`` starts from over
+    ``core``'s sizes: the network initialised with ``cfg.seed`` (the same weights as the
+    trainer's), a fresh optimiser, ``lambda`` before demonstrations; cacheable (they never
+    change). The global torch generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = new_model(cfg, core)
+    return learners_of(model, new_optimizer(cfg, model), cfg, _first_lambda(cfg, core.n),
+                       f"untrained {cfg.algo} learners initialised with seed {cfg.seed} "
+                       f"(share={cfg.share}, hidden={cfg.hidden})", cacheable=True)
+
+
+CKPT = re.compile(r"ckpt_(\d+)\.pt$")
+
+
+def run_learners(run_dir: Path, core: RoutingCore) -> Learners:
+    """The learners of a run's last checkpoint (``checkpoints/ckpt_<iteration>.pt``: model,
+    optimiser, iteration, the per-agent DTW of its first fixed scenario) over ``core``,
+    which must have the run's number of learners; ``lambda`` is the run's schedule at that
+    iteration (its first fixed scenario's, no expert returns: ``weight=return`` gives
+    ``lambda0``). :class:`PolicyFileError` (one line) when the folder, its config or its
+    checkpoint cannot be read or does not fit."""
+    run_dir = Path(run_dir)
+    try:
+        cfg = TrainConfig.load(run_dir / "config.json")
+    except (OSError, ValueError) as exc:
+        raise PolicyFileError(f"--run {run_dir}: no readable config.json "
+                              f"({type(exc).__name__}); give a run folder of relied train"
+                              ) from None
+    if cfg.n_agents != core.n:
+        raise PolicyFileError(f"--run {run_dir} trained {cfg.n_agents} learners, the scenario "
+                              f"has {core.n}; use --agents {cfg.n_agents}")
+    found = sorted((p for p in (run_dir / "checkpoints").glob("ckpt_*.pt") if CKPT.search(p.name)),
+                   key=lambda p: int(CKPT.search(p.name).group(1)))
+    if not found:
+        raise PolicyFileError(f"--run {run_dir} has no checkpoint; train or resume it first")
+    try:
+        state = safe_torch_load(found[-1])
+        model = new_model(cfg, core)
+        model.load_state_dict(state["model"])
+        optim = new_optimizer(cfg, model)
+        optim.load_state_dict(state["optim"])
+        iteration = int(state["counters"]["iteration"])
+        dtw, ret = state["dtw_km"].numpy()[0], state["agent_return"].numpy()[0]
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one clear error
+        raise PolicyFileError(f"checkpoint '{found[-1]}' is corrupt or does not fit this "
+                              f"city's network ({type(exc).__name__}); use a run of this city"
+                              ) from None
+    n = core.n
+    if cfg.spec.weight == "one":
+        value = np.ones(n)
+    else:
+        value = expert_weights(cfg.weight, iteration, lambda0=cfg.lambda0,
+                               lambda_min=cfg.lambda_min, lambda_max=cfg.lambda_max,
+                               decay=cfg.lambda_decay, dtw_km=dtw,
+                               dtw_scale_km=cfg.dtw_scale_km, agent_return=ret,
+                               expert_return=np.full(n, np.nan),
+                               return_temp=cfg.return_temp, n=n)
+    return learners_of(model, optim, cfg, lambda: value,
+                       f"{cfg.algo} learners of run {run_dir} at iteration {iteration}",
+                       cacheable=True)
