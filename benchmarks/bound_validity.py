@@ -31,7 +31,7 @@ return criterion). Writes ``benchmarks/results/bound_validity.{json,md}``; ``--r
 rebuilds them from the JSON.
 
     python benchmarks/bound_validity.py [--presets P ...] [--seeds 5] [--first-seed 5]
-        [--agents 30] [--iterations 3] [--workers 2] [--json]
+        [--agents 30] [--iterations 3] [--workers 2] [--update] [--json]
 """
 
 from __future__ import annotations
@@ -255,6 +255,7 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
                      "plan_bound": report.plan_bound, "reference_bound": ref,
                      "too_slow": report.too_slow, "mean_travel_time": report.mean_travel_time,
                      "mean_drift_s": float(np.mean(drifts)),
+                     "drift_per_iteration_s": [float(np.mean(d)) for d in drifts],
                      "mean_route_drift_s": float(np.mean(route_drifts))})
         print(f"{preset_name} seed {seed} {name}: accepted={report.accepted} mean bound "
               f"{report.plan_bound:.1f} (ref {ref:.1f}) drift {np.mean(drifts):.3f} s",
@@ -283,13 +284,20 @@ def by_bound(row: dict) -> bool:
     return below or (row["negligible"] and at)
 
 
+def first_update(row: dict) -> float:
+    """The drift of the first reled iteration: the update the verdict's bound (judged with the
+    untrained learners and their trial update) is about."""
+    return row["drift_per_iteration_s"][0]
+
+
 def gap_stats(seeds: list[dict], rng, keep=lambda row: True,
-              verdict=lambda row: row["accepted"]) -> tuple[dict, dict]:
+              verdict=lambda row: row["accepted"],
+              drift=lambda row: row["mean_drift_s"]) -> tuple[dict, dict]:
     """Rejected minus accepted mean drift per seed (and the ratio), over the kept rows."""
     gaps, ratios = [], []
     for s in seeds:
-        acc = [r["mean_drift_s"] for r in s["rows"] if keep(r) and verdict(r)]
-        rej = [r["mean_drift_s"] for r in s["rows"] if keep(r) and not verdict(r)]
+        acc = [drift(r) for r in s["rows"] if keep(r) and verdict(r)]
+        rej = [drift(r) for r in s["rows"] if keep(r) and not verdict(r)]
         if acc and rej:
             gaps.append(float(np.mean(rej) - np.mean(acc)))
             ratios.append(float(np.mean(rej) / max(np.mean(acc), 1e-12)))
@@ -308,6 +316,9 @@ def summarise(preset: str, seeds: list[dict], args, bound: BoundConfig) -> dict:
     gap_other, ratio_other = gap_stats(seeds, rng, lambda r: not r["same_as_reference"])
     gap_bound, _ = gap_stats(seeds, rng, verdict=by_bound)
     gap_bound_other, _ = gap_stats(seeds, rng, lambda r: not r["same_as_reference"], by_bound)
+    per_iteration = all("drift_per_iteration_s" in r for r in rows)
+    gap_first, ratio_first = gap_stats(seeds, rng, drift=first_update) if per_iteration \
+        else (None, None)
     acc_all = [r["mean_drift_s"] for r in rows if r["accepted"]]
     rej_all = [r["mean_drift_s"] for r in rows if not r["accepted"]]
     return {
@@ -327,6 +338,8 @@ def summarise(preset: str, seeds: list[dict], args, bound: BoundConfig) -> dict:
         "drift_ratio_without_reference": ratio_other,
         "drift_gap_bound_only_s": gap_bound,
         "drift_gap_bound_only_without_reference_s": gap_bound_other,
+        "drift_gap_first_update_s": gap_first,
+        "drift_ratio_first_update": ratio_first,
         "plans": rows,
     }
 
@@ -344,6 +357,8 @@ def main() -> None:
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--rerender", action="store_true", help="recompute the summaries and tables "
                     "from the saved results JSON (no simulation)")
+    ap.add_argument("--update", action="store_true", help="replace only this run's presets in "
+                    "the saved results (the others are kept, each with its own run's wall time)")
     args = ap.parse_args()
     if args.rerender:
         return rerender(args)
@@ -357,11 +372,31 @@ def main() -> None:
     else:
         done = [one_seed(t) for t in tasks]
     per = {p: [d for t, d in zip(tasks, done, strict=True) if t[0] == p] for p in args.presets}
-    result = {"wall_s": time.perf_counter() - start, "workers": args.workers,
-              "presets": {p: summarise(p, seeds, args, bound) for p, seeds in per.items()}}
-    md = "\n\n".join(table(r) for r in result["presets"].values()) + (
-        f"\n\nWall time {result['wall_s']:.0f} s with {args.workers} worker processes.")
-    save(result, md, args)
+    wall = time.perf_counter() - start
+    presets = {p: summarise(p, seeds, args, bound) | {"run_wall_s": wall,
+                                                       "run_workers": args.workers,
+                                                       "run_presets": args.presets}
+               for p, seeds in per.items()}
+    if args.update and (RESULTS / "bound_validity.json").exists():
+        old = json.loads((RESULTS / "bound_validity.json").read_text())
+        presets = {p: with_run(r, old) for p, r in old["presets"].items()} | presets
+    result = {"wall_s": wall, "workers": args.workers, "presets": presets}
+    save(result, render(presets), args)
+
+
+def with_run(summary: dict, result: dict) -> dict:
+    """``summary`` with its run's wall time (a results file from before ``--update`` holds it
+    once, for every preset)."""
+    return {"run_wall_s": result["wall_s"], "run_workers": result["workers"],
+            "run_presets": list(result["presets"])} | summary
+
+
+def render(presets: dict) -> str:
+    """The markdown tables, each preset with the wall time of the run that measured it."""
+    return "\n\n".join(
+        table(r) + f"\n\nWall time of this preset's run ({', '.join(r['run_presets'])}): "
+        f"{r['run_wall_s']:.0f} s with {r['run_workers']} worker processes."
+        for r in presets.values())
 
 
 def save(result: dict, md: str, args) -> None:
@@ -383,11 +418,9 @@ def rerender(args) -> None:
         run = argparse.Namespace(agents=r["agents"], seeds=r["seeds"],
                                  first_seed=r["seed_list"][0], iterations=r["iterations"],
                                  eq_iterations=r["equilibrium_iterations"])
-        presets[p] = summarise(p, seeds, run, BoundConfig(**r["bound"]))
+        presets[p] = with_run(r, old) | summarise(p, seeds, run, BoundConfig(**r["bound"]))
     result = old | {"presets": presets}
-    md = "\n\n".join(table(r) for r in presets.values()) + (
-        f"\n\nWall time {result['wall_s']:.0f} s with {result['workers']} worker processes.")
-    save(result, md, args)
+    save(result, render(presets), args)
 
 
 def table(r: dict) -> str:
@@ -431,16 +464,24 @@ def table(r: dict) -> str:
               "- " + gap_line("The bound alone (verdicts without the return criterion)",
                               r["drift_gap_bound_only_s"]),
               "- " + gap_line("The bound alone, leaving out the plans identical to the "
-                              "reference", r["drift_gap_bound_only_without_reference_s"]), "",
+                              "reference", r["drift_gap_bound_only_without_reference_s"])]
+    if r.get("drift_gap_first_update_s"):
+        lines.append("- " + gap_line("The first update's drift only (the update the verdict's "
+                                     "bound is about)", r["drift_gap_first_update_s"],
+                                     r["drift_ratio_first_update"]))
+    lines += ["",
               "| seed | plan | accepted | = reference | mean bound | reference | "
-              "Vol_ext + move (s) | too slow | travel time (s) | drift (s) | route drift (s) |",
-              "|---:|---|---|---|---:|---:|---:|---|---:|---:|---:|"]
+              "Vol_ext + move (s) | too slow | travel time (s) | drift (s) | drift per "
+              "iteration (s) | route drift (s) |",
+              "|---:|---|---|---|---:|---:|---:|---|---:|---:|---|---:|"]
     for p in r["plans"]:
         lines.append(f"| {p['seed']} | {p['plan']} | {p['accepted']} | "
                      f"{p['same_as_reference']} | {p['plan_bound']:.1f} | "
                      f"{p['reference_bound']:.1f} | {p['volatility_s']:.3f} | {p['too_slow']} | "
                      f"{p['mean_travel_time']:.1f} | {p['mean_drift_s']:.3f} | "
-                     f"{p['mean_route_drift_s']:.3f} |")
+                     + (", ".join(f"{x:.3f}" for x in p["drift_per_iteration_s"])
+                        if "drift_per_iteration_s" in p else "-")
+                     + f" | {p['mean_route_drift_s']:.3f} |")
     return "\n".join(lines)
 
 

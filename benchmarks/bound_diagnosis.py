@@ -1,0 +1,257 @@
+"""Which part of the bound follows the measured drift per plan, and which does not?
+
+A diagnostic companion of ``bound_validity.py`` (same scenario, candidates and training), for
+design seeds: for each candidate plan and reled iteration it records, as plan means over the
+agents, the bound's raw parts under the current policy (``Vol_ext``, the trial ``Move`` and the
+trial TV, reward units per decision / TV), the ``Move`` of longer trials (``--trial-steps``),
+the *realised* move of the iteration (the same measure as ``Move`` with the trained policy
+after the iteration as the successor: what the trial tries to predict), the number of
+minibatch steps the iteration took, and the measured drift (the others' travel times on the
+plan cells, as in ``bound_validity.py``). Appends one JSON object per (seed, plan) to
+``benchmarks/results/bound_diagnosis.jsonl`` (a seed measured again replaces its rows) and
+writes the summary ``bound_diagnosis.md`` from it (``--render``: the summary only). Seeds
+5-9 are ``bound_validity.py``'s hold-out seeds: keep them out of this script.
+
+    python benchmarks/bound_diagnosis.py --preset aguascalientes-peak --seeds 0 1 2 3 4
+        [--iterations 2] [--trial-steps 8 44] [--render]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from bound_validity import (  # benchmarks/ is the script's folder
+    frozen_probs,
+    greedy_run,
+    perturbed,
+    plan_cells,
+    plan_drift,
+)
+
+from relied.env.cities import load_city
+from relied.env.core import RoutingCore
+from relied.env.equilibrium import solve_equilibrium
+from relied.env.presets import load_preset
+from relied.experts.bound import BoundConfig, stationarity_bound
+from relied.experts.critic import check_plan, plan_bounds, policy_routes, successor_move
+from relied.experts.demos import DemoMeta, save_batch
+from relied.rl.config import TrainConfig
+from relied.rl.envs import make_vector_env
+from relied.rl.trainer import Trainer
+from relied.rl.trial import probs_of, trial_update
+
+RESULTS = Path(__file__).parent / "results"
+#: bound_validity.py's hold-out seeds (its --first-seed 5, --seeds 5)
+HOLD_OUT = frozenset(range(5, 10))
+RAW = (50.0, 50.0)  # scales that leave the terms unscaled (TERM_LEVEL / 50)
+
+
+def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
+    bound = BoundConfig(gamma=TrainConfig().gamma)
+    preset = load_preset(preset_name).scenario
+    net = load_city(preset.city)
+    share = 1 - args.agents / (preset.n_agents / (1 - preset.background_share))
+    sc = preset.model_copy(update={"n_agents": args.agents, "seed": seed,
+                                   "background_share": share}).resolve(net)
+    rng = np.random.default_rng([seed, 11])
+    sp, ca = policy_routes(net, sc, "shortest-path"), policy_routes(net, sc, "congestion-aware")
+    eq = solve_equilibrium(net, sc, iterations=args.eq_iterations).routes
+    candidates = {"shortest-path": sp, "congestion-aware": ca, "equilibrium": eq,
+                  "perturbed-sp": perturbed(net, sc, sp, 0.4, rng),
+                  "perturbed-ca": perturbed(net, sc, ca, 0.4, rng)}
+
+    def config(demos: Path | None) -> TrainConfig:
+        return TrainConfig(city=sc.city, n_agents=args.agents, seed=seed, algo="reled",
+                           experts="shortest-path", demos_dir=str(demos) if demos else None,
+                           n_envs=1, train_seeds=1, horizon_s=sc.horizon_s,
+                           departure_window_s=preset.departure_window_s, gamma=bound.gamma,
+                           bound_every=0)
+
+    judge = Trainer.create(config(None), work / "runs", progress=False)
+    untrained, trial = probs_of(judge.model), judge.trial_update()
+    ref = check_plan(net, sc, sp, bound, untrained, trial_update=trial)[0].reference_bound
+    out = []
+    for name, routes in candidates.items():
+        t0 = time.perf_counter()
+        report, run = check_plan(net, sc, routes, bound, untrained, reference=ref,
+                                 trial_update=trial)
+        cells = plan_cells(run.edges_by_step, sc.dt_s)
+        store = work / f"s{seed}-{name}"
+        meta = DemoMeta(batch_id=name, scenario=sc,
+                        routes=[net.osm_ids[r].tolist() for r in routes], model_spec=name,
+                        source="bound-diagnosis", accepted=True)
+        save_batch(store, run.traj, meta)
+        trainer = Trainer.create(config(store), work / "runs", progress=False)
+        trainer.cores = [RoutingCore(net, sc)]
+        trainer.core, trainer.scenario = trainer.cores[0], sc
+        trainer.load_demos()
+        venv = make_vector_env(sc, 1, "dummy")
+        local = [greedy_run(net, sc, trainer.model)]
+        previous = None
+        iters = []
+        for _ in range(args.iterations):
+            before = frozen_probs(trainer.model)
+            terms = plan_bounds(net, sc, routes, bound, before, previous, scales=RAW,
+                                trial_update=trainer.trial_update(), run=run)
+            def lam(t: Trainer = trainer) -> np.ndarray:
+                return t._expert_weights()[0].cpu().numpy()
+
+            longer = {}
+            for steps in args.trial_steps:
+                succ = trial_update(trainer.model, trainer.optim, trainer.cfg, lam,
+                                    steps=steps)(run.traj)
+                longer[str(steps)] = float(successor_move(net, sc, run, before, succ).mean())
+            decisions = trainer.counters["decisions"]
+            trainer.iterate(venv)
+            rows = trainer.counters["decisions"] - decisions
+            after = frozen_probs(trainer.model)
+            realised = successor_move(net, sc, run, before, after)
+            tv_after = run.decisions.divergence(sc.n_agents, before, after,
+                                                bound.divergence)[1]
+            _, _, realised_div = stationarity_bound(np.zeros(sc.n_agents), tv_after,
+                                                    terms.groups, bound.gamma, sc.reward_bound)
+            local.append(greedy_run(net, sc, trainer.model))
+            d = plan_drift(local[-2][1], local[-1][1], cells, net.freeflow_s)
+            groups = np.array([len(g) - 1 for g in terms.groups], dtype=float)
+            iters.append({
+                "vol": float(terms.volatility.mean()), "move": float(terms.move.mean()),
+                "trial_tv_term": float(terms.divergence.mean()),
+                "co_occupants": float(groups.mean()),
+                "move_steps": longer, "realised_move": float(realised.mean()),
+                "update_steps": trainer.cfg.epochs * int(np.ceil(rows / trainer.cfg.minibatch)),
+                "decision_rows": int(rows), "drift_s": float(d.mean()),
+                "rho_move_drift": float(np.corrcoef(np.argsort(np.argsort(terms.move)),
+                                                    np.argsort(np.argsort(d)))[0, 1]),
+                "rho_realised_drift": float(np.corrcoef(np.argsort(np.argsort(realised)),
+                                                        np.argsort(np.argsort(d)))[0, 1]),
+                "realised_tv_term": float(realised_div.mean()),
+                "agents": {"vol": terms.volatility.tolist(), "move": terms.move.tolist(),
+                           "tv_term": terms.divergence.tolist(),
+                           "realised_move": realised.tolist(),
+                           "realised_tv_term": realised_div.tolist(), "drift_s": d.tolist()},
+            })
+            previous = before
+        venv.close()
+        trainer.release()
+        row = {"preset": preset_name, "seed": seed, "plan": name, "accepted": report.accepted,
+               "too_slow": report.too_slow, "plan_bound": report.plan_bound,
+               "reference_bound": ref, "travel_time": report.mean_travel_time,
+               "iterations": iters, "wall_s": time.perf_counter() - t0}
+        out.append(row)
+        print(f"{preset_name} seed {seed} {name}: drift "
+              + ", ".join(f"{i['drift_s']:.3f}" for i in iters) + " s", file=sys.stderr,
+              flush=True)
+    judge.release()
+    return out
+
+
+def rank(x) -> np.ndarray:
+    return np.argsort(np.argsort(np.asarray(x), kind="stable"), kind="stable").astype(float)
+
+
+def spearman(x, y) -> float:
+    rx, ry = rank(x), rank(y)
+    return float(np.corrcoef(rx, ry)[0, 1]) if rx.std() > 0 and ry.std() > 0 else float("nan")
+
+
+def verdict_gap(drift: list[float], rows: list[dict]) -> str:
+    """Rejected minus accepted mean ``drift`` over ``rows`` (one seed's plans)."""
+    acc = [x for x, r in zip(drift, rows, strict=True) if r["accepted"]]
+    rej = [x for x, r in zip(drift, rows, strict=True) if not r["accepted"]]
+    return f"{np.mean(rej) - np.mean(acc):.3f}" if acc and rej else "-"
+
+
+def render(rows: list[dict]) -> str:
+    """Per seed: the plans' rank correlation (over the five plans) of the trial's move, the
+    external term and the realised move with the first update's drift and with the mean over
+    the updates; the second update's share of the drift; rejected minus accepted drift. Then
+    the per-plan table."""
+    s_ = 60.0  # seconds per reward unit (Scenario.time_scale_s of the presets)
+    lines = ["Bound diagnosis (`benchmarks/bound_diagnosis.py`, design seeds; bound settings "
+             "version of the critic at the time of the run). Per seed, Spearman over the five "
+             "plans of the first update's trial move, `Vol_ext + move` and the realised move "
+             "(the trained successor's move, what the trial predicts) against the plans' drift "
+             "in the first update (d1) and over all updates (mean); the later updates' share of "
+             "the drift; rejected minus accepted drift (critic's verdict) on d1 and on the mean.",
+             "", "| preset | seed | move~d1 | ext~d1 | realised~d1 | move~mean | ext~mean | "
+             "realised~mean | later share | gap d1 (s) | gap mean (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    keys = sorted({(r["preset"], r["seed"]) for r in rows})
+    for preset, seed in keys:
+        rs = [r for r in rows if (r["preset"], r["seed"]) == (preset, seed)]
+        first = [r["iterations"][0] for r in rs]
+        d1 = [i["drift_s"] for i in first]
+        dm = [float(np.mean([i["drift_s"] for i in r["iterations"]])) for r in rs]
+        move = [i["move"] for i in first]
+        ext = [i["vol"] + i["move"] for i in first]
+        real = [i["realised_move"] for i in first]
+        total = sum(i["drift_s"] for r in rs for i in r["iterations"])
+        later = 1 - sum(d1) / total if total else float("nan")
+
+        lines.append(f"| {preset} | {seed} | " + " | ".join(
+            f"{spearman(a, b):.2f}" for b in (d1, dm) for a in (move, ext, real))
+            + f" | {later:.2f} | {verdict_gap(d1, rs)} | {verdict_gap(dm, rs)} |")
+    steps = sorted({k for r in rows for i in r["iterations"] for k in i["move_steps"]}, key=int)
+    lines += ["", "Per plan and update (s; moves are plan means over the agents' plan cells, "
+              "`steps`: the update's minibatch steps, against the trial's 4; TV terms raw):", "",
+              "| preset | seed | plan | accepted | too slow | update | Vol_ext | trial move | "
+              + " | ".join(f"move, {k} steps" for k in steps)
+              + " | realised move | drift | trial TV term | realised TV term | steps |",
+              "|---|---:|---|---|---|---:|---:|---:|" + "---:|" * len(steps)
+              + "---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["preset"], r["seed"])):
+        for t, i in enumerate(r["iterations"]):
+            lines.append(
+                f"| {r['preset']} | {r['seed']} | {r['plan']} | {r['accepted']} | "
+                f"{r['too_slow']} | {t + 1} | {i['vol'] * s_:.3f} | {i['move'] * s_:.3f} | "
+                + " | ".join(f"{i['move_steps'].get(k, float('nan')) * s_:.3f}" for k in steps)
+                + f" | {i['realised_move'] * s_:.3f} | {i['drift_s']:.3f} | "
+                f"{i['trial_tv_term']:.0f} | {i['realised_tv_term']:.0f} | "
+                f"{i['update_steps']} |")
+    return "\n".join(lines)
+
+
+def load_rows() -> list[dict]:
+    path = RESULTS / "bound_diagnosis.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def save_rows(rows: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bound_diagnosis.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (RESULTS / "bound_diagnosis.md").write_text(render(rows) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="aguascalientes-peak")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--agents", type=int, default=30)
+    ap.add_argument("--iterations", type=int, default=2)
+    ap.add_argument("--eq-iterations", type=int, default=2)
+    ap.add_argument("--trial-steps", type=int, nargs="*", default=[8, 44])
+    ap.add_argument("--render", action="store_true", help="only rewrite the summary from the "
+                    "saved rows")
+    args = ap.parse_args()
+    if not args.render:
+        if set(args.seeds) & HOLD_OUT:
+            raise SystemExit(f"seeds {sorted(HOLD_OUT)} are bound_validity's hold-out seeds; "
+                             "diagnose on others")
+        torch.set_num_threads(1)
+        for seed in args.seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                new = seed_rows(args.preset, seed, args, Path(tmp))
+            save_rows([r for r in load_rows() if (r["preset"], r["seed"])
+                       != (args.preset, seed)] + new)
+    print(render(load_rows()))
+
+
+if __name__ == "__main__":
+    main()
