@@ -264,13 +264,16 @@ READING = [
     "and which approach is green first differs (the core starts with its most important "
     "road). With few trips the mean red wait also depends on when each vehicle arrives in "
     "the cycle.",
-    "- Under load, SUMO meso's junction control (signals, and minor streams yielding to "
-    "major ones at priority junctions) leaves the busiest junctions less capacity than the "
-    "core's spatial queues (a `green_share` of the saturation flow at unsignalised junctions, "
-    "no yielding), and at the peak presets SUMO meso and micro gridlock (unfinished trips "
-    "are censored at the horizon and stay in the means).",
-    "- SUMO micro adds acceleration, turning speeds and priority rules to meso, and "
-    "teleports vehicles stuck for 300 s (counted above; teleported trips stay in the means).",
+    "- Under load, SUMO meso's junction control leaves the busiest junctions less capacity "
+    "than the core's spatial queues, and at the peak presets SUMO meso and micro gridlock "
+    "(unfinished trips are censored at the horizon and stay in the means). On aguascalientes "
+    "the queues sit upstream of SUMO's traffic lights, not at its priority junctions "
+    "(`benchmarks/results/sumo_gridlock.md`: 96-97% of halting vehicles within 300 m "
+    "upstream of a signal, 36-51% at one five-approach junction whose SUMO program gives its "
+    "links 13-49% green where the core's plan gives 47%).",
+    "- SUMO micro adds acceleration, turning speeds and priority rules to meso. Both teleport "
+    "vehicles stuck for 300 s; `teleports` is SUMO's own count (meso's included: TraCI does "
+    "not list them, so meso rows showed 0 before), teleported trips stay in the means.",
     "- `missed decisions`: junctions a learner passed without deciding (SUMO keeps its route "
     "there). In SUMO a learner decides at its next junction once it is within "
     "`LOOKAHEAD_STEPS` steps of driving (docs/sumo.md); what remains are chains of "
@@ -438,7 +441,8 @@ def main() -> None:
               "settings": {"trips": args.trips, "window_s": args.window, "seed": args.seed,
                            "presets": args.presets, "dt_s": 1.0, "horizon_s": 1800.0,
                            "sumo": "libsumo 1.28, Krauss defaults, time-to-teleport 300 s, "
-                                   "meso with junction control",
+                                   "meso with junction control, teleports from SUMO's "
+                                   "statistics",
                            "core_signals": "core-signals: Scenario.signals (fixed-time, 90 s "
                                            "cycle, relied/env/signals.py)",
                            "netconvert_options": " ".join(NETCONVERT_OPTIONS),

@@ -196,11 +196,15 @@ def test_signals_off_switches_every_sumo_traffic_light_off(net, sumo_net):
     assert any("r" in s for _, s in states[True])
 
 
-def test_teleports_are_counted_and_kept_in_metrics(net, sumo_net):
+@pytest.mark.parametrize("mode", ["micro", "meso"])
+def test_teleports_are_counted_and_kept_in_metrics(net, sumo_net, mode):
+    """Micro and meso teleports both counted (meso's are in SUMO's statistics only, not in
+    TraCI's teleport lists: they were counted 0 before) and attributed to learners."""
     sc = Scenario(city=CITY, n_agents=40, seed=2, horizon_s=900.0)
-    core = SumoCore(net, sc, sumo_net, "micro", time_to_teleport_s=3.0)
+    core = SumoCore(net, sc, sumo_net, mode, time_to_teleport_s=3.0)
     m = run_episode(core, make_policy("shortest-path")).metrics
     assert m["teleports"] > 0 and m["teleported_learners"] > 0
+    assert m["teleports"] >= m["teleported_learners"]
     assert np.isfinite(core.travel_times()).all() and core.travel_times().size == 40
     core.close()
 
@@ -390,3 +394,29 @@ def test_lookahead_decides_at_every_junction_on_short_edges(mode, monkeypatch):
             assert all(mon.edge_between(u, v) >= 0 for u, v in pairs)
         core.close()
     assert missed[lookahead] == 0 and missed[0] >= 2
+
+
+def test_gridlock_diagnosis_variants_attribution_and_plans(net, sumo_net):
+    """benchmarks/sumo_gridlock.py: a variant's SUMO command drops and adds options; queues
+    are attributed to the traffic light downstream; each SUMO program is compared with the
+    core's plan for the same approaches."""
+    from bench_module import load_benchmark
+
+    bench = load_benchmark("sumo_gridlock")
+    sc = Scenario(city=CITY, n_agents=3, seed=0)
+    core = bench.VariantCore(net, sc, sumo_net, mode="meso", drop=("--meso-junction-control",),
+                             add=("--meso-tls-penalty", "1"))
+    cmd = core._command()
+    assert "--meso-junction-control" not in cmd and cmd[-2:] == ["--meso-tls-penalty", "1"]
+    assert "--mesosim" in cmd
+    kind, _ = bench.junctions(sumo_net.path)
+    near = bench.attribution(sumo_net, kind, 300.0)
+    lights = {j for j, k in kind.items() if k.startswith("traffic_light")}
+    assert lights and set(near.values()) <= lights
+    into = [i for i, to in enumerate(sumo_net.edge_to) if to in lights]
+    assert all(near[i] == sumo_net.edge_to[i] for i in into)  # a signal's approach: its own
+    plans = bench.plan_comparison(net, sumo_net)
+    assert plans  # one row per SUMO program
+    for p in plans:
+        assert 0 < p["sumo_green_share"][0] <= p["sumo_green_share"][1] <= 1
+        assert 0 < p["core_green_share"][0] <= 1 and p["cycle_s"] == 90

@@ -26,7 +26,11 @@ code: only the state it reads comes from SUMO.
   (insertion delay included). SUMO's teleports (a vehicle stuck for ``time_to_teleport_s`` is
   moved on) are counted, never dropped: ``teleports``, ``teleported_learners``.
   A vehicle SUMO removes without arriving stays unarrived (censored at the horizon) and is
-  counted in ``removed_vehicles``.
+  counted in ``removed_vehicles``. ``teleports`` comes from SUMO's statistics
+  (``stats.teleports.total``), as meso does not list its teleports to TraCI;
+  ``teleported_learners`` are the learners in micro's teleport lists or, in meso, seen off
+  any edge between insertion and arrival at the end of a step (a meso teleport that lands
+  within the step it starts in goes unattributed).
 
 libsumo runs one simulation per process: a new reset closes the simulation of any other
 :class:`SumoCore` in the process (use one process per env worker).
@@ -285,8 +289,10 @@ class SumoCore(RoutingCore):
         tr.simulationStep(t1)
         self.t += 1
         self.collisions += tr.simulation.getCollidingVehiclesNumber()
+        # all vehicles' teleports from SUMO's statistics: meso does not list its teleports
+        # (counted 0 before); micro's list names the teleported learners
+        self.teleports = int(tr.simulation.getParameter("", "stats.teleports.total"))
         for vid in tr.simulation.getStartingTeleportIDList():
-            self.teleports += 1
             self.teleported.add(int(vid[1:]))
         arrived = []
         for vid in tr.simulation.getArrivedIDList():
@@ -390,7 +396,11 @@ class SumoCore(RoutingCore):
                 continue
             i = int(vid[1:])
             road = vals[tc.VAR_ROAD_ID]
-            if self.status[i] == ARRIVED or not road:
+            if self.status[i] == ARRIVED:
+                continue
+            if not road:  # inserted, on no edge: being teleported (how meso's show)
+                if self.sumo_road[i]:
+                    self.teleported.add(i)
                 continue
             idx = vals[tc.VAR_ROUTE_INDEX]
             route = self._route[i]
