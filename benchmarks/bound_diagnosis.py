@@ -140,7 +140,8 @@ def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
             previous = before
         venv.close()
         trainer.release()
-        row = {"preset": preset_name, "seed": seed, "plan": name, "accepted": report.accepted,
+        row = {"preset": preset_name, "seed": seed, "plan": name, "bound_version": bound.version,
+               "accepted": report.accepted,
                "too_slow": report.too_slow, "plan_bound": report.plan_bound,
                "reference_bound": ref, "travel_time": report.mean_travel_time,
                "iterations": iters, "wall_s": time.perf_counter() - t0}
@@ -174,8 +175,9 @@ def render(rows: list[dict]) -> str:
     the updates; the second update's share of the drift; rejected minus accepted drift. Then
     the per-plan table."""
     s_ = 60.0  # seconds per reward unit (Scenario.time_scale_s of the presets)
-    lines = ["Bound diagnosis (`benchmarks/bound_diagnosis.py`, design seeds; bound settings "
-             "version of the critic at the time of the run). Per seed, Spearman over the five "
+    versions = ", ".join(str(v) for v in sorted({r["bound_version"] for r in rows}))
+    lines = [f"Bound diagnosis (`benchmarks/bound_diagnosis.py`, design seeds; bound settings "
+             f"version {versions}). Per seed, Spearman over the five "
              "plans of the first update's trial move, `Vol_ext + move` and the realised move "
              "(the trained successor's move, what the trial predicts) against the plans' drift "
              "in the first update (d1) and over all updates (mean); the later updates' share of "
@@ -250,7 +252,9 @@ def main() -> None:
                 new = seed_rows(args.preset, seed, args, Path(tmp))
             save_rows([r for r in load_rows() if (r["preset"], r["seed"])
                        != (args.preset, seed)] + new)
-    print(render(load_rows()))
+    md = render(load_rows())
+    (RESULTS / "bound_diagnosis.md").write_text(md + "\n")
+    print(md)
 
 
 if __name__ == "__main__":

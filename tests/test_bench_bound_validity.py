@@ -86,13 +86,16 @@ def diag_row(seed: int, name: str, accepted: bool, move: float, drifts: list[flo
           "move_steps": {"8": move}, "realised_move": move, "update_steps": 44,
           "decision_rows": 5000, "realised_tv_term": 9000.0}
     return {"preset": "aguascalientes-peak", "seed": seed, "plan": name, "accepted": accepted,
-            "too_slow": False, "iterations": [it | {"drift_s": d} for d in drifts]}
+            "bound_version": 5, "too_slow": False,
+            "iterations": [it | {"drift_s": d} for d in drifts]}
 
 
 def test_diagnosis_summary_ranks_plans_and_splits_the_updates():
     rows = [diag_row(0, "a", True, 0.001, [0.1, 0.9]), diag_row(0, "b", False, 0.002, [0.2, 0.0]),
             diag_row(0, "c", False, 0.003, [0.3, 0.0])]
     md = bd.render(rows)
+    assert md.startswith("Bound diagnosis (`benchmarks/bound_diagnosis.py`, design seeds; bound "
+                         "settings version 5)")
     # move ranks the plans exactly as the first update's drift, inversely to the mean
     # (0.5, 0.1, 0.15): Spearman 1 and -0.5; later share 0.9 / 1.5; gaps 0.15 and -0.375
     assert "| aguascalientes-peak | 0 | 1.00 | 1.00 | 1.00 | -0.50 | -0.50 | -0.50 | 0.60 | " \
