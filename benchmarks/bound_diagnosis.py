@@ -186,6 +186,7 @@ def render(rows: list[dict]) -> str:
              "realised~mean | later share | gap d1 (s) | gap mean (s) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(r["preset"], r["seed"]) for r in rows})
+    cols = []
     for preset, seed in keys:
         rs = [r for r in rows if (r["preset"], r["seed"]) == (preset, seed)]
         first = [r["iterations"][0] for r in rs]
@@ -197,9 +198,17 @@ def render(rows: list[dict]) -> str:
         total = sum(i["drift_s"] for r in rs for i in r["iterations"])
         later = 1 - sum(d1) / total if total else float("nan")
 
-        lines.append(f"| {preset} | {seed} | " + " | ".join(
-            f"{spearman(a, b):.2f}" for b in (d1, dm) for a in (move, ext, real))
-            + f" | {later:.2f} | {verdict_gap(d1, rs)} | {verdict_gap(dm, rs)} |")
+        cols.append([spearman(a, b) for b in (d1, dm) for a in (move, ext, real)])
+        lines.append(f"| {preset} | {seed} | " + " | ".join(f"{x:.2f}" for x in cols[-1])
+                     + f" | {later:.2f} | {verdict_gap(d1, rs)} | {verdict_gap(dm, rs)} |")
+    lines.append("| mean | | " + " | ".join(f"{x:.2f}" for x in np.nanmean(cols, axis=0))
+                 + " | | | |")
+    first = [r["iterations"][0] for r in rows]
+    lines += ["", "Per agent, first update, Spearman with the drift over the agents of one plan: "
+              f"realised move median {np.median([i['rho_realised_drift'] for i in first]):.2f} "
+              f"(lowest {min(i['rho_realised_drift'] for i in first):.2f}), trial move median "
+              f"{np.nanmedian([i['rho_move_drift'] for i in first]):.2f}, over {len(first)} "
+              "plans."]
     steps = sorted({k for r in rows for i in r["iterations"] for k in i["move_steps"]}, key=int)
     lines += ["", "Per plan and update (s; moves are plan means over the agents' plan cells, "
               "`steps`: the update's minibatch steps, against the trial's 4; TV terms raw):", "",

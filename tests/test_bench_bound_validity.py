@@ -84,7 +84,8 @@ def test_update_keeps_the_other_presets_with_their_own_run(tmp_path, monkeypatch
 def diag_row(seed: int, name: str, accepted: bool, move: float, drifts: list[float]) -> dict:
     it = {"vol": 0.01, "move": move, "trial_tv_term": 400.0, "co_occupants": 0.3,
           "move_steps": {"8": move}, "realised_move": move, "update_steps": 44,
-          "decision_rows": 5000, "realised_tv_term": 9000.0}
+          "decision_rows": 5000, "realised_tv_term": 9000.0, "rho_move_drift": 0.5,
+          "rho_realised_drift": 0.9}
     return {"preset": "aguascalientes-peak", "seed": seed, "plan": name, "accepted": accepted,
             "bound_version": 5, "too_slow": False,
             "iterations": [it | {"drift_s": d} for d in drifts]}
@@ -101,6 +102,7 @@ def test_diagnosis_summary_ranks_plans_and_splits_the_updates():
     assert "| aguascalientes-peak | 0 | 1.00 | 1.00 | 1.00 | -0.50 | -0.50 | -0.50 | 0.60 | " \
            "0.150 | -0.375 |" in md
     assert md.count("| aguascalientes-peak | 0 | a | True | False |") == 2
+    assert "realised move median 0.90 (lowest 0.90), trial move median 0.50, over 3 plans" in md
 
 
 def test_diagnosis_refuses_the_hold_out_seeds(monkeypatch):
