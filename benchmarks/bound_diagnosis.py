@@ -162,10 +162,11 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1]) if rx.std() > 0 and ry.std() > 0 else float("nan")
 
 
-def verdict_gap(drift: list[float], rows: list[dict]) -> str:
-    """Rejected minus accepted mean ``drift`` over ``rows`` (one seed's plans)."""
-    acc = [x for x, r in zip(drift, rows, strict=True) if r["accepted"]]
-    rej = [x for x, r in zip(drift, rows, strict=True) if not r["accepted"]]
+def verdict_gap(drift: list[float], rows: list[dict], verdict=lambda r: r["accepted"],
+                keep=lambda r: True) -> str:
+    """Rejected minus accepted mean ``drift`` over the kept ``rows`` (one seed's plans)."""
+    acc = [x for x, r in zip(drift, rows, strict=True) if keep(r) and verdict(r)]
+    rej = [x for x, r in zip(drift, rows, strict=True) if keep(r) and not verdict(r)]
     return f"{np.mean(rej) - np.mean(acc):.3f}" if acc and rej else "-"
 
 
@@ -181,10 +182,13 @@ def render(rows: list[dict]) -> str:
              "plans of the first update's trial move, `Vol_ext + move` and the realised move "
              "(the trained successor's move, what the trial predicts) against the plans' drift "
              "in the first update (d1) and over all updates (mean); the later updates' share of "
-             "the drift; rejected minus accepted drift (critic's verdict) on d1 and on the mean.",
+             "the drift; rejected minus accepted drift (critic's verdict) on d1 and on the mean, "
+             "and on the mean by the bound alone (no return criterion) and without the "
+             "shortest-path plan (the reference).",
              "", "| preset | seed | move~d1 | ext~d1 | realised~d1 | move~mean | ext~mean | "
-             "realised~mean | later share | gap d1 (s) | gap mean (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "realised~mean | later share | gap d1 (s) | gap mean (s) | gap mean, bound alone "
+             "| gap mean, without shortest path |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(r["preset"], r["seed"]) for r in rows})
     cols = []
     for preset, seed in keys:
@@ -200,9 +204,12 @@ def render(rows: list[dict]) -> str:
 
         cols.append([spearman(a, b) for b in (d1, dm) for a in (move, ext, real)])
         lines.append(f"| {preset} | {seed} | " + " | ".join(f"{x:.2f}" for x in cols[-1])
-                     + f" | {later:.2f} | {verdict_gap(d1, rs)} | {verdict_gap(dm, rs)} |")
+                     + f" | {later:.2f} | {verdict_gap(d1, rs)} | {verdict_gap(dm, rs)} | "
+                     + verdict_gap(dm, rs, lambda r: r["plan_bound"] < r["reference_bound"])
+                     + " | " + verdict_gap(dm, rs, keep=lambda r: r["plan"] != "shortest-path")
+                     + " |")
     lines.append("| mean | | " + " | ".join(f"{x:.2f}" for x in np.nanmean(cols, axis=0))
-                 + " | | | |")
+                 + " | | | | | |")
     first = [r["iterations"][0] for r in rows]
     lines += ["", "Per agent, first update, Spearman with the drift over the agents of one plan: "
               f"realised move median {np.median([i['rho_realised_drift'] for i in first]):.2f} "
