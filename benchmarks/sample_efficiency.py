@@ -23,6 +23,9 @@ recomputed from all records. Records of another benchmark setting, of other refe
 an algorithm that trains on critic-filtered demos (``AlgoSpec.demos == "accepted"``) measured
 with another bound version are refused (exit 2) instead of mixed in. ``--verify`` re-runs the
 given runs and checks that they reproduce the stored records exactly, without replacing them.
+``--merge FILE`` takes the given runs' records from another results file of the same settings
+and references instead of training them (a part that had to run into its own ``--out``
+because this file held records it refuses to keep).
 
 ``--expert SPEC`` sets the expert team's model for the algorithms on demonstrations (default
 ``offline``, the deterministic planner). A stress test of the critic's filter:
@@ -366,6 +369,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="recompute the references although the stored ones have this setting")
     p.add_argument("--verify", action="store_true", help="re-run the given runs and check "
                    "they reproduce the stored records exactly (records are not replaced)")
+    p.add_argument("--merge", type=Path, default=None, metavar="FILE",
+                   help="instead of training, take the records of --algos/--seeds from FILE, "
+                   "a results json of the same settings and references (e.g. a part run into "
+                   "its own --out while this file held records it would refuse to keep)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -425,7 +432,12 @@ def main(argv: list[str] | None = None) -> None:
     print("references", json.dumps(refs), flush=True)
     target = refs["heldout"]["congestion-aware"]["mean_return"]
     jobs = [(algo, seed, args, target, held, away, commit) for algo, seed in wanted]
-    if args.workers > 1:
+    if args.merge is not None:
+        try:
+            new = merged_records(args.merge, settings, refs, wanted)
+        except ResultsError as exc:
+            fail(str(exc))
+    elif args.workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.workers) as pool:
@@ -447,7 +459,8 @@ def main(argv: list[str] | None = None) -> None:
            if refs_commit == (stored or {}).get("references_commit") else None,
            "last_run": {"algos": algos, "seeds": seeds, "commit": commit,
                         "workers": args.workers, "wall_s": time.perf_counter() - start,
-                        "load_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
+                        "load_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+                        "merged_from": str(args.merge) if args.merge else None},
            "reproduced": [c for c in (stored or {}).get("reproduced", [])
                           if any((r["algo"], r["seed"]) == (c["algo"], c["seed"])
                                  for r in kept)],
@@ -455,6 +468,26 @@ def main(argv: list[str] | None = None) -> None:
     write(out, args.out)
     print(json.dumps({k: v for k, v in out.items() if k != "records"}) if args.json
           else markdown(out))
+
+
+def merged_records(path: Path, settings: dict, refs: dict,
+                   wanted: list[tuple[str, int]]) -> list[dict]:
+    """The records of ``wanted`` (algorithm, seed) stored in the results file ``path``,
+    refused unless it has the same settings and references (its records are then what a run
+    here would have written)."""
+    other = load_stored(path)
+    if other is None:
+        raise ResultsError(f"--merge {path}: no such results file")
+    check_settings(other, settings)
+    if other["references"] != refs:
+        raise ResultsError(f"--merge {path}: its references differ from this file's; re-run "
+                           "those records here")
+    have = {(r["algo"], r["seed"]): r for r in other["records"]}
+    missing = [k for k in wanted if k not in have]
+    if missing:
+        raise ResultsError(f"--merge {path}: no record of {missing[0][0]} seed "
+                           f"{missing[0][1]}; give the --algos/--seeds it holds")
+    return [have[k] for k in wanted]
 
 
 def verify(stored: dict, new: list[dict], args, commit: str | None) -> None:

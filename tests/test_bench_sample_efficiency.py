@@ -130,3 +130,33 @@ def test_demo_verdicts_count_the_critics_judgements(tmp_path):
         (d / "b.json").write_text(json.dumps({"accepted": accepted, "extra": extra}))
     assert se.demo_verdicts(tmp_path) == {"batches": 3, "accepted": 2, "first_round": 1,
                                           "fallback": 1}
+
+
+def test_cli_merges_records_of_a_part_run_into_its_own_file(tmp_path, monkeypatch, capsys):
+    """A bound-independent part run while the main file holds stale records goes to its own
+    --out; --merge takes its records into the main file once it is current, training
+    nothing; another setting or other references are refused."""
+    main, part = tmp_path / "se.json", tmp_path / "part.json"
+    main.write_text(json.dumps(stored([record("reled", 0, auc=-4.0),
+                                       record("reled-nofilter", 0, auc=-9.0)])))
+    part.write_text(json.dumps(stored([record("reled-nofilter", 0, auc=-2.5),
+                                       record("ippo", 0, auc=-10.0)])))
+    monkeypatch.setattr(se, "load_city", lambda name: None)
+    monkeypatch.setattr(se, "train_one", lambda job: pytest.fail("trained despite --merge"))
+    se.main(["--algos", "reled-nofilter", "--seeds", "0", "--merge", str(part),
+             "--out", str(main)])
+    out = json.loads(main.read_text())
+    assert [(r["algo"], r["auc"]) for r in out["records"]] == [("reled", -4.0),
+                                                               ("reled-nofilter", -2.5)]
+    assert out["last_run"]["merged_from"] == str(part)
+    other = json.loads(part.read_text())
+    for change in ({"steps": 10_000}, {"references": {**REFS, "other": {}}}):
+        part.write_text(json.dumps({**other, **change}))
+        with pytest.raises(SystemExit) as exc:
+            se.main(["--algos", "reled-nofilter", "--seeds", "0", "--merge", str(part),
+                     "--out", str(main)])
+        assert exc.value.code == 2 and "--merge" not in capsys.readouterr().out
+    part.write_text(json.dumps(other))
+    with pytest.raises(SystemExit):
+        se.main(["--algos", "ippo", "--seeds", "1", "--merge", str(part), "--out", str(main)])
+    assert "no record of ippo seed 1" in capsys.readouterr().err
