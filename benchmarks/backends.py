@@ -268,7 +268,7 @@ READING = [
     "than the core's spatial queues, and at the peak presets SUMO meso and micro gridlock "
     "(unfinished trips are censored at the horizon and stay in the means). On aguascalientes "
     "the queues sit upstream of SUMO's traffic lights, not at its priority junctions "
-    "(`benchmarks/results/sumo_gridlock.md`: 96-97% of halting vehicles within 300 m "
+    "(`benchmarks/results/sumo_gridlock.md`: 95.6-99.6% of halting vehicles within 300 m "
     "upstream of a signal, 36-51% at one five-approach junction whose SUMO program gives its "
     "links 13-49% green where the core's plan gives 47%).",
     "- SUMO micro adds acceleration, turning speeds and priority rules to meso. Both teleport "

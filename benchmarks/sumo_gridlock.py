@@ -15,6 +15,8 @@ For each case (aguascalientes 1,000 trips and the peak preset, shortest-path; ``
   the same approaches (``relied.env.signals``).
 
     .venv/bin/python benchmarks/sumo_gridlock.py --json   # writes results/sumo_gridlock.{json,md}
+
+``--markdown-only`` rewrites the ``.md`` from the JSON.
 """
 
 from __future__ import annotations
@@ -171,7 +173,13 @@ def main() -> None:
     ap.add_argument("--policy", default="shortest-path")
     ap.add_argument("--upstream-m", type=float, default=300.0)
     ap.add_argument("--json", action="store_true", help="print one JSON object; write results")
+    ap.add_argument("--markdown-only", action="store_true",
+                    help="only rewrite results/sumo_gridlock.md from its JSON")
     args = ap.parse_args()
+    if args.markdown_only:
+        (RESULTS / "sumo_gridlock.md").write_text(
+            markdown(json.loads((RESULTS / "sumo_gridlock.json").read_text())))
+        return
     load = os.getloadavg()[0]
     result = {"command": "benchmarks/sumo_gridlock.py " + " ".join(sys.argv[1:]),
               "policy": args.policy, "upstream_m": args.upstream_m, "cases": []}
@@ -228,9 +236,10 @@ def markdown(result: dict) -> str:
                          f"{v['arrival_rate']:.3f} | {v['teleports']:.0f} | {v['wall_s']:.1f} |")
         h = case.get("halting")
         if h:
+            near = sum(h["within_upstream_of_traffic_lights"].values())
             lines += ["", f"Halting vehicles (sampled every 60 s, {h['samples']} vehicle-samples "
-                      f"in the first variant), queues within {result['upstream_m']:.0f} m "
-                      "upstream of a traffic light:", ""]
+                      f"in the first variant): {near / h['samples']:.1%} queue within "
+                      f"{result['upstream_m']:.0f} m upstream of a traffic light:", ""]
             lines += [f"- {j}: {n} ({n / h['samples']:.0%})"
                       for j, n in h["within_upstream_of_traffic_lights"].items()]
             lines += ["", "elsewhere, by the junction at the edge's end:", ""]
