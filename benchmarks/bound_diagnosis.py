@@ -162,11 +162,32 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1]) if rx.std() > 0 and ry.std() > 0 else float("nan")
 
 
+def external_only(rows: list[dict], gamma: float = 0.99) -> dict[str, bool]:
+    """The critic's verdict on the external term alone (``c1 (Vol_ext + Move)`` per agent,
+    scaled by the shortest-path plan's level as the critic scales it; the divergence term left
+    out; the return criterion kept), per plan of one seed."""
+    c1 = 1.0 / (1.0 - gamma)
+
+    def ext(r: dict) -> np.ndarray:
+        a = r["iterations"][0]["agents"]
+        return c1 * (np.asarray(a["vol"]) + np.asarray(a["move"]))
+
+    ref = ext(next(r for r in rows if r["plan"] == "shortest-path"))
+    level = max(float(np.quantile(ref, 0.9)), float(ref.mean()), c1 * 1e-4)
+    return {r["plan"]: bool(ext(r).mean() / level < ref.mean() / level and not r["too_slow"])
+            for r in rows}
+
+
+def plan_key(row: dict) -> str:
+    return row["plan"]
+
+
 def verdict_gap(drift: list[float], rows: list[dict], verdict=lambda r: r["accepted"],
-                keep=lambda r: True) -> str:
-    """Rejected minus accepted mean ``drift`` over the kept ``rows`` (one seed's plans)."""
-    acc = [x for x, r in zip(drift, rows, strict=True) if keep(r) and verdict(r)]
-    rej = [x for x, r in zip(drift, rows, strict=True) if keep(r) and not verdict(r)]
+                of=lambda r: r, keep=lambda r: True) -> str:
+    """Rejected minus accepted mean ``drift`` over the kept ``rows`` (one seed's plans);
+    ``verdict(of(row))`` says whether a plan is accepted."""
+    acc = [x for x, r in zip(drift, rows, strict=True) if keep(r) and verdict(of(r))]
+    rej = [x for x, r in zip(drift, rows, strict=True) if keep(r) and not verdict(of(r))]
     return f"{np.mean(rej) - np.mean(acc):.3f}" if acc and rej else "-"
 
 
@@ -183,12 +204,13 @@ def render(rows: list[dict]) -> str:
              "(the trained successor's move, what the trial predicts) against the plans' drift "
              "in the first update (d1) and over all updates (mean); the later updates' share of "
              "the drift; rejected minus accepted drift (critic's verdict) on d1 and on the mean, "
-             "and on the mean by the bound alone (no return criterion) and without the "
-             "shortest-path plan (the reference).",
+             "and on the mean by the bound alone (no return criterion), without the "
+             "shortest-path plan (the reference) and by the external term alone (the "
+             "divergence term left out of the verdict).",
              "", "| preset | seed | move~d1 | ext~d1 | realised~d1 | move~mean | ext~mean | "
              "realised~mean | later share | gap d1 (s) | gap mean (s) | gap mean, bound alone "
-             "| gap mean, without shortest path |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| gap mean, without shortest path | gap mean, external term alone |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(r["preset"], r["seed"]) for r in rows})
     cols = []
     for preset, seed in keys:
@@ -207,9 +229,10 @@ def render(rows: list[dict]) -> str:
                      + f" | {later:.2f} | {verdict_gap(d1, rs)} | {verdict_gap(dm, rs)} | "
                      + verdict_gap(dm, rs, lambda r: r["plan_bound"] < r["reference_bound"])
                      + " | " + verdict_gap(dm, rs, keep=lambda r: r["plan"] != "shortest-path")
+                     + " | " + verdict_gap(dm, rs, external_only(rs).__getitem__, plan_key)
                      + " |")
     lines.append("| mean | | " + " | ".join(f"{x:.2f}" for x in np.nanmean(cols, axis=0))
-                 + " | | | | | |")
+                 + " | | | | | | |")
     first = [r["iterations"][0] for r in rows]
     lines += ["", "Per agent, first update, Spearman with the drift over the agents of one plan: "
               f"realised move median {np.median([i['rho_realised_drift'] for i in first]):.2f} "

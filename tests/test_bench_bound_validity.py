@@ -85,27 +85,32 @@ def diag_row(seed: int, name: str, accepted: bool, move: float, drifts: list[flo
     it = {"vol": 0.01, "move": move, "trial_tv_term": 400.0, "co_occupants": 0.3,
           "move_steps": {"8": move}, "realised_move": move, "update_steps": 44,
           "decision_rows": 5000, "realised_tv_term": 9000.0, "rho_move_drift": 0.5,
-          "rho_realised_drift": 0.9}
+          "rho_realised_drift": 0.9, "agents": {"vol": [0.01], "move": [move]}}
     return {"preset": "aguascalientes-peak", "seed": seed, "plan": name, "accepted": accepted,
-            "bound_version": 5, "too_slow": not accepted and name == "c",
+            "bound_version": 5, "too_slow": name == "c",
             "plan_bound": 20.0 if name == "a" else 30.0, "reference_bound": 25.0,
             "iterations": [it | {"drift_s": d} for d in drifts]}
 
 
 def test_diagnosis_summary_ranks_plans_and_splits_the_updates():
-    rows = [diag_row(0, "a", True, 0.001, [0.1, 0.9]), diag_row(0, "b", False, 0.002, [0.2, 0.0]),
+    rows = [diag_row(0, "a", True, 0.001, [0.1, 0.9]),
+            diag_row(0, "shortest-path", False, 0.002, [0.2, 0.0]),
             diag_row(0, "c", False, 0.003, [0.3, 0.0])]
     md = bd.render(rows)
     assert md.startswith("Bound diagnosis (`benchmarks/bound_diagnosis.py`, design seeds; bound "
                          "settings version 5)")
     # move ranks the plans exactly as the first update's drift, inversely to the mean
     # (0.5, 0.1, 0.15): Spearman 1 and -0.5; later share 0.9 / 1.5; gaps 0.15 and -0.375;
-    # "shortest-path" absent: the gap without it is the gap
+    # without the shortest-path plan 0.15 - 0.5; the external term alone (1.1 / 1.2 / 1.3,
+    # c too slow) accepts a only, as the critic
     assert "| aguascalientes-peak | 0 | 1.00 | 1.00 | 1.00 | -0.50 | -0.50 | -0.50 | 0.60 | " \
-           "0.150 | -0.375 | -0.375 | -0.375 |" in md
+           "0.150 | -0.375 | -0.375 | -0.350 | -0.375 |" in md
     # c below the reference's bound but too slow: the bound alone accepts it (b - (a + c) / 2)
     rows[2]["plan_bound"] = 24.0
-    assert "| 0.150 | -0.375 | -0.225 | -0.375 |" in bd.render(rows)
+    assert "| 0.150 | -0.375 | -0.225 | -0.350 | -0.375 |" in bd.render(rows)
+    # a's external term above the shortest paths' (1.5 > 1.2): it rejects every plan
+    rows[0]["iterations"][0]["agents"]["move"] = [0.005]
+    assert "| 0.150 | -0.375 | -0.225 | -0.350 | - |" in bd.render(rows)
     assert md.count("| aguascalientes-peak | 0 | a | True | False |") == 2
     assert "realised move median 0.90 (lowest 0.90), trial move median 0.50, over 3 plans" in md
 
