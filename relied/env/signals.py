@@ -120,13 +120,15 @@ class SignalPlan:
     it crosses a signal (``controlled``), when its green starts (``start_s``, within the
     cycle) and lasts (``green_s``), and whether it lies inside a signalised cluster
     (``inside``: crossing the cluster is one movement, so it discharges at its saturation
-    flow with no light of its own)."""
+    flow with no light of its own), and its yellow after the green (``yellow_s``, red to the
+    core; the SUMO backend builds the same programs from it: :mod:`relied.env.sumo.signals`)."""
 
     cycle_s: float
     controlled: np.ndarray  # (n_edges + 1,) bool
     inside: np.ndarray  # (n_edges + 1,) bool
     start_s: np.ndarray  # (n_edges + 1,) float64
     green_s: np.ndarray  # (n_edges + 1,) float64
+    yellow_s: np.ndarray  # (n_edges + 1,) float64
 
     def next_green(self, edges: np.ndarray, t: np.ndarray) -> np.ndarray:
         """The earliest time ``>= t`` at which a vehicle at the head of each of ``edges`` sees
@@ -173,6 +175,7 @@ def signal_plan(net) -> SignalPlan:
     controlled = np.zeros(m + 1, dtype=bool)
     start = np.zeros(m + 1)
     green = np.full(m + 1, CYCLE_S)
+    yellow = np.zeros(m + 1)
     sig = np.asarray(net.signal, dtype=bool)
     label = clusters(net)
     into = sig[net.edge_dst] & (label[net.edge_src] != label[net.edge_dst])
@@ -203,10 +206,11 @@ def signal_plan(net) -> SignalPlan:
         slot = np.empty(len(axes), dtype=int)
         slot[sorted(range(len(axes)), key=importance.__getitem__)] = np.arange(len(axes))
         vmax = float(speed[mine].max())
-        yellow = 3.0 if vmax < 71 / 3.6 else float(int(1.8 + vmax / 6.0))
+        yel = 3.0 if vmax < 71 / 3.6 else float(int(1.8 + vmax / 6.0))
         n = len(axes)
-        g = CYCLE_S - yellow - LONE_RED_S if n == 1 else (CYCLE_S - n * yellow) / n
+        g = CYCLE_S - yel - LONE_RED_S if n == 1 else (CYCLE_S - n * yel) / n
         controlled[mine] = True
         green[mine] = g
-        start[mine] = slot[phase] * (g + yellow)
-    return SignalPlan(CYCLE_S, controlled, inside, start, green)
+        yellow[mine] = yel
+        start[mine] = slot[phase] * (g + yel)
+    return SignalPlan(CYCLE_S, controlled, inside, start, green, yellow)

@@ -26,8 +26,10 @@ def check_backend(backend: str) -> None:
 def make_core(net: CityNetwork, scenario: Scenario, backend: str = "core",
               sumo_net: SumoNetwork | None = None, **kw) -> RoutingCore:
     """A :class:`RoutingCore` (``core``) or a SUMO-backed one (``sumo``: micro, ``sumo-meso``).
-    The SUMO network is built from the scenario's city file unless ``sumo_net`` is given."""
+    The SUMO network is built from the scenario's city file unless ``sumo_net`` is given;
+    ``signal_plans`` (``core``/``netconvert``): SUMO's traffic-light programs (SumoCore)."""
     check_backend(backend)
+    signal_plans = kw.pop("signal_plans", "core")
     if backend == "core":
         return RoutingCore(net, scenario, **kw)
     from relied.env.cities import city_source
@@ -40,4 +42,5 @@ def make_core(net: CityNetwork, scenario: Scenario, backend: str = "core",
         sumo_net = load_sumo_network(net, source)
     mode = "meso" if backend == "sumo-meso" else "micro"
     return SumoCore(net, scenario, sumo_net, mode=mode,
-                    record_routes=kw.get("record_routes", False))
+                    record_routes=kw.get("record_routes", False),
+                    signal_plans=signal_plans)

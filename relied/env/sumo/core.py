@@ -31,6 +31,10 @@ code: only the state it reads comes from SUMO.
   ``teleported_learners`` are the learners in micro's teleport lists or, in meso, seen off
   any edge between insertion and arrival at the end of a step (a meso teleport that lands
   within the step it starts in goes unattributed).
+* Signals: with ``Scenario.signals`` on and ``signal_plans="core"`` (the default), SUMO runs the
+  core's fixed-time plans in place of netconvert's programs (:mod:`relied.env.sumo.signals`;
+  what they do not cover is in ``program_report``); ``"netconvert"`` keeps netconvert's. With
+  ``Scenario.signals`` off SUMO keeps netconvert's programs.
 
 libsumo runs one simulation per process: a new reset closes the simulation of any other
 :class:`SumoCore` in the process (use one process per env worker).
@@ -56,6 +60,9 @@ from relied.env.scenario import Scenario
 from relied.env.sumo.network import SumoError, SumoNetwork
 
 Mode = Literal["micro", "meso"]
+SignalPlans = Literal["core", "netconvert"]
+#: Where SUMO's traffic-light programs come from (see the module doc, "Signals").
+SIGNAL_PLANS: tuple[str, ...] = ("core", "netconvert")
 MODES: tuple[str, ...] = ("micro", "meso")
 _ACTIVE: list[SumoCore] = []
 
@@ -91,9 +98,12 @@ class SumoCore(RoutingCore):
 
     def __init__(self, net: CityNetwork, scenario: Scenario, sumo_net: SumoNetwork,
                  mode: Mode = "micro", record_routes: bool = False,
-                 time_to_teleport_s: float = 300.0, signals: bool = True):
+                 time_to_teleport_s: float = 300.0, signals: bool = True,
+                 signal_plans: SignalPlans = "core"):
         if mode not in MODES:
             raise ValueError(f"unknown SUMO mode '{mode}'; choose micro or meso")
+        if signal_plans not in SIGNAL_PLANS:
+            raise ValueError(f"unknown signal plans '{signal_plans}'; choose core or netconvert")
         if sumo_net.net is not net:
             raise ValueError("the SumoNetwork was mapped onto another CityNetwork")
         self.traci = _libsumo()
@@ -102,6 +112,9 @@ class SumoCore(RoutingCore):
         #: ``False``: SUMO's traffic lights switched off (``--tls.all-off``; a diagnostic:
         #: the core has no signals, see docs/environment.md, "SUMO")
         self.signals = signals
+        self.signal_plans = signal_plans
+        #: what the core's plans cover of SUMO's traffic lights (set at reset when they run)
+        self.program_report = None
         #: a learner decides at its next junction once it could reach it within
         #: ``LOOKAHEAD_STEPS`` steps at the network's top speed
         self.reach_m = LOOKAHEAD_STEPS * scenario.dt_s * float(sumo_net.speed.max())
@@ -139,6 +152,11 @@ class SumoCore(RoutingCore):
             raise SumoError(f"SUMO did not start on '{self.sumo_net.path}' ({exc})") from None
         _ACTIVE.append(self)
         self.running = True
+        if self.signals and self.signal_plans == "core" and self.signal_plan is not None:
+            from relied.env.sumo.signals import apply_core_programs
+
+            self.program_report = apply_core_programs(self.traci, self.sumo_net,
+                                                      self.signal_plan)
         self._subscribed = np.flatnonzero(self.sumo_net.sumo_to_core >= 0)
         self.sumo_edges = [self.sumo_net.edge_ids[s] for s in self._subscribed]
         for s in np.flatnonzero(self.sumo_net.sumo_to_core >= 0).tolist():
