@@ -60,6 +60,12 @@ NOSIGNALS = "sumo-meso-nosignals"
 #: The core with its fixed-time signals (``Scenario.signals``), beside SUMO with its lights.
 CORE_SIGNALS = "core-signals"
 CORES = ("core", CORE_SIGNALS)
+#: Row-name suffix of the SUMO rows per source of SUMO's traffic-light programs
+#: (``--sumo-signals``): netconvert's (rows ``sumo``, ``sumo-meso``, as before) or the core's
+#: plans (``SumoCore(signal_plans="core")``, relied/env/sumo/signals.py).
+SUFFIX = {"netconvert": "", "core": "+core-plans"}
+#: Goals of ``core-signals`` against SUMO running the same (the core's) plans.
+CORE_PLANS_GOAL = "core-signals vs SUMO+core-plans"
 
 
 def signal_agreement(net, sumo_net) -> dict:
@@ -101,19 +107,28 @@ def drive_timed(core: RoutingCore, policy) -> tuple[dict, int, float]:
     return core.metrics(), core.t, time.perf_counter() - start
 
 
-def run_case(label: str, scenario: Scenario, nosignals: bool) -> dict:
+def run_case(label: str, scenario: Scenario, nosignals: bool,
+             sumo_signals: tuple[str, ...] = ("netconvert",)) -> dict:
     net = load_city(scenario.city)
     sumo_net = load_sumo_network(net, city_source(scenario.city).path)
     rows = []
-    backends = ("core", CORE_SIGNALS, "sumo", "sumo-meso", *((NOSIGNALS,) if nosignals else ()))
+    sumo_rows = [b + suffix for suffix in (SUFFIX[o] for o in sumo_signals)
+                 for b in ("sumo", "sumo-meso")]
+    backends = ("core", CORE_SIGNALS, *sumo_rows, *((NOSIGNALS,) if nosignals else ()))
+    plans_report = None
     for backend in backends:
         for policy in POLICIES:
             if backend == NOSIGNALS:
                 core = SumoCore(net, scenario, sumo_net, "meso", signals=False)
             elif backend == CORE_SIGNALS:
                 core = RoutingCore(net, scenario.model_copy(update={"signals": True}))
-            else:
-                core = make_core(net, scenario, backend, sumo_net=sumo_net)
+            elif backend.endswith(SUFFIX["core"]):  # SUMO running the core's plans
+                core = make_core(net, scenario.model_copy(update={"signals": True}),
+                                 backend.removesuffix(SUFFIX["core"]), sumo_net=sumo_net,
+                                 signal_plans="core")
+            else:  # netconvert's programs (the Scenario has no signals)
+                core = make_core(net, scenario, backend, sumo_net=sumo_net,
+                                 signal_plans="netconvert")
             m, steps, wall = drive_timed(core, make_policy(policy, scenario.seed))
             rows.append({"case": label, "backend": backend, "policy": policy, "wall_s": wall,
                          "steps": steps, "mean_travel_time": m["mean_travel_time"],
@@ -124,15 +139,21 @@ def run_case(label: str, scenario: Scenario, nosignals: bool) -> dict:
                          "collisions": m.get("collisions", 0.0),
                          "missed_decisions": m.get("missed_decisions", 0.0)})
             if backend not in CORES:
+                plans_report = plans_report or (core.program_report.summary()
+                                                if core.program_report else None)
                 core.close()
-            print(f"{label:28s} {backend:12s} {policy:16s} {wall:8.2f} s  "
+            print(f"{label:28s} {backend:24s} {policy:16s} {wall:8.2f} s  "
                   f"tt {m['mean_travel_time']:7.1f} s  arrived {m['arrival_rate']:.2f}  "
                   f"teleports {m.get('teleports', 0.0):.0f}",
                   flush=True)
     return {"case": label, "city": scenario.city, "learners": scenario.n_agents,
             "vehicles": scenario.n_vehicles, "window_s": scenario.departure_window_s,
             "mapping": sumo_net.report.summary(), "signals": signal_agreement(net, sumo_net),
-            "rows": rows, "goals": {c: goals(rows, c) for c in CORES}}
+            "core_plans_in_sumo": plans_report, "rows": rows,
+            "goals": {**({c: goals(rows, c) for c in CORES}
+                         if "netconvert" in sumo_signals else {}),
+                      **({CORE_PLANS_GOAL: goals(rows, CORE_SIGNALS, SUFFIX["core"])}
+                         if "core" in sumo_signals else {})}}
 
 
 def free_flow_scenario(city: str, trips: int, seed: int, gap_s: float = 30.0) -> Scenario:
@@ -146,10 +167,13 @@ def free_flow_scenario(city: str, trips: int, seed: int, gap_s: float = 30.0) ->
                     departures_s=[i * gap_s for i in range(trips)])
 
 
-def goals(rows: list[dict], core_backend: str = "core") -> dict:
-    """The issue's ratios for one case and one core (``core`` or ``core-signals``), per
-    policy, then over both."""
-    by = {(r["backend"], r["policy"]): r for r in rows}
+def goals(rows: list[dict], core_backend: str = "core", suffix: str = "") -> dict:
+    """The issue's ratios for one case and one core (``core`` or ``core-signals``) against
+    the SUMO rows named ``sumo<suffix>``/``sumo-meso<suffix>``, per policy, then over both."""
+    by = {(r["backend"].removesuffix(suffix) if r["backend"].startswith("sumo") and
+           r["backend"].endswith(suffix) else r["backend"], r["policy"]): r
+          for r in rows if not suffix or r["backend"] in (core_backend, NOSIGNALS)
+          or r["backend"].endswith(suffix)}
     out: dict = {}
     for p in POLICIES:
         core, micro, meso = by[(core_backend, p)], by[("sumo", p)], by[("sumo-meso", p)]
@@ -180,7 +204,7 @@ def tally(cases: list[dict], core_backend: str) -> dict:
     out = {}
     for name, pick in (("all", cases), ("loaded", [c for c in cases
                                                    if "free flow" not in c["case"]])):
-        g = [c["goals"][core_backend] for c in pick]
+        g = [c["goals"][core_backend] for c in pick if core_backend in c["goals"]]
         out[name] = {"tt_cells_within_20pct": sum(x[p]["tt_within_20pct_of_meso"]
                                                   for x in g for p in POLICIES),
                      "tt_cells": len(g) * len(POLICIES),
@@ -214,8 +238,10 @@ def markdown(result: dict) -> str:
                          f"{r['teleports']:.0f} | {r['removed_vehicles']:.0f} | "
                          f"{r['collisions']:.0f} | {r['missed_decisions']:.0f} |")
         lines += [""]
-        for c in CORES:
-            g = case["goals"][c]
+        if case.get("core_plans_in_sumo"):
+            lines += [f"The core's plans in SUMO (`--sumo-signals core`): "
+                      f"{case['core_plans_in_sumo']}", ""]
+        for c, g in case["goals"].items():
             lines += [f"| goal ({c}) | " + " | ".join(POLICIES) + " | met |",
                       "|---|---|---|---|",
                       f"| {c} >= 50x faster than SUMO micro | " + " | ".join(
@@ -231,14 +257,15 @@ def markdown(result: dict) -> str:
                 lines.append(f"| (diagnostic) {c} tt / SUMO meso tt with SUMO's lights off | "
                              + " | ".join(f"{g[p]['tt_core_over_meso_nosignals']:.2f}"
                                           for p in POLICIES) + " | |")
-            lines += [f"| ranking preserved ({c} {g['ranking'][c]}, micro "
+            name = c.split(" vs ")[0]
+            lines += [f"| ranking preserved ({c} {g['ranking'][name]}, micro "
                       f"{g['ranking']['sumo']}, meso {g['ranking']['sumo-meso']}) | | | "
                       f"{g['ranking_preserved']} |", ""]
     lines += ["## Goals over all cases", "",
               "| core | tt within 20% of SUMO meso (cells: case x policy) | ranking preserved "
               "(cases) | loaded cases only: tt cells | loaded: ranking |",
               "|---|---|---|---|---|"]
-    for c in CORES:
+    for c in dict.fromkeys(k for case in result["cases"] for k in case["goals"]):
         t = tally(result["cases"], c)
         a, lo = t["all"], t["loaded"]
         lines.append(f"| {c} | {a['tt_cells_within_20pct']} of {a['tt_cells']} | "
@@ -405,13 +432,19 @@ def main() -> None:
                     "--algo reled --experts offline --demo-scenarios 2 --steps 30000 --seed 0 "
                     "--bound-every 5", help="how --eval-run was trained (for the results file)")
     ap.add_argument("--json", action="store_true", help="print one JSON object; write results")
+    ap.add_argument("--sumo-signals", nargs="+", choices=tuple(SUFFIX), default=["netconvert"],
+                    help="SUMO's traffic-light programs: netconvert's (rows sumo, sumo-meso) "
+                    "and/or the core's plans (rows sumo+core-plans, sumo-meso+core-plans)")
+    ap.add_argument("--loaded-only", action="store_true", help="skip the free-flow cases")
+    ap.add_argument("--out", default="backends", help="stem of the results files written by "
+                    "--json (results/<out>.json, .md)")
     ap.add_argument("--markdown-only", action="store_true", help="only rewrite results/*.md "
                     "from results/*.json (after a change to the tables' layout)")
     args = ap.parse_args()
     if args.markdown_only:  # re-render the results files from their JSON
-        if (RESULTS / "backends.json").is_file():
-            (RESULTS / "backends.md").write_text(
-                markdown(json.loads((RESULTS / "backends.json").read_text())))
+        if (RESULTS / f"{args.out}.json").is_file():
+            (RESULTS / f"{args.out}.md").write_text(
+                markdown(json.loads((RESULTS / f"{args.out}.json").read_text())))
         if (RESULTS / "sumo_eval.json").is_file():
             (RESULTS / "sumo_eval.md").write_text(
                 eval_markdown(json.loads((RESULTS / "sumo_eval.json").read_text())))
@@ -429,7 +462,7 @@ def main() -> None:
         return
     cases = [(f"{c} free flow ({args.free_flow_trips} trips, one per 30 s)",
               free_flow_scenario(c, args.free_flow_trips, args.seed),
-              args.nosignals_rows != "none") for c in args.cities]
+              args.nosignals_rows != "none") for c in args.cities] if not args.loaded_only else []
     cases += [(f"{c} {args.trips} trips", Scenario(city=c, n_agents=args.trips, seed=args.seed,
                                                    departure_window_s=args.window),
                args.nosignals_rows == "all") for c in args.cities]
@@ -450,12 +483,13 @@ def main() -> None:
                            + " --connection-files <the core's turns netconvert left out>",
                            "sumo_options": " ".join(SIM_OPTIONS), "python":
                            platform.python_version(), "cpus": os.cpu_count()},
-              "cases": [run_case(label, sc, nosig) for label, sc, nosig in cases]}
+              "cases": [run_case(label, sc, nosig, tuple(args.sumo_signals))
+                        for label, sc, nosig in cases]}
     result["load"] = f"{load_start:.1f} -> {os.getloadavg()[0]:.1f}"
     if args.json:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "backends.json").write_text(json.dumps(result, indent=2))
-        (RESULTS / "backends.md").write_text(markdown(result))
+        (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / f"{args.out}.md").write_text(markdown(result))
         print(json.dumps(result))
 
 
