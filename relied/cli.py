@@ -90,6 +90,9 @@ def simulate(
     backend: Annotated[str, typer.Option(
         help="core (fast built-in), sumo (SUMO micro) or sumo-meso (SUMO mesoscopic); "
              "SUMO needs pip install 'relied[sumo]'")] = "core",
+    sumo_signals: Annotated[str, typer.Option(
+        help="SUMO's traffic lights with --signals: core (the core's fixed-time plans) or "
+             "netconvert (netconvert's programs)")] = "core",
     as_json: JsonFlag = False,
 ) -> None:
     """Run one episode with a reference policy and print the learners' metrics."""
@@ -110,7 +113,11 @@ def simulate(
             raise ValueError("--plot-queues needs --backend core (queues are the core's)")
         net = load_city(sc.city)
         kw = {"record_queues": True} if plot_queues is not None else {}
-        core = make_core(net, sc, backend, record_routes=plot is not None, **kw)
+        if sumo_signals not in ("core", "netconvert"):
+            raise ValueError(f"unknown --sumo-signals '{sumo_signals}'; choose core or "
+                             "netconvert")
+        core = make_core(net, sc, backend, record_routes=plot is not None,
+                         signal_plans=sumo_signals, **kw)
         pol = make_policy(policy, sc.seed)
         episode = run_episode(core, pol)
     except ValidationError as exc:
@@ -121,6 +128,11 @@ def simulate(
               "vehicles": sc.n_vehicles, "traffic_model": sc.traffic_model, "policy": policy,
               "seed": sc.seed, "backend": backend, "signals": sc.signals, "steps": episode.steps,
               "wall_s": episode.wall_s, **episode.metrics}
+    report = getattr(core, "program_report", None)
+    if backend != "core":
+        result["sumo_signals"] = sumo_signals if sc.signals else "netconvert"
+        if report is not None:
+            result["core_plans_in_sumo"] = report.summary()
     equilibrium = getattr(pol, "equilibrium", None)
     if equilibrium is not None:
         result["relative_gap"] = equilibrium.relative_gap[-1]

@@ -119,3 +119,25 @@ def test_core_plans_change_the_sumo_run(net, sumo_net, mode):
 def test_unknown_signal_plans_is_refused(net, sumo_net):
     with pytest.raises(ValueError, match="core or netconvert"):
         make_core(net, scenario(), "sumo", sumo_net=sumo_net, signal_plans="actuated")
+
+
+def test_cli_simulate_sumo_signals():
+    import json
+
+    from typer.testing import CliRunner
+
+    from relied.cli import app
+
+    runner = CliRunner()
+    args = ["simulate", "--city", CITY, "--agents", "20", "--signals", "--backend", "sumo-meso",
+            "--json"]
+    out = {}
+    for plans in ("core", "netconvert"):
+        res = runner.invoke(app, [*args, "--sumo-signals", plans])
+        assert res.exit_code == 0, res.output
+        out[plans] = json.loads(res.stdout)
+        assert out[plans]["sumo_signals"] == plans
+    assert out["core"]["core_plans_in_sumo"]["scheduled"] >= 1
+    assert "core_plans_in_sumo" not in out["netconvert"]
+    bad = runner.invoke(app, [*args, "--sumo-signals", "actuated"])
+    assert bad.exit_code == 2 and "unknown --sumo-signals 'actuated'" in bad.stdout
