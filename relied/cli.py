@@ -91,8 +91,8 @@ def simulate(
         help="core (fast built-in), sumo (SUMO micro) or sumo-meso (SUMO mesoscopic); "
              "SUMO needs pip install 'relied[sumo]'")] = "core",
     sumo_signals: Annotated[str, typer.Option(
-        help="SUMO's traffic lights with --signals: core (the core's fixed-time plans) or "
-             "netconvert (netconvert's programs)")] = "core",
+        help="SUMO's traffic lights with --signals: netconvert (netconvert's programs) or "
+             "core (the core's fixed-time plans)")] = "netconvert",
     as_json: JsonFlag = False,
 ) -> None:
     """Run one episode with a reference policy and print the learners' metrics."""

@@ -57,7 +57,7 @@ def test_build_program_states_and_green_shares():
 
 
 def test_sumo_programs_give_each_link_the_core_green(net, sumo_net):
-    core = make_core(net, scenario(), "sumo-meso", sumo_net=sumo_net)
+    core = make_core(net, scenario(), "sumo-meso", sumo_net=sumo_net, signal_plans="core")
     core.reset()
     try:
         tl, plan = core.traci.trafficlight, signal_plan(net)
@@ -141,3 +141,14 @@ def test_cli_simulate_sumo_signals():
     assert "core_plans_in_sumo" not in out["netconvert"]
     bad = runner.invoke(app, [*args, "--sumo-signals", "actuated"])
     assert bad.exit_code == 2 and "unknown --sumo-signals 'actuated'" in bad.stdout
+
+
+def test_netconvert_programs_are_the_default(net, sumo_net):
+    core = make_core(net, scenario(), "sumo", sumo_net=sumo_net)
+    core.reset()
+    try:
+        tl = core.traci.trafficlight
+        assert core.program_report is None
+        assert all(tl.getProgram(t) == "0" for t in tl.getIDList())
+    finally:
+        core.close()

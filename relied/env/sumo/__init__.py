@@ -29,7 +29,7 @@ def make_core(net: CityNetwork, scenario: Scenario, backend: str = "core",
     The SUMO network is built from the scenario's city file unless ``sumo_net`` is given;
     ``signal_plans`` (``core``/``netconvert``): SUMO's traffic-light programs (SumoCore)."""
     check_backend(backend)
-    signal_plans = kw.pop("signal_plans", "core")
+    signal_plans = kw.pop("signal_plans", "netconvert")
     if backend == "core":
         return RoutingCore(net, scenario, **kw)
     from relied.env.cities import city_source

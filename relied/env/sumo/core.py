@@ -31,10 +31,11 @@ code: only the state it reads comes from SUMO.
   ``teleported_learners`` are the learners in micro's teleport lists or, in meso, seen off
   any edge between insertion and arrival at the end of a step (a meso teleport that lands
   within the step it starts in goes unattributed).
-* Signals: with ``Scenario.signals`` on and ``signal_plans="core"`` (the default), SUMO runs the
-  core's fixed-time plans in place of netconvert's programs (:mod:`relied.env.sumo.signals`;
-  what they do not cover is in ``program_report``); ``"netconvert"`` keeps netconvert's. With
-  ``Scenario.signals`` off SUMO keeps netconvert's programs.
+* Signals: SUMO runs netconvert's traffic-light programs (``signal_plans="netconvert"``, the
+  default); with ``Scenario.signals`` on, ``signal_plans="core"`` runs the core's fixed-time
+  plans in their place (:mod:`relied.env.sumo.signals`; what they do not cover is in
+  ``program_report``). Not the default: on monaco-peak they add SUMO teleports (micro 98 / 37
+  -> 124 / 97, meso congestion-aware 1 -> 6; benchmarks/results/backends_core_signals_monaco.md).
 
 libsumo runs one simulation per process: a new reset closes the simulation of any other
 :class:`SumoCore` in the process (use one process per env worker).
@@ -99,7 +100,7 @@ class SumoCore(RoutingCore):
     def __init__(self, net: CityNetwork, scenario: Scenario, sumo_net: SumoNetwork,
                  mode: Mode = "micro", record_routes: bool = False,
                  time_to_teleport_s: float = 300.0, signals: bool = True,
-                 signal_plans: SignalPlans = "core"):
+                 signal_plans: SignalPlans = "netconvert"):
         if mode not in MODES:
             raise ValueError(f"unknown SUMO mode '{mode}'; choose micro or meso")
         if signal_plans not in SIGNAL_PLANS:
