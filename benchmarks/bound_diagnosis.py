@@ -30,22 +30,17 @@ import torch
 from bound_validity import (  # benchmarks/ is the script's folder
     frozen_probs,
     greedy_run,
-    perturbed,
     plan_cells,
     plan_drift,
+    seed_case,
 )
 
-from relied.env.cities import load_city
-from relied.env.core import RoutingCore
-from relied.env.equilibrium import solve_equilibrium
-from relied.env.presets import load_preset
 from relied.experts.bound import BoundConfig, stationarity_bound
-from relied.experts.critic import check_plan, plan_bounds, policy_routes, successor_move
-from relied.experts.demos import DemoMeta, save_batch
+from relied.experts.critic import check_plan, plan_bounds, successor_move
 from relied.rl.config import TrainConfig
 from relied.rl.envs import make_vector_env
 from relied.rl.trainer import Trainer
-from relied.rl.trial import probs_of, trial_update
+from relied.rl.trial import trial_update
 
 RESULTS = Path(__file__).parent / "results"
 #: bound_validity.py's hold-out seeds (its --first-seed 5, --seeds 5)
@@ -55,43 +50,15 @@ RAW = (50.0, 50.0)  # scales that leave the terms unscaled (TERM_LEVEL / 50)
 
 def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
     bound = BoundConfig(gamma=TrainConfig().gamma)
-    preset = load_preset(preset_name).scenario
-    net = load_city(preset.city)
-    share = 1 - args.agents / (preset.n_agents / (1 - preset.background_share))
-    sc = preset.model_copy(update={"n_agents": args.agents, "seed": seed,
-                                   "background_share": share}).resolve(net)
-    rng = np.random.default_rng([seed, 11])
-    sp, ca = policy_routes(net, sc, "shortest-path"), policy_routes(net, sc, "congestion-aware")
-    eq = solve_equilibrium(net, sc, iterations=args.eq_iterations).routes
-    candidates = {"shortest-path": sp, "congestion-aware": ca, "equilibrium": eq,
-                  "perturbed-sp": perturbed(net, sc, sp, 0.4, rng),
-                  "perturbed-ca": perturbed(net, sc, ca, 0.4, rng)}
-
-    def config(demos: Path | None) -> TrainConfig:
-        return TrainConfig(city=sc.city, n_agents=args.agents, seed=seed, algo="reled",
-                           experts="shortest-path", demos_dir=str(demos) if demos else None,
-                           n_envs=1, train_seeds=1, horizon_s=sc.horizon_s,
-                           departure_window_s=preset.departure_window_s, gamma=bound.gamma,
-                           bound_every=0)
-
-    judge = Trainer.create(config(None), work / "runs", progress=False)
-    untrained, trial = probs_of(judge.model), judge.trial_update()
-    ref = check_plan(net, sc, sp, bound, untrained, trial_update=trial)[0].reference_bound
+    case = seed_case(preset_name, seed, args.agents, args.eq_iterations, bound, work)
+    net, sc, ref = case.net, case.sc, case.reference_bound
     out = []
-    for name, routes in candidates.items():
+    for name, routes in case.candidates.items():
         t0 = time.perf_counter()
-        report, run = check_plan(net, sc, routes, bound, untrained, reference=ref,
-                                 trial_update=trial)
+        report, run = check_plan(net, sc, routes, bound, case.untrained, reference=ref,
+                                 trial_update=case.trial)
         cells = plan_cells(run.edges_by_step, sc.dt_s)
-        store = work / f"s{seed}-{name}"
-        meta = DemoMeta(batch_id=name, scenario=sc,
-                        routes=[net.osm_ids[r].tolist() for r in routes], model_spec=name,
-                        source="bound-diagnosis", accepted=True)
-        save_batch(store, run.traj, meta)
-        trainer = Trainer.create(config(store), work / "runs", progress=False)
-        trainer.cores = [RoutingCore(net, sc)]
-        trainer.core, trainer.scenario = trainer.cores[0], sc
-        trainer.load_demos()
+        trainer = case.trainer(name, routes, run, work, "bound-diagnosis")
         venv = make_vector_env(sc, 1, "dummy")
         local = [greedy_run(net, sc, trainer.model)]
         previous = None
@@ -149,7 +116,7 @@ def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
         print(f"{preset_name} seed {seed} {name}: drift "
               + ", ".join(f"{i['drift_s']:.3f}" for i in iters) + " s", file=sys.stderr,
               flush=True)
-    judge.release()
+    case.judge.release()
     return out
 
 

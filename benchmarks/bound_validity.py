@@ -43,6 +43,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -190,43 +191,77 @@ def one_seed(task: tuple) -> dict:
         return _one_seed(name, seed, args, bound, Path(tmp))
 
 
-def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path) -> dict:
-    preset = load_preset(preset_name).scenario
-    net = load_city(preset.city)
-    share = 1 - args.agents / (preset.n_agents / (1 - preset.background_share))
-    sc = preset.model_copy(update={"n_agents": args.agents, "seed": seed,
-                                   "background_share": share}).resolve(net)
-    rng = np.random.default_rng([seed, 11])
-    sp, ca = policy_routes(net, sc, "shortest-path"), policy_routes(net, sc, "congestion-aware")
-    eq = solve_equilibrium(net, sc, iterations=args.eq_iterations).routes
-    candidates = {"shortest-path": sp, "congestion-aware": ca, "equilibrium": eq,
-                  "perturbed-sp": perturbed(net, sc, sp, 0.4, rng),
-                  "perturbed-ca": perturbed(net, sc, ca, 0.4, rng)}
-    def config(demos: Path | None) -> TrainConfig:
-        return TrainConfig(city=sc.city, n_agents=args.agents, seed=seed, algo="reled",
-                           experts="shortest-path", demos_dir=str(demos) if demos else None,
-                           n_envs=1, train_seeds=1, horizon_s=sc.horizon_s,
-                           departure_window_s=preset.departure_window_s, gamma=bound.gamma,
-                           bound_every=0)
+@dataclass
+class SeedCase:
+    """One (preset, seed) of the benchmark: the scenario, the candidate plans and the untrained
+    learners that judge them (every candidate's trainer starts from these seeded weights)."""
 
-    # the untrained learners (every candidate's trainer starts from these seeded weights)
-    judge = Trainer.create(config(None), work / "runs", progress=False)
-    untrained, trial = probs_of(judge.model), judge.trial_update()
-    ref = check_plan(net, sc, sp, bound, untrained, trial_update=trial)[0].reference_bound
-    rows, pairs = [], []
-    for name, routes in candidates.items():
-        report, run = check_plan(net, sc, routes, bound, untrained, reference=ref,
-                                 trial_update=trial)
-        cells = plan_cells(run.edges_by_step, sc.dt_s)
-        store = work / f"s{seed}-{name}"
+    preset: object
+    net: object
+    sc: object
+    candidates: dict[str, np.ndarray]
+    bound: BoundConfig
+    judge: Trainer
+    untrained: object
+    trial: object
+    reference_bound: float
+
+    def config(self, demos: Path | None) -> TrainConfig:
+        return TrainConfig(city=self.sc.city, n_agents=self.sc.n_agents, seed=self.sc.seed,
+                           algo="reled", experts="shortest-path",
+                           demos_dir=str(demos) if demos else None, n_envs=1, train_seeds=1,
+                           horizon_s=self.sc.horizon_s,
+                           departure_window_s=self.preset.departure_window_s,
+                           gamma=self.bound.gamma, bound_every=0)
+
+    def trainer(self, name: str, routes, run, work: Path, source: str) -> Trainer:
+        """A reled trainer on the plan's demonstrations (executed ``run``) alone."""
+        net, sc = self.net, self.sc
+        store = work / f"s{sc.seed}-{name}"
         meta = DemoMeta(batch_id=name, scenario=sc,
                         routes=[net.osm_ids[r].tolist() for r in routes], model_spec=name,
-                        source="bound-validity", accepted=True)
+                        source=source, accepted=True)
         save_batch(store, run.traj, meta)
-        trainer = Trainer.create(config(store), work / "runs", progress=False)
+        trainer = Trainer.create(self.config(store), work / "runs", progress=False)
         trainer.cores = [RoutingCore(net, sc)]
         trainer.core, trainer.scenario = trainer.cores[0], sc
         trainer.load_demos()
+        return trainer
+
+
+def seed_case(preset_name: str, seed: int, n_agents: int, eq_iterations: int,
+              bound: BoundConfig, work: Path) -> SeedCase:
+    """The preset with ``n_agents`` learners (the rest background), its five candidate plans
+    and the reference bound (the free-flow shortest paths under the untrained learners)."""
+    preset = load_preset(preset_name).scenario
+    net = load_city(preset.city)
+    share = 1 - n_agents / (preset.n_agents / (1 - preset.background_share))
+    sc = preset.model_copy(update={"n_agents": n_agents, "seed": seed,
+                                   "background_share": share}).resolve(net)
+    rng = np.random.default_rng([seed, 11])
+    sp, ca = policy_routes(net, sc, "shortest-path"), policy_routes(net, sc, "congestion-aware")
+    eq = solve_equilibrium(net, sc, iterations=eq_iterations).routes
+    candidates = {"shortest-path": sp, "congestion-aware": ca, "equilibrium": eq,
+                  "perturbed-sp": perturbed(net, sc, sp, 0.4, rng),
+                  "perturbed-ca": perturbed(net, sc, ca, 0.4, rng)}
+    case = SeedCase(preset, net, sc, candidates, bound, None, None, None, float("nan"))
+    case.judge = Trainer.create(case.config(None), work / "runs", progress=False)
+    case.untrained, case.trial = probs_of(case.judge.model), case.judge.trial_update()
+    case.reference_bound = check_plan(net, sc, sp, bound, case.untrained,
+                                      trial_update=case.trial)[0].reference_bound
+    return case
+
+
+def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path) -> dict:
+    case = seed_case(preset_name, seed, args.agents, args.eq_iterations, bound, work)
+    net, sc, sp, ref = case.net, case.sc, case.candidates["shortest-path"], case.reference_bound
+    untrained, trial = case.untrained, case.trial
+    rows, pairs = [], []
+    for name, routes in case.candidates.items():
+        report, run = check_plan(net, sc, routes, bound, untrained, reference=ref,
+                                 trial_update=trial)
+        cells = plan_cells(run.edges_by_step, sc.dt_s)
+        trainer = case.trainer(name, routes, run, work, "bound-validity")
         venv = make_vector_env(sc, 1, "dummy")
         local = [greedy_run(net, sc, trainer.model)]
         previous = None
@@ -260,7 +295,7 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
         print(f"{preset_name} seed {seed} {name}: accepted={report.accepted} mean bound "
               f"{report.plan_bound:.1f} (ref {ref:.1f}) drift {np.mean(drifts):.3f} s",
               file=sys.stderr, flush=True)
-    judge.release()
+    case.judge.release()
     p = np.array(pairs, dtype=float)
     names = ("bound", "absolute_bound", "divergence_term", "external_term", "co_occupants")
     rho = {k: float(spearmanr(p[:, j], p[:, 5]).statistic) for j, k in enumerate(names)}

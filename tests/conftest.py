@@ -23,3 +23,12 @@ def aguas():
     from relied.env.cities import load_city
 
     return load_city("aguascalientes")
+
+
+@pytest.fixture(scope="session")
+def sumo_net(oakland):
+    """West Oakland's SUMO network (for the SUMO tests, which importorskip libsumo first)."""
+    from relied.env.cities import city_source
+    from relied.env.sumo import load_sumo_network
+
+    return load_sumo_network(oakland, city_source("west-oakland").path)

@@ -25,13 +25,8 @@ CITY = "west-oakland"
 
 
 @pytest.fixture(scope="module")
-def net():
-    return load_city(CITY)
-
-
-@pytest.fixture(scope="module")
-def sumo_net(net):
-    return load_sumo_network(net, city_source(CITY).path)
+def net(oakland):
+    return oakland
 
 
 def test_every_core_edge_maps_to_a_connected_fragment(net, sumo_net):

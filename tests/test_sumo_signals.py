@@ -9,11 +9,10 @@ import pytest
 
 pytest.importorskip("libsumo")
 
-from relied.env.cities import city_source, load_city  # noqa: E402
 from relied.env.policies import make_policy  # noqa: E402
 from relied.env.scenario import Scenario  # noqa: E402
 from relied.env.signals import CYCLE_S, signal_plan  # noqa: E402
-from relied.env.sumo import load_sumo_network, make_core  # noqa: E402
+from relied.env.sumo import make_core  # noqa: E402
 from relied.env.sumo.signals import (  # noqa: E402
     LinkSchedule,
     approach_edges,
@@ -26,13 +25,8 @@ CITY = "west-oakland"
 
 
 @pytest.fixture(scope="module")
-def net():
-    return load_city(CITY)
-
-
-@pytest.fixture(scope="module")
-def sumo_net(net):
-    return load_sumo_network(net, city_source(CITY).path)
+def net(oakland):
+    return oakland
 
 
 def scenario(**kw) -> Scenario:
