@@ -47,6 +47,7 @@ from relied.env.core import RoutingCore
 from relied.env.rollout import run_episode
 from relied.experts.bound import TrialUpdate
 from relied.experts.learners import Learners
+from relied.rl.checkpoints import checkpoint_files, checkpoint_path
 from relied.rl.config import TrainConfig
 from relied.rl.demos import (
     DemoProvider,
@@ -75,7 +76,6 @@ CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "r
               "entropy", "approx_kl", "loss_expert", "expert_nll", "expert_kept", "lambda_mean",
               "dtw_km", "bound_max", "bound_offenders", "demos_regenerated", "demos_fallback",
               "model_calls", "model_prompt_tokens", "model_completion_tokens", "model_wall_s")
-CKPT = re.compile(r"ckpt_(\d+)\.pt$")
 CKPT_FORMAT = 2  # plain tensors/numbers only (weights_only=True); 1 was a full pickle
 COUNTERS = {"iteration": int, "env_steps": int, "agent_steps": int, "decisions": int,
             "wall_s": float}
@@ -302,17 +302,13 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
-        folder = self.run_dir / "checkpoints"
-        found = [p for p in folder.glob("ckpt_*.pt") if CKPT.search(p.name)] \
-            if folder.exists() else []
-        return sorted(found, key=lambda p: int(CKPT.search(p.name).group(1)))
+        return checkpoint_files(self.run_dir)
 
     def save_checkpoint(self) -> Path:
         """Model, optimizer, RNG states, counters and lambda inputs as tensors and plain
         numbers, readable with ``weights_only=True``."""
-        folder = self.run_dir / "checkpoints"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"ckpt_{self.counters['iteration']:06d}.pt"
+        path = checkpoint_path(self.run_dir, self.counters["iteration"])
+        path.parent.mkdir(exist_ok=True)
         np_state = np.random.get_state(legacy=False)
         py_version, py_state, py_gauss = random.getstate()
         state = {"format": CKPT_FORMAT, "model": on_cpu(self.model.state_dict()),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from relied.env.core import RoutingCore
 from relied.env.rollout import Trajectories
 from relied.experts.bound import PolicyProbs, TrialUpdate
 from relied.experts.learners import Learners
+from relied.rl.checkpoints import checkpoint_files
 from relied.rl.config import TrainConfig
 from relied.rl.demos import demonstrated
 from relied.rl.hybrid_ppo import ExpertTerm, Tensors
@@ -161,9 +161,6 @@ def fresh_learners(cfg: TrainConfig, core: RoutingCore) -> Learners:
                        f"(share={cfg.share}, hidden={cfg.hidden})", cacheable=True)
 
 
-CKPT = re.compile(r"ckpt_(\d+)\.pt$")
-
-
 def run_learners(run_dir: Path, core: RoutingCore) -> Learners:
     """The learners of a run's last checkpoint (``checkpoints/ckpt_<iteration>.pt``: model,
     optimiser, iteration, the per-agent DTW of its first fixed scenario) over ``core``,
@@ -181,8 +178,7 @@ def run_learners(run_dir: Path, core: RoutingCore) -> Learners:
     if cfg.n_agents != core.n:
         raise PolicyFileError(f"--run {run_dir} trained {cfg.n_agents} learners, the scenario "
                               f"has {core.n}; use --agents {cfg.n_agents}")
-    found = sorted((p for p in (run_dir / "checkpoints").glob("ckpt_*.pt") if CKPT.search(p.name)),
-                   key=lambda p: int(CKPT.search(p.name).group(1)))
+    found = checkpoint_files(run_dir)
     if not found:
         raise PolicyFileError(f"--run {run_dir} has no checkpoint; train or resume it first")
     try:
