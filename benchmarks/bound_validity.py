@@ -27,11 +27,12 @@ seeds, for the scaled bound the critic judges, the bound in return units, each s
 co-occupant count and the trial step's measured move alone; and, per seed, mean drift of
 accepted vs rejected candidates (difference and ratio, bootstrap intervals over seeds), also
 leaving out the plans identical to the reference, and on the bound's verdict alone (without the
-return criterion). Writes ``benchmarks/results/bound_validity.{json,md}``; ``--rerender``
-rebuilds them from the JSON.
+return criterion). Writes ``benchmarks/results/bound_validity.{json,md}`` (``--out STEM``:
+``STEM.{json,md}`` instead, e.g. a confirmatory run on fresh seeds beside the hold-out file);
+``--rerender`` rebuilds them from the JSON.
 
     python benchmarks/bound_validity.py [--presets P ...] [--seeds 5] [--first-seed 5]
-        [--agents 30] [--iterations 3] [--workers 2] [--update] [--json]
+        [--agents 30] [--iterations 3] [--workers 2] [--update] [--json] [--out STEM]
 """
 
 from __future__ import annotations
@@ -394,6 +395,9 @@ def main() -> None:
                     "from the saved results JSON (no simulation)")
     ap.add_argument("--update", action="store_true", help="replace only this run's presets in "
                     "the saved results (the others are kept, each with its own run's wall time)")
+    ap.add_argument("--out", type=Path, default=None, help="results stem: write (and --update/"
+                    "--rerender read) STEM.json and STEM.md instead of "
+                    "benchmarks/results/bound_validity.{json,md}")
     args = ap.parse_args()
     if args.rerender:
         return rerender(args)
@@ -412,8 +416,8 @@ def main() -> None:
                                                        "run_workers": args.workers,
                                                        "run_presets": args.presets}
                for p, seeds in per.items()}
-    if args.update and (RESULTS / "bound_validity.json").exists():
-        old = json.loads((RESULTS / "bound_validity.json").read_text())
+    if args.update and results_path(args, ".json").exists():
+        old = json.loads(results_path(args, ".json").read_text())
         presets = {p: with_run(r, old) for p, r in old["presets"].items()} | presets
     result = {"wall_s": wall, "workers": args.workers, "presets": presets}
     save(result, render(presets), args)
@@ -434,17 +438,23 @@ def render(presets: dict) -> str:
         for r in presets.values())
 
 
+def results_path(args, suffix: str) -> Path:
+    """``STEM.json`` / ``STEM.md`` of ``--out`` (default ``results/bound_validity``)."""
+    stem = args.out if args.out is not None else RESULTS / "bound_validity"
+    return stem.with_name(stem.name + suffix)
+
+
 def save(result: dict, md: str, args) -> None:
     if not args.no_save:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "bound_validity.json").write_text(json.dumps(result, indent=1) + "\n")
-        (RESULTS / "bound_validity.md").write_text(md + "\n")
+        results_path(args, ".json").parent.mkdir(parents=True, exist_ok=True)
+        results_path(args, ".json").write_text(json.dumps(result, indent=1) + "\n")
+        results_path(args, ".md").write_text(md + "\n")
     print(json.dumps(result) if args.json else md)
 
 
 def rerender(args) -> None:
     """Summaries and tables again from the saved per-seed rows and correlations."""
-    old = json.loads((RESULTS / "bound_validity.json").read_text())
+    old = json.loads(results_path(args, ".json").read_text())
     presets = {}
     for p, r in old["presets"].items():
         seeds = [{"rows": [x for x in r["plans"] if x["seed"] == s],

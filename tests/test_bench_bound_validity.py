@@ -68,7 +68,7 @@ def test_update_keeps_the_other_presets_with_their_own_run(tmp_path, monkeypatch
     old = {"wall_s": 3495.0, "workers": 2,
            "presets": {"aguascalientes-peak": summary(), "monaco-peak": summary("monaco-peak")}}
     (tmp_path / "bound_validity.json").write_text(json.dumps(old))
-    bv.rerender(argparse.Namespace(no_save=False, json=False))
+    bv.rerender(argparse.Namespace(no_save=False, json=False, out=None))
     md = (tmp_path / "bound_validity.md").read_text()
     assert md.count("Wall time of this preset's run (aguascalientes-peak, monaco-peak): 3495 s "
                     "with 2 worker processes.") == 2
@@ -79,6 +79,28 @@ def test_update_keeps_the_other_presets_with_their_own_run(tmp_path, monkeypatch
     text = bv.render(merged)
     assert "(aguascalientes-peak): 1200 s with 1 worker processes." in text
     assert "(aguascalientes-peak, monaco-peak): 3495 s with 2 worker processes." in text
+
+
+def test_out_writes_and_rerenders_its_own_stem_and_leaves_the_default_file(tmp_path,
+                                                                           monkeypatch):
+    default = tmp_path / "results"
+    default.mkdir()
+    monkeypatch.setattr(bv, "RESULTS", default)
+    held_out = {"wall_s": 1707.0, "workers": 1, "presets": {"aguascalientes-peak": summary()}}
+    (default / "bound_validity.json").write_text(json.dumps(held_out))
+    fresh = held_out | {"wall_s": 2400.0, "workers": 2}
+    stem = tmp_path / "other" / "bound_validity_fresh"
+    args = argparse.Namespace(no_save=False, json=False, out=stem)
+    bv.save(fresh, bv.render({p: bv.with_run(r, fresh) for p, r in fresh["presets"].items()}),
+            args)
+    assert json.loads(stem.with_suffix(".json").read_text())["wall_s"] == 2400.0
+    assert "2400 s with 2 worker processes" in stem.with_suffix(".md").read_text()
+    # --rerender reads the fresh stem, not the held-out file
+    stem.with_suffix(".md").unlink()
+    bv.rerender(args)
+    assert "2400 s with 2 worker processes" in stem.with_suffix(".md").read_text()
+    assert json.loads((default / "bound_validity.json").read_text()) == held_out
+    assert not (default / "bound_validity.md").exists()
 
 
 def diag_row(seed: int, name: str, accepted: bool, move: float, drifts: list[float]) -> dict:
