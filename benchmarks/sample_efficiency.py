@@ -27,6 +27,16 @@ given runs and checks that they reproduce the stored records exactly, without re
 and references instead of training them (a part that had to run into its own ``--out``
 because this file held records it refuses to keep).
 
+A supplement at another budget (the main table keeps one budget for all):
+``--references-from FILE --steps N --out OTHER`` takes the references, hence the
+congestion-aware target of ``steps_to_ca``, from ``FILE`` (a results json of the same settings
+but ``steps``) instead of recomputing them; the congestion-aware reference is re-simulated and
+must match ``FILE``'s exactly (else exit 2: the environment changed). The supplement's table
+shows ``FILE``'s steps to congestion-aware beside its own, and its goals compare reled's steps
+in ``FILE`` with ippo's here when it has no reled of its own, e.g.
+``--algos ippo --steps 90000 --references-from results/sample_efficiency.json
+--out results/sample_efficiency_ippo_long.json``.
+
 ``--expert SPEC`` sets the expert team's model for the algorithms on demonstrations (default
 ``offline``, the deterministic planner). A stress test of the critic's filter:
 ``--expert offline-fallible:P``, the offline planner with injected herding errors in a
@@ -119,9 +129,12 @@ def kept_records(stored: dict | None, settings: dict, jobs: list[tuple[str, int]
     return kept
 
 
-def check_settings(stored: dict, settings: dict) -> None:
-    """Refuse stored records of another benchmark setting (budget, presets, trips)."""
+def check_settings(stored: dict, settings: dict, skip: tuple[str, ...] = ()) -> None:
+    """Refuse stored records of another benchmark setting (budget, presets, trips); ``skip``:
+    settings that may differ."""
     for k in SETTINGS:
+        if k in skip:
+            continue
         if stored_setting(stored, k) != stored_setting(settings, k):
             raise ResultsError(f"stored records were measured with {k}="
                                f"{stored_setting(stored, k)}, this "
@@ -185,10 +198,11 @@ def interval(values, reps: int = 2000) -> list[float] | None:
     return [float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def references(scenarios, net, eq_iterations: int) -> dict[str, dict[str, float]]:
-    """Mean travel time, return and arrival of the references over ``scenarios``."""
+def references(scenarios, net, eq_iterations: int,
+               names: tuple[str, ...] = REFS) -> dict[str, dict[str, float]]:
+    """Mean travel time, return and arrival of the references ``names`` over ``scenarios``."""
     out = {}
-    for name in REFS:
+    for name in names:
         rows = []
         for sc in scenarios:
             pol = (EquilibriumPolicy(iterations=eq_iterations) if name == "equilibrium"
@@ -373,6 +387,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="instead of training, take the records of --algos/--seeds from FILE, "
                    "a results json of the same settings and references (e.g. a part run into "
                    "its own --out while this file held records it would refuse to keep)")
+    p.add_argument("--references-from", type=Path, default=None, metavar="FILE",
+                   help="a supplement at another --steps: take the references (the "
+                   "congestion-aware target of steps to congestion-aware) from FILE, a results "
+                   "json of the same settings but the budget, instead of recomputing them (the "
+                   "congestion-aware one is re-simulated and must match); its table and goals "
+                   "show FILE's steps beside this file's; --out must be another file")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -382,6 +402,9 @@ def main(argv: list[str] | None = None) -> None:
     except ModelError as exc:
         fail(str(exc))
     args.out = args.out or results_path(args.expert)
+    if args.references_from is not None and args.references_from.resolve() == args.out.resolve():
+        fail(f"--references-from {args.references_from} is also --out: write the supplement "
+             "to another file (--out)")
     algos = args.algos.split(",")
     unknown = [a for a in algos if a not in ALGO_SPECS]
     if unknown:
@@ -417,7 +440,25 @@ def main(argv: list[str] | None = None) -> None:
             for s in eval_seeds]
     same_setting = stored is not None and all(stored_setting(stored, k) == settings[k]
                                               for k in SETTINGS)
-    if same_setting and not args.recompute_references:
+    base = None
+    if args.references_from is not None:
+        try:
+            base = base_results(args.references_from, settings)
+            if same_setting and (kept or args.verify) and \
+                    stored["references"] != base["references"]:
+                raise ResultsError(f"the references of '{args.out}' differ from those of "
+                                   f"'{args.references_from}': use another --out")
+        except ResultsError as exc:
+            fail(str(exc))
+        refs, refs_commit = base["references"], base.get("references_commit")
+        ca = references(held, net, args.eq_iterations, ("congestion-aware",))
+        if ca["congestion-aware"] != refs["heldout"]["congestion-aware"]:
+            fail(f"the congestion-aware reference re-simulated now ({json.dumps(ca)}) differs "
+                 f"from the one of '{args.references_from}' (the environment changed): "
+                 "re-run that file's references first")
+        print("congestion-aware reference: identical to "
+              f"{args.references_from}'s", flush=True)
+    elif same_setting and not args.recompute_references:
         refs, refs_commit = stored["references"], stored.get("references_commit")
     else:
         refs = {"heldout": references(held, net, args.eq_iterations),
@@ -449,6 +490,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     records = merge(kept, new)
     table, goals = summarise(records, refs)
+    beside = None
+    if base is not None:
+        beside, goals = supplement(base, args.references_from, table, goals)
     out = {"benchmark": "sample_efficiency", **settings, "expert_label": describe(args.expert),
            "error_rate": (parse_fallible(args.expert) or (None,))[0],
            "bound_version": BOUND_VERSION,
@@ -464,10 +508,37 @@ def main(argv: list[str] | None = None) -> None:
            "reproduced": [c for c in (stored or {}).get("reproduced", [])
                           if any((r["algo"], r["seed"]) == (c["algo"], c["seed"])
                                  for r in kept)],
-           "table": table, "goals": goals, "records": records}
+           "references_from": str(args.references_from) if base is not None else None,
+           "beside": beside, "table": table, "goals": goals, "records": records}
     write(out, args.out)
     print(json.dumps({k: v for k, v in out.items() if k != "records"}) if args.json
           else markdown(out))
+
+
+def base_results(path: Path, settings: dict) -> dict:
+    """The results file a supplement takes its references from: stored, with the same
+    settings but ``steps``."""
+    base = load_stored(path)
+    if base is None:
+        raise ResultsError(f"--references-from {path}: no such results file")
+    check_settings(base, settings, skip=("steps",))
+    return base
+
+
+def supplement(base: dict, path: Path, table: dict, goals: dict) -> tuple[dict, dict]:
+    """A supplement's view of its base file: the base's steps to congestion-aware per
+    algorithm (at its budget), and the goals with reled's steps taken from the base when the
+    supplement has no reled (``reled_over_ippo_steps``: the ratio of the means over the runs
+    that reach it)."""
+    beside = {"file": str(path), "steps": base["steps"],
+              "table": {a: {k: t[k] for k in ("seeds", "steps_to_ca", "reached_ca")}
+                        for a, t in base["table"].items()}}
+    goals = dict(goals)
+    if "ippo" in table and "reled" not in table and "reled" in base["table"]:
+        s_r, s_i = base["table"]["reled"]["steps_to_ca"], table["ippo"]["steps_to_ca"]
+        goals["ca_in_third_of_ippo_steps"] = bool(s_r and s_i and s_r[0] <= s_i[0] / 3)
+        goals["reled_over_ippo_steps"] = s_r[0] / s_i[0] if s_r and s_i else None
+    return beside, goals
 
 
 def merged_records(path: Path, settings: dict, refs: dict,
@@ -522,6 +593,9 @@ def markdown(out: dict) -> str:
     refs = out["references"]
     expert = stored_setting(out, "expert")
     flag = "" if expert == "offline" else f" --expert {expert}"
+    if out.get("references_from"):
+        flag += (f" --algos {','.join(out['table'])} --steps {out['steps']} --references-from "
+                 f"{out['references_from']} --out <this file>")
     lines = [f"Preset `{out['preset']}` ({out['steps']:,} env steps per run); held-out trips "
              f"seeds {out['eval_seeds']}, other city `{out['other']}`. Mean [95% bootstrap "
              f"interval] over seeds. Command: `python benchmarks/sample_efficiency.py{flag}` "
@@ -539,6 +613,13 @@ def markdown(out: dict) -> str:
                      f"{ci(t['heldout_arrival'], d=2)} | {ci(t['other_travel_time'])} | "
                      f"{ci(t['gap_to_equilibrium'], 100)}% | {ci(t['auc'], d=2)} | "
                      f"{ci(t['steps_to_ca'], d=0)} | {t['reached_ca']}/{len(t['seeds'])} |")
+    if out.get("beside"):
+        b = out["beside"]
+        lines += ["", f"Beside `{b['file']}` ({b['steps']:,} env steps per run, the same "
+                  "references and target):", "",
+                  "| policy | steps to congestion-aware | runs reaching |", "|---|---|---|"]
+        lines += [f"| {a} | {ci(t['steps_to_ca'], d=0)} | {t['reached_ca']}/{len(t['seeds'])} |"
+                  for a, t in b["table"].items()]
     lines += ["", "Goals: " + (", ".join(f"{k}: {v}" for k, v in out["goals"].items())
                                or "n/a"), "",
               f"Records (code's bound version v{out['bound_version']}; algorithms on "
