@@ -79,6 +79,8 @@ from relied.env.signals import SignalPlan, signal_plan
 
 WAITING, AT_NODE, QUEUED, ON_EDGE, ARRIVED = 0, 1, 2, 3, 4
 GLOBAL_FEATURES, SLOT_FEATURES = 4, 7
+#: most (destination, node) pairs whose free-flow choice a core remembers (one byte each)
+FF_MEMO_MAX = 50_000_000
 OBS_LOW, OBS_HIGH = -1.0, 10.0
 
 
@@ -109,6 +111,29 @@ def _heads(n: int, behind: tuple[int, np.ndarray]) -> np.ndarray:
     return start
 
 
+def slot_mask(net: CityNetwork, out_table: np.ndarray, node: np.ndarray,
+              came: np.ndarray) -> np.ndarray:
+    """``(len, K)`` valid out-edge slots at ``node`` of vehicles that came by edge ``came``
+    (-1: at their origin): the node's out-edges, without the edge straight back unless it is
+    the only way on (dead ends)."""
+    slots = out_table[node]
+    valid = slots >= 0
+    heads = net.edge_dst[np.maximum(slots, 0)]
+    back = valid & (came[:, None] >= 0) & \
+        (heads == net.edge_src[np.maximum(came, 0)][:, None])
+    other = (valid & ~back).any(axis=1)
+    valid[other] &= ~back[other]
+    return valid
+
+
+def mask_table(net: CityNetwork, out_table: np.ndarray) -> np.ndarray:
+    """:func:`slot_mask` of every way to stand at a node: row ``e`` for a vehicle that came by
+    edge ``e`` (at its head), row ``n_edges + v`` for one at its origin ``v``."""
+    node = np.concatenate([net.edge_dst, np.arange(net.n_nodes)])
+    came = np.concatenate([np.arange(net.n_edges), np.full(net.n_nodes, -1)])
+    return slot_mask(net, out_table, node, came)
+
+
 class RoutingCore:
     """The simulator. ``reset()`` then ``step(actions)`` with one action per learner.
 
@@ -122,11 +147,14 @@ class RoutingCore:
                  record_queues: bool = False, record_traversals: bool = False):
         self.net = net
         self.scenario = s = scenario.resolve(net)
+        self._n_steps = s.n_steps  # (asked every step)
         self.n, self.n_all = s.n_agents, s.n_vehicles
         self.k = net.max_out_degree
         self.noop = self.k
         self.obs_dim = GLOBAL_FEATURES + SLOT_FEATURES * self.k
         self.out_table = net.out_edge_table()
+        self._mask_table: np.ndarray | None = None  # (:meth:`_slot_mask`)
+        self._ff_slot: np.ndarray | None = None  # (:meth:`_free_flow_slots`)
         self.queue_model = s.traffic_model == "queue"
         self.headway = 1.0 / (net.saturation_vps * net.green_share)
         # traffic signals (``Scenario.signals``): a controlled approach discharges at its full
@@ -201,6 +229,7 @@ class RoutingCore:
         """Start a new episode (same trips) and return the learners' observations."""
         e = self.net.n_edges
         self.t = 0
+        self._quiet_until = -np.inf  # (:meth:`_idle`)
         self._live = LiveCostToGo(self.net, self.n)
         self.v_status.fill(WAITING)
         self.v_node[:] = self.v_origin
@@ -243,7 +272,7 @@ class RoutingCore:
 
     @property
     def done(self) -> bool:
-        return self.t >= self.scenario.n_steps or bool((self.status == ARRIVED).all())
+        return self.t >= self._n_steps or bool((self.status == ARRIVED).all())
 
     @property
     def stored(self) -> np.ndarray:
@@ -321,25 +350,27 @@ class RoutingCore:
 
     def _slot_mask(self, vehicles: np.ndarray) -> np.ndarray:
         """``(len, K)`` valid out-edge slots of deciding ``vehicles``: out-edges of their node,
-        without the edge straight back unless it is the only way on."""
-        node = self.v_node[vehicles]
-        slots = self.out_table[node]
-        valid = slots >= 0
+        without the edge straight back unless it is the only way on (:func:`slot_mask`). The
+        mask depends only on the edge a vehicle came by (its node is that edge's head) or, at
+        its origin, on the node: one row of a table built at the first call."""
+        if self._mask_table is None:
+            self._mask_table = mask_table(self.net, self.out_table)
         came = self.v_edge[vehicles]
-        heads = self.net.edge_dst[np.maximum(slots, 0)]
-        back = valid & (came[:, None] >= 0) & \
-            (heads == self.net.edge_src[np.maximum(came, 0)][:, None])
-        other = (valid & ~back).any(axis=1)
-        valid[other] &= ~back[other]
-        return valid
+        return self._mask_table[np.where(came >= 0, came, self.v_node[vehicles] + self._arrive)]
 
     def action_mask(self) -> np.ndarray:
         """``(n, K+1)`` bool: valid out-edge slots at decision points, else only the no-op."""
         mask = np.zeros((self.n, self.k + 1), dtype=bool)
-        deciding = np.flatnonzero(self.status == AT_NODE)
-        mask[deciding, : self.k] = self._slot_mask(deciding)
-        mask[self.status != AT_NODE, self.k] = True
+        deciding, valid = self.deciding_mask()
+        mask[deciding, : self.k] = valid
+        mask[:, self.k] = self.status != AT_NODE
         return mask
+
+    def deciding_mask(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(deciding, valid)``: the learners at a decision point and their rows of
+        :meth:`action_mask` without the no-op (what a policy needs, without the whole mask)."""
+        deciding = (self.status == AT_NODE).nonzero()[0]
+        return deciding, self._slot_mask(deciding)
 
     # ---- dynamics ---------------------------------------------------------------------------
     def step(self, actions: np.ndarray):
@@ -356,6 +387,7 @@ class RoutingCore:
         if self._idle(t1):  # nothing changes state in this step: only the clock moves on
             self.t += 1
             return self._rewards(clock_before, self._no_one)
+        self._quiet_until = -np.inf
         self._decide(np.asarray(actions, dtype=np.int64))
         arrived = self._discharge(t1)
         ready = self._reach_stop_lines(t1)
@@ -396,13 +428,18 @@ class RoutingCore:
         """No vehicle changes state by ``t1``: none departs, decides, waits at a stop line or
         reaches one, and no queue is held (then :meth:`advance` would only move the clock;
         rewards are -0 for all, as the full step gives them). Sparse demand has many such
-        steps."""
+        steps. While every vehicle en route is driving, the first stop-line time among them
+        (``_quiet_until``) says it until a step changes something."""
         if self._blocking or self._held.size or self.record_queues or \
                 self._next_depart_s[self._departed] <= t1 + 1e-9:
             return False
+        if t1 + 1e-9 < self._quiet_until:  # nothing changed since it was found
+            return True
         act = self.active
-        return not (np.count_nonzero(self.v_status[act] != ON_EDGE)
-                    or np.count_nonzero(self.ready_s[act] <= t1 + 1e-9))
+        if np.count_nonzero(self.v_status[act] != ON_EDGE):
+            return False
+        self._quiet_until = float(self.ready_s[act].min()) if act.size else np.inf
+        return t1 + 1e-9 < self._quiet_until
 
     def _rewards(self, clock_before: np.ndarray, arrived: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -412,11 +449,12 @@ class RoutingCore:
         s, n = self.scenario, self.n
         reward = -(self.clock_s[:n] - clock_before) / s.time_scale_s
         terminated = np.zeros(n, dtype=bool)
-        now_arrived = arrived[arrived < n]
-        terminated[now_arrived] = True
-        reward[now_arrived] += s.arrival_bonus
+        if arrived.size:
+            now_arrived = arrived[arrived < n]
+            terminated[now_arrived] = True
+            reward[now_arrived] += s.arrival_bonus
         truncated = np.zeros(n, dtype=bool)
-        if self.t >= s.n_steps:
+        if self.t >= self._n_steps:
             late = self.status != ARRIVED
             truncated[late] = True
             reward[late] -= (self.end_s - self.clock_s[:n][late]) / s.time_scale_s
@@ -430,14 +468,14 @@ class RoutingCore:
         deciding = act[self.v_status[act] == AT_NODE]
         if deciding.size == 0:
             return
-        split = int(np.searchsorted(deciding, self.n))
+        split = int(deciding.searchsorted(self.n))
         learner, bg = deciding[:split], deciding[split:]
         slot = np.empty(deciding.size, dtype=np.int64)
         if learner.size:
             a = actions[learner]
             valid = self._slot_mask(learner)
             ok = (a >= 0) & (a < self.k)
-            ok[ok] = valid[np.flatnonzero(ok), a[ok]]
+            ok[ok] = valid[ok.nonzero()[0], a[ok]]
             if not ok.all():
                 i = int(learner[~ok][0])
                 raise InvalidActionError(f"agent {i} at node {int(self.v_node[i])} chose slot "
@@ -453,6 +491,8 @@ class RoutingCore:
     def _background_choice(self, vehicles: np.ndarray) -> np.ndarray:
         """Free-flow shortest path, or a logit choice among the out-edges that bring the
         vehicle strictly closer (in free-flow time) to its destination, so it never loops."""
+        if self.scenario.background_choice == "shortest-path":
+            return self._free_flow_slots(vehicles)
         net = self.net
         slots = self.out_table[self.v_node[vehicles]]
         valid = slots >= 0
@@ -460,9 +500,7 @@ class RoutingCore:
         row = self.v_dest_row[vehicles]
         here = self.ff_to_dest[row, self.v_node[vehicles]]
         via = net.freeflow_s[se] + self.ff_to_dest[row[:, None], net.edge_dst[se]]
-        best = np.argmin(np.where(valid, via, np.inf), axis=1)
-        if self.scenario.background_choice == "shortest-path":
-            return best
+        best = np.where(valid, via, np.inf).argmin(axis=1)
         closer = valid & (self.ff_to_dest[row[:, None], net.edge_dst[se]] < here[:, None])
         closer[np.arange(vehicles.size), best] = True
         util = np.where(closer, -(via - here[:, None]) / self.scenario.logit_scale_s, -np.inf)
@@ -470,6 +508,32 @@ class RoutingCore:
         cum = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
         u = self.bg_rng.random(vehicles.size)[:, None]
         return np.minimum((cum < u).sum(axis=1), self.k - 1)
+
+    def _free_flow_slots(self, vehicles: np.ndarray) -> np.ndarray:
+        """The out-edge slot on the free-flow shortest path of each of ``vehicles`` (any
+        out-edge, the way back included; the first of equals). It depends only on the
+        destination and the node: each pair is computed once per core and remembered (up to
+        :data:`FF_MEMO_MAX` pairs)."""
+        row, node = self.v_dest_row[vehicles], self.v_node[vehicles]
+        pairs = self.dest_ids.size * self.net.n_nodes
+        if pairs > FF_MEMO_MAX:
+            return self._free_flow_choice(row, node)
+        if self._ff_slot is None:  # (-1: not computed yet)
+            self._ff_slot = np.full(pairs, -1, dtype=np.int8)
+        key = row * self.net.n_nodes + node
+        slot = self._ff_slot[key]
+        new = slot < 0
+        if np.count_nonzero(new):
+            slot[new] = self._ff_slot[key[new]] = self._free_flow_choice(row[new], node[new])
+        return slot
+
+    def _free_flow_choice(self, row: np.ndarray, node: np.ndarray) -> np.ndarray:
+        """Slot minimising free-flow time to destination row ``row`` from ``node``."""
+        slots = self.out_table[node]
+        valid = slots >= 0
+        se = np.where(valid, slots, 0)
+        via = self.net.freeflow_s[se] + self.ff_to_dest[row[:, None], self.net.edge_dst[se]]
+        return np.where(valid, via, np.inf).argmin(axis=1)
 
     def _discharge(self, t1: float, edges: np.ndarray | None = None) -> np.ndarray:
         """Move queued vehicles that can leave by ``t1`` into their next edge (or out of the
@@ -490,7 +554,7 @@ class RoutingCore:
         if q.size == 0:
             return q
         # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
-        order = np.argsort(self._src_key[src] + self.ready_s[q], kind="stable")
+        order = (self._src_key[src] + self.ready_s[q]).argsort(kind="stable")
         q, src = q[order], src[order]
         depart = np.maximum(self.ready_s[q], self.clock_s[q])
         if self.signal_plan is not None:  # (leaving the network crosses no signal)
@@ -515,7 +579,7 @@ class RoutingCore:
             self._left = None
             return q
         # FIFO per edge: by stop-line time, then vehicle id (q is ascending, the sort stable)
-        order = np.argsort(self._src_key[src] + self.ready_s[q], kind="stable")
+        order = (self._src_key[src] + self.ready_s[q]).argsort(kind="stable")
         q, src = q[order], src[order]
         slot = self._next_slot[src]
         depart, behind = self._fifo(q, src, slot, t1)
@@ -755,7 +819,7 @@ class RoutingCore:
         jh = (idx - first) * self._headway[src]
         b = self.ready_s[q] - jh
         # running maximum of b restarted on each edge, on integer ranks (no rounding)
-        by_b = np.argsort(b, kind="stable")
+        by_b = b.argsort(kind="stable")
         rank = np.empty(src.size, dtype=np.int64)
         rank[by_b] = idx
         offset = first * src.size
@@ -770,13 +834,18 @@ class RoutingCore:
         network at the stop line waits only for the one ahead. Only vehicles that could leave
         by ``t1`` without the lights are recomputed (a light only delays, so the others stay
         after ``t1``); they are the first few of their queue."""
-        cand = np.flatnonzero(self.signal_plan.controlled[src] & (depart <= t1 + 1e-9))
+        cand = (self.signal_plan.controlled[src] & (depart <= t1 + 1e-9)).nonzero()[0]
         if cand.size == 0:
             return depart
         depart = depart.copy()
         e = src[cand]
-        rank = np.arange(cand.size) - _segment_starts(e)
         crosses = self.next_edge[q[cand]] < self._arrive
+        green = self.signal_plan.green_from
+        if not np.count_nonzero(e[1:] == e[:-1]):  # one vehicle per queue: all heads
+            t = depart[cand]
+            depart[cand] = np.where(crosses, green(e, t), t)
+            return depart
+        rank = np.arange(cand.size) - _segment_starts(e)
         for r in range(int(rank.max()) + 1):
             at = rank == r
             i = cand[at]
@@ -785,7 +854,7 @@ class RoutingCore:
                 v = q[i]
                 t = np.maximum(np.maximum(self.ready_s[v], depart[i - 1] + self._headway[e[at]]),
                                self.clock_s[v])
-            depart[i] = np.where(crosses[at], self.signal_plan.next_green(e[at], t), t)
+            depart[i] = np.where(crosses[at], green(e[at], t), t)
         return depart
 
     def _admit(self, q: np.ndarray, src: np.ndarray, target: np.ndarray, depart: np.ndarray,
@@ -820,7 +889,7 @@ class RoutingCore:
             first = np.maximum.accumulate(np.where(start, idx, 0))
         # a queue moves up to its first vehicle that cannot; origins one by one
         nok = ~ok
-        blocked = np.cumsum(nok)
+        blocked = nok.cumsum()
         go = on_edge & (blocked - (blocked[first] - nok[first]) == 0)
         go |= ~on_edge & ok
         self.forced += int(np.count_nonzero(go & stuck & ~fits))

@@ -103,6 +103,7 @@ class LiveCostToGo:
         # the step's edge costs, and (ring, by key) those of the last BOUND_STEPS keys
         self._cost_key: int | None = None
         self._cost = np.zeros(0)
+        self._above_freeflow = False  # every edge cost at least its free-flow time
         self._changed_at = -1  # step key since which the edge costs are what they are
         self._ring = np.zeros((BOUND_STEPS + 1, net.n_edges))
         self._ring_key = np.full(BOUND_STEPS + 1, -1, dtype=np.int64)
@@ -115,8 +116,10 @@ class LiveCostToGo:
         """The edge costs of step ``key`` (asked once per key)."""
         if self._cost_key != key:
             cost = edge_cost()
-            if self._cost_key is None or not np.array_equal(cost, self._cost):
+            if self._cost_key is None or np.count_nonzero(cost != self._cost):
                 self._changed_at = key
+                # (a lower bound of ``best_slots``: every cost at least its free-flow time)
+                self._above_freeflow = bool((cost >= self.net.freeflow_s).all())
             self._cost_key, self._cost = key, cost
             if self.reuse <= 1:
                 self._ring[key % self._ring_key.size] = cost
@@ -158,11 +161,11 @@ class LiveCostToGo:
         heads (the free-flow cost-to-go; every cost must be at least its edge's free-flow
         time). Up to :data:`PER_STEP_LEARNERS`, a destination is computed only for learners
         whose choice the bounds leave open (module docstring); the choices are the same."""
-        net, heads = self.net, self.net.edge_dst[edges]
+        heads = self.net.edge_dst[edges]
         cost = self._costs_now(key, edge_cost)
         if self.reuse <= 1 and not (self._value is not None and self._key == key) \
-                and np.all(cost >= net.freeflow_s):
-            dests, inv = np.unique(dest[deciding], return_inverse=True)
+                and self._above_freeflow:
+            dests, inv = _unique(dest[deciding])
             stale = self._stale(key, dests)
             sure = np.zeros(deciding.size, dtype=bool)
             pick = np.zeros(deciding.size, dtype=np.int64)
@@ -192,19 +195,19 @@ class LiveCostToGo:
         row = self._row[dests]
         born = self._born[row]
         bounded = bounded & (self._ring_key[born % self._ring_key.size] == born)
-        r = np.flatnonzero(bounded[inv])  # the learners of those destinations
+        r = bounded[inv].nonzero()[0]  # the learners of those destinations
         if r.size == 0:
             return sure, pick
         old_to_go = self._rows[row[inv[r]][:, None], heads[r]]
         upper = np.where(valid[r], cost[edges[r]] + old_to_go, np.inf)
-        best = np.argmin(upper, axis=1)
+        best = upper.argmin(axis=1)
         low = np.where(valid[r], cost[edges[r]] + lower[r], np.inf)
         low[np.arange(r.size), best] = np.inf
         # each destination's ball: edges whose tail is no farther than its learners' farthest
         # best head; the cost increases since its row was computed, summed over the ball
         reach = np.full(dests.size, -np.inf)
         np.maximum.at(reach, inv[r], old_to_go[np.arange(r.size), best])
-        d = np.flatnonzero(bounded)
+        d = bounded.nonzero()[0]
         rise = np.subtract(cost, self._ring[born[d] % self._ring_key.size])
         np.maximum(rise, 0.0, out=rise)
         rise *= self._tails[row[d]] <= reach[d, None]
@@ -244,4 +247,11 @@ def _argmin_slots(cost: np.ndarray, table: np.ndarray, rows: np.ndarray, edges: 
                   heads: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Per learner, the valid slot minimising ``cost[e] + table[row, head(e)]``."""
     via = cost[edges] + table[rows[:, None], heads]
-    return np.argmin(np.where(valid, via, np.inf), axis=1)
+    return np.where(valid, via, np.inf).argmin(axis=1)
+
+
+def _unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)``, at once for a single value."""
+    if values.size == 1:
+        return values, np.zeros(1, dtype=np.int64)
+    return np.unique(values, return_inverse=True)

@@ -29,13 +29,12 @@ def greedy_actions(core: RoutingCore, edge_cost: np.ndarray, to_go: np.ndarray,
     """For deciding learners pick the valid slot minimising ``edge_cost[e] + to_go[row,
     head(e)]``; everyone else gets the no-op."""
     actions = np.full(core.n, core.noop, dtype=np.int64)
-    deciding = np.flatnonzero(core.status == AT_NODE)
+    deciding, valid = core.deciding_mask()
     if deciding.size == 0:
         return actions
-    valid = core.action_mask()[deciding, : core.k]
     se = np.maximum(core.out_table[core.node[deciding]], 0)
     cost = edge_cost[se] + to_go[rows[deciding][:, None], core.net.edge_dst[se]]
-    actions[deciding] = np.argmin(np.where(valid, cost, np.inf), axis=1)
+    actions[deciding] = np.where(valid, cost, np.inf).argmin(axis=1)
     return actions
 
 
@@ -61,9 +60,8 @@ class CongestionAwarePolicy:
 
     def __call__(self, core: RoutingCore) -> np.ndarray:
         actions = np.full(core.n, core.noop, dtype=np.int64)
-        deciding = np.flatnonzero(core.status == AT_NODE)
+        deciding, valid = core.deciding_mask()
         if deciding.size:
-            valid = core.action_mask()[deciding, : core.k]
             actions[deciding] = core.live_best_slots(deciding, valid)
         return actions
 

@@ -137,6 +137,12 @@ class SignalPlan:
         red = self.controlled[edges] & (u >= self.green_s[edges])
         return np.where(red, t + (self.cycle_s - u), t)
 
+    def green_from(self, edges: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """:meth:`next_green` of controlled ``edges`` (the same arithmetic, without the check
+        that they are controlled)."""
+        u = np.mod(t - self.start_s[edges], self.cycle_s)
+        return np.where(u >= self.green_s[edges], t + (self.cycle_s - u), t)
+
     def mean_red_wait(self) -> np.ndarray:
         """Mean wait at the light of a vehicle arriving at a random time, ``r^2 / (2 C)``
         (0 for edges not controlled)."""
