@@ -207,12 +207,19 @@ class LiveCostToGo:
         # best head; the cost increases since its row was computed, summed over the ball
         reach = np.full(dests.size, -np.inf)
         np.maximum.at(reach, inv[r], old_to_go[np.arange(r.size), best])
+        # (only edges whose cost rose since one of those rows was computed add anything: a
+        # few dozen of the network's, so the sums run over those alone)
         d = bounded.nonzero()[0]
-        rise = np.subtract(cost, self._ring[born[d] % self._ring_key.size])
-        np.maximum(rise, 0.0, out=rise)
-        rise *= self._tails[row[d]] <= reach[d, None]
+        ring = born[d] % self._ring_key.size
+        seen = np.zeros(self._ring_key.size, dtype=bool)
+        seen[ring] = True
+        rose = (cost > self._ring[seen]).any(axis=0).nonzero()[0]
         slack = np.zeros(dests.size)
-        slack[d] = rise.sum(axis=1)
+        if rose.size:
+            rise = cost[rose] - self._ring[ring[:, None], rose]
+            np.maximum(rise, 0.0, out=rise)
+            rise *= self._tails[row[d][:, None], rose] <= reach[d, None]
+            slack[d] = rise.sum(axis=1)
         top = upper[np.arange(r.size), best] + slack[inv[r]]
         top += np.abs(top) * _SLACK + _SLACK
         sure[r] = top < low.min(axis=1)
