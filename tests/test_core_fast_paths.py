@@ -1,0 +1,67 @@
+"""The core's fast paths give what the reference computation gives: slot masks read from the
+per-edge table (``RoutingCore._slot_mask``) equal the mask formula at every decision, and the
+remembered free-flow choices of background vehicles leave every result bit for bit the same
+as choosing afresh each time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import relied.env.core as core_module
+from relied.env.cities import load_city
+from relied.env.core import AT_NODE, RoutingCore, slot_mask
+from relied.env.policies import make_policy
+from relied.env.scenario import Scenario
+
+
+@pytest.mark.parametrize("city,policy", [("west-oakland", "random"),
+                                         ("aguascalientes", "shortest-path")])
+def test_table_masks_are_the_formulas_at_every_decision(city, policy):
+    """Every vehicle deciding (learners, background, at origins and after an edge; dead ends
+    on west-oakland) gets the formula's mask from the table, and ``deciding_mask`` gives the
+    rows of ``action_mask``."""
+    net = load_city(city)
+    core = RoutingCore(net, Scenario(city=city, n_agents=40, seed=5, background_share=0.5,
+                                     departure_window_s=120.0, horizon_s=900.0))
+    pol = make_policy(policy, 5)
+    checked = origins = 0
+    while not core.done:
+        act = core.active
+        deciding = act[core.v_status[act] == AT_NODE]
+        reference = slot_mask(net, core.out_table, core.v_node[deciding], core.v_edge[deciding])
+        assert np.array_equal(core._slot_mask(deciding), reference)
+        learners, valid = core.deciding_mask()
+        assert np.array_equal(valid, core.action_mask()[learners, : core.k])
+        checked += deciding.size
+        origins += int(np.count_nonzero(core.v_edge[deciding] < 0))
+        core.advance(pol(core))
+    assert checked > 200 and 0 < origins < checked
+
+
+def _episode(net, scenario: Scenario) -> list[np.ndarray]:
+    core = RoutingCore(net, scenario, record_traversals=True)
+    pol = make_policy("congestion-aware", 0)
+    out = []
+    while not core.done:
+        out += list(core.advance(pol(core)))
+    out += [core.v_arrival, core.clock_s, core.traversal_s]
+    out += [np.concatenate(x) for x in zip(*core.traversals, strict=True)]
+    return out, core
+
+
+def test_remembered_free_flow_choices_change_nothing(monkeypatch):
+    """A loaded episode whose background routes by free-flow shortest path gives the same
+    rewards, clocks and traversals, bit for bit, with the choices remembered per (destination,
+    node) and computed afresh at every decision (memory capped to none)."""
+    net = load_city("aguascalientes")
+    scenario = Scenario(n_agents=60, seed=3, background_share=0.9, departure_window_s=240.0,
+                        horizon_s=1200.0, signals=True)
+    fast, core = _episode(net, scenario)
+    assert core._ff_slot is not None and np.count_nonzero(core._ff_slot >= 0) > 100
+    monkeypatch.setattr(core_module, "FF_MEMO_MAX", 0)
+    slow, core = _episode(net, scenario)
+    assert core._ff_slot is None
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
