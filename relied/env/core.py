@@ -833,7 +833,9 @@ class RoutingCore:
         ready_j, d_{j-1} + headway, clock_j))`` down each controlled queue; a vehicle leaving the
         network at the stop line waits only for the one ahead. Only vehicles that could leave
         by ``t1`` without the lights are recomputed (a light only delays, so the others stay
-        after ``t1``); they are the first few of their queue."""
+        after ``t1``); they are the first few of their queue, and only while the one ahead
+        leaves by ``t1`` (behind one that does not, a vehicle cannot either: its time is set
+        to ``inf``, since only whether it is by ``t1`` is read)."""
         cand = (self.signal_plan.controlled[src] & (depart <= t1 + 1e-9)).nonzero()[0]
         if cand.size == 0:
             return depart
@@ -849,11 +851,19 @@ class RoutingCore:
         for r in range(int(rank.max()) + 1):
             at = rank == r
             i = cand[at]
-            t = depart[i]
             if r:  # behind a vehicle of its own queue: the chain from that one's time
+                ahead = depart[i - 1] <= t1 + 1e-9
+                if not np.count_nonzero(ahead):  # nobody ahead leaves: neither they nor
+                    depart[cand[rank >= r]] = np.inf  # those behind them can (their times
+                    break  # are after t1; only that is read of them)
+                depart[i[~ahead]] = np.inf
+                at[at] = ahead
+                i = i[ahead]
                 v = q[i]
                 t = np.maximum(np.maximum(self.ready_s[v], depart[i - 1] + self._headway[e[at]]),
                                self.clock_s[v])
+            else:
+                t = depart[i]
             depart[i] = np.where(crosses[at], green(e[at], t), t)
         return depart
 
