@@ -26,8 +26,11 @@ demonstrated, whether the critic accepted, and the wall time split into
 * planning: the planner calls (team chat time minus the critic's checks),
 * critic: the critic's checks (validation, the plan's execution and resimulations),
 * execution: the demonstration saved (the plan's execution and the shortest-path baseline
-  are the critic's and the team's, reused; its dense per-step arrays of every learner, what a
-  batch stores, are recorded by running the plan once more: ``Execution.traj``).
+  are the critic's and the team's, reused; a batch stores the decision rows the critic's
+  execution kept, so nothing is simulated again).
+
+Whole-fleet simulations are also counted per phase (forecast / setup / critic / execution),
+and the demonstration file's size (``.npz``, store format 2: decision rows) is reported.
 
     .venv/bin/python benchmarks/expert_scale.py --json
     .venv/bin/python benchmarks/expert_scale.py --sizes 1000 --timeout 600
@@ -112,12 +115,16 @@ def _timed(owner, name: str, phase: str, status: Status) -> None:
 
 def _counted(owner, name: str, key: str, status: Status, first_step: bool = False) -> None:
     """Count calls of ``owner.name`` in ``status.counts[key]`` (``first_step``: only calls on
-    a core at step 0, i.e. traffic-core episodes)."""
+    a core at step 0, i.e. traffic-core episodes, also counted per running phase as
+    ``<key>_<phase>``)."""
     real = getattr(owner, name)
 
     def count(obj) -> None:
         if not first_step or obj.t == 0:
             status.counts[key] = status.counts.get(key, 0) + 1
+            if first_step:
+                phase = status.running[-1][0] if status.running else "other"
+                status.counts[f"{key}_{phase}"] = status.counts.get(f"{key}_{phase}", 0) + 1
             status.write()
 
     def wrapped(self, *a, **kw):
@@ -160,11 +167,14 @@ def run_case(n: int, demo_agents: int | None, path: Path) -> dict:
                                                config=config, use_cache=False))
         wall = time.perf_counter() - start
         meta = load_batch(Path(res.path))[1] if res.path else None
+        demo_bytes = Path(res.path).with_suffix(".npz").stat().st_size if res.path else None
     clock["planning"] = clock.pop("team_run", 0.0) - clock.get("critic", 0.0)
     demonstrated = (len(meta.demo_agents) if meta and meta.demo_agents is not None else n)
     return {"agents": n, "vehicles": scenario.n_vehicles, "demo_agents": demo_agents,
             "demonstrated": demonstrated, "model_calls": res.model_calls,
-            "simulations": status.counts.get("simulations", 0),
+            **{k: v for k, v in status.counts.items() if k.startswith("simulations")},
+            "demo_file_mb": None if demo_bytes is None else round(demo_bytes / 2**20, 2),
+            "bound_executions": meta.extra["bound"]["executions"] if meta else None,
             "groups": meta.extra.get("groups") if meta else None, "rounds": res.rounds,
             "accepted": res.accepted, "fallback": res.fallback, "wall_s": round(wall, 1),
             **{f"{k}_s": round(clock.get(k, 0.0), 1) for k in PHASES},
@@ -188,19 +198,27 @@ def markdown(report: dict) -> str:
              "`scale_case(n)` of benchmarks/train_throughput.py (aguascalientes-peak scaled to "
              "N learners on north-bayreuth). demo_agents: the most learners planned and "
              "demonstrated (`TeamConfig.demo_agents`; all: no subset).", "",
+             "Simulations: whole-fleet traffic-core episodes, in all and per phase (forecast / "
+             "setup / critic / execution). Vol_ext resimulations: the critic's shared pool per "
+             "check (`BoundConfig.executions`; above demo_agents capped by "
+             "`TeamConfig.scale_executions`). Demo file: the batch's `.npz` (decision rows).", "",
              "| learners | vehicles | demo_agents | demonstrated | model calls | simulations "
-             "| planner groups | rounds | accepted | wall (s) | forecast / setup / planning / "
-             "critic / execution (s) | peak RSS (GiB) | load 1-min after | note |",
-             "|" + "---|" * 14]
+             "(forecast / setup / critic / execution) | Vol_ext resimulations | planner groups "
+             "| rounds | accepted | wall (s) | forecast / setup / planning / critic / execution "
+             "(s) | demo file (MB) | peak RSS (GiB) | load 1-min after | note |",
+             "|" + "---|" * 16]
     for r in report["rows"]:
         phases = " / ".join(f"{r.get(f'{k}_s', 0):.1f}" for k in PHASES)
+        sims = " / ".join(str(r.get(f"simulations_{k}", 0))
+                          for k in ("forecast", "setup", "critic", "execution"))
         lines.append(
             f"| {r['agents']:,} | {r.get('vehicles', 0):,} | {r['demo_agents'] or 'all'} | "
             f"{r.get('demonstrated', '')} | {r.get('model_calls', '')} | "
-            f"{r.get('simulations', '')} | {r.get('groups', '')} "
+            f"{r.get('simulations', '')} ({sims}) | {r.get('bound_executions', '')} | "
+            f"{r.get('groups', '')} "
             f"| {r.get('rounds', '')} | {r.get('accepted', '')} | {r.get('wall_s', '')} | "
-            f"{phases} | {r.get('peak_rss_gib', '')} | {r['load_after'][0]:.2f} | "
-            f"{r.get('error', '')} |")
+            f"{phases} | {r.get('demo_file_mb', '')} | {r.get('peak_rss_gib', '')} | "
+            f"{r['load_after'][0]:.2f} | {r.get('error', '')} |")
     return "\n".join(lines) + "\n"
 
 

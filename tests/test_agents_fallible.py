@@ -142,7 +142,7 @@ def test_nofilter_gets_the_same_team_and_the_same_demonstrations(tmp_path):
     assert ma.extra["groups"] == mb.extra["groups"] == 3
     assert ma.extra["max_rounds"] == 3 and mb.extra["max_rounds"] == 1
     assert ma.routes == mb.routes
-    for name in ("obs", "action", "reward", "mask"):
+    for name in ("obs", "action", "cum", "mask", "returns"):
         assert np.array_equal(getattr(ta, name), getattr(tb, name))
 
 

@@ -40,11 +40,11 @@ def test_batches_are_stored_and_load_for_training(counted, tmp_path):
     assert list_batches(tmp_path / "demos") == sorted(paths)
     net = load_city("aguascalientes")
     for p in paths:
-        traj, meta = load_batch(p)
+        rows, meta = load_batch(p)
         assert meta.accepted and meta.source == "expert-team" and meta.model_spec == "offline"
         assert "not an LLM" in meta.extra["model"]
         assert meta.verdict["accepted"] and meta.rounds >= 1 and meta.transcript
-        assert traj.obs.shape[1] == 15 and traj.action.shape == traj.reward.shape
+        assert rows.returns.shape == (15,) and rows.action.shape == rows.cum.shape
         # the stored actions drive each agent along its stored route
         for i, route in enumerate(meta.routes):
             nodes = index_of(net, route)

@@ -16,8 +16,7 @@ from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import BoundConfig
 from relied.experts.critic import policy_routes, recheck_batch
 from relied.experts.demos import DemoMeta, load_batch
-from relied.rl.demos import load_expert_set
-from relied.rl.rollout import decisions_from
+from relied.rl.demos import decisions_of, load_expert_set
 
 CITY = "aguascalientes"
 SC = Scenario(city=CITY, n_agents=24, seed=3, min_trip_m=200)
@@ -92,16 +91,18 @@ def test_a_plan_for_an_agent_outside_the_sample_is_rejected():
 
 def test_stored_batch_trains_on_the_sampled_agents_rows_only(tmp_path):
     [path] = generate_demonstrations(SC, tmp_path / "demos", config=SMALL)
-    traj, meta = load_batch(path)
+    rows, meta = load_batch(path)
     assert meta.demo_agents is not None and len(meta.demo_agents) == 8
-    assert traj.action.shape[1] == SC.n_agents  # every learner's recording is kept
+    assert rows.returns.shape == (SC.n_agents,)  # every learner's recording is kept
+    assert set(np.unique(rows.agent).tolist()) - set(meta.demo_agents)
     net = load_city(CITY)
     core = RoutingCore(net, meta.scenario)
     experts = load_expert_set([path], core, 0.99, accepted_only=False)
     assert set(np.unique(experts.dec.agent).tolist()) == set(meta.demo_agents)
-    all_rows = decisions_from(traj, core.k)
+    all_rows = decisions_of(rows, core.k)
     assert len(experts.dec) < len(all_rows)
     assert len(experts.dec) == int(np.isin(all_rows.agent, meta.demo_agents).sum())
+    assert meta.extra["bound"]["executions"] == 2  # the scale setting, stored with the batch
     report = recheck_batch(path)  # a re-check during training judges the sample too
     judged = np.asarray(report.bounds)[meta.demo_agents]
     assert report.plan_bound == pytest.approx(np.mean(judged), abs=1e-3)  # rounded
@@ -111,7 +112,7 @@ def test_stored_batch_trains_on_the_sampled_agents_rows_only(tmp_path):
 def test_older_batches_without_the_field_demonstrate_everyone(tmp_path):
     [path] = generate_demonstrations(SC, tmp_path / "demos",
                                      config=SMALL.model_copy(update={"demo_agents": None}))
-    traj, meta = load_batch(path)
+    _, meta = load_batch(path)
     assert meta.demo_agents is None
     legacy = meta.model_dump(mode="json")
     legacy.pop("demo_agents")
@@ -133,3 +134,14 @@ def test_at_or_below_the_limit_the_team_plans_as_before():
     out_a, out_b = asyncio.run(a.run()), asyncio.run(b.run())
     assert out_a.routes == out_b.routes and out_a.verdict == out_b.verdict
     assert out_b.demo_agents is None and len(out_b.verdict.bounds) == SC.n_agents
+
+
+def test_at_scale_the_critic_resimulates_less():
+    """Above demo_agents the critic's Vol_ext resimulations per check are capped by
+    TeamConfig.scale_executions (each simulates the whole fleet); at or below it, or with the
+    setting off, the bound's own settings hold."""
+    assert SMALL.bound.executions == 6 and SMALL.scale_executions == 2
+    assert _team(SMALL).config.bound.executions == 2
+    assert _team(SMALL.model_copy(update={"scale_executions": None})).config.bound.executions == 6
+    whole = _team(SMALL.model_copy(update={"demo_agents": None}))
+    assert not whole.subset and whole.config.bound == SMALL.bound

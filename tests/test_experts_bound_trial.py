@@ -62,7 +62,7 @@ def test_trial_terms_are_the_successor_step():
     old = plan_bounds(net, sc, routes, cfg, current, run=run, scales=new.scales)
     # D_j recomputed from the decision rows and the successor policy
     rows = run.decisions
-    successor = trial(run.traj)
+    successor = trial(rows)
     tv = divergence_between(current(rows.obs, rows.mask, rows.agent),
                             successor(rows.obs, rows.mask, rows.agent))
     d = np.bincount(rows.agent, weights=tv, minlength=n) / np.maximum(
@@ -124,3 +124,18 @@ def test_critic_with_the_trial_discriminates_the_congested_crowd():
     v4, _ = check_plan(net, sc, sp, cfg, current)
     assert v4.reference_bound != pytest.approx(verdict["herd"].reference_bound)
 
+
+
+def test_the_trial_reads_decision_rows_as_it_read_the_dense_arrays():
+    """The trial update on a plan's decision rows (what the critic keeps and a batch stores)
+    gives the successor it gave on the plan's dense per-step arrays, bit for bit."""
+    net = load_city("aguascalientes")
+    sc = _crowd(net, 16, gap_s=2.0)
+    core = RoutingCore(net, sc)
+    _, trial = _learners(core)
+    run = execute(net, sc, routes=_sp_routes(net, sc))
+    rows = run.decisions
+    for agents in (None, [0, 3, 5, 11]):
+        a = trial(rows, agents)(rows.obs, rows.mask, rows.agent)
+        b = trial(run.traj, agents)(rows.obs, rows.mask, rows.agent)
+        np.testing.assert_array_equal(a, b)

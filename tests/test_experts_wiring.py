@@ -96,7 +96,7 @@ def test_recheck_of_a_congested_batch_carries_the_trial_step(tmp_path):
     meta = DemoMeta(batch_id="herd", scenario=sc, routes=[net.osm_ids[r].tolist() for r in routes],
                     model_spec="test", source="test", accepted=True,
                     extra={"bound": cfg.model_dump(mode="json")})
-    path = save_batch(tmp_path, execute(net, sc, routes=routes, trajectories=True).traj, meta)
+    path = save_batch(tmp_path, execute(net, sc, routes=routes).decisions, meta)
     learners = fresh_learners(TrainConfig(n_agents=16, seed=0, share="none"),
                               RoutingCore(net, sc))
     v5 = recheck_batch(path, learners)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from relied.env.rollout import Trajectories
+from relied.env.rollout import DecisionRecord
 from relied.env.scenario import Scenario
 from relied.experts.demos import DemoMeta, list_batches, load_batch, save_batch
 from relied.rl.config import TrainConfig
@@ -19,13 +19,15 @@ from relied.rl.trainer import new_run_dir
 CTX = mp.get_context("fork")
 
 
-def _traj(value: int) -> Trajectories:
+def _traj(value: int) -> DecisionRecord:
     t, n, k1 = 5, 3, 4
-    mask = np.ones((t, n, k1), dtype=bool)
-    return Trajectories(obs=np.full((t, n, 6), value, dtype=np.float32),
-                        action=np.zeros((t, n), dtype=np.int64), mask=mask,
-                        reward=np.full((t, n), value, dtype=np.float32),
-                        done=np.zeros((t, n), dtype=bool))
+    mask = np.ones((t * n, k1), dtype=bool)
+    mask[:, -1] = False
+    step, agent = np.divmod(np.arange(t * n), n)
+    return DecisionRecord(step=step, agent=agent, obs=np.full((t * n, 6), value, np.float32),
+                          mask=mask, action=np.zeros(t * n, dtype=np.int64),
+                          cum=np.full(t * n, value, dtype=np.float64),
+                          returns=np.full(n, value, dtype=np.float64), steps=t)
 
 
 def _writer(root: str, writer: int, rounds: int, barrier) -> None:
@@ -43,8 +45,8 @@ def _reader(root: str, rounds: int, barrier, errors) -> None:
         paths = list_batches(Path(root))
         for p in paths:
             traj, meta = load_batch(p)
-            if float(traj.reward[0, 0]) != meta.extra["writer"]:
-                errors.put(f"arrays of writer {traj.reward[0, 0]} with metadata of "
+            if float(traj.returns[0]) != meta.extra["writer"]:
+                errors.put(f"arrays of writer {traj.returns[0]} with metadata of "
                            f"{meta.extra['writer']}")
 
 
@@ -64,7 +66,7 @@ def test_concurrent_batch_writers_never_collide_or_mix(tmp_path):
     assert [p.exitcode for p in procs] == [0] * (writers + 1)
     assert errors.empty(), errors.get()
     traj, meta = load_batch(root / "shared.json")
-    assert float(traj.reward[0, 0]) == meta.extra["writer"]
+    assert float(traj.returns[0]) == meta.extra["writer"]
     assert sorted(p.name for p in root.iterdir()) == [".shared.lock", "shared.json", "shared.npz"]
 
 
@@ -115,7 +117,7 @@ def test_concurrent_cli_runs_into_the_same_folder(tmp_path, verb):
         saved = {path for r in results for path in r["saved"]}
         assert len(saved) == 1
         traj, meta = load_batch(Path(saved.pop()))
-        assert meta.arrays_sha256 and traj.action.shape[1] == 4
+        assert meta.arrays_sha256 and traj.returns.shape == (4,)
         assert not [p for p in (tmp_path / "demos").iterdir() if p.name.endswith(".tmp")]
     else:
         dirs = {r["run_dir"] for r in results}

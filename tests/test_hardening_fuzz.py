@@ -134,35 +134,44 @@ def test_random_bytes_as_demo_batch(demo, meta, arrays, keep_meta):
         assert str(Path(tmp)) in one_line(info.value)
 
 
-array_fields = st.fixed_dictionaries({
-    name: st.sampled_from(["float32", "float64", "int64", "bool", "int8"]).flatmap(
-        lambda dt: st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(1, 3)).map(
-            lambda shape, dt=dt: np.random.default_rng(sum(shape)).normal(
-                size=shape).astype(dt) if dt != "bool" else
-            np.random.default_rng(sum(shape)).random(shape) > 0.3))
-    for name in ("obs", "action", "mask", "reward", "done")})
+def _random_arrays(names: tuple[str, ...], ndim: tuple[int, int]):
+    return st.fixed_dictionaries({
+        name: st.sampled_from(["float32", "float64", "int64", "bool", "int8"]).flatmap(
+            lambda dt: st.lists(st.integers(0, 4), min_size=ndim[0], max_size=ndim[1]).map(
+                lambda shape, dt=dt: np.random.default_rng(sum(shape)).normal(
+                    size=shape).astype(dt) if dt != "bool" else
+                np.random.default_rng(sum(shape)).random(shape) > 0.3))
+        for name in names})
+
+
+DENSE = ("obs", "action", "mask", "reward", "done")  # store format 1
+ROWS = ("step", "agent", "obs", "mask", "action", "cum", "returns", "steps")  # format 2
 
 
 @FUZZ
-@given(arrays=array_fields, squeeze=st.sampled_from(["", "action", "reward", "done"]))
-def test_random_arrays_in_a_demo_batch(demo, arrays, squeeze):
-    if squeeze:
+@given(dense=_random_arrays(DENSE, (1, 3)), rows=_random_arrays(ROWS, (0, 2)),
+       fmt=st.sampled_from([1, 2]), squeeze=st.sampled_from(["", "action", "mask", "obs"]))
+def test_random_arrays_in_a_demo_batch(demo, dense, rows, fmt, squeeze):
+    arrays = dense if fmt == 1 else rows
+    if squeeze and arrays[squeeze].ndim and arrays[squeeze].shape[-1]:
         arrays[squeeze] = arrays[squeeze][..., 0]
     with tempfile.TemporaryDirectory() as tmp:
         js = Path(tmp) / demo.name
         meta = json.loads(demo.read_text())
         meta["arrays_sha256"] = None
+        if fmt == 1:
+            meta.pop("format")
         js.write_text(json.dumps(meta))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         js.with_suffix(".npz").write_bytes(buf.getvalue())
         try:
-            traj, _ = load_batch(js)
+            rec, _ = load_batch(js)
         except DemoFileError as exc:
             assert "field '" in one_line(exc)
-        else:  # whatever loads is a valid recording
-            assert np.isfinite(traj.obs).all() and traj.action.dtype.kind in "iu"
-            assert np.take_along_axis(traj.mask, traj.action[..., None], 2).all()
+        else:  # whatever loads is valid decision rows
+            assert np.isfinite(rec.obs).all() and rec.action.dtype.kind in "iu"
+            assert rec.mask[np.arange(len(rec)), rec.action].all()
 
 
 @pytest.fixture(scope="module")

@@ -304,14 +304,14 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                    "max_rounds": outcome.max_rounds, "accepted_round": outcome.accepted_round,
                    "variant": variant, "filter_by_bound": filter_by_bound, "cached": cached,
                    "groups": outcome.groups,
-                   "bound": {**request.config.bound.model_dump(mode="json"),
+                   "bound": {**team.config.bound.model_dump(mode="json"),
                              "version": learners.bound_version},
                    "learners": learners.source,
                    "fallback": outcome.fallback and filter_by_bound,
                    "reference_bound": outcome.reference_bound,
                    "usage": usage_totals(usage),
                    "usage_per_call": [u.model_dump() for u in usage]})
-        path = str(save_batch(Path(out_dir), run.traj, meta))
+        path = str(save_batch(Path(out_dir), run.decisions, meta))
     return BatchResult(path=path, scenario_seed=sc.seed, variant=variant, accepted=accepted,
                        fallback=outcome.fallback and filter_by_bound,
                        accepted_round=outcome.accepted_round, rounds=outcome.rounds,

@@ -28,7 +28,11 @@ planner group (split further to fit the context), so model calls per round do no
 the fleet. The other learners drive their free-flow shortest paths in the executed plan (what
 the critic and the demonstration see), and the critic judges the sampled agents (their mean
 bound against the same mean of the reference; ``check_plan(agents=...)``). Only the
-sampled agents' rows are demonstrations (``DemoMeta.demo_agents``).
+sampled agents' rows are demonstrations (``DemoMeta.demo_agents``). Since every execution and
+resimulation simulates the whole fleet, the critic's ``Vol_ext`` resimulations per check are
+capped there (``TeamConfig.scale_executions``; the batch stores the bound settings used). The
+setup runs the shortest-path baseline once: its routes are the others' routes and, replaying
+exactly, its run is the reference's execution (``critic.shortest_path_run``).
 """
 
 from __future__ import annotations
@@ -76,9 +80,9 @@ from relied.experts.bound import BoundConfig
 from relied.experts.critic import (
     Execution,
     check_plan,
-    execute,
     policy_routes,
     reference_bound,
+    shortest_path_run,
 )
 from relied.experts.learners import UNTRAINED, Learners
 
@@ -101,6 +105,11 @@ class TeamConfig(BaseModel):
         500, ge=1, description="most learners the team plans and demonstrates per scenario: "
         "above it a seeded sample of this many, the same share from every block of the fleet; "
         "the others drive their free-flow shortest paths (None: all learners)")
+    scale_executions: int | None = Field(
+        2, ge=2, le=256, description="above demo_agents learners: the critic's Vol_ext "
+        "resimulations per check (BoundConfig.executions: the shared pool, and at most twice "
+        "as many top-ups) are at most this many, since each one simulates the whole fleet "
+        "(None: BoundConfig's; at or below demo_agents nothing changes)")
     bound: BoundConfig = Field(default_factory=BoundConfig)
 
 
@@ -325,10 +334,15 @@ class ExpertTeam:
         self.blocks = demo_sample(core.n, self.config, core.scenario.seed, variant)
         self.sampled = [a for b in self.blocks for a in b]
         self.subset = len(self.sampled) < core.n
-        # the learners outside the sample drive their free-flow shortest paths
+        cap, bound = self.config.scale_executions, self.config.bound
+        if self.subset and cap is not None and cap < bound.executions:  # at scale
+            self.config = self.config.model_copy(
+                update={"bound": bound.model_copy(update={"executions": cap})})
+        # the shortest-path baseline, whose routes the learners outside the sample drive and
+        # whose run is the reference's when the reference is the free-flow shortest paths
+        base = shortest_path_run(core.net, core.scenario)
         self.fixed_routes = (policy_routes(core.net, core.scenario, "shortest-path")
                              if self.subset else None)
-        base = execute(core.net, core.scenario)
         self.baseline = float(base.returns.mean())
         self.baseline_metrics = base.metrics  # the shortest-path baseline, reused by the batch
         # per checked round: (routes, its execution or None, bound); only the execution of
@@ -354,7 +368,8 @@ class ExpertTeam:
         self.reference = reference_bound(core.net, core.scenario, self.config.bound,
                                          learners.policy_probs, learners.previous_probs,
                                          routes=current, planner_groups=self.groups,
-                                         agents=self.judged, trial_update=learners.trial_update)
+                                         agents=self.judged, trial_update=learners.trial_update,
+                                         run=base)
 
     @property
     def judged(self) -> list[int] | None:

@@ -46,21 +46,22 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from relied.env.rollout import Trajectories
+from relied.env.rollout import DecisionRecord, Trajectories
 
 #: ``policy_probs(obs (M, obs_dim), mask (M, K+1), agent_ids (M,)) -> probs (M, K+1)``.
 PolicyProbs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 class TrialUpdate(Protocol):
-    """The learners' successor policy if they imitated a plan: ``trial(traj, agents)`` applies
-    the training update's expert half to a copy of the learners' policy on the demonstrations
-    ``traj`` (a plan's execution, ``(T, n, ...)``; only ``agents``' rows when given) and returns
-    the updated copy's :data:`PolicyProbs`. Deterministic (seeded); the learners are not
-    changed. Passed in by training (``relied.rl.trial``): this package never imports
+    """The learners' successor policy if they imitated a plan: ``trial(demos, agents)``
+    applies the training update's expert half to a copy of the learners' policy on the
+    demonstrations ``demos`` (a plan's execution: its decision rows, or its dense
+    ``(T, n, ...)`` arrays, the same transitions; only ``agents``' rows when given) and
+    returns the updated copy's :data:`PolicyProbs`. Deterministic (seeded); the learners are
+    not changed. Passed in by training (``relied.rl.trial``): this package never imports
     ``relied.rl``."""
 
-    def __call__(self, traj: Trajectories,
+    def __call__(self, demos: DecisionRecord | Trajectories,
                  agents: Sequence[int] | None = None) -> PolicyProbs: ...
 
 

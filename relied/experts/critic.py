@@ -55,7 +55,7 @@ from relied.env.policies import (
     RoutePolicy,
     ShortestPathPolicy,
 )
-from relied.env.rollout import Trajectories
+from relied.env.rollout import DecisionRecord, DecisionRecorder, Trajectories
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import (
     TIE_TOLERANCE,
@@ -87,28 +87,11 @@ class CellTimes:
     cell_times_s: np.ndarray
 
 
-@dataclass
-class DecisionRows:
-    """Every learner's decisions in one run (a decision: the no-op masked), in step order
-    and by agent within a step: ``step``, ``agent``, ``obs (R, obs_dim)``, ``mask (R, K+1)``,
-    ``action``; the rows of the dense ``(T, n, ...)`` arrays that the divergence term reads."""
-
-    step: np.ndarray
-    agent: np.ndarray
-    obs: np.ndarray
-    mask: np.ndarray
-    action: np.ndarray
-
-    @classmethod
-    def of(cls, traj: Trajectories) -> DecisionRows:
-        """The decision rows of dense trajectories."""
-        step, agent = np.nonzero(~traj.mask[:, :, -1])
-        return cls(step, agent, traj.obs[step, agent], traj.mask[step, agent],
-                   traj.action[step, agent])
-
-    @property
-    def nbytes(self) -> int:
-        return sum(getattr(self, k).nbytes for k in self.__dataclass_fields__)
+class DecisionRows(DecisionRecord):
+    """Every learner's decisions in one run (:class:`~relied.env.rollout.DecisionRecord`:
+    the no-op masked, in step order and by agent within a step, with their summed rewards);
+    the rows of the dense ``(T, n, ...)`` arrays that the divergence term reads, and what a
+    demonstration batch stores."""
 
     def divergence(self, n_agents: int, policy_probs: PolicyProbs | None = None,
                    previous_probs: PolicyProbs | None = None,
@@ -138,9 +121,13 @@ class Execution(CellTimes):
     """One recorded run of the plan: cell times (:class:`CellTimes`), ``returns``,
     ``metrics``, ``edges_by_step (T, n)``, ``agent_cells[i]`` (learner ``i``'s cells) and
     every learner's ``decisions`` (:class:`DecisionRows`: what it keeps per learner grows with
-    its decisions, not with the steps). ``traj``, the dense ``(T, n, ...)`` per-step arrays
-    (what a demonstration batch stores), is recorded on first use by running the same
-    execution again (the core is deterministic), unless :func:`execute` recorded it."""
+    its decisions, not with the steps; what a demonstration batch stores and the trial update
+    reads). ``traj``, the dense ``(T, n, ...)`` per-step arrays, is recorded on first use by
+    running the same execution again (the core is deterministic), unless :func:`execute`
+    recorded it; nothing in a check or a batch reads it. ``driven``: each learner's node
+    route as driven (``execute(record_routes=True)``); ``exact_replay``: these routes, given
+    as a plan, repeat this very run (every edge taken is the one ``RoutePolicy`` takes between
+    its nodes and no route holds a node twice), so a check of that plan may reuse it."""
 
     returns: np.ndarray
     metrics: dict[str, float]
@@ -149,6 +136,8 @@ class Execution(CellTimes):
     decisions: DecisionRows
     replay: tuple[CityNetwork, Scenario, type[BatchPolicy] | None, list[list[int]] | None]
     recorded: Trajectories | None = None
+    driven: list[list[int]] | None = None
+    exact_replay: bool = False
 
     @property
     def traj(self) -> Trajectories:
@@ -235,13 +224,14 @@ class StationarityReport(BaseModel):
 
 def execute(net: CityNetwork, scenario: Scenario, policy_for: type[BatchPolicy] | None = None,
             routes: Sequence[Sequence[int]] | None = None,
-            trajectories: bool = False) -> Execution:
+            trajectories: bool = False, record_routes: bool = False) -> Execution:
     """Run ``routes`` (or ``ShortestPathPolicy`` when None) and record what the critic reads:
     every learner's decision rows (their observations alone are built each step:
     ``RoutingCore.observe(rows)``, equal to those rows of the full observation), the edges,
     returns, metrics and cell times; with ``trajectories`` also the dense per-step arrays of
-    every learner (``Execution.traj``, full observations every step)."""
-    core = RoutingCore(net, scenario, record_traversals=True)
+    every learner (``Execution.traj``, full observations every step); with ``record_routes``
+    the routes driven (``Execution.driven``, ``exact_replay``)."""
+    core = RoutingCore(net, scenario, record_traversals=True, record_routes=record_routes)
     routes = [list(map(int, r)) for r in routes] if routes is not None else None
     policy = RoutePolicy(core, routes) if routes is not None \
         else (policy_for or ShortestPathPolicy)()
@@ -249,8 +239,7 @@ def execute(net: CityNetwork, scenario: Scenario, policy_for: type[BatchPolicy] 
     rows = np.flatnonzero(core.status == AT_NODE)
     obs = full if trajectories else full[rows]
     buf: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "action", "mask", "reward", "done")}
-    picked: dict[str, list[np.ndarray]] = {k: [] for k in ("step", "agent", "obs", "mask",
-                                                           "action")}
+    picked = DecisionRecorder(core.obs_dim, core.k)
     edges = np.empty((scenario.n_steps, core.n), dtype=np.int64)
     returns = np.zeros(core.n)
     while not core.done:
@@ -261,9 +250,7 @@ def execute(net: CityNetwork, scenario: Scenario, policy_for: type[BatchPolicy] 
         on[rows] = core.out_table[core.node[rows], slot[rows]]
         edges[core.t] = on
         if not trajectories:
-            for key, value in zip(picked, (np.full(rows.size, core.t), rows, obs, mask[rows],
-                                           actions[rows]), strict=True):
-                picked[key].append(value)
+            picked.add(core.t, rows, obs, mask, actions, returns)
         reward, term, trunc = core.advance(actions)
         returns += reward
         rows = np.flatnonzero(core.status == AT_NODE)
@@ -275,14 +262,25 @@ def execute(net: CityNetwork, scenario: Scenario, policy_for: type[BatchPolicy] 
             obs = core.observe(rows)
     traj = Trajectories(**{k: np.stack(v) for k, v in buf.items()}) if trajectories else None
     decisions = DecisionRows.of(traj) if traj is not None else DecisionRows(
-        *(np.concatenate(v) if v else np.zeros((0, *shape), dtype)
-          for v, shape, dtype in zip(picked.values(),
-                                     ((), (), (core.obs_dim,), (core.k + 1,), ()),
-                                     (np.int64, np.int64, np.float32, bool, np.int64),
-                                     strict=True)))
+        **vars(picked.record(returns, core.t)))
     keys, times, mine = _cells(core)
+    driven = core.agent_routes() if record_routes else None
     return Execution(keys, times, returns, core.metrics(), edges[:core.t], mine, decisions,
-                     (net, scenario, policy_for, routes), traj)
+                     (net, scenario, policy_for, routes), traj, driven,
+                     record_routes and _replays_exactly(core, driven))
+
+
+def _replays_exactly(core: RoutingCore, driven: list[list[int]]) -> bool:
+    """Whether ``RoutePolicy(driven)`` takes every decision of this finished run as it was
+    taken: each edge entered is the one ``RoutePolicy`` takes from its start node to its end
+    node (the cheapest parallel edge) and no route holds a node twice."""
+    net = core.net
+    if any(len(set(r)) != len(r) for r in driven):
+        return False
+    entered = np.unique(np.concatenate([e for _, e in core.routes])) if core.routes \
+        else np.zeros(0, np.int64)
+    return all(net.edge_between(int(net.edge_src[e]), int(net.edge_dst[e])) == e
+               for e in entered.tolist())
 
 
 _CACHE: dict[str, object] = {}
@@ -301,6 +299,20 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _routes_key(net: CityNetwork, scenario: Scenario, kind: str) -> str:
+    return _digest("routes", net.name, scenario.resolve(net).model_dump(mode="json"), kind)
+
+
+def shortest_path_run(net: CityNetwork, scenario: Scenario) -> Execution:
+    """The free-flow shortest-path policy's execution (the critic's baseline) with its routes,
+    which :func:`policy_routes` then answers for ``shortest-path`` without another run (the
+    same drive: the policy reads no observation)."""
+    run = execute(net, scenario, record_routes=True)
+    _cached(_routes_key(net, scenario, "shortest-path"),
+            lambda: [list(map(int, r)) for r in run.driven])
+    return run
+
+
 def policy_routes(net: CityNetwork, scenario: Scenario, kind: str) -> list[list[int]]:
     """Node routes the learners drive under a reference policy (``shortest-path`` or
     ``congestion-aware``), background traffic as in the scenario."""
@@ -310,7 +322,7 @@ def policy_routes(net: CityNetwork, scenario: Scenario, kind: str) -> list[list[
         drive(core, policy)  # no observations: the routes are all that is read
         return [list(map(int, r)) for r in core.agent_routes()]
 
-    return _cached(_digest("routes", net.name, scenario.model_dump(mode="json"), kind), make)
+    return _cached(_routes_key(net, scenario, kind), make)
 
 
 def alternative_routes(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
@@ -550,7 +562,7 @@ def _raw_terms(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     else:
         if policy_probs is None:
             raise ValueError("a trial update needs the learners' current policy_probs")
-        successor = trial_update(run.traj, None if agents is None
+        successor = trial_update(run.decisions, None if agents is None
                                  else sorted(int(a) for a in agents))
         divergence = run.decisions.divergence(n, policy_probs, successor, config.divergence)[1]
         move = successor_move(net, scenario, run, policy_probs, successor)
@@ -592,15 +604,20 @@ def reference_scales(net: CityNetwork, scenario: Scenario, config: BoundConfig,
                      planner_groups: Sequence[Sequence[int]] | None = None,
                      agents: Sequence[int] | None = None,
                      trial_update: TrialUpdate | None = None,
+                     run: Execution | None = None,
                      ) -> tuple[tuple[float, float], float]:
     """``(term levels, mean scaled bound)`` of the learners' current joint behaviour:
     ``routes`` (their recent routes) or, when unknown, the free-flow shortest paths; the
     mean is over ``agents`` when given. With ``trial_update`` the reference's terms are
-    measured as a plan's are (its trial update on the reference's demonstrations)."""
+    measured as a plan's are (its trial update on the reference's demonstrations). ``run``:
+    an execution of the free-flow shortest paths (:func:`shortest_path_run`), reused when
+    ``routes`` is not given and it replays exactly (``Execution.exact_replay``)."""
     scenario = scenario.resolve(net)
+    if routes is not None or run is None or not run.exact_replay:
+        run = None
     routes = routes if routes is not None else policy_routes(net, scenario, "shortest-path")
     _, ext, dterm, _, _, _ = _raw_terms(net, scenario, routes, config, policy_probs,
-                                     previous_probs, planner_groups, None, agents, trial_update)
+                                     previous_probs, planner_groups, run, agents, trial_update)
     pick = slice(None) if agents is None else np.asarray(sorted(agents), dtype=np.int64)
     scales = term_scales(ext[pick], dterm[pick], config.quantile, config.gamma,
                          scenario.reward_bound)
@@ -617,12 +634,13 @@ def reference_bound(net: CityNetwork, scenario: Scenario, config: BoundConfig,
                     routes: Sequence[Sequence[int]] | None = None,
                     planner_groups: Sequence[Sequence[int]] | None = None,
                     agents: Sequence[int] | None = None,
-                    trial_update: TrialUpdate | None = None) -> float:
+                    trial_update: TrialUpdate | None = None,
+                    run: Execution | None = None) -> float:
     """The mean of the scaled per-agent bounds of the learners' current joint
-    behaviour (:func:`reference_scales`); a later :func:`check_plan` given this value as
-    ``reference`` scales its terms by the same levels."""
+    behaviour (:func:`reference_scales`, ``run`` as there); a later :func:`check_plan` given
+    this value as ``reference`` scales its terms by the same levels."""
     return reference_scales(net, scenario, config, policy_probs, previous_probs, routes,
-                            planner_groups, agents, trial_update)[1]
+                            planner_groups, agents, trial_update, run)[1]
 
 
 def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],

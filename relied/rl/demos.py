@@ -17,13 +17,13 @@ import numpy as np
 
 from relied.env.core import RoutingCore
 from relied.env.policies import ShortestPathPolicy
-from relied.env.rollout import Trajectories, run_episode
+from relied.env.rollout import DecisionRecord, run_episode
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import BoundConfig
 from relied.experts.demos import DemoFileError, DemoMeta, list_batches, load_batch, save_batch
 from relied.experts.learners import Learners
 from relied.rl.config import TrainConfig
-from relied.rl.rollout import Decisions, decisions_from, gae
+from relied.rl.rollout import Decisions, gae
 
 DemoProvider = Callable[..., list[Path]]
 """``provider(scenario, out_dir, learners=None, behaviour=None) -> batch paths``: ``learners``
@@ -43,12 +43,12 @@ def shortest_path_demos(scenario: Scenario, out_dir: Path, **_: object) -> list[
 
     net = load_city(scenario.city)
     core = RoutingCore(net, scenario, record_routes=True)
-    episode = run_episode(core, ShortestPathPolicy(), record=True)
+    episode = run_episode(core, ShortestPathPolicy(), decisions=True)
     routes = [net.osm_ids[r].tolist() for r in episode.routes]
     meta = DemoMeta(batch_id=f"shortest-path-{scenario.seed}", scenario=core.scenario,
                     routes=routes, model_spec="shortest-path", source="shortest-path",
                     metrics=episode.metrics)
-    return [save_batch(Path(out_dir), episode.trajectories, meta)]
+    return [save_batch(Path(out_dir), episode.decisions, meta)]
 
 
 def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress: bool,
@@ -109,15 +109,15 @@ def load_expert_set(paths: list[Path], core: RoutingCore, gamma: float,
     parts, returns, routes = [], [], None
     loaded = [(path, *load_batch(path)) for path in paths]
     chosen, fallback = select_batches(loaded, accepted_only)
-    for path, traj, meta in chosen:
+    for path, rows, meta in chosen:
         _check_scenario(meta, core, path)
-        if traj.obs.shape[2] != core.obs_dim or traj.mask.shape[2] != core.k + 1:
-            raise DemoError(f"demo batch '{path}' has {traj.obs.shape[2]} observation features "
-                            f"and {traj.mask.shape[2]} actions; this environment has "
+        if rows.obs.shape[1] != core.obs_dim or rows.mask.shape[1] != core.k + 1:
+            raise DemoError(f"demo batch '{path}' has {rows.obs.shape[1]} observation features "
+                            f"and {rows.mask.shape[1]} actions; this environment has "
                             f"{core.obs_dim} and {core.k + 1} (recorded by another relied "
                             "version?): regenerate it")
-        parts.append(demonstrated(decisions_from(traj, core.k), meta.demo_agents))
-        returns.append(traj.reward.sum(axis=0))
+        parts.append(demonstrated(decisions_of(rows, core.k), meta.demo_agents))
+        returns.append(rows.returns)
         if routes is None:
             routes = [core.xy[index_of(core.net, r)] / 1000.0 for r in meta.routes]
     if not parts:
@@ -125,6 +125,25 @@ def load_expert_set(paths: list[Path], core: RoutingCore, gamma: float,
     dec = Decisions.concat(parts)
     ret = np.concatenate([gae(p, np.zeros(len(p)), gamma, 1.0) for p in parts])
     return ExpertSet(dec, ret, routes, np.mean(returns, axis=0), fallback)
+
+
+def decisions_of(rows: DecisionRecord, k: int) -> Decisions:
+    """Decision transitions of a recording's rows, sorted by (agent, time): a row's reward is
+    its agent's reward summed until its next decision (after its last: until the episode's
+    end); the same transitions as ``decisions_from`` over the dense per-step arrays (rows
+    with a valid move among the ``k`` slots)."""
+    keep = rows.mask[:, :k].any(axis=1)
+    order = np.flatnonzero(keep)[np.argsort(rows.agent[keep], kind="stable")]
+    agent, t, cum = rows.agent[order].astype(np.int64), rows.step[order], rows.cum[order]
+    same_next = np.zeros(len(agent), dtype=bool)
+    same_next[:-1] = agent[1:] == agent[:-1]
+    cum_next = np.where(same_next, np.roll(cum, -1), rows.returns[agent])
+    return Decisions(obs=rows.obs[order].astype(np.float32), mask=rows.mask[order],
+                     action=rows.action[order].astype(np.int64),
+                     reward=(cum_next - cum).astype(np.float32), agent=agent,
+                     t=t.astype(np.int64), end=~same_next,
+                     gstate=np.zeros((len(t), 0), dtype=np.float32),
+                     scenario=np.zeros(len(t), dtype=np.int64))
 
 
 def demonstrated(dec: Decisions, agents: list[int] | None) -> Decisions:
@@ -142,8 +161,8 @@ def _bound_quantile(meta: DemoMeta) -> float:
     return float(np.quantile(np.asarray(bounds, dtype=float), q)) if bounds else float("inf")
 
 
-def select_batches(loaded: list[tuple[Path, Trajectories, DemoMeta]], accepted_only: bool
-                   ) -> tuple[list[tuple[Path, Trajectories, DemoMeta]], int]:
+def select_batches(loaded: list[tuple[Path, DecisionRecord, DemoMeta]], accepted_only: bool
+                   ) -> tuple[list[tuple[Path, DecisionRecord, DemoMeta]], int]:
     """``(batches to train on, fallback count)``: all, or with ``accepted_only`` the accepted
     ones; when none was accepted, the rejected batch with the lowest bound quantile (those the
     team marked ``fallback`` first), with one warning line: training goes on."""

@@ -27,16 +27,16 @@ import numpy as np
 import torch
 
 from relied.env.core import RoutingCore
-from relied.env.rollout import Trajectories
+from relied.env.rollout import DecisionRecord, Trajectories
 from relied.experts.bound import PolicyProbs, TrialUpdate
 from relied.experts.learners import Learners
 from relied.rl.checkpoints import checkpoint_files
 from relied.rl.config import TrainConfig
-from relied.rl.demos import demonstrated
+from relied.rl.demos import decisions_of, demonstrated
 from relied.rl.hybrid_ppo import ExpertTerm, Tensors
 from relied.rl.model import ActorCritic, model_device
 from relied.rl.policy import PolicyFileError, safe_torch_load
-from relied.rl.rollout import decisions_from, gae
+from relied.rl.rollout import gae
 from relied.rl.schedule import expert_weights
 
 #: the trial update's generator seed (fixed: the bound of a plan does not depend on when the
@@ -66,9 +66,11 @@ def trial_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCon
     each call. ``model`` and ``optim`` are never changed."""
     k = model.k
 
-    def trial(traj: Trajectories, agents: Sequence[int] | None = None) -> PolicyProbs:
+    def trial(demos: DecisionRecord | Trajectories,
+              agents: Sequence[int] | None = None) -> PolicyProbs:
         device = model_device(model)
-        dec = demonstrated(decisions_from(traj, k), None if agents is None else list(agents))
+        rows = demos if isinstance(demos, DecisionRecord) else DecisionRecord.of(demos)
+        dec = demonstrated(decisions_of(rows, k), None if agents is None else list(agents))
         successor = copy.deepcopy(model)
         successor.train()
         opt = type(optim)(successor.parameters(), **optim.defaults)
