@@ -7,6 +7,11 @@ chunk when the model streams (Ollama ``stream: true``). A replan asks the team f
 plan variant and tells the conversation what happened; :meth:`ChatSession.swap_model` changes
 the model and keeps the history. Cancelling an answer (Ctrl-C) drops that turn from the
 history. The offline planner answers the same questions from the same tools.
+
+The critic judges every plan of the session (and ``agent_bound`` reports its terms) under the
+learners passed to :meth:`ChatSession.start` (:class:`~relied.experts.learners.Learners`, built
+by the command: those of a training run, or a new run's seeded untrained learners, with their
+trial update: bound version 5), as ``relied experts generate`` does.
 """
 
 from __future__ import annotations
@@ -26,33 +31,42 @@ from relied.agents.prompt import EXPLAINER_SYSTEM, data_block
 from relied.agents.team import MAX_TOOL_ROUNDS, TeamOutcome
 from relied.agents.tools import ChatState, PlanFacts, chat_tools
 from relied.env.core import RoutingCore
+from relied.experts.learners import UNTRAINED, Learners
 
 
-def _facts(core: RoutingCore, outcome: TeamOutcome, request: PlanRequest, view) -> PlanFacts:
+def _facts(core: RoutingCore, outcome: TeamOutcome, request: PlanRequest, view,
+           learners: Learners) -> PlanFacts:
     v = outcome.verdict
     return PlanFacts(core=core, view=view, plan=outcome.plan, routes=outcome.routes,
-                     bound=request.config.bound, epsilon=v.epsilon,
+                     bound=request.config.bound, epsilon=v.epsilon, learners=learners,
+                     agents=outcome.demo_agents,
                      verdict_text={"state": "accepted" if v.accepted else
                                    "fallback" if outcome.fallback else "rejected",
                                    "accepted": v.accepted, "round": v.round,
-                                   "reason": v.reason[:300]})
+                                   "reason": v.reason[:300],
+                                   "bound_version": learners.bound_version})
 
 
 class ChatSession:
-    """The plan, the conversation and the answering agent of one chat."""
+    """The plan, the conversation and the answering agent of one chat; ``learners``: what
+    the critic judges every plan of the session under."""
 
-    def __init__(self, request: PlanRequest, outcome: TeamOutcome, core: RoutingCore, view):
+    def __init__(self, request: PlanRequest, outcome: TeamOutcome, core: RoutingCore, view,
+                 learners: Learners = UNTRAINED):
         self.request, self.outcome, self.core, self.view = request, outcome, core, view
+        self.learners = learners
         self.variant = request.variant
-        self.state = ChatState(_facts(core, outcome, request, view))
+        self.state = ChatState(_facts(core, outcome, request, view, learners))
         self.context = UnboundedChatCompletionContext()
         self.usage: list[CallUsage] = []
         self.client = self._client(request.model)
 
     @classmethod
-    async def start(cls, request: PlanRequest) -> ChatSession:
-        outcome, _, core, view = await plan(request)
-        return cls(request, outcome, core, view)
+    async def start(cls, request: PlanRequest, learners: Learners = UNTRAINED) -> ChatSession:
+        """The team plans ``request``, its critic judging under ``learners`` (default:
+        untrained, no trial update: bound version 4)."""
+        outcome, _, core, view = await plan(request, learners)
+        return cls(request, outcome, core, view, learners)
 
     def _client(self, spec: str) -> GuardedClient:
         r = self.request
@@ -104,9 +118,9 @@ class ChatSession:
         """The team's next plan variant; the conversation is told what changed."""
         self.variant += 1
         request = self.request.model_copy(update={"variant": self.variant})
-        outcome, _, core, view = await plan(request)
+        outcome, _, core, view = await plan(request, self.learners)
         self.outcome, self.core, self.view = outcome, core, view
-        self.state.replace(_facts(core, outcome, request, view), self.variant)
+        self.state.replace(_facts(core, outcome, request, view, self.learners), self.variant)
         v = outcome.verdict
         await self.context.add_message(UserMessage(
             content=f"(The team replanned: variant {self.variant}, "

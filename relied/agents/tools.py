@@ -24,6 +24,7 @@ from relied.env.forecast import TrafficForecast
 from relied.env.scenario import index_of
 from relied.experts.bound import BoundConfig
 from relied.experts.critic import BoundTerms, Execution, execute, plan_bounds, reference_bound
+from relied.experts.learners import UNTRAINED, Learners
 
 
 def _tools(*functions: Callable[..., str]) -> list[FunctionTool]:
@@ -87,11 +88,14 @@ def planner_tools(view: CityView, edge_load: np.ndarray | None = None,
 @dataclass
 class PlanFacts:
     """A plan executed once in the simulator, and its bound terms for every agent (computed
-    on first use); what the chat tools answer from.
+    on first use) under the ``learners`` the critic judged it under (their current policy and
+    trial update: bound version 5; :data:`~relied.experts.learners.UNTRAINED`: version 4);
+    what the chat tools answer from. ``agents``: the agents the critic judged (the team's
+    sample at scale; None: all).
 
     ``epsilon`` is the critic's absolute threshold (the verdict's ``epsilon``: ``bound.epsilon``
     is a ratio); when not given it is computed as the team does without learner behaviour
-    (the ratio times the free-flow shortest-path plan's mean bound)."""
+    (the ratio times the free-flow shortest-path plan's mean bound under ``learners``)."""
 
     core: RoutingCore
     view: CityView
@@ -100,6 +104,8 @@ class PlanFacts:
     bound: BoundConfig
     verdict_text: dict
     epsilon: float | None = None
+    learners: Learners = UNTRAINED
+    agents: list[int] | None = None
 
     @cached_property
     def nodes(self) -> list[list[int]]:
@@ -124,18 +130,22 @@ class PlanFacts:
 
     @cached_property
     def terms(self) -> BoundTerms:
-        """Every agent's bound and its terms, as the critic computes them (untrained
-        learners), from the plan's execution."""
+        """Every agent's bound and its terms, as the critic computes them under
+        :attr:`learners`, from the plan's execution."""
+        lr = self.learners
         return plan_bounds(self.core.net, self.core.scenario, self.nodes, self.bound,
-                           run=self.run)
+                           lr.policy_probs, lr.previous_probs, run=self.run, agents=self.agents,
+                           trial_update=lr.trial_update)
 
     @cached_property
     def threshold(self) -> float:
         """The absolute epsilon an agent's bound is compared with."""
         if self.epsilon is not None:
             return self.epsilon
-        return self.bound.epsilon * reference_bound(self.core.net, self.core.scenario,
-                                                    self.bound)
+        lr = self.learners
+        return self.bound.epsilon * reference_bound(
+            self.core.net, self.core.scenario, self.bound, lr.policy_probs, lr.previous_probs,
+            agents=self.agents, trial_update=lr.trial_update)
 
 
 class ChatState:
@@ -206,7 +216,8 @@ def chat_tools(state: ChatState) -> list[FunctionTool]:
 
     def agent_bound(agent_id: int) -> str:
         """The critic's stationarity bound of one agent and its terms (external volatility,
-        policy divergence of its interaction group), against the critic's absolute epsilon."""
+        policy divergence of its interaction group), against the critic's absolute epsilon,
+        with the bound version and the learners it was judged under."""
         if error := agent_or_error(agent_id):
             return error
         f = state.facts
@@ -216,7 +227,9 @@ def chat_tools(state: ChatState) -> list[FunctionTool]:
                            "divergence_term": round(float(t.divergence[agent_id]), 1),
                            "group_size": len(t.groups[agent_id]), "epsilon": round(eps, 1),
                            "threshold_ratio": f.bound.epsilon,
-                           "within_epsilon": bool(t.bound[agent_id] <= eps)})
+                           "within_epsilon": bool(t.bound[agent_id] <= eps),
+                           "bound_version": f.learners.bound_version,
+                           "learners": f.learners.source})
 
     def plan_changes() -> str:
         """What the last replan changed: agents with a new route, mean travel time and the

@@ -27,7 +27,7 @@ from relied.agents.clients import (
     resolve_spec,
     usage_totals,
 )
-from relied.agents.generate import GenerationError, PlanRequest, agenerate, ask
+from relied.agents.generate import GenerationError, PlanRequest, agenerate
 from relied.agents.team import TeamConfig
 from relied.commands.output import (
     JsonFlag,
@@ -63,6 +63,11 @@ Epsilon = Annotated[float, typer.Option(
 Rounds = Annotated[int, typer.Option(min=1, help="planner -> critic rounds")]
 Timeout = Annotated[float, typer.Option(help="seconds per model call, counted from when it "
                                         "is sent")]
+Run = Annotated[Path | None, typer.Option(
+    "--run", help="judge plans under the learners of this training run (its last "
+    "checkpoint: policy, optimiser, lambda) and their trial update (bound version 5); default: "
+    "the untrained learners a new 'relied train --seed SEED' run of this city and agent count "
+    "starts from (seeded, default architecture)")]
 USER_ERRORS = (CityError, ModelError, ValueError, OSError)
 # Scenario / TeamConfig / BoundConfig fields and the flags that set them
 FLAGS = {"n_agents": "--agents", "seed": "--seed", "city": "--city", "epsilon": "--epsilon",
@@ -139,11 +144,7 @@ def generate(
     no_filter: Annotated[bool, typer.Option("--no-filter", help="keep first plans whatever the "
                                             "critic says (LEED)")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore cached answers")] = False,
-    run: Annotated[Path | None, typer.Option(
-        "--run", help="judge plans under the learners of this training run (its last "
-        "checkpoint: policy, optimiser, lambda) and their trial update; default: the untrained "
-        "learners a new 'relied train --seed SEED' run of this city and agent count starts "
-        "from (seeded, default architecture)")] = None,
+    run: Run = None,
     ollama: Host = None, timeout: Timeout = 120.0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     as_json: JsonFlag = False,
@@ -230,30 +231,46 @@ def generate(
         raise typer.Exit(1)
 
 
+async def _ask(request: PlanRequest, question: str, learners):
+    """One turn of a chat session: the team plans (its critic judging under ``learners``),
+    then the answering agent answers ``question``; ``(answer, session)``."""
+    from relied.agents.chat import ChatSession
+
+    session = await ChatSession.start(request, learners)
+    return await session.answer(question), session
+
+
 @experts_app.command("ask")
 def ask_cmd(
     question: Annotated[str, typer.Argument(help="e.g. 'why did agent 3 take this route?'")],
     city: City = "aguascalientes", agents: Agents = 20, seed: Seed = 0,
     scenario: ScenarioOpt = None, model: Model = "offline", epsilon: Epsilon = DEFAULT_EPSILON,
-    max_rounds: Rounds = 3, ollama: Host = None, timeout: Timeout = 120.0,
+    max_rounds: Rounds = 3, run: Run = None, ollama: Host = None, timeout: Timeout = 120.0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ask the expert team one question about a scenario; prints the answer."""
+    """Ask the expert team one question about a scenario; prints the answer.
+
+    The critic judges the plan as 'experts generate' does (bound version 5): under the
+    learners of --run, else the seeded untrained learners a new training run starts from.
+    """
     if not question.strip():
         fail("the question is empty; e.g. relied experts ask 'why did agent 3 take this "
              "route?'", as_json)
     try:
         sc = _scenario(scenario, city, agents, seed)
-        config = _config(epsilon, max_rounds)
-        spec = resolve_spec(model, ollama)
-        answer, outcome, usage = asyncio.run(ask(sc, question, spec, config=config,
-                                                 ollama_host=ollama, timeout_s=timeout))
+        request = PlanRequest(scenario=sc, model=resolve_spec(model, ollama),
+                              config=_config(epsilon, max_rounds), ollama_host=ollama,
+                              timeout_s=timeout)
+        learners = _learners(sc, run)
+        answer, session = asyncio.run(_ask(request, question, learners))
     except (*USER_ERRORS, ValidationError) as exc:
         fail(_message(exc), as_json)
+    outcome = session.outcome
     if as_json:
-        emit_json({"question": question, "answer": answer, "model": spec,
+        emit_json({"question": question, "answer": answer, "model": request.model,
                    "accepted": outcome.verdict.accepted, "rounds": outcome.rounds,
-                   "usage": usage_totals([*outcome.usage, *usage])})
+                   "bound_version": learners.bound_version, "learners": learners.source,
+                   "usage": usage_totals([*outcome.usage, *session.usage])})
         return
     console.print(answer, highlight=False, markup=False)
 
@@ -272,9 +289,14 @@ def _stdin_usable() -> bool:
 def chat(
     city: City = "aguascalientes", agents: Agents = 20, seed: Seed = 0,
     scenario: ScenarioOpt = None, model: Model = "offline", epsilon: Epsilon = DEFAULT_EPSILON,
-    max_rounds: Rounds = 3, ollama: Host = None, timeout: Timeout = 120.0,
+    max_rounds: Rounds = 3, run: Run = None, ollama: Host = None, timeout: Timeout = 120.0,
 ) -> None:
-    """Talk with the expert team about a scenario (a REPL that keeps the conversation)."""
+    """Talk with the expert team about a scenario (a REPL that keeps the conversation).
+
+    The critic judges every plan of the chat (and 'agent_bound' reports its terms) as
+    'experts generate' does (bound version 5): under the learners of --run, else the seeded
+    untrained learners a new training run starts from.
+    """
     from relied.agents.chat import ChatSession
 
     if not _stdin_usable():
@@ -285,12 +307,14 @@ def chat(
         request = PlanRequest(scenario=sc, model=resolve_spec(model, ollama),
                               config=_config(epsilon, max_rounds), ollama_host=ollama,
                               timeout_s=timeout)
-        session = asyncio.run(ChatSession.start(request))
+        session = asyncio.run(ChatSession.start(request, _learners(sc, run)))
     except (*USER_ERRORS, ValidationError) as exc:
         fail(_message(exc))
+    learners = session.learners
     console.print(f"expert team ({describe(session.spec)}) planned {sc.n_agents} agents in "
-                  f"{session.outcome.rounds} round(s). {CHAT_HELP}", highlight=False,
-                  markup=False)
+                  f"{session.outcome.rounds} round(s); the critic judges with bound version "
+                  f"{learners.bound_version} under {learners.source}. {CHAT_HELP}",
+                  highlight=False, markup=False, soft_wrap=True)
     while True:
         try:
             line = input("you> ").strip()
