@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import relied.env.core as core_module
+import relied.env.live as live_module
 from relied.env.cities import load_city
 from relied.env.core import AT_NODE, RoutingCore, slot_mask
 from relied.env.policies import make_policy
@@ -65,3 +66,45 @@ def test_remembered_free_flow_choices_change_nothing(monkeypatch):
     assert len(fast) == len(slow)
     for a, b in zip(fast, slow, strict=True):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def _congestion_aware_run(net, scenario: Scenario) -> tuple[list[np.ndarray], int]:
+    """Every step's actions and the live destinations the congestion-aware policy computed."""
+    computed = []
+    real = live_module.cost_to_go
+
+    def spy(net, targets, weight=None, reverse=None):
+        computed.append(len(targets))
+        return real(net, targets, weight, reverse)
+
+    live_module.cost_to_go = spy
+    try:
+        core = RoutingCore(net, scenario)
+        pol = make_policy("congestion-aware", 0)
+        actions = []
+        while not core.done:
+            actions.append(pol(core))
+            core.advance(actions[-1])
+    finally:
+        live_module.cost_to_go = real
+    return actions, sum(computed)
+
+
+def test_signal_floor_settles_more_choices_and_changes_none(monkeypatch):
+    """With signals every edge costs at least free flow plus its mean red wait, so the
+    congestion-aware bounds use that floor: the same choices at every step as on the
+    free-flow floor, with fewer destinations computed (the floor's own included)."""
+    net = load_city("aguascalientes")
+    scenario = Scenario(n_agents=300, seed=2, departure_window_s=300.0, signals=True)
+    got, with_floor = _congestion_aware_run(net, scenario)
+    free_flow = RoutingCore._cost_floor
+
+    def free_flow_floor(core):
+        free_flow(core)
+        return core._floors[-1]
+
+    monkeypatch.setattr(RoutingCore, "_cost_floor", free_flow_floor)
+    ref, without = _congestion_aware_run(net, scenario)
+    assert len(got) == len(ref)
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
+    assert with_floor < 0.85 * without

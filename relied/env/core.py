@@ -72,7 +72,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relied.env.live import LiveCostToGo, cost_to_go
+from relied.env.live import CostFloor, LiveCostToGo, cost_to_go
 from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
 from relied.env.signals import SignalPlan, signal_plan
@@ -155,6 +155,7 @@ class RoutingCore:
         self.out_table = net.out_edge_table()
         self._mask_table: np.ndarray | None = None  # (:meth:`_slot_mask`)
         self._ff_slot: np.ndarray | None = None  # (:meth:`_free_flow_slots`)
+        self._floors: list[CostFloor] | None = None  # (:meth:`_cost_floor`)
         self.queue_model = s.traffic_model == "queue"
         self.headway = 1.0 / (net.saturation_vps * net.green_share)
         # traffic signals (``Scenario.signals``): a controlled approach discharges at its full
@@ -582,6 +583,10 @@ class RoutingCore:
         order = (self._src_key[src] + self.ready_s[q]).argsort(kind="stable")
         q, src = q[order], src[order]
         slot = self._next_slot[src]
+        everyone = self._cannot_leave(q, src, slot, t1)
+        if everyone is not None:  # only the first few of long queues can leave: take those
+            maybe = ~everyone[3]
+            q, src, slot = q[maybe], src[maybe], slot[maybe]
         depart, behind = self._fifo(q, src, slot, t1)
         if self.signal_plan is not None:
             depart = self._wait_for_green(q, src, depart, t1)
@@ -600,6 +605,12 @@ class RoutingCore:
             added, tgt = None, target[go]
         else:
             go = can
+        leaving = q[go], depart[go], src[go]
+        if everyone is not None:  # the bookkeeping below is of every queued vehicle
+            q, src, slot, out = everyone
+            went = np.zeros(q.size, dtype=bool)
+            went[~out] = go
+            go = went
         if self._recount:
             stay = q[~go]
             self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
@@ -607,9 +618,27 @@ class RoutingCore:
             self.clock_s[q] = t1  # stay are at t1, those that leave get their times below
         # a queue head whose slot is by t1 can leave (its clock is before t1): unless an
         # entry was refused, only vehicles behind a head stay with a slot by t1
-        self._left = None if added is not None and behind is None and self.signal_plan is None \
-            else (src, go, slot, t1)  # (a red light leaves queue heads behind)
-        return self._move(q[go], depart[go], src[go], tgt, t1, added, self._one_each)
+        self._left = None if added is not None and behind is None and everyone is None \
+            and self.signal_plan is None else (src, go, slot, t1)  # (a red light leaves
+        return self._move(*leaving, tgt, t1, added, self._one_each)  # queue heads behind)
+
+    def _cannot_leave(self, q: np.ndarray, src: np.ndarray, slot: np.ndarray,
+                      t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                          np.ndarray] | None:
+        """Queue model: which of queued ``q`` (sorted FIFO by edge ``src``; ``slot``: the
+        edge's next discharge slot) cannot leave by ``t1`` whatever happens: the j-th of its
+        queue leaves at ``slot + j headway`` at the earliest (the bound of :meth:`_fifo`'s
+        closed form, in its arithmetic). Returns ``(q, src, slot, mask)``, or ``None`` where
+        that is under half of them (then they are not worth taking out). Those behind in a
+        queue follow those ahead, so the others are the first few of each queue: their
+        times are those the whole queue gives them."""
+        if q.size < 64:
+            return None
+        idx = np.arange(q.size)
+        out = (idx - _segment_starts(src)) * self._headway[src] + slot > t1 + 1e-9
+        if 2 * np.count_nonzero(out) < q.size:
+            return None
+        return q, src, slot, out
 
     def _move(self, v: np.ndarray, d: np.ndarray, from_edge: np.ndarray, to: np.ndarray,
               t1: float, added: np.ndarray | None = None, one_each: bool = False) -> np.ndarray:
@@ -990,12 +1019,29 @@ class RoutingCore:
     def live_best_slots(self, deciding: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """For ``deciding`` learners (with their ``valid`` slots), the slot minimising the
         entering travel time of its edge plus the live cost-to-go from its head: the choice
-        :meth:`live_to_go`'s rows give, bounded by the free-flow cost-to-go where that settles
-        it (:meth:`LiveCostToGo.best_slots`)."""
+        :meth:`live_to_go`'s rows give, bounded below by the cost-to-go on the step's
+        :meth:`_cost_floor` where that settles it (:meth:`LiveCostToGo.best_slots`)."""
         edges = np.maximum(self.out_table[self.node[deciding]], 0)
-        lower = self.ff_to_dest[self.dest_row[deciding][:, None], self.net.edge_dst[edges]]
+        floor = self._cost_floor()
+        rows = floor.row[self.dest[deciding]]
+        lower = floor.table[rows[:, None], self.net.edge_dst[edges]]
         return self._live.best_slots(self.t, self.edge_travel_time, self.dest, deciding,
                                      edges, valid, lower)
+
+    def _cost_floor(self) -> CostFloor:
+        """The :class:`CostFloor` of this step's edge costs: free flow plus the mean red wait
+        with signals (the queue model's delay includes it; built at the first call, for the
+        learners' destinations) while every cost is at least that, else free flow."""
+        if self._floors is None:
+            self._floors = [CostFloor.build(self.net, self.net.freeflow_s, self.dest_ids,
+                                            self.ff_to_dest)]
+            if self.signal_plan is not None and self.queue_model:
+                self._floors.insert(0, CostFloor.build(
+                    self.net, self.net.freeflow_s + self._red_wait, np.unique(self.dest)))
+        for floor in self._floors[:-1]:
+            if self._live.holds(self.t, self.edge_travel_time, floor):
+                return floor
+        return self._floors[-1]
 
     def _live_detour(self, se: np.ndarray, valid: np.ndarray, at_node: np.ndarray,
                      rows: np.ndarray) -> np.ndarray:

@@ -24,12 +24,15 @@ since then on the edges of that row's ball (a path's cost rises by at most the i
 its edges, and the old best path from ``head`` only uses edges whose tail is no farther than
 ``head``). When the best slot's upper bound is strictly below every other slot's lower bound
 the choice is certain, exactly the one a fresh Dijkstra gives; a destination is computed only
-for the learners whose choice the bounds leave open.
+for the learners whose choice the bounds leave open. The lower bound is the cost-to-go on a
+:class:`CostFloor`: edge weights no cost is below (free flow; with signals, plus the mean red
+wait the queue model's delay always includes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -56,6 +59,28 @@ def cost_to_go(net: CityNetwork, targets: np.ndarray, weight: np.ndarray | None 
     else:
         graph = reverse.weighted(net.freeflow_s if weight is None else weight)
     return dijkstra(graph, indices=np.asarray(targets))
+
+
+@dataclass(frozen=True)
+class CostFloor:
+    """Weights no edge cost is below (``weights``), and the cost-to-go on them to the
+    destinations of ``table``'s rows (``row[node]``: the row of destination ``node``): lower
+    bounds of the live cost-to-go while every cost is at least its weight."""
+
+    weights: np.ndarray
+    table: np.ndarray
+    row: np.ndarray
+
+    @classmethod
+    def build(cls, net: CityNetwork, weights: np.ndarray, dests: np.ndarray,
+              table: np.ndarray | None = None) -> CostFloor:
+        """The floor of ``weights`` for destinations ``dests`` (``table``: their cost-to-go
+        on ``weights`` where already computed)."""
+        row = np.full(net.n_nodes, -1, dtype=np.int64)
+        row[dests] = np.arange(len(dests))
+        if table is None:
+            table = cost_to_go(net, dests, weights)
+        return cls(weights, table, row)
 
 
 def reuse_steps(n_learners: int) -> int:
@@ -107,6 +132,8 @@ class LiveCostToGo:
         self._changed_at = -1  # step key since which the edge costs are what they are
         self._ring = np.zeros((BOUND_STEPS + 1, net.n_edges))
         self._ring_key = np.full(BOUND_STEPS + 1, -1, dtype=np.int64)
+        self._floor_checked: tuple[int, int] | None = None  # (:meth:`holds`)
+        self._floor_holds = False
 
     @property
     def _table(self) -> np.ndarray:
@@ -152,15 +179,24 @@ class LiveCostToGo:
         self._key, self._value = key, (cost, self._table, row_of)
         return self._value
 
+    def holds(self, key: int, edge_cost: Callable[[], np.ndarray], floor: CostFloor) -> bool:
+        """Whether every edge cost of step ``key`` is at least ``floor``'s weight."""
+        cost = self._costs_now(key, edge_cost)
+        if self._floor_checked != (self._changed_at, id(floor)):
+            self._floor_checked = (self._changed_at, id(floor))
+            self._floor_holds = bool((cost >= floor.weights).all())
+        return self._floor_holds
+
     def best_slots(self, key: int, edge_cost: Callable[[], np.ndarray], dest: np.ndarray,
                    deciding: np.ndarray, edges: np.ndarray, valid: np.ndarray,
                    lower: np.ndarray) -> np.ndarray:
         """For each ``deciding`` learner, the slot minimising ``cost[e] + to_go[head(e)]`` over
         its ``valid`` slots (``edges``: ``(m, K)`` edge of each slot), the first of equals: what
         :meth:`get`'s rows give. ``lower``: ``(m, K)`` lower bounds of ``to_go`` at the slots'
-        heads (the free-flow cost-to-go; every cost must be at least its edge's free-flow
-        time). Up to :data:`PER_STEP_LEARNERS`, a destination is computed only for learners
-        whose choice the bounds leave open (module docstring); the choices are the same."""
+        heads (the cost-to-go on a :class:`CostFloor` whose weights hold, at least free flow:
+        every cost must be at least its edge's free-flow time). Up to
+        :data:`PER_STEP_LEARNERS`, a destination is computed only for learners whose choice
+        the bounds leave open (module docstring); the choices are the same."""
         heads = self.net.edge_dst[edges]
         cost = self._costs_now(key, edge_cost)
         if self.reuse <= 1 and not (self._value is not None and self._key == key) \
