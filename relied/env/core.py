@@ -292,6 +292,13 @@ class RoutingCore:
         free_at = at[(queued[at] == 0) & (self.next_slot[at] <= self.ready_s[free] + 1e-9)]
         return self.count - np.bincount(free_at, minlength=e)
 
+    def _stored_now(self) -> np.ndarray:
+        """:attr:`stored` within one discharge, counted once: what the discharge changes
+        before it moves anyone (held queues' slots and clocks) is not counted in it."""
+        if self._stored is None:
+            self._stored = self.stored
+        return self._stored
+
     @property
     def traversal_n(self) -> np.ndarray:
         """Traversals completed on each edge (vehicles that entered it and left)."""
@@ -571,6 +578,7 @@ class RoutingCore:
         next discharge slot is after ``t1`` stay in the batch: their FIFO times are after
         ``t1`` too, so they stay like any vehicle that cannot leave yet (and do not count as
         left behind for :meth:`_alone`)."""
+        self._stored = None  # (:meth:`_stored_now`)
         if self._blocking:  # some queue's head waits for a full edge: take those out
             q, src, self._held = self._gate(q, t1)
         else:
@@ -803,7 +811,7 @@ class RoutingCore:
         if self._recount and np.count_nonzero(full[i]):  # stored <= count
             i = i[full[i]]
             w = self._blocked_on[e[i]]
-            full[i] = self.stored[w] >= self.net.storage[w]
+            full[i] = self._stored_now()[w] >= self.net.storage[w]
         if not np.count_nonzero(full):
             return q, e, q[:0]
         re_held = e[full]
@@ -907,7 +915,8 @@ class RoutingCore:
         entering = can & (target < self._arrive)
         tgt = target[entering]
         entries = np.bincount(tgt, minlength=self.net.n_edges)[tgt]
-        room = self.net.storage[tgt] - (self.stored[tgt] if self._recount else self.count[tgt])
+        room = self.net.storage[tgt] - (self._stored_now()[tgt] if self._recount
+                                        else self.count[tgt])
         if not np.count_nonzero(entries > room):
             return can
         leaving = target == self._arrive
