@@ -361,6 +361,8 @@ class RoutingCore:
         without the edge straight back unless it is the only way on (:func:`slot_mask`). The
         mask depends only on the edge a vehicle came by (its node is that edge's head) or, at
         its origin, on the node: one row of a table built at the first call."""
+        if not vehicles.size:
+            return np.zeros((0, self.k), dtype=bool)
         if self._mask_table is None:
             self._mask_table = mask_table(self.net, self.out_table)
         came = self.v_edge[vehicles]
