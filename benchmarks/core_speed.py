@@ -13,7 +13,9 @@ the script fails otherwise.
     python benchmarks/core_speed.py --before /work/wt-base --after . --repeats 5 --json
 
 writes ``results/core_speed.{json,md}``: per cell the median wall time of each tree, the
-speed-up, the load average over each pass, and both trees' commits.
+speed-up, the load average over each pass, and both trees' commits; and, indicative only,
+each core wall of ``results/backends.json`` (the idle-machine run) divided by that speed-up
+against the SUMO walls there.
 """
 
 from __future__ import annotations
@@ -130,7 +132,51 @@ def markdown(result: dict) -> str:
                      f"{c['mean_travel_time']:.2f} | {c['wall_before_s']:.3f} | "
                      f"{c['wall_after_s']:.3f} | {c['speedup']:.2f}x | "
                      f"{c['setup_before_s']:.3f} | {c['setup_after_s']:.3f} |")
+    projected = result.get("projected")
+    if projected:
+        lines += ["", "## Projected against the idle-machine backends run (indicative)", "",
+                  f"From `{projected['source']}` ({projected['command']}, load "
+                  f"{projected['load']}): each core wall time there divided by this run's "
+                  "speed-up, against the SUMO walls of the same run. A projection, not a "
+                  "measurement: the goals are read from the backends run on an idle machine.",
+                  "", "| case | core | policy | core wall then (s) | projected (s) | "
+                  "vs SUMO micro | vs SUMO meso |", "|---|---|---|---:|---:|---:|---:|"]
+        for r in projected["cells"]:
+            lines.append(f"| {r['case']} | {r['backend']} | {r['policy']} | "
+                         f"{r['wall_then_s']:.3f} | {r['wall_projected_s']:.3f} | "
+                         f"{r['vs_micro']:.1f}x | {r['vs_meso']:.1f}x |")
+        for b in ("core", "core-signals"):
+            mine = [r for r in projected["cells"] if r["backend"] == b]
+            lines.append(f"\n{b}: >= 50x vs micro in {sum(r['vs_micro'] >= 50 for r in mine)} "
+                         f"of {len(mine)} cells (then {sum(r['then_vs_micro'] >= 50 for r in mine)}"
+                         f"), >= 10x vs meso in {sum(r['vs_meso'] >= 10 for r in mine)} of "
+                         f"{len(mine)} (then {sum(r['then_vs_meso'] >= 10 for r in mine)}).")
     return "\n".join(lines + [""])
+
+
+def project(cells: list[dict], path: Path) -> dict | None:
+    """Each core cell of the backends results at ``path`` with its wall time divided by the
+    speed-up measured here, against that run's SUMO walls (netconvert's programs)."""
+    if not path.is_file():
+        return None
+    backends = json.loads(path.read_text())
+    speed = {(c["case"].split(" (")[0], c["backend"], c["policy"]): c["speedup"]
+             for c in cells}
+    out = []
+    for case in backends["cases"]:
+        rows = {(r["backend"], r["policy"]): r for r in case["rows"]}
+        label = case["case"].split(" (")[0]
+        for (backend, policy), r in rows.items():
+            if (label, backend, policy) not in speed:
+                continue
+            wall = r["wall_s"] / speed[(label, backend, policy)]
+            micro, meso = rows[("sumo", policy)]["wall_s"], rows[("sumo-meso", policy)]["wall_s"]
+            out.append({"case": label, "backend": backend, "policy": policy,
+                        "wall_then_s": r["wall_s"], "wall_projected_s": wall,
+                        "vs_micro": micro / wall, "vs_meso": meso / wall,
+                        "then_vs_micro": micro / r["wall_s"], "then_vs_meso": meso / r["wall_s"]})
+    return {"source": str(path.relative_to(Path(__file__).parent.parent)),
+            "command": backends["command"], "load": backends.get("load"), "cells": out}
 
 
 def main() -> None:
@@ -161,6 +207,7 @@ def main() -> None:
               "after": {"tree": str(args.after), "commit": commit(args.after)},
               "repeats": args.repeats, "python": platform.python_version(),
               "cpus": os.cpu_count(), "passes": passes, "cells": compare(passes)}
+    result["projected"] = project(result["cells"], RESULTS / "backends.json")
     text = markdown(result)
     if args.json:
         RESULTS.mkdir(exist_ok=True)
