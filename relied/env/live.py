@@ -124,7 +124,6 @@ class LiveCostToGo:
         self._used = 0  # rows in use
         self._row = np.full(net.n_nodes, -1, dtype=np.int64)  # destination node -> row
         self._born = np.zeros(0, dtype=np.int64)  # step key each row was computed at
-        self._tails = np.zeros((0, net.n_edges))  # per row: its cost-to-go at each edge's tail
         # the step's edge costs, and (ring, by key) those of the last BOUND_STEPS keys
         self._cost_key: int | None = None
         self._cost = np.zeros(0)
@@ -254,7 +253,7 @@ class LiveCostToGo:
         if rose.size:
             rise = cost[rose] - self._ring[ring[:, None], rose]
             np.maximum(rise, 0.0, out=rise)
-            rise *= self._tails[row[d][:, None], rose] <= reach[d, None]
+            rise *= self._rows[row[d][:, None], self.net.edge_src[rose]] <= reach[d, None]
             slack[d] = rise.sum(axis=1)
         top = upper[np.arange(r.size), best] + slack[inv[r]]
         top += np.abs(top) * _SLACK + _SLACK
@@ -274,16 +273,10 @@ class LiveCostToGo:
                 rows_, born = np.empty((grow, self.net.n_nodes)), np.zeros(grow, np.int64)
                 rows_[: self._used], born[: self._used] = self._table, self._born[: self._used]
                 self._rows, self._born = rows_, born
-                if self.reuse <= 1:
-                    tails = np.empty((grow, self.net.n_edges))
-                    tails[: self._used] = self._tails[: self._used]
-                    self._tails = tails
             self._row[new] = np.arange(self._used, self._used + new.size)
             self._used += new.size
         self._rows[self._row[dests]] = rows
         self._born[self._row[dests]] = key
-        if self.reuse <= 1:  # (for the bounds of best_slots)
-            self._tails[self._row[dests]] = rows[:, self.net.edge_src]
 
 
 def _argmin_slots(cost: np.ndarray, table: np.ndarray, rows: np.ndarray, edges: np.ndarray,
