@@ -200,26 +200,42 @@ class LiveCostToGo:
         cost = self._costs_now(key, edge_cost)
         if self.reuse <= 1 and not (self._value is not None and self._key == key) \
                 and self._above_freeflow:
-            dests, inv = _unique(dest[deciding])
-            stale = self._stale(key, dests)
-            sure = np.zeros(deciding.size, dtype=bool)
-            pick = np.zeros(deciding.size, dtype=np.int64)
-            bounded = stale & (self._row[dests] >= 0)
-            if np.count_nonzero(bounded):
-                sure, pick = self._bounded_choice(key, cost, dests, inv, bounded, edges, heads,
-                                                  valid, lower)
-            open_dests = np.zeros(dests.size, dtype=bool)
-            open_dests[inv[~sure]] = True
-            self._compute(key, dests[stale & open_dests])
-            out = pick
-            rest = ~sure
-            if np.count_nonzero(rest):
-                rows = self._row[dest[deciding[rest]]]
-                out[rest] = _argmin_slots(cost, self._rows, rows, edges[rest], heads[rest],
-                                          valid[rest])
+            # a learner with one valid slot (its destination reachable from there) takes it
+            forced = (np.count_nonzero(valid, axis=1) == 1) & \
+                np.isfinite(np.where(valid, lower, np.inf).min(axis=1))
+            if not np.count_nonzero(forced):
+                return self._bounded_slots(key, cost, dest, deciding, edges, heads, valid, lower)
+            out = valid.argmax(axis=1)
+            free = ~forced
+            if np.count_nonzero(free):
+                out[free] = self._bounded_slots(key, cost, dest, deciding[free], edges[free],
+                                                heads[free], valid[free], lower[free])
             return out
         _, table, row_of = self.get(key, edge_cost, dest, deciding)
         return _argmin_slots(cost, table, row_of[deciding], edges, heads, valid)
+
+    def _bounded_slots(self, key: int, cost: np.ndarray, dest: np.ndarray,
+                       deciding: np.ndarray, edges: np.ndarray, heads: np.ndarray,
+                       valid: np.ndarray, lower: np.ndarray) -> np.ndarray:
+        """:meth:`best_slots` up to :data:`PER_STEP_LEARNERS`: certain choices from the bounds,
+        the others from rows computed on the costs of now."""
+        dests, inv = _unique(dest[deciding])
+        stale = self._stale(key, dests)
+        sure = np.zeros(deciding.size, dtype=bool)
+        pick = np.zeros(deciding.size, dtype=np.int64)
+        bounded = stale & (self._row[dests] >= 0)
+        if np.count_nonzero(bounded):
+            sure, pick = self._bounded_choice(key, cost, dests, inv, bounded, edges, heads,
+                                              valid, lower)
+        open_dests = np.zeros(dests.size, dtype=bool)
+        open_dests[inv[~sure]] = True
+        self._compute(key, dests[stale & open_dests])
+        rest = ~sure
+        if np.count_nonzero(rest):
+            rows = self._row[dest[deciding[rest]]]
+            pick[rest] = _argmin_slots(cost, self._rows, rows, edges[rest], heads[rest],
+                                       valid[rest])
+        return pick
 
     def _bounded_choice(self, key, cost, dests, inv, bounded, edges, heads, valid, lower):
         """``(sure, pick)`` per deciding learner: whether its best slot is certain from the
