@@ -43,8 +43,9 @@ from relied.rl.trainer import Trainer
 from relied.rl.trial import trial_update
 
 RESULTS = Path(__file__).parent / "results"
-#: bound_validity.py's hold-out seeds (its --first-seed 5, --seeds 5)
-HOLD_OUT = frozenset(range(5, 10))
+#: bound_validity.py's hold-out seeds (--first-seed 5, --seeds 5) and its pre-registered
+#: confirmatory seeds (--first-seed 15, --seeds 10; bound_validity_preregistration.md)
+HOLD_OUT = frozenset(range(5, 10)) | frozenset(range(15, 25))
 RAW = (50.0, 50.0)  # scales that leave the terms unscaled (TERM_LEVEL / 50)
 
 
@@ -250,8 +251,8 @@ def main() -> None:
     args = ap.parse_args()
     if not args.render:
         if set(args.seeds) & HOLD_OUT:
-            raise SystemExit(f"seeds {sorted(HOLD_OUT)} are bound_validity's hold-out seeds; "
-                             "diagnose on others")
+            raise SystemExit(f"seeds {sorted(set(args.seeds) & HOLD_OUT)} are bound_validity's "
+                             "hold-out or confirmatory seeds; diagnose on others (e.g. 25 on)")
         torch.set_num_threads(1)
         for seed in args.seeds:
             with tempfile.TemporaryDirectory() as tmp:
