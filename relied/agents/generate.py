@@ -404,16 +404,3 @@ def generate_demonstrations(
                                     learners=learners, behaviour=behaviour, **kw))
     return [Path(r.path) for r in results if r.path is not None]
 
-
-async def ask(scenario: Scenario, question: str, model: str = "offline",
-              config: TeamConfig | None = None, ollama_host: str | None = None,
-              timeout_s: float = 120.0) -> tuple[str, TeamOutcome, list[CallUsage]]:
-    """One question to the team about ``scenario``: the team plans, then the answering agent
-    answers from its tools; ``(answer, outcome, usage of the answer)``."""
-    from relied.agents.chat import ChatSession
-
-    request = PlanRequest(scenario=scenario, model=model, config=config or TeamConfig(),
-                          ollama_host=ollama_host, timeout_s=timeout_s)
-    session = await ChatSession.start(request)
-    answer = await session.answer(question)
-    return answer, session.outcome, session.usage
