@@ -113,6 +113,15 @@ def unknown_agent(a):
     a["agent"][-1] = 99
 
 
+def assert_refused(batch, field: str, why: str) -> None:
+    """Loading ``batch`` fails with one line naming its file, the field and why."""
+    with pytest.raises(DemoFileError) as info:
+        load_batch(batch)
+    message = str(info.value)
+    assert f"'{batch.with_suffix('.npz')}'" in message and f"field '{field}'" in message
+    assert why in message and "\n" not in message
+
+
 @pytest.mark.parametrize("change, field, why", [
     (nan_obs, "obs", "non-finite"), (inf_cum, "cum", "non-finite"),
     (float_actions, "action", "dtype float64"), (out_of_range_action, "action", "outside"),
@@ -123,11 +132,7 @@ def unknown_agent(a):
 ])
 def test_bad_arrays_are_refused_naming_file_and_field(batch, change, field, why):
     rewrite(batch, change)
-    with pytest.raises(DemoFileError) as info:
-        load_batch(batch)
-    message = str(info.value)
-    assert f"'{batch.with_suffix('.npz')}'" in message and f"field '{field}'" in message
-    assert why in message and "\n" not in message
+    assert_refused(batch, field, why)
 
 
 def dense_nan_obs(a):
@@ -154,11 +159,7 @@ def test_bad_format_1_arrays_are_refused_naming_file_and_field(batch, change, fi
     as_format_1(batch)
     assert load_batch(batch)[1].format == 1
     rewrite(batch, change)
-    with pytest.raises(DemoFileError) as info:
-        load_batch(batch)
-    message = str(info.value)
-    assert f"'{batch.with_suffix('.npz')}'" in message and f"field '{field}'" in message
-    assert why in message and "\n" not in message
+    assert_refused(batch, field, why)
 
 
 def test_arrays_of_another_batch_are_detected(batch):
