@@ -10,7 +10,9 @@ minibatch steps the iteration took, and the measured drift (the others' travel t
 plan cells, as in ``bound_validity.py``). Appends one JSON object per (seed, plan) to
 ``benchmarks/results/bound_diagnosis.jsonl`` (a seed measured again replaces its rows) and
 writes the summary ``bound_diagnosis.md`` from it (``--render``: the summary only). Seeds
-5-9 are ``bound_validity.py``'s hold-out seeds: keep them out of this script.
+5-9 and 15-24 are used up (``bound_validity.py``'s hold-out and the v5 confirmatory seeds) and
+25-39 are reserved for the confirmatory test of bound version 6: the script refuses them.
+Design seeds: 0-4, 10-14 and 40-49.
 
     python benchmarks/bound_diagnosis.py --preset aguascalientes-peak --seeds 0 1 2 3 4
         [--iterations 2] [--trial-steps 8 44] [--render]
@@ -43,9 +45,11 @@ from relied.rl.trainer import Trainer
 from relied.rl.trial import trial_update
 
 RESULTS = Path(__file__).parent / "results"
-#: bound_validity.py's hold-out seeds (--first-seed 5, --seeds 5) and its pre-registered
-#: confirmatory seeds (--first-seed 15, --seeds 10; bound_validity_preregistration.md)
-HOLD_OUT = frozenset(range(5, 10)) | frozenset(range(15, 25))
+#: bound_validity.py's hold-out seeds (--first-seed 5, --seeds 5), its pre-registered
+#: confirmatory seeds of bound v5 (--first-seed 15, --seeds 10;
+#: bound_validity_preregistration.md) and those reserved for bound v6's confirmatory test (25-39;
+#: bound_validity_v6_preregistration.md)
+HOLD_OUT = frozenset(range(5, 10)) | frozenset(range(15, 40))
 RAW = (50.0, 50.0)  # scales that leave the terms unscaled (TERM_LEVEL / 50)
 
 
@@ -252,7 +256,8 @@ def main() -> None:
     if not args.render:
         if set(args.seeds) & HOLD_OUT:
             raise SystemExit(f"seeds {sorted(set(args.seeds) & HOLD_OUT)} are bound_validity's "
-                             "hold-out or confirmatory seeds; diagnose on others (e.g. 25 on)")
+                             "hold-out or confirmatory seeds (5-9, 15-39); diagnose on the design "
+                             "seeds 0-4, 10-14 or 40-49")
         torch.set_num_threads(1)
         for seed in args.seeds:
             with tempfile.TemporaryDirectory() as tmp:
