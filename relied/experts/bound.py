@@ -36,12 +36,24 @@ when the *mean* of its agents' scaled bounds is strictly below ``epsilon`` times
 for the reference, under the same policies: it must lower the learners' non-stationarity, not
 merely match it; at the threshold (within :data:`TIE_TOLERANCE`) when its mean ``Vol_ext`` is
 ``negligible`` (nothing to lower). The bound in return units is kept beside it.
+
+Version 6 (:data:`LOOKAHEAD_VERSION`, selected by ``BoundConfig.version = 6``; the default stays
+5) is a measured lookahead, not an analytic bound: the verdict reads the drift the plan is
+forecast to cause. The learners' *whole* next hybrid update (PPO on a rollout of their current
+policy plus the expert loss on the plan's demonstrations, every epoch and minibatch step, on a
+copy; :class:`Lookahead`) is taken with the critic's own seed stream (``BoundConfig.seed``),
+and each agent's predicted drift is how far the cell times of its plan route move when the
+learners' greedy behaviour takes that step (the v5 ``Move`` with the lookahead's successor).
+A plan is accepted when its agents' mean predicted drift is strictly below ``epsilon`` times
+the reference's under the same learners and rollout (or within :data:`TIE_TOLERANCE` of it when
+it is ``negligible``) and its return is not too low; the v5 terms are computed and reported
+beside it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,6 +77,18 @@ class TrialUpdate(Protocol):
                  agents: Sequence[int] | None = None) -> PolicyProbs: ...
 
 
+@runtime_checkable
+class Lookahead(Protocol):
+    """The learners' whole next update (bound version 6): ``lookahead(scenario, demos,
+    agents, seed)`` returns the policy after one hybrid update (PPO on a rollout of their
+    current policy in ``scenario``'s trips, drawn from ``seed``'s own stream, plus the expert
+    loss on ``demos``) on a copy. Passed in by training (``relied.rl.trial.LearnerUpdate``, the
+    same object as its :class:`TrialUpdate`)."""
+
+    def lookahead(self, scenario: Any, demos: DecisionRecord | Trajectories,
+                  agents: Sequence[int] | None = None, seed: int = 0) -> PolicyProbs: ...
+
+
 #: the learners' discount per decision (``TrainConfig.gamma``'s default); training passes its
 #: own ``gamma`` so the bound and the learners always discount alike
 DEFAULT_GAMMA = 0.99
@@ -73,6 +97,9 @@ BOUND_VERSION = 5  # 1: absolute epsilon (12,000), point-mass TV only, all-agent
 # 90% quantile at most the reference's, Vol_ext = spread of the whole return; 4: Vol_ext per
 # decision on the plan's cells, the plan's mean strictly below the reference's; 5: D_j = TV
 # between the current policy and its trial update on the plan's demonstrations
+#: the measured lookahead (opt-in, ``BoundConfig.version = 6``): the verdict on the drift the
+#: learners' whole next update with the plan's demonstrations is forecast to cause
+LOOKAHEAD_VERSION = 6
 #: the scaled bound gives each term this much at the reference's level
 TERM_LEVEL = 50.0
 #: a plan with negligible Vol_ext passes at up to this much above the threshold: a tie with the
@@ -86,7 +113,10 @@ class BoundConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(BOUND_VERSION, description="settings format (1: absolute epsilon)")
+    version: int = Field(BOUND_VERSION, ge=1, le=LOOKAHEAD_VERSION,
+                         description="settings format (1: absolute epsilon; 5: the trial "
+                         "update's bound, the default; 6: the verdict on the whole next "
+                         "update's forecast drift, the v5 terms reported beside it)")
     gamma: float = Field(DEFAULT_GAMMA, gt=0, lt=1, description="the learners' discount "
                          "(TrainConfig.gamma; passed in by training)")
     epsilon: float = Field(1.0, gt=0, description="scale-free threshold: a plan's mean scaled "
@@ -119,13 +149,14 @@ class BoundConfig(BaseModel):
     def from_stored(cls, stored: dict[str, Any] | None) -> BoundConfig:
         """Settings stored with a batch; a version-1 record (absolute epsilon) keeps only its
         group, divergence and seed, a version-2 to 4 record its settings; the rest takes
-        today's defaults (a re-check judges it by today's rule)."""
+        today's defaults (a re-check judges it by today's rule); a version-6 record (the
+        lookahead, opt-in) is kept as it is."""
         stored = dict(stored or {})
         version = stored.get("version", 1)
         keep = ("divergence", "group", "seed") + (() if version == 1 else (
             "epsilon", "quantile", "executions", "switch_share", "alternative", "jitter_s",
             "min_runs", "return_tolerance"))
-        if version != BOUND_VERSION:
+        if version not in (BOUND_VERSION, LOOKAHEAD_VERSION):
             stored = {k: stored[k] for k in keep if k in stored}
         return cls(**{k: v for k, v in stored.items() if k in cls.model_fields})
 

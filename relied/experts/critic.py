@@ -58,8 +58,10 @@ from relied.env.policies import (
 from relied.env.rollout import DecisionRecord, DecisionRecorder, Trajectories
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import (
+    LOOKAHEAD_VERSION,
     TIE_TOLERANCE,
     BoundConfig,
+    Lookahead,
     PolicyProbs,
     TrialUpdate,
     divergence_between,
@@ -220,6 +222,16 @@ class StationarityReport(BaseModel):
     too_slow: bool = Field(description="mean return below the baseline minus the tolerance")
     mean_travel_time: float
     reason: str
+    lookahead: bool = Field(False, description="the verdict is bound version 6's (the "
+                            "lookahead's forecast drift); else the bound's")
+    lookahead_drift_s: float | None = Field(None, description="version 6: the plan's mean "
+                                            "predicted drift (s per decision) after the "
+                                            "learners' whole next update with its "
+                                            "demonstrations")
+    reference_lookahead_drift_s: float | None = Field(None, description="version 6: the same "
+                                                      "for the reference")
+    bound_accepted: bool | None = Field(None, description="version 6: the version-5 verdict "
+                                        "on the same terms (reported for comparison)")
 
 
 def execute(net: CityNetwork, scenario: Scenario, policy_for: type[BatchPolicy] | None = None,
@@ -457,8 +469,9 @@ class BoundTerms:
     """Per-agent terms of one plan: scaled ``bound``, ``external`` and ``divergence`` terms
     (:func:`relied.experts.bound.scaled_bound`), ``absolute`` (the bound in return units),
     the reference levels ``scales``, ``groups``, the plan's ``run``, ``volatility``
-    (``Vol_ext``, reward units per decision), its ``samples`` per agent and ``move``
-    (:func:`successor_move`, reward units per decision; 0 without a trial update)."""
+    (``Vol_ext``, reward units per decision), its ``samples`` per agent, ``move``
+    (:func:`successor_move`, reward units per decision; 0 without a trial update) and
+    ``lookahead`` (:func:`lookahead_drift`, version 6; else None)."""
 
     bound: np.ndarray
     external: np.ndarray
@@ -470,6 +483,7 @@ class BoundTerms:
     volatility: np.ndarray
     samples: np.ndarray
     move: np.ndarray
+    lookahead: np.ndarray | None = None
 
 
 class GreedyProbs:
@@ -536,6 +550,8 @@ def successor_move(net: CityNetwork, scenario: Scenario, run: Execution,
 #: reference levels by (scenario, settings, reference mean): what ``reference_bound``
 #: measured, so a check given only the reference's mean scales its terms alike
 _SCALES: dict[str, tuple[float, float]] = {}
+#: version 6: the reference's mean predicted drift under the same key
+_AHEAD: dict[str, float] = {}
 
 
 def _scales_key(net: CityNetwork, scenario: Scenario, config: BoundConfig,
@@ -551,7 +567,9 @@ def _raw_terms(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
                agents: Sequence[int] | None = None, trial_update: TrialUpdate | None = None):
     """Unscaled terms. With ``trial_update`` (version 5) ``D_j`` is the TV between the current
     policy and its trial update on the plan's demonstrations, and the external term measures
-    ``Vol_ext`` plus :func:`successor_move`; without it, version 4's terms."""
+    ``Vol_ext`` plus :func:`successor_move`; without it, version 4's terms. With
+    ``config.version`` 6 also each agent's predicted drift (:func:`lookahead_drift`; else
+    None)."""
     run = run or execute(net, scenario, routes=routes)
     groups = interaction_groups(run.edges_by_step, config.group, planner_groups)
     n = scenario.n_agents
@@ -569,7 +587,25 @@ def _raw_terms(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     vol, samples = local_volatility(net, scenario, routes, config, groups, run, agents)
     absolute, ext, dterm = stationarity_bound(vol + move, divergence, groups, config.gamma,
                                               scenario.reward_bound)
-    return absolute, ext, dterm, groups, run, (vol, samples, move)
+    ahead = lookahead_drift(net, scenario, run, config, policy_probs, trial_update, agents) \
+        if config.version >= LOOKAHEAD_VERSION else None
+    return absolute, ext, dterm, groups, run, (vol, samples, move, ahead)
+
+
+def lookahead_drift(net: CityNetwork, scenario: Scenario, run: Execution, config: BoundConfig,
+                    policy_probs: PolicyProbs | None, update: TrialUpdate | None,
+                    agents: Sequence[int] | None = None) -> np.ndarray:
+    """Bound version 6: per agent the drift of its local environment that the learners' whole
+    next update with the plan's demonstrations (``update.lookahead``, seeded by the critic's
+    ``config.seed``) is forecast to cause: :func:`successor_move` with the lookahead's
+    successor (reward units per decision)."""
+    if policy_probs is None or not isinstance(update, Lookahead):
+        raise ValueError("bound version 6 needs the learners: their current policy_probs and "
+                         "an update with a lookahead (relied.rl.trial.trial_update)")
+    ahead = update.lookahead(scenario, run.decisions,
+                             None if agents is None else sorted(int(a) for a in agents),
+                             config.seed)
+    return successor_move(net, scenario, run, policy_probs, ahead)
 
 
 def plan_bounds(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[int]],
@@ -616,15 +652,21 @@ def reference_scales(net: CityNetwork, scenario: Scenario, config: BoundConfig,
     if routes is not None or run is None or not run.exact_replay:
         run = None
     routes = routes if routes is not None else policy_routes(net, scenario, "shortest-path")
-    _, ext, dterm, _, _, _ = _raw_terms(net, scenario, routes, config, policy_probs,
-                                     previous_probs, planner_groups, run, agents, trial_update)
+    _, ext, dterm, _, _, extra = _raw_terms(net, scenario, routes, config, policy_probs,
+                                         previous_probs, planner_groups, run, agents,
+                                         trial_update)
     pick = slice(None) if agents is None else np.asarray(sorted(agents), dtype=np.int64)
     scales = term_scales(ext[pick], dterm[pick], config.quantile, config.gamma,
                          scenario.reward_bound)
     reference = threshold(scaled_bound(ext, dterm, scales)[0][pick], config)[0]
     if len(_SCALES) >= 256:
         _SCALES.pop(next(iter(_SCALES)))
-    _SCALES[_scales_key(net, scenario, config, reference)] = scales
+    key = _scales_key(net, scenario, config, reference)
+    _SCALES[key] = scales
+    if extra[3] is not None:
+        if len(_AHEAD) >= 256:
+            _AHEAD.pop(next(iter(_AHEAD)))
+        _AHEAD[key] = float(extra[3][pick].mean())
     return scales, reference
 
 
@@ -661,8 +703,17 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     ``reference_routes`` (default: free-flow shortest paths). ``scales`` with ``reference``:
     fixed term levels (:func:`recheck_batch`). ``agents``: judge only these agents (the
     means and offenders are theirs; module docstring). ``trial_update``: the learners' trial
-    update (bound version 5; with ``policy_probs``), for the plan and the reference alike."""
+    update (bound version 5; with ``policy_probs``), for the plan and the reference alike.
+    With ``config.version`` 6 the verdict is the lookahead's (:func:`lookahead_drift`: the
+    plan's mean predicted drift strictly below ``epsilon`` times the reference's, or within
+    :data:`~relied.experts.bound.TIE_TOLERANCE` of it when ``negligible``; the return
+    criterion as before); the v5 terms, bounds and verdict (``bound_accepted``) are reported
+    beside it."""
     scenario = scenario.resolve(net)
+    lookahead = config.version >= LOOKAHEAD_VERSION
+    if lookahead and (trial_update is None or policy_probs is None):
+        raise ValueError("bound version 6 needs the learners: their current policy_probs and "
+                         "an update with a lookahead (relied.rl.trial.trial_update)")
     if scales is None or reference is None:
         scales = _SCALES.get(_scales_key(net, scenario, config, reference)) \
             if reference is not None else None
@@ -671,6 +722,11 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
                                             previous_probs, reference_routes, planner_groups,
                                             agents, trial_update)
         reference = measured if reference is None else reference
+    ahead_ref = _AHEAD.get(_scales_key(net, scenario, config, reference)) if lookahead else None
+    if lookahead and ahead_ref is None:
+        reference_scales(net, scenario, config, policy_probs, previous_probs, reference_routes,
+                         planner_groups, agents, trial_update)
+        ahead_ref = _AHEAD[next(reversed(_AHEAD))]
     terms = plan_bounds(net, scenario, routes, config, policy_probs, previous_probs,
                         planner_groups, scales=scales, agents=agents, trial_update=trial_update)
     bound, ext, dterm, groups, run = (terms.bound, terms.external, terms.divergence,
@@ -683,17 +739,38 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     if baseline_return is None:
         baseline_return = float(execute(net, scenario).returns.mean())
     plan_return = float(run.returns.mean())
+    unstable = not (plan_mean < eps or (quiet and plan_mean <= eps * (1 + TIE_TOLERANCE)))
     bad = judged[bound[judged] > eps]
     bad = bad[np.argsort(-bound[bad], kind="stable")]
+    if lookahead:
+        ahead = terms.lookahead
+        ahead_mean = float(ahead[judged].mean())
+        limit = config.epsilon * ahead_ref
+        ahead_quiet = ahead_mean <= config.negligible
+        bound_unstable = unstable
+        unstable = not (ahead_mean < limit
+                        or (ahead_quiet and ahead_mean <= limit * (1 + TIE_TOLERANCE)))
+        bad = judged[ahead[judged] > limit]
+        bad = bad[np.argsort(-ahead[bad], kind="stable")]
     offenders = [AgentTerms(agent_id=int(i), bound=float(bound[i]), external_term=float(ext[i]),
                             divergence_term=float(dterm[i]), group_size=len(groups[i]))
                  for i in bad]
     conflict = sorted({j for i in bad for j in groups[i]})
     shared = _shared_edges(net, run.edges_by_step, conflict) if bad.size else []
     short = plan_return < baseline_return - config.return_tolerance
-    unstable = not (plan_mean < eps or (quiet and plan_mean <= eps * (1 + TIE_TOLERANCE)))
     reasons = []
-    if unstable:
+    if unstable and lookahead:
+        s_ = scenario.time_scale_s
+        worst = (f"; {bad.size} agents above it (worst: agent {int(bad[0])}, "
+                 f"{ahead[bad[0]] * s_:.3f} s, shares edges with {len(groups[bad[0]]) - 1} "
+                 "agents); spread the listed agents over other streets or away from the shared "
+                 "edges" if bad.size else "")
+        reasons.append(
+            f"the learners' next update with this plan's demonstrations is forecast to move "
+            f"its agents' travel times by {ahead_mean * s_:.3f} s per decision, not below "
+            f"{config.epsilon:g} x the reference's {ahead_ref * s_:.3f} s: the plan does not "
+            f"lower their non-stationarity{worst}")
+    elif unstable:
         worst = (f"; {bad.size} agents exceed epsilon (worst: agent {int(bad[0])}, bound "
                  f"{bound[bad[0]]:.1f}, shares edges with {len(groups[bad[0]]) - 1} agents); "
                  "spread the listed agents over other streets or away from the shared edges"
@@ -715,9 +792,22 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
         offenders=offenders if unstable else [], shared_edges=shared if unstable else [],
         plan_mean_return=plan_return, baseline_mean_return=baseline_return, too_slow=short,
         mean_travel_time=run.metrics["mean_travel_time"],
-        reason="; ".join(reasons) or _accepted_reason(plan_mean, eps,
-                                                      vol * scenario.time_scale_s))
+        reason="; ".join(reasons) or (
+            _lookahead_reason(ahead_mean, limit, scenario.time_scale_s) if lookahead
+            else _accepted_reason(plan_mean, eps, vol * scenario.time_scale_s)),
+        **({"lookahead": True,
+            "lookahead_drift_s": ahead_mean * scenario.time_scale_s,
+            "reference_lookahead_drift_s": ahead_ref * scenario.time_scale_s,
+            "bound_accepted": not (bound_unstable or short)} if lookahead else {}))
     return report, run
+
+
+def _lookahead_reason(ahead: float, limit: float, time_scale_s: float) -> str:
+    how = "below" if ahead < limit else "at (negligible)"
+    return (f"the learners' next update with this plan's demonstrations is forecast to move "
+            f"its agents' travel times by {ahead * time_scale_s:.3f} s per decision, {how} "
+            f"the reference's {limit * time_scale_s:.3f} s, and the mean return is not below "
+            "the shortest-path baseline")
 
 
 def _accepted_reason(plan_mean: float, eps: float, vol_s: float) -> str:

@@ -28,15 +28,17 @@ import torch
 
 from relied.env.core import RoutingCore
 from relied.env.rollout import DecisionRecord, Trajectories
-from relied.experts.bound import PolicyProbs, TrialUpdate
+from relied.env.scenario import Scenario
+from relied.experts.bound import PolicyProbs
 from relied.experts.learners import Learners
 from relied.rl.checkpoints import checkpoint_files
 from relied.rl.config import TrainConfig
 from relied.rl.demos import decisions_of, demonstrated
-from relied.rl.hybrid_ppo import ExpertTerm, Tensors
+from relied.rl.envs import make_vector_env
+from relied.rl.hybrid_ppo import ExpertTerm, Tensors, evaluate_actions, hybrid_update
 from relied.rl.model import ActorCritic, model_device
 from relied.rl.policy import PolicyFileError, safe_torch_load
-from relied.rl.rollout import gae
+from relied.rl.rollout import Decisions, collect, gae
 from relied.rl.schedule import expert_weights
 
 #: the trial update's generator seed (fixed: the bound of a plan does not depend on when the
@@ -60,21 +62,53 @@ def probs_of(model: ActorCritic) -> PolicyProbs:
 
 def trial_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainConfig,
                  lam: Callable[[], np.ndarray], steps: int | None = None,
-                 seed: int = TRIAL_SEED) -> TrialUpdate:
+                 seed: int = TRIAL_SEED) -> LearnerUpdate:
     """A :class:`~relied.experts.bound.TrialUpdate` over the learners ``model`` (with their
     optimiser ``optim``); ``lam()`` gives the current ``lambda`` per agent ``(n,)``, read at
-    each call. ``model`` and ``optim`` are never changed."""
-    k = model.k
+    each call. ``model`` and ``optim`` are never changed. The object also forecasts the whole
+    next update (:meth:`LearnerUpdate.lookahead`, bound version 6)."""
+    return LearnerUpdate(model, optim, cfg, lam, steps, seed)
 
-    def trial(demos: DecisionRecord | Trajectories,
-              agents: Sequence[int] | None = None) -> PolicyProbs:
+
+def _copy(model: ActorCritic, optim: torch.optim.Optimizer
+          ) -> tuple[ActorCritic, torch.optim.Optimizer]:
+    """A training copy of ``model`` with a copy of its optimiser's state."""
+    successor = copy.deepcopy(model)
+    successor.train()
+    opt = type(optim)(successor.parameters(), **optim.defaults)
+    opt.load_state_dict(copy.deepcopy(optim.state_dict()))
+    return successor, opt
+
+
+def lookahead_seed(seed: int) -> int:
+    """The lookahead's generator seed for the critic's ``BoundConfig.seed``: a stream of its
+    own (never the trainer's ``manual_seed(cfg.seed)``), so the lookahead forecasts the next
+    update and does not replay it."""
+    return int(np.random.SeedSequence([seed, 6]).generate_state(1)[0])
+
+
+class LearnerUpdate:
+    """The learners' update on a plan's demonstrations, on copies (the learners are never
+    changed). Called (:class:`~relied.experts.bound.TrialUpdate`, bound version 5) it is the
+    *trial*: the update's expert half alone, :class:`~relied.rl.hybrid_ppo.ExpertTerm` for
+    ``steps`` minibatch steps (default ``cfg.epochs``) seeded by ``seed``.
+    :meth:`lookahead` (bound version 6) is the *whole* next update."""
+
+    def __init__(self, model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainConfig,
+                 lam: Callable[[], np.ndarray], steps: int | None = None,
+                 seed: int = TRIAL_SEED):
+        self.model, self.optim, self.cfg, self.lam = model, optim, cfg, lam
+        self.steps, self.seed = steps, seed
+        self._rollouts: dict[str, tuple] = {}
+        self._ahead: dict[str, PolicyProbs] = {}
+
+    def __call__(self, demos: DecisionRecord | Trajectories,
+                 agents: Sequence[int] | None = None) -> PolicyProbs:
+        model, optim, cfg, lam, k = self.model, self.optim, self.cfg, self.lam, self.model.k
         device = model_device(model)
         rows = demos if isinstance(demos, DecisionRecord) else DecisionRecord.of(demos)
         dec = demonstrated(decisions_of(rows, k), None if agents is None else list(agents))
-        successor = copy.deepcopy(model)
-        successor.train()
-        opt = type(optim)(successor.parameters(), **optim.defaults)
-        opt.load_state_dict(copy.deepcopy(optim.state_dict()))
+        successor, opt = _copy(model, optim)
         if len(dec) == 0:
             return probs_of(successor)
         ret = torch.as_tensor(gae(dec, np.zeros(len(dec)), cfg.gamma, 1.0),
@@ -82,8 +116,8 @@ def trial_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCon
         weights = torch.as_tensor(np.asarray(lam(), dtype=np.float64), dtype=torch.float32,
                                   device=device)
         term = ExpertTerm.prepare(successor, cfg, Tensors.of(dec).to(device), ret, weights)
-        gen = torch.Generator().manual_seed(seed)
-        for _ in range(cfg.epochs if steps is None else steps):
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(cfg.epochs if self.steps is None else self.steps):
             idx = torch.randint(len(dec), (cfg.expert_batch,), generator=gen).to(device)
             loss, _ = term.loss(successor, cfg, idx)
             opt.zero_grad()
@@ -93,7 +127,86 @@ def trial_update(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainCon
         successor.eval()
         return probs_of(successor)
 
-    return trial
+    def rollout_scenario(self, scenario: Scenario) -> Scenario:
+        """Where the lookahead's rollout runs: ``scenario``'s learner trips (origins,
+        destinations, departures; its seed) in the learners' own training environment
+        (``cfg``'s background share, horizon, time step and traffic model), the environment
+        their next update samples; the same scenario when training runs on it (a preset)."""
+        trips = {k: getattr(scenario, k) for k in ("origins", "destinations", "departures_s")}
+        return self.cfg.scenario(seed=scenario.seed, city=scenario.city,
+                                 n_agents=scenario.n_agents).model_copy(update=trips)
+
+    def _rollout(self, scenario: Scenario, seed: int) -> tuple:
+        """The shared rollout of the learners' current policy (``cfg.n_envs`` episodes,
+        actions drawn from the lookahead's own generator), its log-probabilities, values and
+        advantages, as the trainer computes them before an update; with the generator after
+        the draws (the update's minibatches continue it). One per (scenario, seed)."""
+        key = hashlib.sha256(repr((scenario.model_dump(mode="json"), seed)).encode()).hexdigest()
+        if key in self._rollouts:
+            return self._rollouts[key]
+        model, cfg = self.model, self.cfg
+        device = model_device(model)
+        gen = torch.Generator().manual_seed(lookahead_seed(seed))
+
+        def act(obs: np.ndarray, mask: np.ndarray, agent: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                logits = model.logits(torch.as_tensor(obs, dtype=torch.float32, device=device),
+                                      torch.as_tensor(mask, dtype=torch.bool, device=device),
+                                      torch.as_tensor(agent, dtype=torch.long, device=device))
+                probs = torch.softmax(logits, 1).cpu()
+            return torch.multinomial(probs, 1, generator=gen)[:, 0].numpy()
+
+        venv = make_vector_env(scenario, cfg.n_envs, "dummy",
+                               with_state=cfg.spec.central_value, decisions_only=True)
+        try:
+            records = collect(venv, act, model.obs_dim, model.k)
+        finally:
+            venv.close()
+        dec = Decisions.concat([r.dec for r in records])
+        batch = Tensors.of(dec).to(device)
+        with torch.no_grad():
+            old_logp, value = evaluate_actions(model, batch)
+        adv = torch.as_tensor(gae(dec, value.cpu().numpy(), cfg.gamma, cfg.gae_lambda),
+                              dtype=torch.float32, device=device)
+        self._rollouts[key] = (batch, old_logp, adv, adv + value, gen.get_state())
+        return self._rollouts[key]
+
+    def lookahead(self, scenario: Scenario, demos: DecisionRecord | Trajectories,
+                  agents: Sequence[int] | None = None, seed: int = 0) -> PolicyProbs:
+        """The learners' policy after the whole next hybrid update with ``demos`` as the
+        expert buffer: both halves (PPO on a rollout of their current policy in
+        :meth:`rollout_scenario`, the expert loss with ``lambda``), every epoch and minibatch
+        step of ``cfg``, the trainer's optimiser state, on a copy. The rollout and the
+        minibatch draws come from the critic's ``seed`` (:func:`lookahead_seed`), shared by
+        every plan judged under these learners, so plans differ only by their
+        demonstrations. Deterministic; the same demonstrations give the same (cached)
+        successor."""
+        model, cfg = self.model, self.cfg
+        rows = demos if isinstance(demos, DecisionRecord) else DecisionRecord.of(demos)
+        picked = None if agents is None else sorted(int(a) for a in agents)
+        h = hashlib.sha256(repr((scenario.model_dump(mode="json"), seed, picked)).encode())
+        for part in (rows.obs, rows.mask, rows.action, rows.agent, rows.step, rows.cum,
+                     rows.returns):
+            h.update(np.ascontiguousarray(part).tobytes())
+        key = h.hexdigest()
+        if key in self._ahead:
+            return self._ahead[key]
+        device = model_device(model)
+        batch, old_logp, adv, ret, state = self._rollout(self.rollout_scenario(scenario), seed)
+        dec = demonstrated(decisions_of(rows, model.k), picked)
+        expert_ret = torch.as_tensor(gae(dec, np.zeros(len(dec)), cfg.gamma, 1.0),
+                                     dtype=torch.float32, device=device)
+        lam = torch.as_tensor(np.asarray(self.lam(), dtype=np.float64), dtype=torch.float32,
+                              device=device)
+        successor, opt = _copy(model, self.optim)
+        gen = torch.Generator()
+        gen.set_state(state)
+        hybrid_update(successor, opt, cfg, gen, batch, old_logp, adv, ret,
+                      Tensors.of(dec).to(device) if len(dec) else None,
+                      expert_ret if len(dec) else None, lam if cfg.uses_experts else None)
+        successor.eval()
+        self._ahead[key] = probs_of(successor)
+        return self._ahead[key]
 
 
 def learners_of(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainConfig,
