@@ -14,8 +14,12 @@ writes the summary ``bound_diagnosis.md`` from it (``--render``: the summary onl
 25-39 are reserved for the confirmatory test of bound version 6: the script refuses them.
 Design seeds: 0-4, 10-14 and 40-49.
 
+``--bound-version 6`` judges with bound v6 (the lookahead) and records per update the
+lookahead's forecast move beside the v5 terms, into ``bound_diagnosis_v6.{jsonl,md}``
+(``--out STEM``: other files), with a summary of both verdicts against the drift.
+
     python benchmarks/bound_diagnosis.py --preset aguascalientes-peak --seeds 0 1 2 3 4
-        [--iterations 2] [--trial-steps 8 44] [--render]
+        [--iterations 2] [--trial-steps 8 44] [--bound-version 6] [--out STEM] [--render]
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ RAW = (50.0, 50.0)  # scales that leave the terms unscaled (TERM_LEVEL / 50)
 
 
 def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
-    bound = BoundConfig(gamma=TrainConfig().gamma)
+    bound = BoundConfig(gamma=TrainConfig().gamma, version=args.bound_version)
     case = seed_case(preset_name, seed, args.agents, args.eq_iterations, bound, work)
     net, sc, ref = case.net, case.sc, case.reference_bound
     out = []
@@ -92,7 +96,10 @@ def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
             local.append(greedy_run(net, sc, trainer.model))
             d = plan_drift(local[-2][1], local[-1][1], cells, net.freeflow_s)
             groups = np.array([len(g) - 1 for g in terms.groups], dtype=float)
-            iters.append({
+            ahead = {} if terms.lookahead is None else {
+                "lookahead_move": float(terms.lookahead.mean()),
+                "rho_lookahead_drift": spearman(terms.lookahead, d)}
+            iters.append(ahead | {
                 "vol": float(terms.volatility.mean()), "move": float(terms.move.mean()),
                 "trial_tv_term": float(terms.divergence.mean()),
                 "co_occupants": float(groups.mean()),
@@ -104,7 +111,9 @@ def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
                 "rho_realised_drift": float(np.corrcoef(np.argsort(np.argsort(realised)),
                                                         np.argsort(np.argsort(d)))[0, 1]),
                 "realised_tv_term": float(realised_div.mean()),
-                "agents": {"vol": terms.volatility.tolist(), "move": terms.move.tolist(),
+                "agents": ({} if terms.lookahead is None else
+                           {"lookahead_move": terms.lookahead.tolist()}) |
+                          {"vol": terms.volatility.tolist(), "move": terms.move.tolist(),
                            "tv_term": terms.divergence.tolist(),
                            "realised_move": realised.tolist(),
                            "realised_tv_term": realised_div.tolist(), "drift_s": d.tolist()},
@@ -117,6 +126,10 @@ def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
                "too_slow": report.too_slow, "plan_bound": report.plan_bound,
                "reference_bound": ref, "travel_time": report.mean_travel_time,
                "iterations": iters, "wall_s": time.perf_counter() - t0}
+        if report.lookahead:
+            row |= {"bound_accepted": report.bound_accepted,
+                    "lookahead_drift_s": report.lookahead_drift_s,
+                    "reference_lookahead_drift_s": report.reference_lookahead_drift_s}
         out.append(row)
         print(f"{preset_name} seed {seed} {name}: drift "
               + ", ".join(f"{i['drift_s']:.3f}" for i in iters) + " s", file=sys.stderr,
@@ -231,15 +244,72 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def load_rows() -> list[dict]:
-    path = RESULTS / "bound_diagnosis.jsonl"
+def render_lookahead(rows: list[dict]) -> str:
+    """Bound v6 rows: per seed the five plans' Spearman of the lookahead's forecast move (and
+    v5's trial move) with the first update's drift and the mean over the updates, and the
+    rejected minus accepted drift (and ratio) under v6's and v5's verdicts."""
+    lines = ["", "Bound v6 (the lookahead): per seed, Spearman over the five plans of the "
+             "lookahead's forecast move and v5's trial move against the first update's drift "
+             "(d1) and the mean over the updates; rejected minus accepted mean drift (and "
+             "rejected / accepted) by v6's and by v5's verdict; per agent, the median Spearman "
+             "of the forecast with the first update's drift.", "",
+             "| preset | seed | lookahead~d1 | move~d1 | lookahead~mean | move~mean | v6 accepts "
+             "| gap v6 (s) | ratio v6 | gap v5 (s) | ratio v5 | per-agent lookahead~d1 |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+
+    def gap(dm: list[float], verdict: list[bool]) -> tuple[str, str]:
+        acc = [x for x, v in zip(dm, verdict, strict=True) if v]
+        rej = [x for x, v in zip(dm, verdict, strict=True) if not v]
+        if not acc or not rej:
+            return "-", "-"
+        return f"{np.mean(rej) - np.mean(acc):.3f}", f"{np.mean(rej) / np.mean(acc):.2f}"
+
+    ratios: dict[str, list[float]] = {"v6": [], "v5": []}
+    for preset, seed in sorted({(r["preset"], r["seed"]) for r in rows}):
+        rs = [r for r in rows if (r["preset"], r["seed"]) == (preset, seed)]
+        first = [r["iterations"][0] for r in rs]
+        d1 = [i["drift_s"] for i in first]
+        dm = [float(np.mean([i["drift_s"] for i in r["iterations"]])) for r in rs]
+        ahead, move = [i["lookahead_move"] for i in first], [i["move"] for i in first]
+        g6, g5 = gap(dm, [r["accepted"] for r in rs]), gap(dm, [r["bound_accepted"] for r in rs])
+        for k, g in (("v6", g6), ("v5", g5)):
+            if g[1] != "-":
+                ratios[k].append(float(g[1]))
+        lines.append(f"| {preset} | {seed} | {spearman(ahead, d1):.2f} | {spearman(move, d1):.2f}"
+                     f" | {spearman(ahead, dm):.2f} | {spearman(move, dm):.2f} | "
+                     + ", ".join(r["plan"] for r in rs if r["accepted"]) + f" | {g6[0]} | "
+                     f"{g6[1]} | {g5[0]} | {g5[1]} | "
+                     f"{np.nanmedian([i['rho_lookahead_drift'] for i in first]):.2f} |")
+    lines += ["", "Mean per-seed ratio rejected / accepted over the seeds with both verdicts: "
+              + "; ".join(f"{k} {np.mean(v):.3f} over {len(v)} seeds (wrong side in "
+                          f"{sum(x < 1 for x in v)})" if v else f"{k} -"
+                          for k, v in ratios.items()) + "."]
+    return "\n".join(lines)
+
+
+def rows_path(args) -> Path:
+    """The rows file: ``--out STEM``.jsonl, by default ``bound_diagnosis.jsonl`` (v5) or
+    ``bound_diagnosis_v6.jsonl`` (``--bound-version 6``)."""
+    stem = args.out if args.out is not None else RESULTS / (
+        "bound_diagnosis" if args.bound_version < 6 else "bound_diagnosis_v6")
+    return stem.with_name(stem.name + ".jsonl")
+
+
+def load_rows(args) -> list[dict]:
+    path = rows_path(args)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def save_rows(rows: list[dict]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bound_diagnosis.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (RESULTS / "bound_diagnosis.md").write_text(render(rows) + "\n")
+def render_all(rows: list[dict]) -> str:
+    return render(rows) + (render_lookahead(rows) if rows and all(
+        "bound_accepted" in r for r in rows) else "")
+
+
+def save_rows(rows: list[dict], args) -> None:
+    path = rows_path(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.with_suffix(".md").write_text(render_all(rows) + "\n")
 
 
 def main() -> None:
@@ -250,6 +320,9 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--eq-iterations", type=int, default=2)
     ap.add_argument("--trial-steps", type=int, nargs="*", default=[8, 44])
+    ap.add_argument("--bound-version", type=int, choices=(5, 6), default=5,
+                    help="the critic's verdict: 5 (training's default) or 6 (the lookahead)")
+    ap.add_argument("--out", type=Path, default=None, help="rows stem: STEM.jsonl and STEM.md")
     ap.add_argument("--render", action="store_true", help="only rewrite the summary from the "
                     "saved rows")
     args = ap.parse_args()
@@ -262,10 +335,10 @@ def main() -> None:
         for seed in args.seeds:
             with tempfile.TemporaryDirectory() as tmp:
                 new = seed_rows(args.preset, seed, args, Path(tmp))
-            save_rows([r for r in load_rows() if (r["preset"], r["seed"])
-                       != (args.preset, seed)] + new)
-    md = render(load_rows())
-    (RESULTS / "bound_diagnosis.md").write_text(md + "\n")
+            save_rows([r for r in load_rows(args) if (r["preset"], r["seed"])
+                       != (args.preset, seed)] + new, args)
+    md = render_all(load_rows(args))
+    rows_path(args).with_suffix(".md").write_text(md + "\n")
     print(md)
 
 

@@ -27,12 +27,17 @@ seeds, for the scaled bound the critic judges, the bound in return units, each s
 co-occupant count and the trial step's measured move alone; and, per seed, mean drift of
 accepted vs rejected candidates (difference and ratio, bootstrap intervals over seeds), also
 leaving out the plans identical to the reference, and on the bound's verdict alone (without the
-return criterion). Writes ``benchmarks/results/bound_validity.{json,md}`` (``--out STEM``:
+return criterion). ``--bound-version 6`` judges with bound v6 (the lookahead: the drift the
+learners' whole next update with the plan's demonstrations is forecast to cause, seeded by the
+critic's own stream) and reports v5's verdict (``bound_accepted``), the forecast drifts and the
+lookahead's per-agent rank correlation beside it. Writes
+``benchmarks/results/bound_validity.{json,md}`` (``--out STEM``:
 ``STEM.{json,md}`` instead, e.g. a confirmatory run on fresh seeds beside the hold-out file);
 ``--rerender`` rebuilds them from the JSON.
 
     python benchmarks/bound_validity.py [--presets P ...] [--seeds 5] [--first-seed 5]
         [--agents 30] [--iterations 3] [--workers 2] [--update] [--json] [--out STEM]
+        [--bound-version 5|6]
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from relied.env.core import RoutingCore
 from relied.env.equilibrium import edge_times, fastest_routes, solve_equilibrium
 from relied.env.presets import load_preset
 from relied.env.rollout import run_episode
-from relied.experts.bound import BoundConfig
+from relied.experts.bound import LOOKAHEAD_VERSION, BoundConfig
 from relied.experts.critic import check_plan, plan_bounds, policy_routes, reference_scales
 from relied.experts.demos import DemoMeta, save_batch
 from relied.rl.config import TrainConfig
@@ -281,8 +286,9 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
             route_drifts.append(drift(local[-2][0], local[-1][0]))
             previous = before
             count = np.array([len(g) - 1 for g in terms.groups], dtype=float)
+            ahead = terms.lookahead if terms.lookahead is not None else np.full(d.size, np.nan)
             pairs += list(zip(terms.bound, terms.absolute, terms.divergence, terms.external,
-                              count, d, route_drifts[-1], terms.move, strict=True))
+                              count, d, route_drifts[-1], terms.move, ahead, strict=True))
         venv.close()
         trainer.release()
         rows.append({"seed": seed, "plan": name, "accepted": report.accepted,
@@ -292,7 +298,11 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
                      "too_slow": report.too_slow, "mean_travel_time": report.mean_travel_time,
                      "mean_drift_s": float(np.mean(drifts)),
                      "drift_per_iteration_s": [float(np.mean(d)) for d in drifts],
-                     "mean_route_drift_s": float(np.mean(route_drifts))})
+                     "mean_route_drift_s": float(np.mean(route_drifts))}
+                    | ({"bound_accepted": report.bound_accepted,
+                        "lookahead_drift_s": report.lookahead_drift_s,
+                        "reference_lookahead_drift_s": report.reference_lookahead_drift_s}
+                       if report.lookahead else {}))
         print(f"{preset_name} seed {seed} {name}: accepted={report.accepted} mean bound "
               f"{report.plan_bound:.1f} (ref {ref:.1f}) drift {np.mean(drifts):.3f} s",
               file=sys.stderr, flush=True)
@@ -302,6 +312,8 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
     rho = {k: float(spearmanr(p[:, j], p[:, 5]).statistic) for j, k in enumerate(names)}
     rho["move"] = float(spearmanr(p[:, 7], p[:, 5]).statistic)
     rho["bound_vs_route_drift"] = float(spearmanr(p[:, 0], p[:, 6]).statistic)
+    if bound.version >= LOOKAHEAD_VERSION:
+        rho["lookahead"] = float(spearmanr(p[:, 8], p[:, 5]).statistic)
     return {"rows": rows, "rho": rho, "pairs": len(p)}
 
 
@@ -355,6 +367,9 @@ def summarise(preset: str, seeds: list[dict], args, bound: BoundConfig) -> dict:
     per_iteration = all("drift_per_iteration_s" in r for r in rows)
     gap_first, ratio_first = gap_stats(seeds, rng, drift=first_update) if per_iteration \
         else (None, None)
+    v5 = all("bound_accepted" in r for r in rows)
+    gap_v5, ratio_v5 = gap_stats(seeds, rng, verdict=lambda r: r["bound_accepted"]) if v5 \
+        else (None, None)
     acc_all = [r["mean_drift_s"] for r in rows if r["accepted"]]
     rej_all = [r["mean_drift_s"] for r in rows if not r["accepted"]]
     return {
@@ -376,6 +391,7 @@ def summarise(preset: str, seeds: list[dict], args, bound: BoundConfig) -> dict:
         "drift_gap_bound_only_without_reference_s": gap_bound_other,
         "drift_gap_first_update_s": gap_first,
         "drift_ratio_first_update": ratio_first,
+        **({"drift_gap_v5_verdict_s": gap_v5, "drift_ratio_v5_verdict": ratio_v5} if v5 else {}),
         "plans": rows,
     }
 
@@ -390,6 +406,10 @@ def main() -> None:
     ap.add_argument("--eq-iterations", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2, help="processes (one (preset, seed) each)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--bound-version", type=int, choices=(5, LOOKAHEAD_VERSION), default=5,
+                    help="the critic's verdict: 5 (the trial update's bound, training's "
+                    "default) or 6 (the lookahead's forecast drift; v5's verdict reported "
+                    "beside it)")
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--rerender", action="store_true", help="recompute the summaries and tables "
                     "from the saved results JSON (no simulation)")
@@ -402,7 +422,7 @@ def main() -> None:
     if args.rerender:
         return rerender(args)
     start = time.perf_counter()
-    bound = BoundConfig(gamma=TrainConfig().gamma)
+    bound = BoundConfig(gamma=TrainConfig().gamma, version=args.bound_version)
     tasks = [(p, args.first_seed + k, args, bound) for p in args.presets
              for k in range(args.seeds)]
     if args.workers > 1:
@@ -480,6 +500,8 @@ def table(r: dict) -> str:
                     if q else ""))
 
     seeds = r["seed_list"]
+    if r["bound"]["version"] >= LOOKAHEAD_VERSION:
+        return lookahead_table(r, f, gap_line)
     lines = [f"Bound validity on {r['preset']}: {r['agents']} learners among "
              f"{r['agents'] + r['background_vehicles']} vehicles, {r['seeds']} seeds "
              f"({seeds[0]}-{seeds[-1]}), {r['iterations']} reled iterations per candidate plan, "
@@ -527,6 +549,56 @@ def table(r: dict) -> str:
                      + (", ".join(f"{x:.3f}" for x in p["drift_per_iteration_s"])
                         if "drift_per_iteration_s" in p else "-")
                      + f" | {p['mean_route_drift_s']:.3f} |")
+    return "\n".join(lines)
+
+
+def lookahead_table(r: dict, f, gap_line) -> str:
+    """The tables of a bound version 6 run: the lookahead's verdict, v5's beside it."""
+    seeds = r["seed_list"]
+    lines = [f"Bound validity on {r['preset']} with bound v6 (the measured lookahead): "
+             f"{r['agents']} learners among {r['agents'] + r['background_vehicles']} vehicles, "
+             f"{r['seeds']} seeds ({seeds[0]}-{seeds[-1]}), {r['iterations']} reled iterations "
+             f"per candidate plan, equilibrium {r['equilibrium_iterations']} MSA iterations, "
+             f"gamma {r['bound']['gamma']}. A plan is accepted when the drift the learners' "
+             "whole next update with its demonstrations is forecast to cause (PPO on a rollout "
+             "drawn from the critic's seed stream plus the expert loss, every minibatch step, "
+             "on a copy; the change of the plan cells' travel times when the learners' greedy "
+             f"behaviour takes that step) is below {r['bound']['epsilon']} x the reference's "
+             "(free-flow shortest paths, same learners and rollout) and its return is not "
+             "too low. v5's verdict on the same plans is reported beside it.", "",
+             "Spearman rank correlation with the drift of each agent's local environment (the "
+             "others' travel times on its plan cells; `lookahead`: the forecast drift of each "
+             "iteration's lookahead; the v5 terms as before; mean over seeds, 95% bootstrap "
+             "interval over seeds):", "",
+             "| predictor | rho | 95% CI | per seed |", "|---|---:|---:|---|"]
+    for k, v in r["spearman"].items():
+        lines.append(f"| {k} | {f(v['mean'])} | [{f(v['lo'])}, {f(v['hi'])}] | "
+                     + ", ".join(f(x) for x in v["per_seed"]) + " |")
+    lines += ["", f"Critic (v6): {r['accepted_plans']} plans accepted, {r['rejected_plans']} "
+              f"rejected; mean drift accepted {f(r['mean_drift_accepted_s'])} s, rejected "
+              f"{f(r['mean_drift_rejected_s'])} s.", "",
+              "- " + gap_line("v6 verdict, all candidates (primary: the ratio)",
+                              r["drift_gap_rejected_minus_accepted_s"],
+                              r["drift_ratio_rejected_over_accepted"]),
+              "- " + gap_line("v6 verdict, leaving out the plans identical to the reference",
+                              r["drift_gap_without_reference_s"],
+                              r["drift_ratio_without_reference"]),
+              "- " + gap_line("v6 verdict, the first update's drift only (the update the "
+                              "lookahead forecasts)", r["drift_gap_first_update_s"],
+                              r["drift_ratio_first_update"]),
+              "- " + gap_line("v5's verdict on the same plans (descriptive)",
+                              r["drift_gap_v5_verdict_s"], r["drift_ratio_v5_verdict"]),
+              "", "| seed | plan | accepted (v6) | accepted (v5) | = reference | forecast "
+              "drift (s) | reference's (s) | v5 mean bound | v5 reference | Vol_ext + move (s) "
+              "| too slow | travel time (s) | drift (s) | drift per iteration (s) |",
+              "|---:|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    for p in r["plans"]:
+        lines.append(f"| {p['seed']} | {p['plan']} | {p['accepted']} | {p['bound_accepted']} | "
+                     f"{p['same_as_reference']} | {p['lookahead_drift_s']:.3f} | "
+                     f"{p['reference_lookahead_drift_s']:.3f} | {p['plan_bound']:.1f} | "
+                     f"{p['reference_bound']:.1f} | {p['volatility_s']:.3f} | {p['too_slow']} | "
+                     f"{p['mean_travel_time']:.1f} | {p['mean_drift_s']:.3f} | "
+                     + ", ".join(f"{x:.3f}" for x in p["drift_per_iteration_s"]) + " |")
     return "\n".join(lines)
 
 
