@@ -108,3 +108,27 @@ def test_signal_floor_settles_more_choices_and_changes_none(monkeypatch):
     assert len(got) == len(ref)
     assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
     assert with_floor < 0.85 * without
+
+
+@pytest.mark.parametrize("signals,departures", [(True, 30.0), (False, 1.0)])
+def test_floor_paths_settle_light_load_choices_and_change_none(monkeypatch, signals, departures):
+    """At light load few edges cost more than their floor, so the congestion-aware choice is
+    mostly certain from the floor's own paths (the floor cost-to-go plus the rises near them
+    above, the floor below) without any live row: the same choices at every step as without
+    that shortcut (then every choice goes through the old rows' bounds and fresh rows), with
+    far fewer destinations computed. ``departures``: seconds between departures (1 s: a run
+    whose queues build, where the shortcut settles fewer)."""
+    net = load_city("aguascalientes")
+    n = 60 if departures > 1 else 300
+    scenario = Scenario(n_agents=n, seed=4, departure_window_s=n * departures, signals=signals,
+                        horizon_s=n * departures + 1800.0)
+    got, with_floor = _congestion_aware_run(net, scenario)
+
+    def unsure(self, cost, floor, rows, edges, valid, lower):
+        return np.zeros(edges.shape[0], dtype=bool), np.zeros(edges.shape[0], dtype=np.int64)
+
+    monkeypatch.setattr(live_module.LiveCostToGo, "_floor_choice", unsure)
+    ref, without = _congestion_aware_run(net, scenario)
+    assert len(got) == len(ref)
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
+    assert with_floor < (0.3 if departures > 1 else 0.8) * without

@@ -1037,7 +1037,7 @@ class RoutingCore:
         rows = floor.row[self.dest[deciding]]
         lower = floor.table[rows[:, None], self.net.edge_dst[edges]]
         return self._live.best_slots(self.t, self.edge_travel_time, self.dest, deciding,
-                                     edges, valid, lower)
+                                     edges, valid, lower, floor, rows)
 
     def _cost_floor(self) -> CostFloor:
         """The :class:`CostFloor` of this step's edge costs: free flow plus the mean red wait

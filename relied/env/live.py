@@ -133,6 +133,8 @@ class LiveCostToGo:
         self._ring_key = np.full(BOUND_STEPS + 1, -1, dtype=np.int64)
         self._floor_checked: tuple[int, int] | None = None  # (:meth:`holds`)
         self._floor_holds = False
+        self._rise_key: tuple[int, int] | None = None  # (:meth:`_rises`)
+        self._rise: tuple = (None, None, None)
 
     @property
     def _table(self) -> np.ndarray:
@@ -188,31 +190,89 @@ class LiveCostToGo:
 
     def best_slots(self, key: int, edge_cost: Callable[[], np.ndarray], dest: np.ndarray,
                    deciding: np.ndarray, edges: np.ndarray, valid: np.ndarray,
-                   lower: np.ndarray) -> np.ndarray:
+                   lower: np.ndarray, floor: CostFloor | None = None,
+                   floor_rows: np.ndarray | None = None) -> np.ndarray:
         """For each ``deciding`` learner, the slot minimising ``cost[e] + to_go[head(e)]`` over
         its ``valid`` slots (``edges``: ``(m, K)`` edge of each slot), the first of equals: what
         :meth:`get`'s rows give. ``lower``: ``(m, K)`` lower bounds of ``to_go`` at the slots'
         heads (the cost-to-go on a :class:`CostFloor` whose weights hold, at least free flow:
         every cost must be at least its edge's free-flow time). Up to
         :data:`PER_STEP_LEARNERS`, a destination is computed only for learners whose choice
-        the bounds leave open (module docstring); the choices are the same."""
+        the bounds leave open (module docstring); the choices are the same. ``floor`` (the
+        floor of ``lower``, ``floor_rows``: its row of each learner's destination) first
+        settles what its own paths settle (:meth:`_floor_choice`)."""
         heads = self.net.edge_dst[edges]
         cost = self._costs_now(key, edge_cost)
         if self.reuse <= 1 and not (self._value is not None and self._key == key) \
                 and self._above_freeflow:
-            # a learner with one valid slot (its destination reachable from there) takes it
-            forced = (np.count_nonzero(valid, axis=1) == 1) & \
-                np.isfinite(np.where(valid, lower, np.inf).min(axis=1))
-            if not np.count_nonzero(forced):
-                return self._bounded_slots(key, cost, dest, deciding, edges, heads, valid, lower)
-            out = valid.argmax(axis=1)
-            free = ~forced
-            if np.count_nonzero(free):
-                out[free] = self._bounded_slots(key, cost, dest, deciding[free], edges[free],
-                                                heads[free], valid[free], lower[free])
-            return out
+            if floor is not None:  # certain from the floor's own paths: no row at all
+                sure, pick = self._floor_choice(cost, floor, floor_rows, edges, valid, lower)
+                if np.count_nonzero(sure) == sure.size:
+                    return pick
+                if np.count_nonzero(sure):
+                    rest = ~sure
+                    pick[rest] = self._open_slots(key, cost, dest, deciding[rest],
+                                                  edges[rest], heads[rest], valid[rest],
+                                                  lower[rest])
+                    return pick
+            return self._open_slots(key, cost, dest, deciding, edges, heads, valid, lower)
         _, table, row_of = self.get(key, edge_cost, dest, deciding)
         return _argmin_slots(cost, table, row_of[deciding], edges, heads, valid)
+
+    def _floor_choice(self, cost: np.ndarray, floor: CostFloor, rows: np.ndarray,
+                      edges: np.ndarray, valid: np.ndarray,
+                      lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(sure, pick)`` per learner from ``floor``'s paths alone (no row of the live
+        cost-to-go): the floor's cheapest path from a head costs now its floor cost-to-go plus
+        the rises (cost over weight) of its edges, all of whose tails are no farther (on the
+        floor) from the destination than that head; so ``lower`` plus every rise on an edge
+        whose tail is no farther bounds the live cost-to-go above. Sure where the best slot's
+        upper bound is strictly below every other slot's lower bound (what a fresh Dijkstra
+        then picks). Light load: few edges above their floor, most choices settle here."""
+        raised, rise, tails = self._rises(cost, floor)
+        via = np.where(valid, cost[edges] + lower, np.inf)
+        at = np.arange(via.shape[0])
+        pick = via.argmin(axis=1)
+        top = via[at, pick]
+        if raised is None:  # some cost below the floor's weight: no bound
+            return np.zeros(at.size, dtype=bool), pick
+        if raised.size:
+            reach = lower[at, pick]
+            near = floor.table[rows[:, None], tails] <= reach[:, None]
+            top = top + (near * rise).sum(axis=1)
+        via[at, pick] = np.inf
+        top += np.abs(top) * _SLACK + _SLACK
+        return top < via.min(axis=1), pick
+
+    def _rises(self, cost: np.ndarray, floor: CostFloor):
+        """``(edges above floor's weight, by how much, their tails)`` for the costs of now
+        (``None``s where a cost is below its weight), once per change of the costs."""
+        if self._rise_key != (self._changed_at, id(floor)):
+            self._rise_key = (self._changed_at, id(floor))
+            over = cost - floor.weights
+            if np.count_nonzero(over < 0):
+                self._rise = None, None, None
+            else:
+                raised = over.nonzero()[0]
+                self._rise = raised, over[raised], self.net.edge_src[raised]
+        return self._rise
+
+    def _open_slots(self, key: int, cost: np.ndarray, dest: np.ndarray, deciding: np.ndarray,
+                    edges: np.ndarray, heads: np.ndarray, valid: np.ndarray,
+                    lower: np.ndarray) -> np.ndarray:
+        """:meth:`best_slots` (exact every step, costs at least free flow) of learners the
+        floor's paths leave open: forced slots, then the bounds of old rows, then rows."""
+        # a learner with one valid slot (its destination reachable from there) takes it
+        forced = (np.count_nonzero(valid, axis=1) == 1) & \
+            np.isfinite(np.where(valid, lower, np.inf).min(axis=1))
+        if not np.count_nonzero(forced):
+            return self._bounded_slots(key, cost, dest, deciding, edges, heads, valid, lower)
+        out = valid.argmax(axis=1)
+        free = ~forced
+        if np.count_nonzero(free):
+            out[free] = self._bounded_slots(key, cost, dest, deciding[free], edges[free],
+                                            heads[free], valid[free], lower[free])
+        return out
 
     def _bounded_slots(self, key: int, cost: np.ndarray, dest: np.ndarray,
                        deciding: np.ndarray, edges: np.ndarray, heads: np.ndarray,
