@@ -55,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 from train_throughput import code_version, scale_case  # noqa: E402
 
@@ -181,6 +183,102 @@ def run_case(n: int, demo_agents: int | None, path: Path) -> dict:
             "peak_rss_gib": _peak_rss_gib()}
 
 
+def _travel_times(net, scenario) -> tuple[np.ndarray, float]:
+    """Each learner's travel time (s) on its free-flow shortest path, and the run's wall."""
+    from relied.env.core import RoutingCore
+    from relied.env.forecast import drive
+    from relied.env.policies import ShortestPathPolicy
+
+    start = time.perf_counter()
+    core = RoutingCore(net, scenario)
+    drive(core, ShortestPathPolicy())
+    return core.travel_times(), time.perf_counter() - start
+
+
+def accuracy_case(n: int, factors: list[float], seeds: list[int]) -> dict:
+    """The learners' current behaviour (untrained: the free-flow shortest paths, the
+    critic's reference) in the whole fleet and in fleet samples of each factor, with and
+    without the capacity scaling; mean travel times of the simulated learners, of the
+    demonstrated subset and, for the like-for-like error, of the same learners in the whole
+    fleet."""
+    import dataclasses
+
+    from relied.agents.team import TeamConfig, demo_sample
+    from relied.env.cities import load_city
+    from relied.env.sample import sample_fleet
+    from relied.rl.config import TrainConfig
+
+    case = {k: v for k, v in scale_case(n).items() if k != "n_envs"}
+    net = load_city(case["city"])
+    scenario = TrainConfig(**case).scenario().resolve(net)
+    config = TeamConfig()
+    demo = [a for b in demo_sample(n, config, scenario.seed) for a in b]
+    full, wall = _travel_times(net, scenario)
+    row = {"agents": n, "vehicles": scenario.n_vehicles, "full_mean_s": float(full.mean()),
+           "full_demo_mean_s": float(full[demo].mean()), "full_wall_s": round(wall, 1),
+           "default_sim_vehicles": config.sim_vehicles, "samples": []}
+    for factor in factors:
+        for seed in seeds:
+            sample = sample_fleet(net, scenario, round(factor * scenario.n_vehicles), demo,
+                                  seed=seed)
+            ids = sample.learners
+            at = sample.positions(demo)
+            scaled, wall = _travel_times(sample.net, sample.scenario)
+            plain, plain_wall = _travel_times(
+                dataclasses.replace(net, name=f"{net.name}@unscaled"), sample.scenario)
+            row["samples"].append({
+                "factor": round(sample.info.factor, 4), "seed": seed,
+                "vehicles": sample.scenario.n_vehicles, "learners": int(ids.size),
+                "full_same_mean_s": float(full[ids].mean()),
+                "mean_s": float(scaled.mean()), "demo_mean_s": float(scaled[at].mean()),
+                "unscaled_mean_s": float(plain.mean()),
+                "unscaled_demo_mean_s": float(plain[at].mean()),
+                "wall_s": round(wall, 1), "unscaled_wall_s": round(plain_wall, 1)})
+            print(json.dumps(row["samples"][-1]), file=sys.stderr)
+    return row
+
+
+def accuracy_markdown(report: dict) -> str:
+    lines = [f"# Fleet samples vs the whole fleet (`{report['command']}`, {report['cpus']} "
+             f"CPUs shared with other engineers' jobs, load average {report['load_before']} at "
+             f"the start, {report.get('load_after')} at the end, commit "
+             f"{report['code']['commit']}"
+             + (f", modified under relied/: {', '.join(report['code']['modified'])}"
+                if report['code']['modified'] else "") + ")", "",
+             "The learners' current behaviour (untrained: free-flow shortest paths, the "
+             "critic's reference) on `scale_case(n)` of benchmarks/train_throughput.py, "
+             "simulated with the whole fleet and on fleet samples "
+             "(`relied.env.sample.sample_fleet`: the demonstrated subset of "
+             "`TeamConfig.demo_agents` always in, the other learners and the background "
+             "drawn by a systematic sample over departure order, seeded) on the network with "
+             "saturation flow, storage and capacity times the sample's factor ('scaled'), "
+             "and the same sample on the unscaled network ('unscaled': what removing the "
+             "scaling gives). Mean travel times (s): all simulated learners (against the "
+             "same learners' mean in the whole fleet, and its relative error), and the "
+             "demonstrated subset (against its whole-fleet mean). The default setting "
+             "(`TeamConfig.sim_vehicles`) is the factor sim_vehicles / vehicles.", ""]
+    for r in report["rows"]:
+        lines += [f"## {r['agents']:,} learners, {r['vehicles']:,} vehicles (whole fleet: "
+                  f"{r['full_wall_s']} s per simulation; all learners {r['full_mean_s']:.1f} s,"
+                  f" demonstrated subset {r['full_demo_mean_s']:.1f} s)", "",
+                  "| factor | seed | vehicles | learners | same learners, whole fleet | "
+                  "scaled | error | unscaled | error | demo subset scaled | error | "
+                  "demo subset unscaled | error | wall scaled (s) |", "|" + "---|" * 14]
+        for x in r["samples"]:
+            def err(v: float, ref: float) -> str:
+                return f"{100 * (v / ref - 1):+.1f}%"
+            lines.append(
+                f"| {x['factor']:.3f} | {x['seed']} | {x['vehicles']:,} | {x['learners']:,} | "
+                f"{x['full_same_mean_s']:.1f} | {x['mean_s']:.1f} | "
+                f"{err(x['mean_s'], x['full_same_mean_s'])} | {x['unscaled_mean_s']:.1f} | "
+                f"{err(x['unscaled_mean_s'], x['full_same_mean_s'])} | {x['demo_mean_s']:.1f} "
+                f"| {err(x['demo_mean_s'], r['full_demo_mean_s'])} | "
+                f"{x['unscaled_demo_mean_s']:.1f} | "
+                f"{err(x['unscaled_demo_mean_s'], r['full_demo_mean_s'])} | {x['wall_s']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _vehicles(n: int) -> int:
     from relied.rl.config import TrainConfig
 
@@ -234,8 +332,30 @@ def main() -> None:
     p.add_argument("--name", default="expert_scale",
                    help="stem of the results files (<out>/<name>.md and .json)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--accuracy", action="store_true",
+                   help="compare fleet samples with the whole fleet instead (default name: "
+                   "expert_scale_sample)")
+    p.add_argument("--factors", default="0.12,0.24",
+                   help="--accuracy: sample factors (share of the vehicles simulated)")
+    p.add_argument("--seeds", default="0,1", help="--accuracy: sample seeds")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: "n,demo_agents,status"
     args = p.parse_args()
+    if args.accuracy:
+        name = "expert_scale_sample" if args.name == "expert_scale" else args.name
+        report = {"command": " ".join(["python", "benchmarks/expert_scale.py",
+                                       *sys.argv[1:]]),
+                  "cpus": os.cpu_count(), "python": platform.python_version(),
+                  "load_before": [round(x, 2) for x in os.getloadavg()],
+                  "code": code_version(), "rows": []}
+        for n in (int(s) for s in args.sizes.split(",")):
+            report["rows"].append(accuracy_case(n, [float(f) for f in args.factors.split(",")],
+                                                [int(x) for x in args.seeds.split(",")]))
+            report["load_after"] = [round(x, 2) for x in os.getloadavg()]
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+            (args.out / f"{name}.md").write_text(accuracy_markdown(report))
+        print(json.dumps(report) if args.json else accuracy_markdown(report))
+        return
     if args.case:
         n, demo, status = args.case.split(",")
         limit = int(args.memory_gib * 2**30)

@@ -43,7 +43,13 @@ from relied.agents.clients import (
 )
 from relied.agents.fallible import FallibleOfflineClient, herding_agents
 from relied.agents.prompt import PLANNER_SYSTEM
-from relied.agents.team import ExpertTeam, TeamConfig, TeamOutcome
+from relied.agents.team import (
+    ExpertTeam,
+    TeamConfig,
+    TeamOutcome,
+    demo_sample,
+    simulation_sample,
+)
 from relied.agents.view import CityView
 from relied.env.cities import cache_dir, load_city
 from relied.env.core import RoutingCore
@@ -119,7 +125,9 @@ def cache_key(team: ExpertTeam, card: ModelCard, variant: int) -> str:
                "model": card.spec, "digest": card.digest, "system": PLANNER_SYSTEM,
                "prompts": team.prompts, "variant": variant, "tools": card.tools,
                "forecast": team.forecast.digest() if team.forecast else None,
-               "config": team.config.model_dump(mode="json")}
+               # (the simulation setting only where it samples: other keys stay as they were)
+               "config": team.config.model_dump(
+                   mode="json", exclude=None if team.sample else {"sim_vehicles"})}
     if team.learners.digest is not None:
         request["learners"] = team.learners.digest
     blob = json.dumps(request, sort_keys=True)
@@ -218,14 +226,19 @@ async def _plan(request: PlanRequest, learners: Learners | None = None
     net = load_city(request.scenario.city)
     core = RoutingCore(net, request.scenario)
     view = CityView(net)
-    forecast = await asyncio.to_thread(_forecast, net, core.scenario)
+    planned = [a for b in demo_sample(core.n, request.config, core.scenario.seed,
+                                      request.variant) for a in b]
+    sample = simulation_sample(core, request.config, planned, request.variant)
+    forecast = await asyncio.to_thread(_forecast, *((sample.net, sample.scenario) if sample
+                                                    else (net, core.scenario)))
     card = await asyncio.to_thread(chat_card, request.model, request.ollama_host)
     client = make_client(request.model, net, view, host=request.ollama_host,
                          seed=core.scenario.seed, timeout_s=request.timeout_s, card=card,
                          forecast=forecast)
     learners = learners or UNTRAINED
     team = ExpertTeam(core, view, client, request.config, learners,
-                      _behaviour_refs(view, request.behaviour), request.variant, forecast)
+                      _behaviour_refs(view, request.behaviour), request.variant, forecast,
+                      sample)
     if request.first_plan_only:  # one round, after the groups were sized for max_rounds
         team.config = team.config.model_copy(update={"max_rounds": 1})
     key = cache_key(team, card, request.variant)
@@ -274,7 +287,7 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
     outcome, cached, team, _ = await _plan(request, learners)
     learners = team.learners
     core = team.core
-    net, sc, model, variant = core.net, core.scenario, request.model, request.variant
+    sc, model, variant = core.scenario, request.model, request.variant
     sp = team.baseline_metrics["mean_travel_time"]  # the team's shortest-path execution
     accepted = outcome.verdict.accepted
     mean_tt = outcome.verdict.mean_travel_time
@@ -285,14 +298,17 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                    f"{outcome.max_rounds} rounds; keeping the plan with the lowest bound "
                    "(fallback, marked in its metadata)")
     if outcome.routes and (accepted or not filter_by_bound or outcome.fallback):
-        # the critic's execution of this very plan, else (a cached answer) executed now
+        # the critic's execution of this very plan, else (a cached answer) executed now (on
+        # the fleet sample where the team simulates one)
         run = team.execution(outcome) if not cached else None
-        run = run or execute(net, sc, routes=[index_of(net, r).tolist() for r in outcome.routes])
+        run = run or execute(team.sim_net, team.sim_scenario,
+                             routes=team.simulated_routes(outcome.routes))
         mean_tt = run.metrics["mean_travel_time"]
         batch_id = f"{sc.city}-n{sc.n_agents}-s{sc.seed}-v{variant}-{model.replace(':', '_')}"
         meta = DemoMeta(
             batch_id="".join(c if c.isalnum() or c in "-_." else "_" for c in batch_id),
             scenario=sc, routes=outcome.routes, demo_agents=outcome.demo_agents,
+            fleet_sample=team.sample.info if team.sample else None,
             model_spec=model, source="expert-team",
             accepted=accepted, verdict=outcome.verdict.model_dump(mode="json"),
             rounds=outcome.rounds, model_calls=0 if cached else outcome.model_calls,
@@ -311,7 +327,7 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                    "reference_bound": outcome.reference_bound,
                    "usage": usage_totals(usage),
                    "usage_per_call": [u.model_dump() for u in usage]})
-        path = str(save_batch(Path(out_dir), run.decisions, meta))
+        path = str(save_batch(Path(out_dir), team.demonstration_rows(run), meta))
     return BatchResult(path=path, scenario_seed=sc.seed, variant=variant, accepted=accepted,
                        fallback=outcome.fallback and filter_by_bound,
                        accepted_round=outcome.accepted_round, rounds=outcome.rounds,

@@ -33,6 +33,19 @@ resimulation simulates the whole fleet, the critic's ``Vol_ext`` resimulations p
 capped there (``TeamConfig.scale_executions``; the batch stores the bound settings used). The
 setup runs the shortest-path baseline once: its routes are the others' routes and, replaying
 exactly, its run is the reference's execution (``critic.shortest_path_run``).
+
+A fleet of more than ``TeamConfig.sim_vehicles`` vehicles (learners and background) is not
+simulated whole: the forecast, the set-up and every check of the critic run on one seeded
+sample of about that many vehicles that holds every planned learner, on a copy of the
+network whose saturation flows, storages and capacities are scaled by the sample's share
+(:mod:`relied.env.sample`, the technique of MATSim's capacity factors and SUMO's
+``--scale``), so a batch's simulations cost what a fleet of ``sim_vehicles`` costs, whatever
+the fleet's size. The critic sees the sample's learners by position; the team maps them
+back (verdicts, demonstration rows and returns under the fleet's agent ids; the learners are
+asked under those ids, :meth:`Learners.on_sample`), and the batch records the sample
+(``DemoMeta.fleet_sample``). The free-flow shortest paths of every learner (the planners'
+load table, the routes of the learners outside the plan) come from one drive of the learners
+alone: that policy reads no traffic. At or below ``sim_vehicles`` nothing of this runs.
 """
 
 from __future__ import annotations
@@ -75,7 +88,12 @@ from relied.agents.prompt import (
 from relied.agents.tools import planner_tools
 from relied.agents.view import CityView, PlanRouteError
 from relied.env.core import RoutingCore
-from relied.env.forecast import TrafficForecast
+from relied.env.forecast import TrafficForecast, drive
+from relied.env.network import CityNetwork
+from relied.env.policies import ShortestPathPolicy
+from relied.env.rollout import DecisionRecord
+from relied.env.sample import FleetSample, sample_fleet
+from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import BoundConfig
 from relied.experts.critic import (
     Execution,
@@ -110,7 +128,40 @@ class TeamConfig(BaseModel):
         "resimulations per check (BoundConfig.executions: the shared pool, and at most twice "
         "as many top-ups) are at most this many, since each one simulates the whole fleet "
         "(None: BoundConfig's; at or below demo_agents nothing changes)")
+    sim_vehicles: int | None = Field(
+        15_000, ge=1, description="the most vehicles the critic and the set-up simulate: a "
+        "fleet with more (learners and background) is simulated as a sample of about this "
+        "many, always holding the planned learners, on the network with every capacity "
+        "scaled by the sample's share (relied.env.sample; stored with each batch as "
+        "DemoMeta.fleet_sample); at or below it nothing changes (None: never sample)")
     bound: BoundConfig = Field(default_factory=BoundConfig)
+
+
+def simulation_sample(core: RoutingCore, config: TeamConfig, sampled: Sequence[int],
+                      variant: int = 0) -> FleetSample | None:
+    """The fleet sample the team's simulations run on (:func:`relied.env.sample.sample_fleet`
+    holding ``sampled``, the planned learners; seeded by the scenario seed and ``variant``),
+    or None when the fleet has at most ``config.sim_vehicles`` vehicles."""
+    if config.sim_vehicles is None:
+        return None
+    return sample_fleet(core.net, core.scenario, config.sim_vehicles, sampled,
+                        seed=core.scenario.seed * 1_000_003 + variant)
+
+
+def free_flow_routes(net: CityNetwork, scenario: Scenario
+                     ) -> tuple[list[list[int]], list[np.ndarray]]:
+    """Every learner's free-flow shortest path as ``(node routes, sorted distinct edges)``,
+    driven without the background traffic: the shortest-path policy reads no traffic, so the
+    routes are those of the whole fleet's run at a fraction of its cost."""
+    core = RoutingCore(net, scenario.resolve(net).model_copy(update={
+        "background_share": 0.0, "background_origins": [], "background_destinations": [],
+        "background_departures_s": []}), record_routes=True)
+    drive(core, ShortestPathPolicy())
+    per: list[list[np.ndarray]] = [[] for _ in range(core.n)]
+    for agents, edges in core.routes:
+        for i, e in zip(agents.tolist(), edges.tolist(), strict=True):
+            per[i].append(e)
+    return core.agent_routes(), [np.unique(np.asarray(e, dtype=np.int64)) for e in per]
 
 
 def demo_sample(n: int, config: TeamConfig, seed: int, variant: int = 0) -> list[list[int]]:
@@ -325,7 +376,7 @@ class ExpertTeam:
     def __init__(self, core: RoutingCore, view: CityView, client: GuardedClient,
                  config: TeamConfig | None = None, learners: Learners | None = None,
                  behaviour: dict[int, list[str]] | None = None, variant: int = 0,
-                 forecast: TrafficForecast | None = None):
+                 forecast: TrafficForecast | None = None, sample: FleetSample | None = None):
         self.core, self.view, self.client = core, view, client
         self.forecast = forecast
         self.config = config or TeamConfig()
@@ -338,19 +389,29 @@ class ExpertTeam:
         if self.subset and cap is not None and cap < bound.executions:  # at scale
             self.config = self.config.model_copy(
                 update={"bound": bound.model_copy(update={"executions": cap})})
+        # the fleet sample every simulation runs on (None: the whole fleet); the critic sees
+        # the sample's learners by position and the learners as the fleet's
+        self.sample = sample or simulation_sample(core, self.config, self.sampled, variant)
+        self.sim_net, self.sim_scenario = ((self.sample.net, self.sample.scenario)
+                                           if self.sample else (core.net, core.scenario))
+        self.sim_learners = (self.learners.on_sample(self.sample.info.learners, core.n)
+                             if self.sample else self.learners)
         # the shortest-path baseline, whose routes the learners outside the sample drive and
         # whose run is the reference's when the reference is the free-flow shortest paths
-        base = shortest_path_run(core.net, core.scenario)
-        self.fixed_routes = (policy_routes(core.net, core.scenario, "shortest-path")
-                             if self.subset else None)
+        base = shortest_path_run(self.sim_net, self.sim_scenario)
+        if self.sample:  # every learner's route, for the others' loads and the plan
+            self.fixed_routes, estimate = free_flow_routes(core.net, core.scenario)
+        else:
+            self.fixed_routes = (policy_routes(core.net, core.scenario, "shortest-path")
+                                 if self.subset else None)
+            estimate = [np.unique(base.edges_by_step[:, i][base.edges_by_step[:, i] >= 0])
+                        for i in range(core.n)]
         self.baseline = float(base.returns.mean())
         self.baseline_metrics = base.metrics  # the shortest-path baseline, reused by the batch
         # per checked round: (routes, its execution or None, bound); only the execution of
         # the round :meth:`run` can return is kept (one whole-fleet recording, not one per
         # round), and the demonstration reuses it
         self.runs: dict[int, tuple[list[list[int]], Execution | None, float]] = {}
-        estimate = [np.unique(base.edges_by_step[:, i][base.edges_by_step[:, i] >= 0])
-                    for i in range(core.n)]
         self.board = PlanBoard(view, estimate)
         planned = set(self.sampled)
         for i, refs in self.behaviour.items():
@@ -364,17 +425,50 @@ class ExpertTeam:
             net = core.net
             current = [[int(net.edge_src[e[0]]), *(int(net.edge_dst[x]) for x in e)]
                        for e in known]
-        learners = self.learners
-        self.reference = reference_bound(core.net, core.scenario, self.config.bound,
+        learners = self.sim_learners
+        self.reference = reference_bound(self.sim_net, self.sim_scenario, self.config.bound,
                                          learners.policy_probs, learners.previous_probs,
-                                         routes=current, planner_groups=self.groups,
-                                         agents=self.judged, trial_update=learners.trial_update,
-                                         run=base)
+                                         routes=self._simulated(current),
+                                         planner_groups=self._simulated_groups(),
+                                         agents=self._simulated_agents(self.judged),
+                                         trial_update=learners.trial_update, run=base)
 
     @property
     def judged(self) -> list[int] | None:
         """The agents the critic judges: the sample at scale, else everyone (None)."""
         return self.sampled if self.subset else None
+
+    # ---- the fleet sample (identities without one) ------------------------------------------
+    def _simulated(self, routes: list[list[int]] | None) -> list[list[int]] | None:
+        """The simulated learners' routes out of one per learner."""
+        return self.sample.routes(routes) if self.sample and routes is not None else routes
+
+    def _simulated_agents(self, agents: list[int] | None) -> list[int] | None:
+        """Learner ids as the simulation's agent ids (their sample positions)."""
+        return self.sample.positions(agents) if self.sample and agents is not None else agents
+
+    def _simulated_groups(self) -> list[list[int]]:
+        return [self._simulated_agents(g) for g in self.groups] if self.sample else self.groups
+
+    def simulated_routes(self, routes: list[list[int]]) -> list[list[int]]:
+        """A plan (node routes of every learner, OSM ids) as the critic executes it: node
+        indices, of the sample's learners when there is one (``sim_net``, ``sim_scenario``)."""
+        return self._simulated([index_of(self.core.net, r).tolist() for r in routes])
+
+    def demonstration_rows(self, run: Execution) -> DecisionRecord:
+        """``run``'s decision rows under the fleet's agent ids (with a sample: its learners'
+        rows, mapped back, and every learner's return, those not simulated given the mean
+        return of the simulated learners outside the planned ones, who drive as they do)."""
+        rows = run.decisions
+        if not self.sample:
+            return rows
+        fleet = self.sample.learners
+        others = np.setdiff1d(np.arange(fleet.size), self.sample.positions(self.sampled))
+        returns = np.full(self.core.n, float(run.returns[others].mean() if others.size
+                                             else run.returns.mean()))
+        returns[fleet] = run.returns
+        return DecisionRecord(rows.step, fleet[rows.agent], rows.obs, rows.mask, rows.action,
+                              rows.cum, returns, rows.steps)
 
     # ---- prompts that fit -------------------------------------------------------------------
     def _prompts(self, groups: list[list[int]], loads: bool = True) -> list[tuple[str, str]]:
@@ -471,20 +565,26 @@ class ExpertTeam:
             return CriticVerdict(accepted=False, kind="invalid-plan", round=round_, epsilon=eps,
                                  violating_agents=exc.agents,
                                  reason=f"{exc}; fix these agents and resend the whole plan")
-        learners = self.learners
-        report, run = check_plan(self.core.net, self.core.scenario, routes, self.config.bound,
-                                 learners.policy_probs, self.groups, self.baseline,
+        learners = self.sim_learners
+        report, run = check_plan(self.sim_net, self.sim_scenario, self._simulated(routes),
+                                 self.config.bound, learners.policy_probs,
+                                 self._simulated_groups(), self.baseline,
                                  previous_probs=learners.previous_probs,
-                                 reference=self.reference, agents=self.judged,
+                                 reference=self.reference,
+                                 agents=self._simulated_agents(self.judged),
                                  trial_update=learners.trial_update)
+        fleet = (self.sample.learners if self.sample
+                 else np.arange(len(report.bounds), dtype=np.int64))
+        at = dict(zip(self.sampled, self._simulated_agents(self.sampled), strict=True))
         self._keep(round_, routes, run, report.accepted,
                    report.plan_bound + (1e12 if report.too_slow else 0))
         return CriticVerdict(
             accepted=report.accepted, kind="accepted" if report.accepted else "stationarity",
             round=round_, epsilon=report.epsilon,
-            bounds={i: report.bounds[i] for i in self.sampled},
-            violating_agents=[o.agent_id for o in report.offenders],
-            violations=[AgentBound(**o.model_dump()) for o in report.offenders[:20]],
+            bounds={i: report.bounds[at[i]] for i in self.sampled},
+            violating_agents=[int(fleet[o.agent_id]) for o in report.offenders],
+            violations=[AgentBound(**o.model_dump() | {"agent_id": int(fleet[o.agent_id])})
+                        for o in report.offenders[:20]],
             shared_edges=[SharedEdge(from_node=a, to_node=b, agents=c)
                           for a, b, c in report.shared_edges],
             plan_mean_return=report.plan_mean_return,

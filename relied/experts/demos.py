@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_serializer, model_validator
 
 from relied.env.netcache import temp_file
 from relied.env.rollout import DecisionRecord, Trajectories
+from relied.env.sample import SampleInfo
 from relied.env.scenario import Scenario
 
 #: the store's format: 1 dense ``(T, n, ...)`` arrays, 2 decision rows
@@ -62,6 +63,10 @@ class DemoMeta(BaseModel):
     demo_agents: list[int] | None = Field(
         None, description="the agents whose rows are demonstrations, sorted (None: all); at "
         "scale the expert team plans a sample and the others drive shortest paths")
+    fleet_sample: SampleInfo | None = Field(
+        None, description="how the batch was simulated: on this sample of the fleet, with "
+        "capacities scaled (relied.env.sample; its learners' rows, under the fleet's ids); "
+        "None: the whole fleet (left out of the file then)")
     model_spec: str
     source: str = Field(description="e.g. 'expert-team', 'shortest-path'")
     accepted: bool = True
@@ -83,6 +88,15 @@ class DemoMeta(BaseModel):
             raise ValueError(f"demo_agents must be sorted distinct agent ids in "
                              f"0..{self.scenario.n_agents - 1}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_whole_fleet(self, handler):
+        """Leave ``fleet_sample`` out while it is None: a batch of the whole fleet is written
+        exactly as before the field existed."""
+        data = handler(self)
+        if isinstance(data, dict) and self.fleet_sample is None:
+            data.pop("fleet_sample", None)
+        return data
 
 
 @contextlib.contextmanager

@@ -10,8 +10,12 @@ update and, since bound version 5, their trial update on the plan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
+import numpy as np
+
+from relied.env.rollout import DecisionRecord, Trajectories
 from relied.experts.bound import BOUND_VERSION, PolicyProbs, TrialUpdate
 
 #: the bound version of a judgement without a trial update (current policy against the
@@ -50,6 +54,35 @@ class Learners:
         uniform untrained learners, or learners with a :attr:`digest`."""
         return self.digest is not None or (self.policy_probs is None
                                            and self.previous_probs is None)
+
+    def on_sample(self, ids: Sequence[int], n_agents: int) -> Learners:
+        """These learners as seen from a run on a sample of their fleet of ``n_agents``
+        (:class:`relied.env.sample.FleetSample`), whose learner ``k`` is fleet learner
+        ``ids[k]``: their policies are asked, and their trial update trained, under the
+        fleet's agent ids (a policy may differ per agent). Same ``source`` and ``digest``."""
+        fleet = np.asarray(ids, dtype=np.int64)
+
+        def probs_of(fn: PolicyProbs | None) -> PolicyProbs | None:
+            if fn is None:
+                return None
+            return lambda obs, mask, agent: fn(obs, mask, fleet[np.asarray(agent)])
+
+        inner, trial = self.trial_update, None
+        if inner is not None:
+            def on_fleet(demos: DecisionRecord | Trajectories,
+                         agents: Sequence[int] | None = None) -> PolicyProbs:
+                rows = demos if isinstance(demos, DecisionRecord) else DecisionRecord.of(demos)
+                returns = np.zeros(n_agents)
+                returns[fleet] = rows.returns
+                mapped = DecisionRecord(rows.step, fleet[rows.agent], rows.obs, rows.mask,
+                                        rows.action, rows.cum, returns, rows.steps)
+                successor = inner(mapped, None if agents is None
+                                  else fleet[np.asarray(agents, dtype=np.int64)].tolist())
+                return probs_of(successor)
+
+            trial = on_fleet
+        return replace(self, policy_probs=probs_of(self.policy_probs),
+                       previous_probs=probs_of(self.previous_probs), trial_update=trial)
 
 
 #: the learners of a judgement nobody described: untrained, no trial (bound version 4)
