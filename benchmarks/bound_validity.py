@@ -227,7 +227,7 @@ class SeedCase:
         meta = DemoMeta(batch_id=name, scenario=sc,
                         routes=[net.osm_ids[r].tolist() for r in routes], model_spec=name,
                         source=source, accepted=True)
-        save_batch(store, run.traj, meta)
+        save_batch(store, run.decisions, meta)
         trainer = Trainer.create(self.config(store), work / "runs", progress=False)
         trainer.cores = [RoutingCore(net, sc)]
         trainer.core, trainer.scenario = trainer.cores[0], sc
