@@ -72,7 +72,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relied.env.live import CostFloor, LiveCostToGo, cost_to_go
+from relied.env.live import CostFloor, LiveCostToGo, cost_to_go, local_xy
 from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
 from relied.env.signals import SignalPlan, signal_plan
@@ -86,13 +86,6 @@ OBS_LOW, OBS_HIGH = -1.0, 10.0
 
 class InvalidActionError(ValueError):
     """An agent at a decision point chose a slot the action mask forbids."""
-
-
-def _local_xy(net: CityNetwork) -> np.ndarray:
-    lat0 = np.deg2rad(net.lat.mean())
-    x = np.deg2rad(net.lon - net.lon.mean()) * 6_371_000 * np.cos(lat0)
-    y = np.deg2rad(net.lat - net.lat.mean()) * 6_371_000
-    return np.stack([x, y], axis=1)
 
 
 def _segment_starts(keys: np.ndarray) -> np.ndarray:
@@ -200,7 +193,7 @@ class RoutingCore:
         self.origin, self.dest, self.depart_s = (self.v_origin[:n], self.v_dest[:n],
                                                  self.v_depart[:n])
         self.dest_row, self.ff_od = self.v_dest_row[:n], self.v_ff_od[:n]
-        self.xy = _local_xy(net)
+        self.xy = local_xy(net)
         vec = self.xy[net.edge_dst] - self.xy[net.edge_src]
         self.edge_dir = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-9)
         self.record_routes = record_routes

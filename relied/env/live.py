@@ -61,6 +61,15 @@ def cost_to_go(net: CityNetwork, targets: np.ndarray, weight: np.ndarray | None 
     return dijkstra(graph, indices=np.asarray(targets))
 
 
+def local_xy(net: CityNetwork) -> np.ndarray:
+    """``(n_nodes, 2)`` node positions in metres on a plane (equirectangular about the
+    network's mean position)."""
+    lat0 = np.deg2rad(net.lat.mean())
+    x = np.deg2rad(net.lon - net.lon.mean()) * 6_371_000 * np.cos(lat0)
+    y = np.deg2rad(net.lat - net.lat.mean()) * 6_371_000
+    return np.stack([x, y], axis=1)
+
+
 @dataclass(frozen=True)
 class CostFloor:
     """Weights no edge cost is below (``weights``), and the cost-to-go on them to the
@@ -135,6 +144,8 @@ class LiveCostToGo:
         self._floor_holds = False
         self._rise_key: tuple[int, int] | None = None  # (:meth:`_rises`)
         self._rise: tuple = (None, None, None)
+        self._xy = local_xy(net)
+        self._paces: dict[int, float] = {}  # (:meth:`_pace`)
 
     @property
     def _table(self) -> np.ndarray:
@@ -236,13 +247,28 @@ class LiveCostToGo:
         top = via[at, pick]
         if raised is None:  # some cost below the floor's weight: no bound
             return np.zeros(at.size, dtype=bool), pick
-        if raised.size:
+        if raised.size:  # rises on edges whose tail can lie on the floor path from the head
             reach = lower[at, pick]
-            near = floor.table[rows[:, None], tails] <= reach[:, None]
+            head = self.net.edge_dst[edges[at, pick]]
+            gap = np.hypot(*(self._xy[tails][None] - self._xy[head][:, None]).transpose(2, 0, 1))
+            gap *= self._pace(floor)
+            gap += floor.table[rows[:, None], tails]
+            near = gap <= reach[:, None] * (1 + _SLACK) + _SLACK
             top = top + (near * rise).sum(axis=1)
         via[at, pick] = np.inf
         top += np.abs(top) * _SLACK + _SLACK
         return top < via.min(axis=1), pick
+
+    def _pace(self, floor: CostFloor) -> float:
+        """Seconds per metre of straight line no path is below on ``floor``'s weights (the
+        least weight / chord of any edge, less the slack): a node at straight-line distance
+        ``x`` from another is at least ``x`` times it away on the floor."""
+        if id(floor) not in self._paces:
+            chord = np.hypot(*(self._xy[self.net.edge_dst] - self._xy[self.net.edge_src]).T)
+            moves = chord > 0
+            pace = float((floor.weights[moves] / chord[moves]).min()) if moves.any() else 0.0
+            self._paces[id(floor)] = max(pace, 0.0) * (1 - 1e-6)
+        return self._paces[id(floor)]
 
     def _rises(self, cost: np.ndarray, floor: CostFloor):
         """``(edges above floor's weight, by how much, their tails)`` for the costs of now
