@@ -177,6 +177,11 @@ def run_case(n: int, demo_agents: int | None, path: Path) -> dict:
             **{k: v for k, v in status.counts.items() if k.startswith("simulations")},
             "demo_file_mb": None if demo_bytes is None else round(demo_bytes / 2**20, 2),
             "bound_executions": meta.extra["bound"]["executions"] if meta else None,
+            "sim_vehicles": config.sim_vehicles,
+            "simulated_vehicles": (scenario.n_vehicles if meta is None or meta.fleet_sample is None
+                                   else len(meta.fleet_sample.learners)
+                                   + len(meta.fleet_sample.background)),
+            "sample_factor": (meta.fleet_sample.factor if meta and meta.fleet_sample else 1.0),
             "groups": meta.extra.get("groups") if meta else None, "rounds": res.rounds,
             "accepted": res.accepted, "fallback": res.fallback, "wall_s": round(wall, 1),
             **{f"{k}_s": round(clock.get(k, 0.0), 1) for k in PHASES},
@@ -299,18 +304,25 @@ def markdown(report: dict) -> str:
              "Simulations: whole-fleet traffic-core episodes, in all and per phase (forecast / "
              "setup / critic / execution). Vol_ext resimulations: the critic's shared pool per "
              "check (`BoundConfig.executions`; above demo_agents capped by "
-             "`TeamConfig.scale_executions`). Demo file: the batch's `.npz` (decision rows).", "",
-             "| learners | vehicles | demo_agents | demonstrated | model calls | simulations "
+             "`TeamConfig.scale_executions`). Demo file: the batch's `.npz` (decision rows). "
+             "Simulated: the vehicles each simulation runs (`TeamConfig.sim_vehicles`: a "
+             "larger fleet is simulated as a seeded sample of about that many, holding the "
+             "planned learners, on the network with capacities times the factor; "
+             "relied.env.sample), and that factor.", "",
+             "| learners | vehicles | simulated (factor) | demo_agents | demonstrated | "
+             "model calls | simulations "
              "(forecast / setup / critic / execution) | Vol_ext resimulations | planner groups "
              "| rounds | accepted | wall (s) | forecast / setup / planning / critic / execution "
              "(s) | demo file (MB) | peak RSS (GiB) | load 1-min after | note |",
-             "|" + "---|" * 16]
+             "|" + "---|" * 17]
     for r in report["rows"]:
         phases = " / ".join(f"{r.get(f'{k}_s', 0):.1f}" for k in PHASES)
         sims = " / ".join(str(r.get(f"simulations_{k}", 0))
                           for k in ("forecast", "setup", "critic", "execution"))
         lines.append(
-            f"| {r['agents']:,} | {r.get('vehicles', 0):,} | {r['demo_agents'] or 'all'} | "
+            f"| {r['agents']:,} | {r.get('vehicles', 0):,} | "
+            f"{r.get('simulated_vehicles', 0) or 0:,} ({r.get('sample_factor', '')}) | "
+            f"{r['demo_agents'] or 'all'} | "
             f"{r.get('demonstrated', '')} | {r.get('model_calls', '')} | "
             f"{r.get('simulations', '')} ({sims}) | {r.get('bound_executions', '')} | "
             f"{r.get('groups', '')} "
