@@ -14,6 +14,15 @@ fits the model (170 groups of about 3 with the offline planner's budget at 1,000
 model calls per round are bounded by the sample, not by N. The other learners drive free-flow
 shortest paths.
 
+Above ``TeamConfig.sim_vehicles`` vehicles (default 15,000: the 10,000-learner fleet of
+125,000 vehicles, not the 1,000-learner one of 12,500) every simulation of the batch runs on
+one seeded fleet sample of about that many vehicles holding the planned learners, on the
+network with saturation flow, storage and capacity scaled by the sample's share
+(``relied.env.sample``); rows report the vehicles simulated and that factor. ``--accuracy``
+measures what the sample costs in accuracy instead: the learners' current behaviour (free-flow
+shortest paths) in the whole fleet against samples of ``--factors`` (seeds ``--seeds``), with
+and without the capacity scaling (``expert_scale_sample.md``).
+
 Per row (each in its own subprocess, so peak RSS is the row's own; a row that runs past
 ``--timeout`` is stopped and reports the phases, model calls, simulations and peak RSS it got to):
 model calls, whole-fleet simulations (every traffic-core episode run in the row: forecast,
@@ -35,7 +44,7 @@ and the demonstration file's size (``.npz``, store format 2: decision rows) is r
     .venv/bin/python benchmarks/expert_scale.py --json
     .venv/bin/python benchmarks/expert_scale.py --sizes 1000 --timeout 600
     .venv/bin/python benchmarks/expert_scale.py --full-max 0 --timeout 1800  # sampled rows only
-    .venv/bin/python benchmarks/expert_scale.py --sizes 10000 --full-max 0 --name expert_scale_10k
+    .venv/bin/python benchmarks/expert_scale.py --accuracy --sizes 1000,10000
 
 A stopped row counts the phases it was in up to the stop (the planning of a chat stopped in
 the critic is its time so far minus the critic's checks).

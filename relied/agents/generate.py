@@ -5,7 +5,10 @@ ones training runs on); for ``b > 0`` the task asks for plan variant ``b`` (the 
 routes agents in a seeded permuted order; an LLM is asked for a different valid plan), so the
 batches differ while describing the same training problem. Above ``TeamConfig.demo_agents``
 learners a batch demonstrates a sample of them (``relied.agents.team.demo_sample``; another
-sample per variant), recorded in ``DemoMeta.demo_agents``.
+sample per variant), recorded in ``DemoMeta.demo_agents``. Above ``TeamConfig.sim_vehicles``
+vehicles the forecast, the team's set-up and the critic simulate a fleet sample with scaled
+capacities (:mod:`relied.env.sample`; :mod:`relied.agents.team`); the batch then stores the
+sample's execution under the fleet's agent ids and the sample in ``DemoMeta.fleet_sample``.
 
 Cache: an accepted team outcome is stored under ``$RELIED_EXPERT_CACHE/<key>.json`` (default
 ``$RELIED_CACHE_DIR/experts``) with ``key`` the hash of (resolved scenario, model spec and
