@@ -62,7 +62,13 @@ from relied.env.equilibrium import edge_times, fastest_routes, solve_equilibrium
 from relied.env.presets import load_preset
 from relied.env.rollout import run_episode
 from relied.experts.bound import LOOKAHEAD_VERSION, BoundConfig
-from relied.experts.critic import check_plan, plan_bounds, policy_routes, reference_scales
+from relied.experts.critic import (
+    check_plan,
+    lookahead_drift,
+    plan_bounds,
+    policy_routes,
+    reference_scales,
+)
 from relied.experts.demos import DemoMeta, save_batch
 from relied.rl.config import TrainConfig
 from relied.rl.envs import make_vector_env
@@ -263,6 +269,9 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
     net, sc, sp, ref = case.net, case.sc, case.candidates["shortest-path"], case.reference_bound
     untrained, trial = case.untrained, case.trial
     rows, pairs = [], []
+    # v6 without --with-v5-terms: per iteration only the lookahead's forecast (the verdict's
+    # v5 terms are still computed and reported by check_plan)
+    lookahead_only = bound.version >= LOOKAHEAD_VERSION and not args.with_v5_terms
     for name, routes in case.candidates.items():
         report, run = check_plan(net, sc, routes, bound, untrained, reference=ref,
                                  trial_update=trial)
@@ -275,16 +284,23 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
         for _ in range(args.iterations):
             before = frozen_probs(trainer.model)
             step = trainer.trial_update()  # called before iterate: on the current weights
-            ref_scales = reference_scales(net, sc, bound, before, previous,
-                                          trial_update=step)[0]
-            terms = plan_bounds(net, sc, routes, bound, before, previous, scales=ref_scales,
-                                trial_update=step)
+            if lookahead_only:
+                ahead = lookahead_drift(net, sc, run, bound, before, step)
+            else:
+                ref_scales = reference_scales(net, sc, bound, before, previous,
+                                              trial_update=step)[0]
+                terms = plan_bounds(net, sc, routes, bound, before, previous,
+                                    scales=ref_scales, trial_update=step)
             trainer.iterate(venv)
             local.append(greedy_run(net, sc, trainer.model))
             d = plan_drift(local[-2][1], local[-1][1], cells, net.freeflow_s)
             drifts.append(d)
             route_drifts.append(drift(local[-2][0], local[-1][0]))
             previous = before
+            if lookahead_only:
+                pairs += [(np.nan,) * 5 + (x, y, np.nan, z)
+                          for x, y, z in zip(d, route_drifts[-1], ahead, strict=True)]
+                continue
             count = np.array([len(g) - 1 for g in terms.groups], dtype=float)
             ahead = terms.lookahead if terms.lookahead is not None else np.full(d.size, np.nan)
             pairs += list(zip(terms.bound, terms.absolute, terms.divergence, terms.external,
@@ -304,10 +320,17 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
                         "reference_lookahead_drift_s": report.reference_lookahead_drift_s}
                        if report.lookahead else {}))
         print(f"{preset_name} seed {seed} {name}: accepted={report.accepted} mean bound "
-              f"{report.plan_bound:.1f} (ref {ref:.1f}) drift {np.mean(drifts):.3f} s",
-              file=sys.stderr, flush=True)
+              f"{report.plan_bound:.1f} (ref {ref:.1f}) drift {np.mean(drifts):.3f} s"
+              + (f" (per iteration {', '.join(f'{np.mean(d):.3f}' for d in drifts)}; v5 "
+                 f"accepted={report.bound_accepted}, forecast {report.lookahead_drift_s:.3f} s, "
+                 f"reference's {report.reference_lookahead_drift_s:.3f} s)"
+                 if report.lookahead else ""), file=sys.stderr, flush=True)
     case.judge.release()
     p = np.array(pairs, dtype=float)
+    if lookahead_only:
+        return {"rows": rows, "pairs": len(p), "rho": {
+            "lookahead": float(spearmanr(p[:, 8], p[:, 5]).statistic),
+            "lookahead_vs_route_drift": float(spearmanr(p[:, 8], p[:, 6]).statistic)}}
     names = ("bound", "absolute_bound", "divergence_term", "external_term", "co_occupants")
     rho = {k: float(spearmanr(p[:, j], p[:, 5]).statistic) for j, k in enumerate(names)}
     rho["move"] = float(spearmanr(p[:, 7], p[:, 5]).statistic)
@@ -410,6 +433,11 @@ def main() -> None:
                     help="the critic's verdict: 5 (the trial update's bound, training's "
                     "default) or 6 (the lookahead's forecast drift; v5's verdict reported "
                     "beside it)")
+    ap.add_argument("--partial", action="store_true", help="summarise the seeds a stopped run "
+                    "finished (STEM.seeds.jsonl) into STEM.{json,md}, labelled PARTIAL (give the "
+                    "run's settings)")
+    ap.add_argument("--with-v5-terms", action="store_true", help="with --bound-version 6: "
+                    "also the v5 terms at every iteration (their rank correlations; slower)")
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--rerender", action="store_true", help="recompute the summaries and tables "
                     "from the saved results JSON (no simulation)")
@@ -421,15 +449,26 @@ def main() -> None:
     args = ap.parse_args()
     if args.rerender:
         return rerender(args)
+    if args.partial:
+        return summarise_partial(args)
     start = time.perf_counter()
     bound = BoundConfig(gamma=TrainConfig().gamma, version=args.bound_version)
     tasks = [(p, args.first_seed + k, args, bound) for p in args.presets
              for k in range(args.seeds)]
-    if args.workers > 1:
-        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-            done = pool.map(one_seed, tasks, chunksize=1)
-    else:
-        done = [one_seed(t) for t in tasks]
+    partial = results_path(args, ".seeds.jsonl")
+    if not args.no_save:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("")
+    done = []
+    with multiprocessing.get_context("spawn").Pool(args.workers) if args.workers > 1 \
+            else _Serial() as pool:
+        for task, result in zip(tasks, pool.imap(one_seed, tasks, chunksize=1), strict=True):
+            done.append(result)  # in task order: the finished seeds are a prefix
+            if not args.no_save:
+                with partial.open("a") as f:
+                    f.write(json.dumps({"preset": task[0], "seed": task[1],
+                                        "wall_s": time.perf_counter() - start,
+                                        "result": result}) + "\n")
     per = {p: [d for t, d in zip(tasks, done, strict=True) if t[0] == p] for p in args.presets}
     wall = time.perf_counter() - start
     presets = {p: summarise(p, seeds, args, bound) | {"run_wall_s": wall,
@@ -441,6 +480,39 @@ def main() -> None:
         presets = {p: with_run(r, old) for p, r in old["presets"].items()} | presets
     result = {"wall_s": wall, "workers": args.workers, "presets": presets}
     save(result, render(presets), args)
+
+
+class _Serial:
+    """``Pool.imap`` in this process (``--workers 1``)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    @staticmethod
+    def imap(fn, tasks, chunksize: int = 1):
+        return map(fn, tasks)
+
+
+def summarise_partial(args) -> None:
+    """``STEM.{json,md}`` from the seeds a stopped run finished (``STEM.seeds.jsonl``, written
+    as each seed ends, in task order), labelled PARTIAL with the seeds it holds."""
+    lines = [json.loads(x) for x in results_path(args, ".seeds.jsonl").read_text().splitlines()]
+    bound = BoundConfig(gamma=TrainConfig().gamma, version=args.bound_version)
+    presets = {}
+    for p in dict.fromkeys(x["preset"] for x in lines):
+        got = [x for x in lines if x["preset"] == p]
+        run = argparse.Namespace(agents=args.agents, seeds=len(got), first_seed=got[0]["seed"],
+                                 iterations=args.iterations, eq_iterations=args.eq_iterations)
+        presets[p] = summarise(p, [x["result"] for x in got], run, bound) | {
+            "run_wall_s": got[-1]["wall_s"], "run_workers": args.workers, "run_presets": [p],
+            "partial": f"PARTIAL: the run was stopped; seeds {got[0]['seed']}-{got[-1]['seed']} "
+                       "finished"}
+    md = "\n".join(f"**{r['partial']}.**" for r in presets.values()) + "\n\n" + render(presets)
+    save({"wall_s": max(x["wall_s"] for x in lines), "workers": args.workers,
+          "presets": presets, "partial": True}, md, args)
 
 
 def with_run(summary: dict, result: dict) -> dict:
@@ -568,8 +640,9 @@ def lookahead_table(r: dict, f, gap_line) -> str:
              "too low. v5's verdict on the same plans is reported beside it.", "",
              "Spearman rank correlation with the drift of each agent's local environment (the "
              "others' travel times on its plan cells; `lookahead`: the forecast drift of each "
-             "iteration's lookahead; the v5 terms as before; mean over seeds, 95% bootstrap "
-             "interval over seeds):", "",
+             "iteration's lookahead, pairs pooled over agents, plans and iterations; the v5 "
+             "terms only with `--with-v5-terms`; mean over seeds, 95% bootstrap interval over "
+             "seeds):", "",
              "| predictor | rho | 95% CI | per seed |", "|---|---:|---:|---|"]
     for k, v in r["spearman"].items():
         lines.append(f"| {k} | {f(v['mean'])} | [{f(v['lo'])}, {f(v['hi'])}] | "
