@@ -39,11 +39,11 @@ def private_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("RELIED_EXPERT_CACHE", str(tmp_path / "cache"))
 
 
-def _team(config, scenario=SC, variant=0):
+def _team(config, scenario=SC, variant=0, learners=None):
     net = load_city(scenario.city)
     view = CityView(net)
     return ExpertTeam(RoutingCore(net, scenario), view, make_client("offline", net, view),
-                      config, variant=variant)
+                      config, learners, variant=variant)
 
 
 def _batch(tmp_path, config, name):
@@ -194,8 +194,15 @@ def test_learners_on_a_sample_are_asked_under_the_fleets_ids():
 
 
 def test_a_sampled_team_runs_and_judges_the_planned_agents():
-    team = _team(SAMPLED)
+    asked = set()
+
+    def probs(obs, mask, agent):  # the learners' policy, asked under the fleet's ids
+        asked.update(np.asarray(agent).tolist())
+        return mask / mask.sum(axis=1, keepdims=True)
+
+    team = _team(SAMPLED, learners=Learners(policy_probs=probs))
     out = asyncio.run(team.run())
+    assert asked and asked <= set(team.sample.info.learners)
     assert out.demo_agents == team.sampled
     assert set(out.verdict.bounds) == set(team.sampled)
     assert set(out.verdict.violating_agents) <= set(team.sampled)
