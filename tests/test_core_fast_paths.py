@@ -147,3 +147,41 @@ def test_straight_line_bound_narrows_the_floor_ball_and_changes_no_choice(monkey
     ref, wide = _congestion_aware_run(net, scenario)
     assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
     assert narrow < 0.85 * wide
+
+
+@pytest.mark.parametrize("city,policy", [("monaco", "congestion-aware"),
+                                         ("aguascalientes", "shortest-path")])
+def test_steps_of_vehicles_waiting_for_green_change_nothing(city, policy):
+    """With signals a sparse episode has many steps in which the only vehicles not driving
+    wait at a red light (or for their queue's slot) and none can leave: ``_idle`` skips them,
+    moving the waiting vehicles' clocks as the full step does. Rewards, observations, clocks,
+    traversals and metrics equal, bit for bit, those of every step taken in full, and such
+    steps were skipped."""
+    net = load_city(city)
+    scenario = Scenario(city=city, n_agents=40, seed=2, horizon_s=2400.0, signals=True,
+                        departures_s=[30.0 * i for i in range(40)], background_share=0.2)
+    runs = []
+    for fast in (True, False):
+        core = RoutingCore(net, scenario, record_traversals=True)
+        idle, waited = core._idle, []
+
+        def counted(t1, core=core, idle=idle, fast=fast):
+            queued = np.count_nonzero(core.v_status[core.active] == core_module.QUEUED)
+            got = fast and idle(t1)
+            waited.append(got and queued > 0)
+            return got
+
+        core._idle = counted
+        pol = make_policy(policy, 1)
+        out = [core.reset()]
+        while not core.done:
+            a = pol(core)
+            out += [a, *core.step(a)]
+        out += [core.clock_s, core.v_arrival, np.array(sorted(core.metrics().items()))]
+        out += [np.concatenate(x) for x in zip(*core.traversals, strict=True)]
+        runs.append((out, sum(waited)))
+    (got, skipped), (ref, none) = runs
+    assert none == 0 and skipped > 20
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref, strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
