@@ -224,8 +224,6 @@ class RoutingCore:
         e = self.net.n_edges
         self.t = 0
         self._quiet_until = -np.inf  # (:meth:`_idle`)
-        self._queued_until = -np.inf  # (:meth:`_idle`)
-        self._waiting = self._no_one  # (:meth:`_idle`)
         self._live = LiveCostToGo(self.net, self.n)
         self.v_status.fill(WAITING)
         self.v_node[:] = self.v_origin
@@ -392,12 +390,10 @@ class RoutingCore:
         if self._idle(t1):  # nothing changes state in this step: only the clock moves on
             self.t += 1
             return self._rewards(clock_before, self._no_one)
-        self._quiet_until = self._queued_until = -np.inf
+        self._quiet_until = -np.inf
         self._decide(np.asarray(actions, dtype=np.int64))
         arrived = self._discharge(t1)
         ready = self._reach_stop_lines(t1)
-        if ready.size or self._mid.size:  # (new queues: the next step computes their times)
-            self._queued_until = -np.inf
         if self.queue_model and (self._held.size or ready.size):
             at = self._end_edge if ready.size else ready
             if self._held.size:  # (a held vehicle on an edge counts there: lone means alone)
@@ -413,7 +409,6 @@ class RoutingCore:
                 retry = np.zeros(self.net.n_edges + 1, dtype=bool)  # index -1: origins
                 retry[self.v_edge[self._held]] = True
                 retry[at] = True
-                self._queued_until = -np.inf
                 more = self._discharge(t1, retry)
                 if self._entered.size:  # the only vehicles on an edge not at its stop line
                     self._reach_stop_lines(t1, self._entered)
@@ -433,41 +428,21 @@ class RoutingCore:
         return self._rewards(clock_before, arrived)
 
     def _idle(self, t1: float) -> bool:
-        """No vehicle changes state by ``t1``: none departs, decides, reaches a stop line or
-        leaves one, and no queue is held (then :meth:`advance` would only move the clock, and
-        the clocks of queued vehicles to ``t1``, as the full step sets them; rewards are
-        those of the full step). Sparse demand has many such steps, with signals mostly
-        vehicles waiting for green. While every vehicle en route is driving or queued, the
-        first stop-line time among those driving and the earliest time a queued one could
-        leave (``_queued_until``, from the last full step's discharge) say it
-        (``_quiet_until``) until a step changes something."""
+        """No vehicle changes state by ``t1``: none departs, decides, waits at a stop line or
+        reaches one, and no queue is held (then :meth:`advance` would only move the clock;
+        rewards are -0 for all, as the full step gives them). Sparse demand has many such
+        steps. While every vehicle en route is driving, the first stop-line time among them
+        (``_quiet_until``) says it until a step changes something."""
         if self._blocking or self._held.size or self.record_queues or \
                 self._next_depart_s[self._departed] <= t1 + 1e-9:
             return False
         if t1 + 1e-9 < self._quiet_until:  # nothing changed since it was found
-            if self._waiting.size:
-                self.clock_s[self._waiting] = t1
             return True
         act = self.active
-        status = self.v_status[act]
-        driving = status == ON_EDGE
-        if np.count_nonzero(driving) < act.size:  # queued ones may wait, nobody else
-            if not t1 + 1e-9 < self._queued_until or \
-                    np.count_nonzero(driving | (status == QUEUED)) < act.size:
-                return False
-            self._waiting = act[~driving]
-            act = act[driving]
-            until = self._queued_until
-        else:
-            self._waiting, until = self._no_one, np.inf
-        if act.size:
-            until = min(until, float(self.ready_s[act].min()))
-        self._quiet_until = until
-        if t1 + 1e-9 < until:
-            if self._waiting.size:
-                self.clock_s[self._waiting] = t1
-            return True
-        return False
+        if np.count_nonzero(self.v_status[act] != ON_EDGE):
+            return False
+        self._quiet_until = float(self.ready_s[act].min()) if act.size else np.inf
+        return t1 + 1e-9 < self._quiet_until
 
     def _rewards(self, clock_before: np.ndarray, arrived: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -634,12 +609,8 @@ class RoutingCore:
         else:
             go = can
         leaving = q[go], depart[go], src[go]
-        stayed = (depart[~go], src[~go]) if not self._recount else None  # (:meth:`_earliest`)
         if everyone is not None:  # the bookkeeping below is of every queued vehicle
             q, src, slot, out = everyone
-            if stayed is not None:  # those taken out leave at their edge's slot at the earliest
-                stayed = (np.concatenate([stayed[0], slot[out]]),
-                          np.concatenate([stayed[1], src[out]]))
             went = np.zeros(q.size, dtype=bool)
             went[~out] = go
             go = went
@@ -652,23 +623,7 @@ class RoutingCore:
         # entry was refused, only vehicles behind a head stay with a slot by t1
         self._left = None if added is not None and behind is None and everyone is None \
             and self.signal_plan is None else (src, go, slot, t1)  # (a red light leaves
-        arrived = self._move(*leaving, tgt, t1, added, self._one_each)  # queue heads behind)
-        if stayed is not None:
-            self._queued_until = self._earliest(*stayed)
-        return arrived
-
-    def _earliest(self, depart: np.ndarray, src: np.ndarray) -> float:
-        """Queue model, after the step's first discharge: a time no queued vehicle that stayed
-        (``depart``: its discharge time, ``inf`` where only known to be after the step;
-        ``src``: its edge) can leave before (:meth:`_idle`). Behind a vehicle that left, the
-        edge's next slot; behind one that stayed, that one's time (queues are FIFO)."""
-        if depart.size == 0:
-            return np.inf
-        known = np.isfinite(depart)
-        if np.count_nonzero(known) < depart.size:
-            slot = self._next_slot[src]  # (-inf: nobody left that edge: its head stayed)
-            depart = np.where(known, depart, np.where(slot > -np.inf, slot, np.inf))
-        return float(depart.min())
+        return self._move(*leaving, tgt, t1, added, self._one_each)  # queue heads behind)
 
     def _cannot_leave(self, q: np.ndarray, src: np.ndarray, slot: np.ndarray,
                       t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray,
