@@ -46,6 +46,9 @@ PER_STEP_LEARNERS = 1_000
 REUSE_STEPS = 30
 #: steps an old row may bound a destination's cost-to-go (:meth:`LiveCostToGo.best_slots`)
 BOUND_STEPS = 30
+#: raised edges (costs above the floor) beyond which the floor's paths rarely settle a choice
+#: (:meth:`LiveCostToGo._floor_choice` is skipped: the same choices, from the other bounds)
+FLOOR_RAISED_MAX = 64
 #: relative and absolute slack on the upper bounds (float rounding of path sums: ~1e-14)
 _SLACK = 1e-9
 
@@ -241,12 +244,12 @@ class LiveCostToGo:
         upper bound is strictly below every other slot's lower bound (what a fresh Dijkstra
         then picks). Light load: few edges above their floor, most choices settle here."""
         raised, rise, tails = self._rises(cost, floor)
+        if raised is None or raised.size > FLOOR_RAISED_MAX:  # no bound, or not worth it
+            return np.zeros(edges.shape[0], dtype=bool), np.zeros(edges.shape[0], np.int64)
         via = np.where(valid, cost[edges] + lower, np.inf)
         at = np.arange(via.shape[0])
         pick = via.argmin(axis=1)
         top = via[at, pick]
-        if raised is None:  # some cost below the floor's weight: no bound
-            return np.zeros(at.size, dtype=bool), pick
         if raised.size:  # rises on edges whose tail can lie on the floor path from the head
             reach = lower[at, pick]
             head = self.net.edge_dst[edges[at, pick]]
