@@ -207,7 +207,7 @@ def markdown(result: dict) -> str:
            "lane`: could not change to a lane that continues its route), and its lane. "
            "`upstream of a traffic light`: the lane lies within "
            f"{result['cases'][0]['upstream_m']:.0f} m upstream of a SUMO traffic light. "
-           "`teleports` is SUMO's statistic (as in backends.md); `logged` counts the "
+           "`teleports` is SUMO's statistic (as in backends.md), the other counts are of its "
            "warnings (meso gives no reason; its teleports start inside junctions). "
            f"Load average (1 min) at the start and end: {result['load'][0]:.1f} -> "
            f"{result['load'][1]:.1f}.", ""]
