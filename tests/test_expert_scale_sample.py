@@ -208,3 +208,11 @@ def test_a_sampled_team_runs_and_judges_the_planned_agents():
     assert set(out.verdict.violating_agents) <= set(team.sampled)
     run = team.execution(out)
     assert run is not None and run.returns.shape == (team.sim_scenario.n_agents,)
+
+
+def test_the_lookahead_bound_is_refused_on_a_sample():
+    """Bound version 6's lookahead rolls the learners out on the scenario itself: not on a
+    sample (one clear error, not a failure deep in the critic)."""
+    v6 = SAMPLED.model_copy(update={"bound": SAMPLED.bound.model_copy(update={"version": 6})})
+    with pytest.raises(ValueError, match="sim_vehicles"):
+        _team(v6)

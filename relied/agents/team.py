@@ -94,7 +94,7 @@ from relied.env.policies import ShortestPathPolicy
 from relied.env.rollout import DecisionRecord
 from relied.env.sample import FleetSample, sample_fleet
 from relied.env.scenario import Scenario, index_of
-from relied.experts.bound import BoundConfig
+from relied.experts.bound import LOOKAHEAD_VERSION, BoundConfig
 from relied.experts.critic import (
     Execution,
     check_plan,
@@ -392,6 +392,12 @@ class ExpertTeam:
         # the fleet sample every simulation runs on (None: the whole fleet); the critic sees
         # the sample's learners by position and the learners as the fleet's
         self.sample = sample or simulation_sample(core, self.config, self.sampled, variant)
+        if self.sample and self.config.bound.version >= LOOKAHEAD_VERSION:
+            raise ValueError(
+                f"bound version {self.config.bound.version} (the lookahead) cannot judge on a "
+                f"fleet sample ({core.scenario.n_vehicles:,} vehicles, more than sim_vehicles="
+                f"{self.config.sim_vehicles:,}); use bound version 5 or set sim_vehicles to "
+                "None (whole-fleet simulations)")
         self.sim_net, self.sim_scenario = ((self.sample.net, self.sample.scenario)
                                            if self.sample else (core.net, core.scenario))
         self.sim_learners = (self.learners.on_sample(self.sample.info.learners, core.n)
