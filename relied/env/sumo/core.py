@@ -35,7 +35,9 @@ code: only the state it reads comes from SUMO.
   default); with ``Scenario.signals`` on, ``signal_plans="core"`` runs the core's fixed-time
   plans in their place (:mod:`relied.env.sumo.signals`; what they do not cover is in
   ``program_report``). Not the default: on monaco-peak they add SUMO teleports (micro 98 / 37
-  -> 124 / 97, meso congestion-aware 1 -> 6; benchmarks/results/backends_core_signals_monaco.md).
+  -> 124 / 97, meso congestion-aware 1 -> 6; benchmarks/results/backends_core_signals_monaco.md):
+  queues spill back from lights whose approach the core greens as a whole, where netconvert
+  keeps a conflict-free turn green or protects a left turn (benchmarks/results/sumo_teleports.md).
 
 libsumo runs one simulation per process: a new reset closes the simulation of any other
 :class:`SumoCore` in the process (use one process per env worker).
