@@ -72,7 +72,7 @@ from relied.env.presets import load_preset
 from relied.env.rollout import run_episode
 from relied.experts.bound import BOUND_VERSION
 from relied.rl.config import ALGO_SPECS, TrainConfig
-from relied.rl.demos import expert_team_demos
+from relied.rl.demos import expert_team_demos, team_config
 from relied.rl.policy import TrainedPolicy
 from relied.rl.trainer import Trainer, read_metrics
 
@@ -304,8 +304,7 @@ def train_one(job) -> dict:
         # TrainConfig.experts does not take this spec: the provider is passed in
         # (config.json says "offline"; the demos' metadata name the expert)
         provider = expert_team_demos(args.expert, cfg.demo_batches, cfg.spec.demos == "accepted",
-                                     False, cfg.ollama_host, cfg.timeout_s, cfg.epsilon,
-                                     cfg.gamma, cfg.demo_agents)
+                                     False, cfg.ollama_host, cfg.timeout_s, team_config(cfg))
     trainer = Trainer.create(cfg, args.runs_dir, provider=provider, progress=False)
     summary = trainer.run()
     rows = read_metrics(trainer.run_dir)

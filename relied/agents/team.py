@@ -92,7 +92,7 @@ from relied.env.forecast import TrafficForecast, drive
 from relied.env.network import CityNetwork
 from relied.env.policies import ShortestPathPolicy
 from relied.env.rollout import DecisionRecord
-from relied.env.sample import FleetSample, sample_fleet
+from relied.env.sample import DEFAULT_SIM_VEHICLES, FleetSample, sample_fleet
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import LOOKAHEAD_VERSION, BoundConfig
 from relied.experts.critic import (
@@ -129,10 +129,10 @@ class TeamConfig(BaseModel):
         "as many top-ups) are at most this many, since each one simulates the whole fleet "
         "(None: BoundConfig's; at or below demo_agents nothing changes)")
     sim_vehicles: int | None = Field(
-        15_000, ge=1, description="the most vehicles the critic and the set-up simulate: a "
-        "fleet with more (learners and background) is simulated as a sample of about this "
-        "many, always holding the planned learners, on the network with every capacity "
-        "scaled by the sample's share (relied.env.sample; stored with each batch as "
+        DEFAULT_SIM_VEHICLES, ge=1, description="the most vehicles the critic and the set-up "
+        "simulate: a fleet with more (learners and background) is simulated as a sample of "
+        "about this many, always holding the planned learners, on the network with every "
+        "capacity scaled by the sample's share (relied.env.sample; stored with each batch as "
         "DemoMeta.fleet_sample); at or below it nothing changes (None: never sample)")
     bound: BoundConfig = Field(default_factory=BoundConfig)
 

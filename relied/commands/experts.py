@@ -40,6 +40,7 @@ from relied.commands.output import (
     print_error,
 )
 from relied.env.cities import CityError
+from relied.env.sample import DEFAULT_SIM_VEHICLES
 from relied.env.scenario import Scenario
 from relied.experts.bound import BoundConfig
 
@@ -72,7 +73,7 @@ USER_ERRORS = (CityError, ModelError, ValueError, OSError)
 # Scenario / TeamConfig / BoundConfig fields and the flags that set them
 FLAGS = {"n_agents": "--agents", "seed": "--seed", "city": "--city", "epsilon": "--epsilon",
          "max_rounds": "--max-rounds", "group_size": "--group-size", "timeout_s": "--timeout",
-         "demo_agents": "--demo-agents"}
+         "demo_agents": "--demo-agents", "sim_vehicles": "--sim-vehicles"}
 # AutoGen logs a traceback for every agent error it re-raises; ours are reported in one line.
 logging.getLogger("autogen_core").setLevel(logging.CRITICAL)
 
@@ -92,12 +93,13 @@ def _scenario(scenario: Path | None, city: str, agents: int, seed: int) -> Scena
 
 
 def _config(epsilon: float, max_rounds: int, group_size: int = 50,
-            demo_agents: int = 500) -> TeamConfig:
+            demo_agents: int = 500, sim_vehicles: int = DEFAULT_SIM_VEHICLES) -> TeamConfig:
     if not math.isfinite(epsilon):
         raise ValueError(f"--epsilon: {epsilon} is invalid: must be a finite number > 0 "
                          f"(default {DEFAULT_EPSILON:g})")
     return TeamConfig(max_rounds=max_rounds, group_size=group_size,
-                      demo_agents=demo_agents or None, bound=BoundConfig(epsilon=epsilon))
+                      demo_agents=demo_agents or None, sim_vehicles=sim_vehicles or None,
+                      bound=BoundConfig(epsilon=epsilon))
 
 
 def _learners(base: Scenario, run: Path | None):
@@ -141,6 +143,11 @@ def generate(
                                              "demonstrated per scenario: above it a seeded "
                                              "sample from every planner block, the others "
                                              "drive shortest paths (0: all)")] = 500,
+    sim_vehicles: Annotated[int, typer.Option(min=0, help="most vehicles simulated: a larger "
+                                              "fleet is simulated as a seeded sample of about "
+                                              "this many on the network with capacities "
+                                              "scaled by its share (0: never sample)")
+                            ] = DEFAULT_SIM_VEHICLES,
     no_filter: Annotated[bool, typer.Option("--no-filter", help="keep first plans whatever the "
                                             "critic says (LEED)")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore cached answers")] = False,
@@ -162,7 +169,7 @@ def generate(
     partial = None
     try:
         base = _scenario(scenario, city, agents, seed)
-        config = _config(epsilon, max_rounds, group_size, demo_agents)
+        config = _config(epsilon, max_rounds, group_size, demo_agents, sim_vehicles)
         spec = resolve_spec(model, ollama)
         learners = _learners(base, run)
         jobs = [(base.model_copy(update={"seed": base.seed + k}) if k else base, b)

@@ -32,7 +32,7 @@ TRAIN_FLAGS = {"preset": "--preset", "city": "--city", "n_agents": "--agents", "
                "expert_loss": "--expert-loss", "weight": "--weight",
                "bound_every": "--bound-every", "regen_every": "--regen-every",
                "ollama_host": "--ollama-host", "timeout_s": "--timeout", "epsilon": "--epsilon",
-               "demo_agents": "--demo-agents"}
+               "demo_agents": "--demo-agents", "sim_vehicles": "--sim-vehicles"}
 
 
 def _errors():
@@ -121,6 +121,10 @@ def train(
     demo_agents: Annotated[int | None, typer.Option(
         min=0, help="most learners the expert team plans and demonstrates per scenario (a "
         "seeded sample from every planner block above it; 0: all) [500]")] = None,
+    sim_vehicles: Annotated[int | None, typer.Option(
+        min=0, help="most vehicles the expert team simulates: a larger fleet is simulated as a "
+        "seeded sample of about this many on the network with capacities scaled by its share "
+        "(0: never sample) [15000]")] = None,
     runs_dir: Annotated[Path, typer.Option(help="root of run folders")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(
         help="continue this run folder from its last checkpoint (other options ignored)")]
@@ -142,7 +146,7 @@ def train(
                  "weight": weight,
                  "bound_every": bound_every, "regen_every": regen_every,
                  "ollama_host": ollama_host, "timeout_s": timeout, "epsilon": epsilon,
-                 "demo_agents": demo_agents}
+                 "demo_agents": demo_agents, "sim_vehicles": sim_vehicles}
     try:
         if resume is not None:
             if device is not None:
@@ -157,6 +161,8 @@ def train(
             base.update({k: v for k, v in overrides.items() if v is not None})
             if demo_agents == 0:
                 base["demo_agents"] = None  # every learner
+            if sim_vehicles == 0:
+                base["sim_vehicles"] = None  # never sample the fleet
             cfg = TrainConfig.model_validate(base)
             from relied.rl.model import resolve_device
 

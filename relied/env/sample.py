@@ -34,6 +34,9 @@ from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario
 
 SAMPLE_STREAM = 0x5A3B1F  # the fleet sample's random stream, apart from the scenario's draws
+#: the most vehicles the expert team simulates before it samples the fleet (TeamConfig and
+#: TrainConfig ``sim_vehicles``)
+DEFAULT_SIM_VEHICLES = 15_000
 
 
 class SampleInfo(BaseModel):

@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from relied.env.sample import DEFAULT_SIM_VEHICLES
 from relied.env.scenario import Scenario
 from relied.experts.bound import DEFAULT_GAMMA, BoundConfig
 
@@ -138,6 +139,11 @@ class TrainConfig(BaseModel):
                                     "plans and demonstrates per scenario: above it a seeded "
                                     "sample, the same share from every planner block; the "
                                     "others drive shortest paths (None: all)")
+    sim_vehicles: int | None = Field(DEFAULT_SIM_VEHICLES, ge=1, description="most vehicles "
+                                     "the expert team simulates: a larger fleet is simulated "
+                                     "as a seeded sample of about this many on the network "
+                                     "with capacities scaled by its share (None: never "
+                                     "sample)")
     demos_dir: str | None = Field(None, description="load this demo store instead of generating")
     bound_every: int = Field(0, ge=0, description="every N iterations re-check the demos' "
                              "stationarity bound under the current policies (0: never)")

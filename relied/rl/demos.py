@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from relied.experts.demos import DemoFileError, DemoMeta, list_batches, load_bat
 from relied.experts.learners import Learners
 from relied.rl.config import TrainConfig
 from relied.rl.rollout import Decisions, gae
+
+if TYPE_CHECKING:
+    from relied.agents.team import TeamConfig
 
 DemoProvider = Callable[..., list[Path]]
 """``provider(scenario, out_dir, learners=None, behaviour=None) -> batch paths``: ``learners``
@@ -51,24 +55,29 @@ def shortest_path_demos(scenario: Scenario, out_dir: Path, **_: object) -> list[
     return [save_batch(Path(out_dir), episode.decisions, meta)]
 
 
+def team_config(cfg: TrainConfig) -> TeamConfig:
+    """The expert team's settings of a run: its critic threshold and discount, and how many
+    learners it demonstrates and vehicles it simulates (``demo_agents``, ``sim_vehicles``)."""
+    from relied.agents.team import TeamConfig
+
+    return TeamConfig(bound=BoundConfig(epsilon=cfg.epsilon, gamma=cfg.gamma),
+                      demo_agents=cfg.demo_agents, sim_vehicles=cfg.sim_vehicles)
+
+
 def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress: bool,
                       ollama_host: str | None = None, timeout_s: float = 120.0,
-                      epsilon: float | None = None, gamma: float | None = None,
-                      demo_agents: int | None = 500) -> DemoProvider:
-    """A provider that asks the expert team for ``batches`` demo batches, with the critic's
-    threshold ``epsilon`` (a ratio, :class:`BoundConfig`), the learners' ``gamma`` and at
-    most ``demo_agents`` demonstrated learners per batch (``TeamConfig.demo_agents``)."""
+                      config: TeamConfig | None = None) -> DemoProvider:
+    """A provider that asks the expert team for ``batches`` demo batches with the team
+    settings ``config`` (default :class:`~relied.agents.team.TeamConfig`; a run's:
+    :func:`team_config`)."""
 
     def provide(scenario: Scenario, out_dir: Path, learners: Learners | None = None,
                 behaviour: dict[int, list[int]] | None = None) -> list[Path]:
         try:
             from relied.agents.generate import generate_demonstrations
-            from relied.agents.team import TeamConfig
         except ImportError as exc:
             raise DemoError(f"the expert team is not available ({exc}); use --experts "
                             "shortest-path or --demos DIR") from None
-        bound = {k: v for k, v in (("epsilon", epsilon), ("gamma", gamma)) if v is not None}
-        config = TeamConfig(bound=BoundConfig(**bound), demo_agents=demo_agents)
         return generate_demonstrations(scenario, Path(out_dir), model=model, batches=batches,
                                        filter_by_bound=filter_by_bound, learners=learners,
                                        behaviour=behaviour, progress=progress, config=config,
@@ -78,12 +87,12 @@ def expert_team_demos(model: str, batches: int, filter_by_bound: bool, progress:
 
 
 def make_provider(cfg: TrainConfig, progress: bool) -> DemoProvider:
-    """The demo provider of a run's config (its expert model, host, timeout and epsilon)."""
+    """The demo provider of a run's config (its expert model, host, timeout and team
+    settings)."""
     if cfg.experts == "shortest-path":
         return shortest_path_demos
     return expert_team_demos(cfg.experts, cfg.demo_batches, cfg.spec.demos == "accepted", progress,
-                             cfg.ollama_host, cfg.timeout_s, cfg.epsilon, cfg.gamma,
-                             cfg.demo_agents)
+                             cfg.ollama_host, cfg.timeout_s, team_config(cfg))
 
 
 @dataclass
