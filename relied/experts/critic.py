@@ -56,6 +56,7 @@ from relied.env.policies import (
     ShortestPathPolicy,
 )
 from relied.env.rollout import DecisionRecord, DecisionRecorder, Trajectories
+from relied.env.sample import FleetSample
 from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import (
     LOOKAHEAD_VERSION,
@@ -820,10 +821,12 @@ def _accepted_reason(plan_mean: float, eps: float, vol_s: float) -> str:
 
 def recheck_batch(path: Path, learners: Learners | None = None,
                   config: BoundConfig | None = None,
-                  gamma: float | None = None) -> StationarityReport:
+                  gamma: float | None = None,
+                  net: CityNetwork | None = None) -> StationarityReport:
     """Recompute a stored batch's bound under the learners' current policies (during
     training): ``learners`` (:class:`~relied.experts.learners.Learners`; default untrained)
-    gives their current policy, the previous one and their trial update.
+    gives their current policy, the previous one and their trial update. ``net``: the batch's
+    city, loaded (default: loaded by the scenario's city name).
 
     ``config`` defaults to the bound settings stored with the batch (version-1 settings are
     upgraded, :meth:`BoundConfig.from_stored`), ``gamma`` is the learners' discount. Without a
@@ -834,22 +837,37 @@ def recheck_batch(path: Path, learners: Learners | None = None,
     trial update on the reference's demonstrations: a trial step only exists for learners, so
     the re-check is the critic's rule applied now (the plan against the free-flow shortest
     paths under today's learners). A batch of a sample (``demo_agents``) is judged on its
-    sampled agents.
+    sampled agents. A batch made on a fleet sample (``DemoMeta.fleet_sample``) is judged on
+    that sample, as the team judged it: the per-agent lists of the report follow the sample's
+    learners (``fleet_sample.learners``), its offenders carry fleet agent ids.
     """
-    from relied.env.cities import load_city
-
     learners = learners or Learners()
     _, meta = load_batch(path)
-    net = load_city(meta.scenario.city)
+    if net is None:
+        from relied.env.cities import load_city
+
+        net = load_city(meta.scenario.city)
+    scenario, agents = meta.scenario, meta.demo_agents
+    routes = [index_of(net, r).tolist() for r in meta.routes]
+    sample = (FleetSample.of(net, scenario, meta.fleet_sample) if meta.fleet_sample
+              else None)
+    if sample is not None:
+        learners = learners.on_sample(sample.info.learners, scenario.resolve(net).n_agents)
+        net, scenario, routes = sample.net, sample.scenario, sample.routes(routes)
+        agents = sample.positions(agents) if agents is not None else None
     config = config or BoundConfig.from_stored(meta.extra.get("bound"))
     trial = learners.trial_update
     scales, reference = reference_scales(
-        net, meta.scenario, config, *((learners.policy_probs, learners.previous_probs)
-                                      if trial is not None else (None, None)),
-        agents=meta.demo_agents, trial_update=trial)
+        net, scenario, config, *((learners.policy_probs, learners.previous_probs)
+                                 if trial is not None else (None, None)),
+        agents=agents, trial_update=trial)
     if gamma is not None:
         config = config.model_copy(update={"gamma": gamma})
-    routes = [index_of(net, r).tolist() for r in meta.routes]
-    return check_plan(net, meta.scenario, routes, config, learners.policy_probs,
-                      previous_probs=learners.previous_probs, reference=reference,
-                      scales=scales, agents=meta.demo_agents, trial_update=trial)[0]
+    report = check_plan(net, scenario, routes, config, learners.policy_probs,
+                        previous_probs=learners.previous_probs, reference=reference,
+                        scales=scales, agents=agents, trial_update=trial)[0]
+    if sample is None:
+        return report
+    fleet = sample.learners
+    return report.model_copy(update={"offenders": [
+        o.model_copy(update={"agent_id": int(fleet[o.agent_id])}) for o in report.offenders]})

@@ -519,7 +519,7 @@ class Trainer:
         from relied.experts.critic import recheck_batch
 
         learners = self.learners(j, previous)
-        reports = [recheck_batch(p, learners, gamma=self.cfg.gamma)
+        reports = [recheck_batch(p, learners, gamma=self.cfg.gamma, net=self.cores[j].net)
                    for p in self.demo_paths[j]]
         return {"bound_max": max(max(r.bounds) for r in reports),
                 "bound_offenders": float(np.mean([len(r.offenders) for r in reports]))}
