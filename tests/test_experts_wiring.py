@@ -62,7 +62,7 @@ def test_training_judges_every_plan_under_the_learners_trial_update(tmp_path, mo
     trainer.run()
     rows = read_metrics(trainer.run_dir)
     assert len(given) == 1 + len(rows) // 2 >= 2 and len(rechecked) == len(rows)
-    assert all(g.trial_update is not None and g.bound_version == BOUND_VERSION for g in given)
+    assert all(g.trial_update is not None and g.bound_version() == BOUND_VERSION for g in given)
     assert given[0].digest is not None  # the seeded untrained learners: cacheable
     assert all(g.digest is None for g in given[1:])  # trained ones are not
     assert all(r.trial_update is not None and r.previous_probs is not None for r in rechecked)

@@ -44,7 +44,7 @@ def _facts(core: RoutingCore, outcome: TeamOutcome, request: PlanRequest, view,
                                    "fallback" if outcome.fallback else "rejected",
                                    "accepted": v.accepted, "round": v.round,
                                    "reason": v.reason[:300],
-                                   "bound_version": learners.bound_version})
+                                   "bound_version": learners.bound_version()})
 
 
 class ChatSession:

@@ -101,7 +101,8 @@ class BatchResult(BaseModel):
     shortest_path_mean_travel_time: float
     rejected: list[dict] = Field(default_factory=list, description="[{agent, reason}]")
     usage: list[CallUsage] = Field(default_factory=list)
-    bound_version: int = Field(description="the bound version the critic judged with (5: "
+    bound_version: int = Field(description="the bound version the critic judged with (6: "
+                               "the lookahead, opt-in; 5: "
                                "with the learners' trial update)")
     learners: str = Field(description="the learners the critic judged under")
 
@@ -324,7 +325,7 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                    "variant": variant, "filter_by_bound": filter_by_bound, "cached": cached,
                    "groups": outcome.groups,
                    "bound": {**team.config.bound.model_dump(mode="json"),
-                             "version": learners.bound_version},
+                             "version": learners.bound_version(team.config.bound)},
                    "learners": learners.source,
                    "fallback": outcome.fallback and filter_by_bound,
                    "reference_bound": outcome.reference_bound,
@@ -338,7 +339,8 @@ async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                        mean_travel_time=None if mean_tt is None or np.isnan(mean_tt)
                        else float(mean_tt),
                        shortest_path_mean_travel_time=sp, rejected=rejected_agents(outcome),
-                       usage=usage, bound_version=learners.bound_version,
+                       usage=usage,
+                       bound_version=learners.bound_version(team.config.bound),
                        learners=learners.source)
 
 

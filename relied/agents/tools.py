@@ -228,7 +228,7 @@ def chat_tools(state: ChatState) -> list[FunctionTool]:
                            "group_size": len(t.groups[agent_id]), "epsilon": round(eps, 1),
                            "threshold_ratio": f.bound.epsilon,
                            "within_epsilon": bool(t.bound[agent_id] <= eps),
-                           "bound_version": f.learners.bound_version,
+                           "bound_version": f.learners.bound_version(),
                            "learners": f.learners.source})
 
     def plan_changes() -> str:

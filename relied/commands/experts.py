@@ -42,7 +42,7 @@ from relied.commands.output import (
 from relied.env.cities import CityError
 from relied.env.sample import DEFAULT_SIM_VEHICLES
 from relied.env.scenario import Scenario
-from relied.experts.bound import BoundConfig
+from relied.experts.bound import BOUND_VERSION, BoundConfig
 
 DEFAULT_EPSILON = BoundConfig().epsilon
 
@@ -73,7 +73,8 @@ USER_ERRORS = (CityError, ModelError, ValueError, OSError)
 # Scenario / TeamConfig / BoundConfig fields and the flags that set them
 FLAGS = {"n_agents": "--agents", "seed": "--seed", "city": "--city", "epsilon": "--epsilon",
          "max_rounds": "--max-rounds", "group_size": "--group-size", "timeout_s": "--timeout",
-         "demo_agents": "--demo-agents", "sim_vehicles": "--sim-vehicles"}
+         "demo_agents": "--demo-agents", "sim_vehicles": "--sim-vehicles",
+         "version": "--bound-version"}
 # AutoGen logs a traceback for every agent error it re-raises; ours are reported in one line.
 logging.getLogger("autogen_core").setLevel(logging.CRITICAL)
 
@@ -93,13 +94,14 @@ def _scenario(scenario: Path | None, city: str, agents: int, seed: int) -> Scena
 
 
 def _config(epsilon: float, max_rounds: int, group_size: int = 50,
-            demo_agents: int = 500, sim_vehicles: int = DEFAULT_SIM_VEHICLES) -> TeamConfig:
+            demo_agents: int = 500, sim_vehicles: int = DEFAULT_SIM_VEHICLES,
+            bound_version: int = BOUND_VERSION) -> TeamConfig:
     if not math.isfinite(epsilon):
         raise ValueError(f"--epsilon: {epsilon} is invalid: must be a finite number > 0 "
                          f"(default {DEFAULT_EPSILON:g})")
     return TeamConfig(max_rounds=max_rounds, group_size=group_size,
                       demo_agents=demo_agents or None, sim_vehicles=sim_vehicles or None,
-                      bound=BoundConfig(epsilon=epsilon))
+                      bound=BoundConfig(epsilon=epsilon, version=bound_version))
 
 
 def _learners(base: Scenario, run: Path | None):
@@ -148,6 +150,10 @@ def generate(
                                               "this many on the network with capacities "
                                               "scaled by its share (0: never sample)")
                             ] = DEFAULT_SIM_VEHICLES,
+    bound_version: Annotated[int, typer.Option(min=5, max=6, help="the critic's bound: 5, "
+                                               "the learners' trial update; 6, the measured "
+                                               "lookahead of their whole next update (opt-in, "
+                                               "docs/experts.md)")] = BOUND_VERSION,
     no_filter: Annotated[bool, typer.Option("--no-filter", help="keep first plans whatever the "
                                             "critic says (LEED)")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore cached answers")] = False,
@@ -158,7 +164,8 @@ def generate(
 ) -> None:
     """Plan routes with the expert team and save accepted plans as demonstrations.
 
-    The critic judges every plan with the stationarity bound (version 5) under learners: their
+    The critic judges every plan with the stationarity bound (version 5; --bound-version 6:
+    the measured lookahead of the learners' whole next update) under learners: their
     current policy and their trial update on the plan. These are the learners of --run, else
     the seeded untrained learners a new training run starts from. Where no plan of a scenario
     passes the critic within --max-rounds, its lowest-bound plan is saved as a fallback batch
@@ -169,7 +176,8 @@ def generate(
     partial = None
     try:
         base = _scenario(scenario, city, agents, seed)
-        config = _config(epsilon, max_rounds, group_size, demo_agents, sim_vehicles)
+        config = _config(epsilon, max_rounds, group_size, demo_agents, sim_vehicles,
+                         bound_version)
         spec = resolve_spec(model, ollama)
         learners = _learners(base, run)
         jobs = [(base.model_copy(update={"seed": base.seed + k}) if k else base, b)
@@ -276,7 +284,7 @@ def ask_cmd(
     if as_json:
         emit_json({"question": question, "answer": answer, "model": request.model,
                    "accepted": outcome.verdict.accepted, "rounds": outcome.rounds,
-                   "bound_version": learners.bound_version, "learners": learners.source,
+                   "bound_version": learners.bound_version(), "learners": learners.source,
                    "usage": usage_totals([*outcome.usage, *session.usage])})
         return
     console.print(answer, highlight=False, markup=False)
@@ -320,7 +328,7 @@ def chat(
     learners = session.learners
     console.print(f"expert team ({describe(session.spec)}) planned {sc.n_agents} agents in "
                   f"{session.outcome.rounds} round(s); the critic judges with bound version "
-                  f"{learners.bound_version} under {learners.source}. {CHAT_HELP}",
+                  f"{learners.bound_version()} under {learners.source}. {CHAT_HELP}",
                   highlight=False, markup=False, soft_wrap=True)
     while True:
         try:

@@ -32,7 +32,8 @@ TRAIN_FLAGS = {"preset": "--preset", "city": "--city", "n_agents": "--agents", "
                "expert_loss": "--expert-loss", "weight": "--weight",
                "bound_every": "--bound-every", "regen_every": "--regen-every",
                "ollama_host": "--ollama-host", "timeout_s": "--timeout", "epsilon": "--epsilon",
-               "demo_agents": "--demo-agents", "sim_vehicles": "--sim-vehicles"}
+               "demo_agents": "--demo-agents", "sim_vehicles": "--sim-vehicles",
+               "bound_version": "--bound-version"}
 
 
 def _errors():
@@ -121,6 +122,9 @@ def train(
     demo_agents: Annotated[int | None, typer.Option(
         min=0, help="most learners the expert team plans and demonstrates per scenario (a "
         "seeded sample from every planner block above it; 0: all) [500]")] = None,
+    bound_version: Annotated[int | None, typer.Option(
+        min=5, max=6, help="the critic's bound: 5, the learners' trial update; 6, the measured "
+        "lookahead of their whole next update (opt-in, docs/experts.md) [5]")] = None,
     sim_vehicles: Annotated[int | None, typer.Option(
         min=0, help="most vehicles the expert team simulates: a larger fleet is simulated as a "
         "seeded sample of about this many on the network with capacities scaled by its share "
@@ -146,7 +150,8 @@ def train(
                  "weight": weight,
                  "bound_every": bound_every, "regen_every": regen_every,
                  "ollama_host": ollama_host, "timeout_s": timeout, "epsilon": epsilon,
-                 "demo_agents": demo_agents, "sim_vehicles": sim_vehicles}
+                 "demo_agents": demo_agents, "sim_vehicles": sim_vehicles,
+                 "bound_version": bound_version}
     try:
         if resume is not None:
             if device is not None:

@@ -16,7 +16,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from relied.env.rollout import DecisionRecord, Trajectories
-from relied.experts.bound import BOUND_VERSION, PolicyProbs, TrialUpdate
+from relied.experts.bound import (
+    BOUND_VERSION,
+    LOOKAHEAD_VERSION,
+    BoundConfig,
+    PolicyProbs,
+    TrialUpdate,
+)
 
 #: the bound version of a judgement without a trial update (current policy against the
 #: plan's action, plus the last learning step)
@@ -42,11 +48,15 @@ class Learners:
         if self.trial_update is not None and self.policy_probs is None:
             raise ValueError("a trial update needs the learners' current policy_probs")
 
-    @property
-    def bound_version(self) -> int:
-        """The bound version of the terms these learners give: :data:`~relied.experts.
-        bound.BOUND_VERSION` with a trial update, else :data:`NO_TRIAL_VERSION`."""
-        return BOUND_VERSION if self.trial_update is not None else NO_TRIAL_VERSION
+    def bound_version(self, bound: BoundConfig | None = None) -> int:
+        """The bound version the critic judges under these learners with settings ``bound``:
+        :data:`NO_TRIAL_VERSION` without a trial update; with one
+        :data:`~relied.experts.bound.BOUND_VERSION`, or the lookahead's
+        (:data:`~relied.experts.bound.LOOKAHEAD_VERSION`) where ``bound`` asks for it."""
+        if self.trial_update is None:
+            return NO_TRIAL_VERSION
+        return (LOOKAHEAD_VERSION if bound is not None and bound.version >= LOOKAHEAD_VERSION
+                else BOUND_VERSION)
 
     @property
     def cacheable(self) -> bool:

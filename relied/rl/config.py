@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from relied.env.sample import DEFAULT_SIM_VEHICLES
 from relied.env.scenario import Scenario
-from relied.experts.bound import DEFAULT_GAMMA, BoundConfig
+from relied.experts.bound import BOUND_VERSION, DEFAULT_GAMMA, LOOKAHEAD_VERSION, BoundConfig
 
 #: Bump when the meaning of a stored config changes; older run folders are refused clearly.
 CONFIG_VERSION = 3  # 3: observation gained the live-detour slot feature
@@ -134,6 +134,10 @@ class TrainConfig(BaseModel):
                            description="the critic's threshold: a plan passes when the mean "
                            "of its agents' scaled bounds is strictly below epsilon times that "
                            "of the learners' current behaviour")
+    bound_version: int = Field(BOUND_VERSION, ge=BOUND_VERSION, le=LOOKAHEAD_VERSION,
+                               description="the critic's bound: 5, the learners' trial update "
+                               "(default); 6, the measured lookahead of their whole next "
+                               "update (opt-in; docs/experts.md)")
     demo_batches: int = Field(1, ge=1)
     demo_agents: int | None = Field(500, ge=1, description="most learners the expert team "
                                     "plans and demonstrates per scenario: above it a seeded "

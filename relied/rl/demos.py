@@ -56,11 +56,12 @@ def shortest_path_demos(scenario: Scenario, out_dir: Path, **_: object) -> list[
 
 
 def team_config(cfg: TrainConfig) -> TeamConfig:
-    """The expert team's settings of a run: its critic threshold and discount, and how many
+    """The expert team's settings of a run: its critic's bound, threshold and discount, how many
     learners it demonstrates and vehicles it simulates (``demo_agents``, ``sim_vehicles``)."""
     from relied.agents.team import TeamConfig
 
-    return TeamConfig(bound=BoundConfig(epsilon=cfg.epsilon, gamma=cfg.gamma),
+    return TeamConfig(bound=BoundConfig(epsilon=cfg.epsilon, gamma=cfg.gamma,
+                                        version=cfg.bound_version),
                       demo_agents=cfg.demo_agents, sim_vehicles=cfg.sim_vehicles)
 
 
