@@ -32,3 +32,28 @@ def sumo_net(oakland):
     from relied.env.sumo import load_sumo_network
 
     return load_sumo_network(oakland, city_source("west-oakland").path)
+
+
+@pytest.fixture
+def train_config_of(monkeypatch, tmp_path):
+    """``train_config_of(*flags)``: the TrainConfig ``relied train`` builds from these flags
+    (its Trainer is not created; the run is stopped there)."""
+    from typer.testing import CliRunner
+
+    from relied.cli import app
+
+    seen = []
+
+    def create(cfg, runs_dir, progress=True, provider=None):
+        seen.append(cfg)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("relied.rl.trainer.Trainer.create", create)
+
+    def config_of(*flags: str):
+        base = ["train", "--city", "aguascalientes", "--agents", "4", "--runs-dir",
+                str(tmp_path / "runs")]
+        result = CliRunner().invoke(app, [*base, *flags])
+        return seen.pop() if seen else result
+
+    return config_of

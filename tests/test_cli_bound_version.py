@@ -52,18 +52,9 @@ def test_generate_judges_and_stores_the_lookahead(tmp_path):
     assert recheck_batch(batch5, learners).lookahead_drift_s is None
 
 
-def test_train_passes_the_bound_version_to_the_team(monkeypatch, tmp_path):
-    seen: list[TrainConfig] = []
-
-    def create(cfg, runs_dir, progress=True, provider=None):
-        seen.append(cfg)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("relied.rl.trainer.Trainer.create", create)
-    base = ["train", "--city", "aguascalientes", "--agents", "4", "--runs-dir", str(tmp_path)]
-    for flag, expected in ((["--bound-version", "6"], 6), ([], 5)):
-        runner.invoke(app, [*base, *flag])
-        assert seen[-1].bound_version == expected
-        assert team_config(seen[-1]).bound.version == expected
-    res = runner.invoke(app, [*base, "--bound-version", "7"])
+def test_train_passes_the_bound_version_to_the_team(train_config_of):
+    for flags, expected in ((["--bound-version", "6"], 6), ([], 5)):
+        cfg = train_config_of(*flags)
+        assert cfg.bound_version == expected and team_config(cfg).bound.version == expected
+    res = train_config_of("--bound-version", "7")  # refused before a config is built
     assert res.exit_code == 2 and "--bound-version" in res.output

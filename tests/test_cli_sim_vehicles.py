@@ -44,20 +44,11 @@ def test_generate_simulates_a_fleet_sample_of_the_given_size(tmp_path):
     assert _generate(tmp_path, 0).fleet_sample is None  # 0: the whole fleet
 
 
-def test_train_passes_sim_vehicles_to_the_team(monkeypatch, tmp_path):
-    seen: list[TrainConfig] = []
-
-    def create(cfg, runs_dir, progress=True, provider=None):
-        seen.append(cfg)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("relied.rl.trainer.Trainer.create", create)
-    base = ["train", "--city", "aguascalientes", "--agents", "4", "--runs-dir", str(tmp_path)]
-    for flag, expected in ((["--sim-vehicles", "120"], 120), (["--sim-vehicles", "0"], None),
-                           ([], TrainConfig().sim_vehicles)):
-        runner.invoke(app, [*base, *flag])
-        assert seen[-1].sim_vehicles == expected
-        assert team_config(seen[-1]).sim_vehicles == expected
+def test_train_passes_sim_vehicles_to_the_team(train_config_of):
+    for flags, expected in ((["--sim-vehicles", "120"], 120), (["--sim-vehicles", "0"], None),
+                            ([], TrainConfig().sim_vehicles)):
+        cfg = train_config_of(*flags)
+        assert cfg.sim_vehicles == expected and team_config(cfg).sim_vehicles == expected
     cfg = TrainConfig(sim_vehicles=120, epsilon=1.5, demo_agents=7)
     team = team_config(cfg)
     assert (team.bound.epsilon, team.bound.gamma, team.demo_agents) == (1.5, cfg.gamma, 7)
