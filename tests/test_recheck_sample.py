@@ -1,5 +1,6 @@
-"""A training re-check of a batch made on a fleet sample (DemoMeta.fleet_sample) judges it
-on that sample, as the team did, not on the whole fleet."""
+"""Training's re-check of a stored batch: a batch made on a fleet sample
+(DemoMeta.fleet_sample) is judged on that sample, as the team did, not on the whole fleet; the
+shortest-path baseline is simulated once and serves as the reference's execution too."""
 
 import numpy as np
 import pytest
@@ -56,3 +57,22 @@ def test_a_recheck_judges_a_sampled_batch_on_its_sample(tmp_path, monkeypatch):
                   agents=sample.positions(meta.demo_agents))[0]
     assert np.allclose(report.bounds, direct.bounds)
     assert report.plan_bound == pytest.approx(direct.plan_bound)
+
+
+def test_a_recheck_simulates_the_shortest_path_baseline_once(tmp_path, monkeypatch):
+    [path] = generate_demonstrations(Scenario(city="west-oakland", n_agents=8, seed=11),
+                                     tmp_path / "demos", use_cache=False)
+    runs = []
+    real = critic.execute
+
+    def spy(*args, **kw):
+        runs.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(critic, "execute", spy)
+    report = critic.recheck_batch(path)
+    # the free-flow shortest paths once (the baseline, reused as the reference's execution)
+    # and the plan once
+    assert len(runs) == 2
+    monkeypatch.setattr(critic, "execute", real)
+    assert critic.recheck_batch(path) == report

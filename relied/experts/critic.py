@@ -857,13 +857,15 @@ def recheck_batch(path: Path, learners: Learners | None = None,
         agents = sample.positions(agents) if agents is not None else None
     config = config or BoundConfig.from_stored(meta.extra.get("bound"))
     trial = learners.trial_update
+    base = shortest_path_run(net, scenario)  # the baseline, and the reference's execution
     scales, reference = reference_scales(
         net, scenario, config, *((learners.policy_probs, learners.previous_probs)
                                  if trial is not None else (None, None)),
-        agents=agents, trial_update=trial)
+        agents=agents, trial_update=trial, run=base)
     if gamma is not None:
         config = config.model_copy(update={"gamma": gamma})
     report = check_plan(net, scenario, routes, config, learners.policy_probs,
+                        baseline_return=float(base.returns.mean()),
                         previous_probs=learners.previous_probs, reference=reference,
                         scales=scales, agents=agents, trial_update=trial)[0]
     if sample is None:
