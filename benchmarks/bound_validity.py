@@ -593,13 +593,7 @@ def table(r: dict) -> str:
              "others' travel times on its plan cells; last row: the scaled bound against the "
              "drift on its own greedy route's cells; mean over seeds, 95% bootstrap interval "
              "over seeds):", "",
-             "| predictor | rho | 95% CI | per seed |", "|---|---:|---:|---|"]
-    for k, v in r["spearman"].items():
-        lines.append(f"| {k} | {f(v['mean'])} | [{f(v['lo'])}, {f(v['hi'])}] | "
-                     + ", ".join(f(x) for x in v["per_seed"]) + " |")
-    lines += ["", f"Critic: {r['accepted_plans']} plans accepted, {r['rejected_plans']} rejected; "
-              f"mean drift accepted {f(r['mean_drift_accepted_s'])} s, rejected "
-              f"{f(r['mean_drift_rejected_s'])} s.", "",
+             *correlation_lines(r, f, "Critic"),
               "- " + gap_line("All candidates", r["drift_gap_rejected_minus_accepted_s"],
                               r["drift_ratio_rejected_over_accepted"]),
               "- " + gap_line("Leaving out the plans identical to the reference (it fails its "
@@ -630,6 +624,18 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def correlation_lines(r: dict, f, critic: str) -> list[str]:
+    """The rank-correlation table and the critic's accepted / rejected line of a run."""
+    lines = ["| predictor | rho | 95% CI | per seed |", "|---|---:|---:|---|"]
+    for k, v in r["spearman"].items():
+        lines.append(f"| {k} | {f(v['mean'])} | [{f(v['lo'])}, {f(v['hi'])}] | "
+                     + ", ".join(f(x) for x in v["per_seed"]) + " |")
+    return lines + ["", f"{critic}: {r['accepted_plans']} plans accepted, "
+                    f"{r['rejected_plans']} rejected; mean drift accepted "
+                    f"{f(r['mean_drift_accepted_s'])} s, rejected "
+                    f"{f(r['mean_drift_rejected_s'])} s.", ""]
+
+
 def lookahead_table(r: dict, f, gap_line) -> str:
     """The tables of a bound version 6 run: the lookahead's verdict, v5's beside it."""
     seeds = r["seed_list"]
@@ -649,13 +655,7 @@ def lookahead_table(r: dict, f, gap_line) -> str:
              "iteration's lookahead, pairs pooled over agents, plans and iterations; the v5 "
              "terms only with `--with-v5-terms`; mean over seeds, 95% bootstrap interval over "
              "seeds):", "",
-             "| predictor | rho | 95% CI | per seed |", "|---|---:|---:|---|"]
-    for k, v in r["spearman"].items():
-        lines.append(f"| {k} | {f(v['mean'])} | [{f(v['lo'])}, {f(v['hi'])}] | "
-                     + ", ".join(f(x) for x in v["per_seed"]) + " |")
-    lines += ["", f"Critic (v6): {r['accepted_plans']} plans accepted, {r['rejected_plans']} "
-              f"rejected; mean drift accepted {f(r['mean_drift_accepted_s'])} s, rejected "
-              f"{f(r['mean_drift_rejected_s'])} s.", "",
+             *correlation_lines(r, f, "Critic (v6)"),
               "- " + gap_line("v6 verdict, all candidates (primary: the ratio)",
                               r["drift_gap_rejected_minus_accepted_s"],
                               r["drift_ratio_rejected_over_accepted"]),
