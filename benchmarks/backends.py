@@ -66,6 +66,12 @@ CORES = ("core", CORE_SIGNALS)
 SUFFIX = {"netconvert": "", "core": "+core-plans"}
 #: Goals of ``core-signals`` against SUMO running the same (the core's) plans.
 CORE_PLANS_GOAL = "core-signals vs SUMO+core-plans"
+#: SUMO meso with the core's junction model (``--green-split``: ``SumoCore(meso_junctions=
+#: "green-split")``, relied/env/sumo/core.py): rows ``sumo-meso-split<suffix>``, compared with
+#: the signal-free ``core``, whose junction model it is (goal ``core vs SUMO meso green-split``).
+SPLIT = "sumo-meso-split"
+SPLIT_GOAL = {"": "core vs SUMO meso green-split",
+              SUFFIX["core"]: "core vs SUMO meso green-split on the core's plans"}
 
 
 def signal_agreement(net, sumo_net) -> dict:
@@ -108,12 +114,12 @@ def drive_timed(core: RoutingCore, policy) -> tuple[dict, int, float]:
 
 
 def run_case(label: str, scenario: Scenario, nosignals: bool,
-             sumo_signals: tuple[str, ...] = ("netconvert",)) -> dict:
+             sumo_signals: tuple[str, ...] = ("netconvert",), split: bool = False) -> dict:
     net = load_city(scenario.city)
     sumo_net = load_sumo_network(net, city_source(scenario.city).path)
     rows = []
     sumo_rows = [b + suffix for suffix in (SUFFIX[o] for o in sumo_signals)
-                 for b in ("sumo", "sumo-meso")]
+                 for b in ("sumo", "sumo-meso", *((SPLIT,) if split else ()))]
     backends = ("core", CORE_SIGNALS, *sumo_rows, *((NOSIGNALS,) if nosignals else ()))
     plans_report = None
     for backend in backends:
@@ -122,13 +128,14 @@ def run_case(label: str, scenario: Scenario, nosignals: bool,
                 core = SumoCore(net, scenario, sumo_net, "meso", signals=False)
             elif backend == CORE_SIGNALS:
                 core = RoutingCore(net, scenario.model_copy(update={"signals": True}))
-            elif backend.endswith(SUFFIX["core"]):  # SUMO running the core's plans
-                core = make_core(net, scenario.model_copy(update={"signals": True}),
-                                 backend.removesuffix(SUFFIX["core"]), sumo_net=sumo_net,
-                                 signal_plans="core")
-            else:  # netconvert's programs (the Scenario has no signals)
-                core = make_core(net, scenario, backend, sumo_net=sumo_net,
-                                 signal_plans="netconvert")
+            else:  # SUMO on the core's plans, or on netconvert's (the Scenario as it is)
+                plans = "core" if backend.endswith(SUFFIX["core"]) else "netconvert"
+                base = backend.removesuffix(SUFFIX["core"])
+                core = make_core(net, scenario.model_copy(update={"signals": True})
+                                 if plans == "core" else scenario,
+                                 "sumo-meso" if base == SPLIT else base, sumo_net=sumo_net,
+                                 signal_plans=plans,
+                                 meso_junctions="green-split" if base == SPLIT else "control")
             m, steps, wall = drive_timed(core, make_policy(policy, scenario.seed))
             rows.append({"case": label, "backend": backend, "policy": policy, "wall_s": wall,
                          "steps": steps, "mean_travel_time": m["mean_travel_time"],
@@ -153,7 +160,9 @@ def run_case(label: str, scenario: Scenario, nosignals: bool,
             "goals": {**({c: goals(rows, c) for c in CORES}
                          if "netconvert" in sumo_signals else {}),
                       **({CORE_PLANS_GOAL: goals(rows, CORE_SIGNALS, SUFFIX["core"])}
-                         if "core" in sumo_signals else {})}}
+                         if "core" in sumo_signals else {}),
+                      **({SPLIT_GOAL[SUFFIX[o]]: goals(rows, "core", SUFFIX[o], SPLIT)
+                          for o in sumo_signals} if split else {})}}
 
 
 def free_flow_scenario(city: str, trips: int, seed: int, gap_s: float = 30.0) -> Scenario:
@@ -167,24 +176,27 @@ def free_flow_scenario(city: str, trips: int, seed: int, gap_s: float = 30.0) ->
                     departures_s=[i * gap_s for i in range(trips)])
 
 
-def goals(rows: list[dict], core_backend: str = "core", suffix: str = "") -> dict:
+def goals(rows: list[dict], core_backend: str = "core", suffix: str = "",
+          meso_backend: str = "sumo-meso") -> dict:
     """The issue's ratios for one case and one core (``core`` or ``core-signals``) against
-    the SUMO rows named ``sumo<suffix>``/``sumo-meso<suffix>``, per policy, then over both."""
+    the SUMO rows named ``sumo<suffix>``/``<meso_backend><suffix>``, per policy, then over
+    both."""
     by = {(r["backend"].removesuffix(suffix) if r["backend"].startswith("sumo") and
            r["backend"].endswith(suffix) else r["backend"], r["policy"]): r
           for r in rows if not suffix or r["backend"] in (core_backend, NOSIGNALS)
           or r["backend"].endswith(suffix)}
     out: dict = {}
     for p in POLICIES:
-        core, micro, meso = by[(core_backend, p)], by[("sumo", p)], by[("sumo-meso", p)]
+        core, micro, meso = by[(core_backend, p)], by[("sumo", p)], by[(meso_backend, p)]
         out[p] = {"speedup_vs_micro": micro["wall_s"] / core["wall_s"],
                   "speedup_vs_meso": meso["wall_s"] / core["wall_s"],
                   "tt_core_over_meso": core["mean_travel_time"] / meso["mean_travel_time"],
                   "tt_within_20pct_of_meso": abs(core["mean_travel_time"]
                                                  / meso["mean_travel_time"] - 1) <= 0.2}
-    backends = (core_backend, "sumo", "sumo-meso")
+    backends = (core_backend, "sumo", meso_backend)
     order = {b: sorted(POLICIES, key=lambda p: by[(b, p)]["mean_travel_time"]) for b in backends}
     out["ranking"] = order
+    out["meso_backend"] = meso_backend
     out["ranking_preserved"] = all(order[b] == order[core_backend] for b in backends)
     out["speedup_micro_goal_50x_met"] = all(out[p]["speedup_vs_micro"] >= 50 for p in POLICIES)
     out["speedup_meso_goal_10x_met"] = all(out[p]["speedup_vs_meso"] >= 10 for p in POLICIES)
@@ -258,8 +270,9 @@ def markdown(result: dict) -> str:
                              + " | ".join(f"{g[p]['tt_core_over_meso_nosignals']:.2f}"
                                           for p in POLICIES) + " | |")
             name = c.split(" vs ")[0]
+            meso = g.get("meso_backend", "sumo-meso")
             lines += [f"| ranking preserved ({c} {g['ranking'][name]}, micro "
-                      f"{g['ranking']['sumo']}, meso {g['ranking']['sumo-meso']}) | | | "
+                      f"{g['ranking']['sumo']}, meso {g['ranking'][meso]}) | | | "
                       f"{g['ranking_preserved']} |", ""]
     lines += ["## Goals over all cases", "",
               "| core | tt within 20% of SUMO meso (cells: case x policy) | ranking preserved "
@@ -436,6 +449,9 @@ def main() -> None:
                     help="SUMO's traffic-light programs: netconvert's (rows sumo, sumo-meso) "
                     "and/or the core's plans (rows sumo+core-plans, sumo-meso+core-plans)")
     ap.add_argument("--loaded-only", action="store_true", help="skip the free-flow cases")
+    ap.add_argument("--green-split", action="store_true", help="also SUMO meso with the core's "
+                    "junction model (no junction control, signals as green-split headways: "
+                    "rows sumo-meso-split<suffix>, goal 'core vs SUMO meso green-split')")
     ap.add_argument("--out", default="backends", help="stem of the results files written by "
                     "--json (results/<out>.json, .md)")
     ap.add_argument("--markdown-only", action="store_true", help="only rewrite results/*.md "
@@ -475,7 +491,9 @@ def main() -> None:
                            "presets": args.presets, "dt_s": 1.0, "horizon_s": 1800.0,
                            "sumo": "libsumo 1.28, Krauss defaults, time-to-teleport 300 s, "
                                    "meso with junction control, teleports from SUMO's "
-                                   "statistics",
+                                   "statistics"
+                                   + ("; sumo-meso-split: meso without junction control, "
+                                      "--meso-tls-flow-penalty 1" if args.green_split else ""),
                            "core_signals": "core-signals: Scenario.signals (fixed-time, 90 s "
                                            "cycle, relied/env/signals.py)",
                            "netconvert_options": " ".join(NETCONVERT_OPTIONS),
@@ -483,7 +501,7 @@ def main() -> None:
                            + " --connection-files <the core's turns netconvert left out>",
                            "sumo_options": " ".join(SIM_OPTIONS), "python":
                            platform.python_version(), "cpus": os.cpu_count()},
-              "cases": [run_case(label, sc, nosig, tuple(args.sumo_signals))
+              "cases": [run_case(label, sc, nosig, tuple(args.sumo_signals), args.green_split)
                         for label, sc, nosig in cases]}
     result["load"] = f"{load_start:.1f} -> {os.getloadavg()[0]:.1f}"
     if args.json:

@@ -10,7 +10,11 @@ For each case (aguascalientes 1,000 trips and the peak preset, shortest-path; ``
   junction makes some of the edge's links yield (a priority junction with foes);
 * SUMO meso with other documented options (lights off, no junction control, junction control
   for saturated links only, the signals as SUMO's green-split penalties, a shorter
-  time-to-teleport): mean trip time, arrivals, teleports (SUMO's statistics);
+  time-to-teleport) and, on the core's signal plans (``signal_plans="core"``), the steps from
+  SUMO's junction model to the core's: permissive turns given priority, the lights as
+  green-split headways with and without junction control at the other junctions (the last is
+  the backends' ``sumo-meso-split+core-plans``): mean trip time, arrivals, teleports (SUMO's
+  statistics);
 * per SUMO traffic-light program: the green share of its links against the core's plan for
   the same approaches (``relied.env.signals``).
 
@@ -28,11 +32,14 @@ import os
 import sys
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+import relied.env.sumo.signals as sumo_signals
 from relied.env.cities import city_source, load_city
+from relied.env.core import RoutingCore
 from relied.env.policies import make_policy
 from relied.env.presets import load_preset
 from relied.env.scenario import Scenario
@@ -42,27 +49,61 @@ from relied.env.sumo.core import SumoCore
 
 RESULTS = Path(__file__).parent / "results"
 
-#: SUMO meso variants: (name, options dropped from the backends' command, options added)
-VARIANTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("as in backends.py (junction control, teleport 300 s)", (), ()),
-    ("lights off (priority rules everywhere)", (), ("--tls.all-off", "true")),
-    ("no junction control", ("--meso-junction-control",), ()),
-    ("junction control for saturated links only", (),
-     ("--meso-junction-control.limited", "true")),
-    ("signals as green-split penalties, junction control for saturated links only", (),
-     ("--meso-junction-control.limited", "true", "--meso-tls-penalty", "1",
-      "--meso-tls-flow-penalty", "1")),
-    ("time-to-teleport 90 s (one signal cycle)", ("--time-to-teleport",),
-     ("--time-to-teleport", "90")),
+@dataclass(frozen=True)
+class Variant:
+    """One SUMO meso run: options dropped from and added to the backends' command, whose
+    programs run (netconvert's or the core's plans), and whether permissive turns of the
+    core's plans give way (``g``) or have priority (``G``, as the core has no conflicts)."""
+
+    label: str
+    drop: tuple[str, ...] = ()
+    add: tuple[str, ...] = ()
+    plans: str = "netconvert"
+    yields: bool = True
+
+
+NO_CONTROL = ("--meso-junction-control",)
+FLOW_PENALTY = ("--meso-tls-flow-penalty", "1")
+VARIANTS: tuple[Variant, ...] = (
+    Variant("as in backends.py (junction control, teleport 300 s)"),
+    Variant("lights off (priority rules everywhere)", add=("--tls.all-off", "true")),
+    Variant("no junction control", drop=NO_CONTROL),
+    Variant("junction control for saturated links only",
+            add=("--meso-junction-control.limited", "true")),
+    Variant("signals as green-split penalties, junction control for saturated links only",
+            add=("--meso-junction-control.limited", "true", "--meso-tls-penalty", "1",
+                 *FLOW_PENALTY)),
+    Variant("time-to-teleport 90 s (one signal cycle)", drop=("--time-to-teleport",),
+            add=("--time-to-teleport", "90")),
+    Variant("time-to-teleport 60 s (the core's stuck_time_s)", drop=("--time-to-teleport",),
+            add=("--time-to-teleport", "60")),
+    Variant("core's plans (junction control)", plans="core"),
+    Variant("core's plans, permissive turns with priority (G)", plans="core", yields=False),
+    Variant("core's plans as green-split headways, junction control elsewhere", plans="core",
+            add=FLOW_PENALTY),
+    Variant("core's plans as green-split headways, no junction control (sumo-meso-split)",
+            plans="core", drop=NO_CONTROL, add=FLOW_PENALTY),
+    Variant("core's plans as green-split headways + mean red wait, no junction control",
+            plans="core", drop=NO_CONTROL, add=(*FLOW_PENALTY, "--meso-tls-penalty", "1")),
 )
 
 
 class VariantCore(SumoCore):
     """A SumoCore whose SUMO command drops and adds options (one variant)."""
 
-    def __init__(self, *args, drop: tuple[str, ...] = (), add: tuple[str, ...] = (), **kw):
-        self.drop, self.add = drop, add
+    def __init__(self, *args, drop: tuple[str, ...] = (), add: tuple[str, ...] = (),
+                 yields: bool = True, **kw):
+        self.drop, self.add, self.yields = drop, add, yields
         super().__init__(*args, **kw)
+
+    def _start(self) -> None:
+        keep = sumo_signals.YIELD_DIRECTIONS
+        if not self.yields:  # the core's plans with every green link ``G``
+            sumo_signals.YIELD_DIRECTIONS = frozenset()
+        try:
+            super()._start()
+        finally:
+            sumo_signals.YIELD_DIRECTIONS = keep
 
     def _command(self) -> list[str]:
         cmd, out, i = super()._command(), [], 0
@@ -189,11 +230,23 @@ def main() -> None:
         sn = load_sumo_network(net, city_source(sc.city).path)
         kind, yielding = junctions(sn.path)
         near = attribution(sn, kind, args.upstream_m)
-        case = {"case": name, "variants": [], "plans": plan_comparison(net, sn)}
-        for label, drop, add in VARIANTS:
-            core = VariantCore(net, sc, sn, mode="meso", drop=drop, add=add)
-            m, halting, wall = run(core, make_policy(args.policy), sample=not drop and not add)
-            case["variants"].append({"variant": label, "drop": list(drop), "add": list(add),
+        case = {"case": name, "variants": [], "plans": plan_comparison(net, sn),
+                "core": {}}
+        for label, signals in (("core", False), ("core-signals", True)):
+            core = RoutingCore(net, sc.model_copy(update={"signals": signals}))
+            core.reset()
+            pol = make_policy(args.policy)
+            while not core.done:
+                core.advance(pol(core))
+            case["core"][label] = core.metrics()["mean_travel_time"]
+        for v in VARIANTS:
+            core = VariantCore(net, sc.model_copy(update={"signals": True})
+                               if v.plans == "core" else sc, sn,
+                               mode="meso", drop=v.drop, add=v.add, yields=v.yields,
+                               signal_plans=v.plans)
+            m, halting, wall = run(core, make_policy(args.policy), sample=v == VARIANTS[0])
+            case["variants"].append({"variant": v.label, "drop": list(v.drop),
+                                     "add": list(v.add), "plans": v.plans, "yields": v.yields,
                                      "mean_travel_time": m["mean_travel_time"],
                                      "arrival_rate": m["arrival_rate"],
                                      "teleports": m["teleports"], "wall_s": wall})
@@ -229,11 +282,21 @@ def markdown(result: dict) -> str:
              f"Command: `{result['command']}` (policy {result['policy']}; load "
              f"{result['load']}; SUMO meso; one run per variant).", ""]
     for case in result["cases"]:
-        lines += [f"## {case['case']}", "", "| SUMO meso variant | mean tt (s) | arrived | "
-                  "teleports | wall (s) |", "|---|---:|---:|---:|---:|"]
+        core = case.get("core", {})
+        lines += [f"## {case['case']}", ""]
+        if core:
+            lines += [f"The core on the same demand: {core['core']:.1f} s (`core`, its default "
+                      f"junction model: green-split discharge, no signals), "
+                      f"{core['core-signals']:.1f} s (`core-signals`).", ""]
+        lines += ["| SUMO meso variant | mean tt (s) | arrived | teleports | wall (s) | "
+                  "core / variant | core-signals / variant |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for v in case["variants"]:
+            ratios = (f"{core['core'] / v['mean_travel_time']:.2f} | "
+                      f"{core['core-signals'] / v['mean_travel_time']:.2f}" if core else " | ")
             lines.append(f"| {v['variant']} | {v['mean_travel_time']:.1f} | "
-                         f"{v['arrival_rate']:.3f} | {v['teleports']:.0f} | {v['wall_s']:.1f} |")
+                         f"{v['arrival_rate']:.3f} | {v['teleports']:.0f} | {v['wall_s']:.1f} "
+                         f"| {ratios} |")
         h = case.get("halting")
         if h:
             near = sum(h["within_upstream_of_traffic_lights"].values())

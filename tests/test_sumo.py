@@ -391,7 +391,7 @@ def test_lookahead_decides_at_every_junction_on_short_edges(mode, monkeypatch):
     assert missed[lookahead] == 0 and missed[0] >= 2
 
 
-def test_gridlock_diagnosis_variants_attribution_and_plans(net, sumo_net):
+def test_gridlock_diagnosis_variants_attribution_and_plans(net, sumo_net, monkeypatch):
     """benchmarks/sumo_gridlock.py: a variant's SUMO command drops and adds options; queues
     are attributed to the traffic light downstream; each SUMO program is compared with the
     core's plan for the same approaches."""
@@ -404,6 +404,22 @@ def test_gridlock_diagnosis_variants_attribution_and_plans(net, sumo_net):
     cmd = core._command()
     assert "--meso-junction-control" not in cmd and cmd[-2:] == ["--meso-tls-penalty", "1"]
     assert "--mesosim" in cmd
+    # the core's plans with permissive turns given priority: the programs are built with no
+    # green-yield turn direction, and the module's rule is restored after
+    import relied.env.sumo.signals as sumo_signals
+
+    seen, build = [], sumo_signals.apply_core_programs
+    monkeypatch.setattr(sumo_signals, "apply_core_programs",
+                        lambda *a: seen.append(sumo_signals.YIELD_DIRECTIONS) or build(*a))
+    default, used = sumo_signals.YIELD_DIRECTIONS, {}
+    for yields in (True, False):
+        core = bench.VariantCore(net, sc.model_copy(update={"signals": True}), sumo_net,
+                                 mode="meso", yields=yields, signal_plans="core")
+        core.reset()
+        core.close()
+        used[yields], seen[:] = set(seen), []
+    assert used == {True: {default}, False: {frozenset()}} and "l" in default
+    assert default == sumo_signals.YIELD_DIRECTIONS
     kind, _ = bench.junctions(sumo_net.path)
     near = bench.attribution(sumo_net, kind, 300.0)
     lights = {j for j, k in kind.items() if k.startswith("traffic_light")}
@@ -415,3 +431,25 @@ def test_gridlock_diagnosis_variants_attribution_and_plans(net, sumo_net):
     for p in plans:
         assert 0 < p["sumo_green_share"][0] <= p["sumo_green_share"][1] <= 1
         assert 0 < p["core_green_share"][0] <= 1 and p["cycle_s"] == 90
+
+
+def test_backends_green_split_goal_compares_the_core_with_the_split_rows():
+    """benchmarks/backends.py ``--green-split``: the goal ``core vs SUMO meso green-split on
+    the core's plans`` divides the signal-free core's mean trip time by the
+    ``sumo-meso-split+core-plans`` row's (not by junction-controlled meso's)."""
+    from bench_module import load_benchmark
+
+    bench = load_benchmark("backends")
+    rows = [{"backend": b, "policy": p, "wall_s": w, "mean_travel_time": tt}
+            for b, w, tts in (("core", 1.0, (150.0, 120.0)), ("core-signals", 1.0, (9.0, 9.0)),
+                              ("sumo+core-plans", 60.0, (500.0, 400.0)),
+                              ("sumo-meso+core-plans", 20.0, (600.0, 300.0)),
+                              ("sumo-meso-split+core-plans", 12.0, (125.0, 100.0)))
+            for p, tt in zip(bench.POLICIES, tts, strict=True)]
+    g = bench.goals(rows, "core", bench.SUFFIX["core"], bench.SPLIT)
+    sp, ca = bench.POLICIES
+    assert g[sp]["tt_core_over_meso"] == 150.0 / 125.0 and g[ca]["tt_core_over_meso"] == 1.2
+    assert g[sp]["speedup_vs_meso"] == 12.0 and g[sp]["speedup_vs_micro"] == 60.0
+    assert g["tt_within_20pct_of_meso_met"] and g["ranking_preserved"]
+    assert g["meso_backend"] == bench.SPLIT
+    assert bench.goals(rows, "core", bench.SUFFIX["core"])[sp]["tt_core_over_meso"] == 0.25

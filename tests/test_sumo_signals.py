@@ -146,3 +146,27 @@ def test_netconvert_programs_are_the_default(net, sumo_net):
         assert all(tl.getProgram(t) == "0" for t in tl.getIDList())
     finally:
         core.close()
+
+
+def test_meso_green_split_runs_the_core_junction_model(net, sumo_net):
+    """``meso_junctions="green-split"``: no junction control, each signalised link discharged
+    at its green fraction (SUMO's ``--meso-tls-flow-penalty``), so vehicles no longer wait
+    for red phases and priority foes: the same demand runs faster than with junction control.
+    (That the fractions follow the core's plans set through TraCI shows on loaded
+    aguascalientes, benchmarks/results/backends.md; West Oakland's lights hardly queue.)"""
+    out = {}
+    for junctions, plans in (("control", "core"), ("green-split", "core")):
+        core = make_core(net, scenario(n_agents=120), "sumo-meso", sumo_net=sumo_net,
+                         signal_plans=plans, meso_junctions=junctions)
+        cmd = core._command()
+        assert ("--meso-junction-control" in cmd) == (junctions == "control")
+        assert ("--meso-tls-flow-penalty" in cmd) == (junctions == "green-split")
+        core.reset()
+        pol = make_policy("shortest-path", 0)
+        while not core.done:
+            core.advance(pol(core))
+        out[junctions, plans] = core.metrics()["mean_travel_time"]
+        core.close()
+    assert out["green-split", "core"] < out["control", "core"] - 1.0
+    with pytest.raises(ValueError, match="control or green-split"):
+        make_core(net, scenario(), "sumo-meso", sumo_net=sumo_net, meso_junctions="yield")

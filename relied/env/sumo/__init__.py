@@ -27,9 +27,11 @@ def make_core(net: CityNetwork, scenario: Scenario, backend: str = "core",
               sumo_net: SumoNetwork | None = None, **kw) -> RoutingCore:
     """A :class:`RoutingCore` (``core``) or a SUMO-backed one (``sumo``: micro, ``sumo-meso``).
     The SUMO network is built from the scenario's city file unless ``sumo_net`` is given;
-    ``signal_plans`` (``core``/``netconvert``): SUMO's traffic-light programs (SumoCore)."""
+    ``signal_plans`` (``core``/``netconvert``): SUMO's traffic-light programs;
+    ``meso_junctions`` (``control``/``green-split``): meso's junction model (SumoCore)."""
     check_backend(backend)
     signal_plans = kw.pop("signal_plans", "netconvert")
+    meso_junctions = kw.pop("meso_junctions", "control")
     if backend == "core":
         return RoutingCore(net, scenario, **kw)
     from relied.env.cities import city_source
@@ -43,4 +45,4 @@ def make_core(net: CityNetwork, scenario: Scenario, backend: str = "core",
     mode = "meso" if backend == "sumo-meso" else "micro"
     return SumoCore(net, scenario, sumo_net, mode=mode,
                     record_routes=kw.get("record_routes", False),
-                    signal_plans=signal_plans)
+                    signal_plans=signal_plans, meso_junctions=meso_junctions)

@@ -38,6 +38,18 @@ code: only the state it reads comes from SUMO.
   -> 124 / 97, meso congestion-aware 1 -> 6; benchmarks/results/backends_core_signals_monaco.md):
   queues spill back from lights whose approach the core greens as a whole, where netconvert
   keeps a conflict-free turn green or protects a left turn (benchmarks/results/sumo_teleports.md).
+* Junctions in meso (``meso_junctions``, :data:`MESO_JUNCTIONS`): ``"control"`` (the default)
+  runs SUMO's junction control (``--meso-junction-control``: vehicles wait for the actual
+  signal phase and give way to foes at priority junctions and on permissive green, SUMO's
+  right-of-way model). ``"green-split"`` runs the core's junction model in SUMO, through
+  SUMO's own documented options: no junction control (SUMO meso's default) and
+  ``--meso-tls-flow-penalty 1``, which discharges each signalised link at its queue's
+  headway divided by the link's green fraction (the non-red share of the cycle;
+  ``MSTrafficLightLogic::initMesoTLSPenalties``, ``MESegment::send``), without looking at
+  the phase or at foes; the core discharges an approach at saturation flow times its green
+  share, with no conflicts either. A comparison row of the same link model with the junction
+  model held equal (benchmarks/backends.py, ``sumo-meso-split``); not a reference for SUMO's
+  own junction behaviour.
 
 libsumo runs one simulation per process: a new reset closes the simulation of any other
 :class:`SumoCore` in the process (use one process per env worker).
@@ -63,6 +75,13 @@ from relied.env.scenario import Scenario
 from relied.env.sumo.network import SumoError, SumoNetwork
 
 Mode = Literal["micro", "meso"]
+MesoJunctions = Literal["control", "green-split"]
+#: SUMO meso's junction model (``SumoCore(meso_junctions=...)``; the module doc, "Junctions in
+#: meso"), as options of its command
+MESO_JUNCTIONS: dict[str, tuple[str, ...]] = {
+    "control": ("--meso-junction-control", "true"),
+    "green-split": ("--meso-tls-flow-penalty", "1"),
+}
 SignalPlans = Literal["core", "netconvert"]
 #: Where SUMO's traffic-light programs come from (see the module doc, "Signals").
 SIGNAL_PLANS: tuple[str, ...] = ("core", "netconvert")
@@ -102,9 +121,13 @@ class SumoCore(RoutingCore):
     def __init__(self, net: CityNetwork, scenario: Scenario, sumo_net: SumoNetwork,
                  mode: Mode = "micro", record_routes: bool = False,
                  time_to_teleport_s: float = 300.0, signals: bool = True,
-                 signal_plans: SignalPlans = "netconvert"):
+                 signal_plans: SignalPlans = "netconvert",
+                 meso_junctions: MesoJunctions = "control"):
         if mode not in MODES:
             raise ValueError(f"unknown SUMO mode '{mode}'; choose micro or meso")
+        if meso_junctions not in MESO_JUNCTIONS:
+            raise ValueError(f"unknown meso junction model '{meso_junctions}'; choose "
+                             f"{' or '.join(MESO_JUNCTIONS)}")
         if signal_plans not in SIGNAL_PLANS:
             raise ValueError(f"unknown signal plans '{signal_plans}'; choose core or netconvert")
         if sumo_net.net is not net:
@@ -116,6 +139,7 @@ class SumoCore(RoutingCore):
         #: the core has no signals, see docs/environment.md, "SUMO")
         self.signals = signals
         self.signal_plans = signal_plans
+        self.meso_junctions = meso_junctions
         #: what the core's plans cover of SUMO's traffic lights (set at reset when they run)
         self.program_report = None
         #: a learner decides at its next junction once it could reach it within
@@ -134,7 +158,7 @@ class SumoCore(RoutingCore):
                "--seed", str(s.seed % 2**31), "--time-to-teleport", str(self.time_to_teleport_s),
                *SIM_OPTIONS]
         if self.mode == "meso":
-            cmd += ["--mesosim", "true", "--meso-junction-control", "true"]
+            cmd += ["--mesosim", "true", *MESO_JUNCTIONS[self.meso_junctions]]
         if not self.signals:
             cmd += ["--tls.all-off", "true"]
         return cmd
