@@ -1,6 +1,6 @@
-"""``--bound-version 6`` (the measured lookahead, opt-in) reaches the critic: a batch of
-``relied experts generate`` is judged and stored as version 6 and re-checked as such, and
-``relied train`` hands the version to its expert team."""
+"""``--bound-version`` (6, the measured lookahead, the default; 5, the analytic bound) reaches
+the critic: a batch of ``relied experts generate`` is judged and stored as its version and
+re-checked as such, and ``relied train`` hands the version to its expert team."""
 
 import json
 
@@ -35,7 +35,7 @@ def _generate(tmp_path, *flags):
 
 
 def test_generate_judges_and_stores_the_lookahead(tmp_path):
-    report, batch = _generate(tmp_path, "--bound-version", "6")
+    report, batch = _generate(tmp_path)  # the default
     _, meta = load_batch(batch)
     assert report["bound_version"] == 6 and meta.extra["bound"]["version"] == 6
     assert "forecast" in meta.verdict["reason"]  # the lookahead judged it
@@ -43,9 +43,9 @@ def test_generate_judges_and_stores_the_lookahead(tmp_path):
     learners = fresh_learners(TrainConfig(city=meta.scenario.city, n_agents=6, seed=0), core)
     again = recheck_batch(batch, learners)  # the stored settings: the lookahead again
     assert again.lookahead_drift_s is not None and again.bound_accepted is not None
-    with pytest.raises(ValueError, match="bound version 6 needs the learners"):
-        recheck_batch(batch)  # no learners to look ahead with: one clear error
-    report5, batch5 = _generate(tmp_path)  # the default: version 5, no lookahead
+    alone = recheck_batch(batch)  # no learners to look ahead with: version 4's stand-in
+    assert not alone.lookahead and alone.lookahead_drift_s is None
+    report5, batch5 = _generate(tmp_path, "--bound-version", "5")  # the analytic bound
     _, meta5 = load_batch(batch5)
     assert report5["bound_version"] == 5 and meta5.extra["bound"]["version"] == 5
     assert "forecast" not in meta5.verdict["reason"]
@@ -53,8 +53,20 @@ def test_generate_judges_and_stores_the_lookahead(tmp_path):
 
 
 def test_train_passes_the_bound_version_to_the_team(train_config_of):
-    for flags, expected in ((["--bound-version", "6"], 6), ([], 5)):
+    for flags, expected in ((["--bound-version", "5"], 5), ([], 6)):
         cfg = train_config_of(*flags)
         assert cfg.bound_version == expected and team_config(cfg).bound.version == expected
     res = train_config_of("--bound-version", "7")  # refused before a config is built
     assert res.exit_code == 2 and "--bound-version" in res.output
+
+
+def test_a_run_saved_before_bound_version_was_stored_loads_as_version_5(tmp_path):
+    """Runs written before the default became 6 ran the analytic bound: their config.json,
+    which has no bound_version, must not silently load as the new default."""
+    path = tmp_path / "config.json"
+    TrainConfig(city="west-oakland", n_agents=4).save(path)
+    assert TrainConfig.load(path).bound_version == 6
+    stored = json.loads(path.read_text())
+    del stored["bound_version"]
+    path.write_text(json.dumps(stored))
+    assert TrainConfig.load(path).bound_version == 5

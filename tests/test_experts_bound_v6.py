@@ -1,4 +1,4 @@
-"""Bound version 6 (opt-in): the critic's verdict on the drift the learners' whole next update
+"""Bound version 6 (the default): the critic's verdict on the drift the learners' whole next update
 with the plan's demonstrations is forecast to cause (a measured lookahead)."""
 
 import copy
@@ -11,7 +11,7 @@ from test_experts_bound_trial import _learners
 
 from relied.env.cities import load_city
 from relied.env.core import RoutingCore
-from relied.experts.bound import BOUND_VERSION, LOOKAHEAD_VERSION, BoundConfig
+from relied.experts.bound import BOUND_VERSION, LOOKAHEAD_VERSION, TRIAL_VERSION, BoundConfig
 from relied.experts.critic import check_plan, execute, plan_bounds, successor_move
 from relied.rl.demos import decisions_of
 from relied.rl.envs import make_vector_env
@@ -69,7 +69,7 @@ def test_lookahead_verdict_on_the_congested_crowd(crowd):
     forecast removed (zero drift for every plan) the herd would pass as a quiet tie."""
     net, sc, _, plans, model, update = crowd
     cfg6 = BoundConfig(executions=3, return_tolerance=10.0, version=LOOKAHEAD_VERSION)
-    cfg5 = cfg6.model_copy(update={"version": BOUND_VERSION})
+    cfg5 = cfg6.model_copy(update={"version": TRIAL_VERSION})
     current = probs_of(model)
     v6 = {k: check_plan(net, sc, r, cfg6, current, trial_update=update)[0]
           for k, r in plans.items()}
@@ -114,21 +114,27 @@ def test_the_forecast_is_the_whole_next_update_from_the_critics_seed(crowd):
     assert lookahead_seed(0) != 0  # never the trainer's torch.manual_seed(cfg.seed)
 
 
-def test_v5_stays_the_default_and_stored_settings_load():
-    """The default verdict is still v5's; v6 settings round-trip through a batch's record;
-    older records keep loading (upgraded to today's default)."""
-    assert BoundConfig().version == BOUND_VERSION == 5
-    six = BoundConfig(version=6, epsilon=0.9)
-    assert BoundConfig.from_stored(six.model_dump(mode="json")) == six
+def test_v6_is_the_default_and_stored_settings_load():
+    """The default verdict is v6's; v5 and v6 settings round-trip through a batch's record;
+    records of versions 1-4 keep loading (upgraded to today's default)."""
+    assert BoundConfig().version == BOUND_VERSION == LOOKAHEAD_VERSION == 6
+    for kept in (BoundConfig(version=6, epsilon=0.9), BoundConfig(version=5, epsilon=0.7)):
+        assert BoundConfig.from_stored(kept.model_dump(mode="json")) == kept
     for old in ({"version": 1, "epsilon": 12000.0, "group": "planner"},
-                {"version": 4, "epsilon": 0.8}, {"version": 5, "epsilon": 0.7}):
+                {"version": 4, "epsilon": 0.8}):
         loaded = BoundConfig.from_stored(old)
-        assert loaded.version == 5 and loaded.group == old.get("group", "co-occupancy")
+        assert loaded.version == 6 and loaded.group == old.get("group", "co-occupancy")
+    assert BoundConfig.from_stored({"version": 5, "epsilon": 0.7}).version == TRIAL_VERSION
     with pytest.raises(ValueError):
         BoundConfig(version=7)
 
 
-def test_v6_needs_the_learners(crowd):
+def test_v6_without_the_learners_update_judges_as_v5(crowd):
+    """Nothing to look ahead with (no trial update): version 6 judges by version 4's stand-in,
+    exactly as version 5 does, and says it is not the lookahead's verdict."""
     net, sc, sp, _, model, _ = crowd
-    with pytest.raises(ValueError, match="bound version 6 needs the learners"):
-        check_plan(net, sc, sp, BoundConfig(executions=2, version=6), probs_of(model))
+    six, _ = check_plan(net, sc, sp, BoundConfig(executions=2, version=6), probs_of(model))
+    five, _ = check_plan(net, sc, sp, BoundConfig(executions=2, version=5), probs_of(model))
+    assert not six.lookahead and six.lookahead_drift_s is None
+    assert six.model_dump() == five.model_dump()
+

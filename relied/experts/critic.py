@@ -589,7 +589,7 @@ def _raw_terms(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     absolute, ext, dterm = stationarity_bound(vol + move, divergence, groups, config.gamma,
                                               scenario.reward_bound)
     ahead = lookahead_drift(net, scenario, run, config, policy_probs, trial_update, agents) \
-        if config.version >= LOOKAHEAD_VERSION else None
+        if config.version >= LOOKAHEAD_VERSION and trial_update is not None else None
     return absolute, ext, dterm, groups, run, (vol, samples, move, ahead)
 
 
@@ -711,10 +711,8 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     criterion as before); the v5 terms, bounds and verdict (``bound_accepted``) are reported
     beside it."""
     scenario = scenario.resolve(net)
-    lookahead = config.version >= LOOKAHEAD_VERSION
-    if lookahead and (trial_update is None or policy_probs is None):
-        raise ValueError("bound version 6 needs the learners: their current policy_probs and "
-                         "an update with a lookahead (relied.rl.trial.trial_update)")
+    # without the learners' update, version 6 judges by version 4's stand-in (as 5 does)
+    lookahead = config.version >= LOOKAHEAD_VERSION and trial_update is not None
     if scales is None or reference is None:
         scales = _SCALES.get(_scales_key(net, scenario, config, reference)) \
             if reference is not None else None

@@ -17,8 +17,8 @@ import numpy as np
 
 from relied.env.rollout import DecisionRecord, Trajectories
 from relied.experts.bound import (
-    BOUND_VERSION,
     LOOKAHEAD_VERSION,
+    TRIAL_VERSION,
     BoundConfig,
     PolicyProbs,
     TrialUpdate,
@@ -51,12 +51,12 @@ class Learners:
     def bound_version(self, bound: BoundConfig | None = None) -> int:
         """The bound version the critic judges under these learners with settings ``bound``:
         :data:`NO_TRIAL_VERSION` without a trial update; with one
-        :data:`~relied.experts.bound.BOUND_VERSION`, or the lookahead's
+        :data:`~relied.experts.bound.TRIAL_VERSION`, or the lookahead's
         (:data:`~relied.experts.bound.LOOKAHEAD_VERSION`) where ``bound`` asks for it."""
         if self.trial_update is None:
             return NO_TRIAL_VERSION
         return (LOOKAHEAD_VERSION if bound is not None and bound.version >= LOOKAHEAD_VERSION
-                else BOUND_VERSION)
+                else TRIAL_VERSION)
 
     @property
     def cacheable(self) -> bool:

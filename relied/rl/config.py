@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from relied.env.sample import DEFAULT_SIM_VEHICLES
 from relied.env.scenario import Scenario
-from relied.experts.bound import BOUND_VERSION, DEFAULT_GAMMA, LOOKAHEAD_VERSION, BoundConfig
+from relied.experts.bound import (
+    BOUND_VERSION,
+    DEFAULT_GAMMA,
+    LOOKAHEAD_VERSION,
+    TRIAL_VERSION,
+    BoundConfig,
+)
 
 #: Bump when the meaning of a stored config changes; older run folders are refused clearly.
 CONFIG_VERSION = 3  # 3: observation gained the live-detour slot feature
@@ -134,10 +140,10 @@ class TrainConfig(BaseModel):
                            description="the critic's threshold: a plan passes when the mean "
                            "of its agents' scaled bounds is strictly below epsilon times that "
                            "of the learners' current behaviour")
-    bound_version: int = Field(BOUND_VERSION, ge=BOUND_VERSION, le=LOOKAHEAD_VERSION,
-                               description="the critic's bound: 5, the learners' trial update "
-                               "(default); 6, the measured lookahead of their whole next "
-                               "update (opt-in; docs/experts.md)")
+    bound_version: int = Field(BOUND_VERSION, ge=TRIAL_VERSION, le=LOOKAHEAD_VERSION,
+                               description="the critic's bound: 6, the measured lookahead of "
+                               "the learners' whole next update (default); 5, the analytic "
+                               "bound with their trial update (docs/experts.md)")
     demo_batches: int = Field(1, ge=1)
     demo_agents: int | None = Field(500, ge=1, description="most learners the expert team "
                                     "plans and demonstrates per scenario: above it a seeded "
@@ -313,10 +319,12 @@ class TrainConfig(BaseModel):
         """Read ``config.json``; a config of another version is refused with one line."""
         text = Path(path).read_text()
         try:
-            version = json.loads(text).get("config_version", 1)
+            data = json.loads(text)
+            version = data.get("config_version", 1)
         except (json.JSONDecodeError, AttributeError):
-            version = CONFIG_VERSION  # let validation name the problem
+            return cls.model_validate_json(text)  # let validation name the problem
         if version != CONFIG_VERSION:
             raise ValueError(f"'{path}' was written by another relied version (config version "
                              f"{version}, this one reads {CONFIG_VERSION}); train the run again")
-        return cls.model_validate_json(text)
+        data.setdefault("bound_version", TRIAL_VERSION)  # stored since v6: before it, 5 ran
+        return cls.model_validate(data)
