@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 RUN := runs/aguascalientes/reled/0
 run: $(STAMP)
 	$(VENV)/bin/relied train --preset aguascalientes-peak --algo reled --experts offline \
-		--demo-scenarios 2 --steps 30000 --seed 0 --bound-every 5
+		--demo-scenarios 2 --steps 30000 --seed 0 --bound-every 10
 	$(VENV)/bin/relied eval $(RUN) --seeds 1000,1001
 	$(VENV)/bin/relied eval $(RUN) --city monaco --seeds 1000,1001
 	@echo "Plots and logs: $$(ls -dt $(RUN)/*/ | head -1) (learning_curve.png, routes.png, metrics.csv, tb/)"
