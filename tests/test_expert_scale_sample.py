@@ -176,8 +176,12 @@ def test_learners_on_a_sample_are_asked_under_the_fleets_ids():
         trained.append((demos.agent.tolist(), demos.returns.tolist(), agents))
         return probs
 
+    sample = FleetSample.of(load_city("west-oakland"), Scenario(city="west-oakland",
+                                                                n_agents=10, seed=0),
+                            SampleInfo(target_vehicles=3, factor=0.3, learners=[3, 5, 9],
+                                       background=[]))
     on = Learners(policy_probs=probs, previous_probs=probs, trial_update=trial,
-                  source="test", digest="d").on_sample([3, 5, 9], 10)
+                  source="test", digest="d").on_sample(sample, 10)
     mask = np.ones((2, 3), dtype=bool)
     on.policy_probs(np.zeros((2, 4)), mask, np.array([0, 2]))
     on.previous_probs(np.zeros((2, 4)), mask, np.array([1, 1]))
@@ -208,11 +212,3 @@ def test_a_sampled_team_runs_and_judges_the_planned_agents():
     assert set(out.verdict.violating_agents) <= set(team.sampled)
     run = team.execution(out)
     assert run is not None and run.returns.shape == (team.sim_scenario.n_agents,)
-
-
-def test_the_lookahead_bound_is_refused_on_a_sample():
-    """Bound version 6's lookahead rolls the learners out on the scenario itself: not on a
-    sample (one clear error, not a failure deep in the critic)."""
-    v6 = SAMPLED.model_copy(update={"bound": SAMPLED.bound.model_copy(update={"version": 6})})
-    with pytest.raises(ValueError, match="sim_vehicles"):
-        _team(v6)

@@ -42,7 +42,8 @@ network whose saturation flows, storages and capacities are scaled by the sample
 ``--scale``), so a batch's simulations cost what a fleet of ``sim_vehicles`` costs, whatever
 the fleet's size. The critic sees the sample's learners by position; the team maps them
 back (verdicts, demonstration rows and returns under the fleet's agent ids; the learners are
-asked under those ids, :meth:`Learners.on_sample`), and the batch records the sample
+asked under those ids, :meth:`Learners.on_sample`; bound version 6's lookahead rolls them
+out on the sample's scaled network), and the batch records the sample
 (``DemoMeta.fleet_sample``). The free-flow shortest paths of every learner (the planners'
 load table, the routes of the learners outside the plan) come from one drive of the learners
 alone: that policy reads no traffic. At or below ``sim_vehicles`` nothing of this runs.
@@ -94,7 +95,7 @@ from relied.env.policies import ShortestPathPolicy
 from relied.env.rollout import DecisionRecord
 from relied.env.sample import DEFAULT_SIM_VEHICLES, FleetSample, sample_fleet
 from relied.env.scenario import Scenario, index_of
-from relied.experts.bound import LOOKAHEAD_VERSION, BoundConfig
+from relied.experts.bound import BoundConfig
 from relied.experts.critic import (
     Execution,
     check_plan,
@@ -392,15 +393,9 @@ class ExpertTeam:
         # the fleet sample every simulation runs on (None: the whole fleet); the critic sees
         # the sample's learners by position and the learners as the fleet's
         self.sample = sample or simulation_sample(core, self.config, self.sampled, variant)
-        if self.sample and self.config.bound.version >= LOOKAHEAD_VERSION:
-            raise ValueError(
-                f"bound version {self.config.bound.version} (the lookahead) cannot judge on a "
-                f"fleet sample ({core.scenario.n_vehicles:,} vehicles, more than sim_vehicles="
-                f"{self.config.sim_vehicles:,}); use bound version 5 or set sim_vehicles to "
-                "None (whole-fleet simulations)")
         self.sim_net, self.sim_scenario = ((self.sample.net, self.sample.scenario)
                                            if self.sample else (core.net, core.scenario))
-        self.sim_learners = (self.learners.on_sample(self.sample.info.learners, core.n)
+        self.sim_learners = (self.learners.on_sample(self.sample, core.n)
                              if self.sample else self.learners)
         # the shortest-path baseline, whose routes the learners outside the sample drive and
         # whose run is the reference's when the reference is the free-flow shortest paths

@@ -837,7 +837,8 @@ def recheck_batch(path: Path, learners: Learners | None = None,
     paths under today's learners). A batch of a sample (``demo_agents``) is judged on its
     sampled agents. A batch made on a fleet sample (``DemoMeta.fleet_sample``) is judged on
     that sample, as the team judged it: the per-agent lists of the report follow the sample's
-    learners (``fleet_sample.learners``), its offenders carry fleet agent ids.
+    learners (``fleet_sample.learners``), its offenders carry fleet agent ids; under bound
+    version 6 the lookahead's rollout runs on the sample too (:meth:`Learners.on_sample`).
     """
     learners = learners or Learners()
     _, meta = load_batch(path)
@@ -850,7 +851,7 @@ def recheck_batch(path: Path, learners: Learners | None = None,
     sample = (FleetSample.of(net, scenario, meta.fleet_sample) if meta.fleet_sample
               else None)
     if sample is not None:
-        learners = learners.on_sample(sample.info.learners, scenario.resolve(net).n_agents)
+        learners = learners.on_sample(sample, scenario.resolve(net).n_agents)
         net, scenario, routes = sample.net, sample.scenario, sample.routes(routes)
         agents = sample.positions(agents) if agents is not None else None
     config = config or BoundConfig.from_stored(meta.extra.get("bound"))

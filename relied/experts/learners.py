@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from relied.env.rollout import DecisionRecord, Trajectories
+from relied.env.sample import FleetSample
 from relied.experts.bound import (
     LOOKAHEAD_VERSION,
     TRIAL_VERSION,
     BoundConfig,
+    Lookahead,
     PolicyProbs,
     TrialUpdate,
 )
@@ -65,34 +68,71 @@ class Learners:
         return self.digest is not None or (self.policy_probs is None
                                            and self.previous_probs is None)
 
-    def on_sample(self, ids: Sequence[int], n_agents: int) -> Learners:
-        """These learners as seen from a run on a sample of their fleet of ``n_agents``
+    def on_sample(self, sample: FleetSample, n_agents: int) -> Learners:
+        """These learners as seen from a run on ``sample`` of their fleet of ``n_agents``
         (:class:`relied.env.sample.FleetSample`), whose learner ``k`` is fleet learner
-        ``ids[k]``: their policies are asked, and their trial update trained, under the
-        fleet's agent ids (a policy may differ per agent). Same ``source`` and ``digest``."""
-        fleet = np.asarray(ids, dtype=np.int64)
+        ``sample.learners[k]``: their policies are asked, and their trial update trained,
+        under the fleet's agent ids (a policy may differ per agent); the lookahead of their
+        next update (bound version 6) rolls them out on the sample's scaled network
+        (:class:`SampledUpdate`). Same ``source`` and ``digest``."""
+        fleet = sample.learners
+        inner = self.trial_update
+        trial = None if inner is None else (
+            SampledLookahead if isinstance(inner, Lookahead) else SampledUpdate)(
+                inner, sample, n_agents)
+        return replace(self, policy_probs=_on_fleet(self.policy_probs, fleet),
+                       previous_probs=_on_fleet(self.previous_probs, fleet), trial_update=trial)
 
-        def probs_of(fn: PolicyProbs | None) -> PolicyProbs | None:
-            if fn is None:
-                return None
-            return lambda obs, mask, agent: fn(obs, mask, fleet[np.asarray(agent)])
 
-        inner, trial = self.trial_update, None
-        if inner is not None:
-            def on_fleet(demos: DecisionRecord | Trajectories,
-                         agents: Sequence[int] | None = None) -> PolicyProbs:
-                rows = demos if isinstance(demos, DecisionRecord) else DecisionRecord.of(demos)
-                returns = np.zeros(n_agents)
-                returns[fleet] = rows.returns
-                mapped = DecisionRecord(rows.step, fleet[rows.agent], rows.obs, rows.mask,
-                                        rows.action, rows.cum, returns, rows.steps)
-                successor = inner(mapped, None if agents is None
-                                  else fleet[np.asarray(agents, dtype=np.int64)].tolist())
-                return probs_of(successor)
+def _on_fleet(fn: PolicyProbs | None, fleet: np.ndarray) -> PolicyProbs | None:
+    """``fn`` asked under the fleet's ids ``fleet[agent]`` of a sample's agents."""
+    if fn is None:
+        return None
+    return lambda obs, mask, agent: fn(obs, mask, fleet[np.asarray(agent)])
 
-            trial = on_fleet
-        return replace(self, policy_probs=probs_of(self.policy_probs),
-                       previous_probs=probs_of(self.previous_probs), trial_update=trial)
+
+@dataclass(frozen=True)
+class SampledUpdate:
+    """A :class:`~relied.experts.bound.TrialUpdate` of the fleet's learners (``inner``) seen
+    from a run on ``sample``: the demonstrations' rows and ``agents`` are mapped to the fleet's
+    ids (every learner's return: 0 for those not simulated) and the successor is asked under
+    them."""
+
+    inner: TrialUpdate
+    sample: FleetSample
+    n_agents: int
+
+    def fleet_rows(self, demos: DecisionRecord | Trajectories) -> DecisionRecord:
+        """``demos`` (a run on the sample) under the fleet's agent ids."""
+        fleet = self.sample.learners
+        rows = demos if isinstance(demos, DecisionRecord) else DecisionRecord.of(demos)
+        returns = np.zeros(self.n_agents)
+        returns[fleet] = rows.returns
+        return DecisionRecord(rows.step, fleet[rows.agent], rows.obs, rows.mask, rows.action,
+                              rows.cum, returns, rows.steps)
+
+    def fleet_agents(self, agents: Sequence[int] | None) -> list[int] | None:
+        return None if agents is None else \
+            self.sample.learners[np.asarray(agents, dtype=np.int64)].tolist()
+
+    def __call__(self, demos: DecisionRecord | Trajectories,
+                 agents: Sequence[int] | None = None) -> PolicyProbs:
+        successor = self.inner(self.fleet_rows(demos), self.fleet_agents(agents))
+        return _on_fleet(successor, self.sample.learners)
+
+
+@dataclass(frozen=True)
+class SampledLookahead(SampledUpdate):
+    """:class:`SampledUpdate` of learners whose update also looks ahead
+    (:class:`~relied.experts.bound.Lookahead`, bound version 6): the lookahead of a run on
+    the sample (``scenario``: the sample's) rolls the learners out on the sample's scaled
+    network under their fleet ids (``inner.lookahead(..., sample=...)``)."""
+
+    def lookahead(self, scenario: Any, demos: DecisionRecord | Trajectories,
+                  agents: Sequence[int] | None = None, seed: int = 0) -> PolicyProbs:
+        successor = self.inner.lookahead(scenario, self.fleet_rows(demos),
+                                         self.fleet_agents(agents), seed, sample=self.sample)
+        return _on_fleet(successor, self.sample.learners)
 
 
 #: the learners of a judgement nobody described: untrained, no trial (bound version 4)

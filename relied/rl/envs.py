@@ -23,6 +23,7 @@ from gymnasium import spaces
 
 from relied.env.cities import load_city
 from relied.env.core import ARRIVED, OBS_HIGH, OBS_LOW, RoutingCore
+from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario
 
 VECTORS = ("dummy", "subproc", "ray")
@@ -37,11 +38,12 @@ class BatchRoutingEnv(gym.Env):
     loaded once; ``with_state`` adds ``info["state"]``, vehicles / storage of every edge (the
     global state of MAPPO's value function). ``backend`` ``sumo``/``sumo-meso`` simulates in SUMO
     (:mod:`relied.env.sumo`; one SUMO per process, slow). ``decisions_only``: observe the
-    deciding agents' rows only (see the module docstring)."""
+    deciding agents' rows only (see the module docstring). ``net``: the network, loaded (default:
+    loaded by the scenario's city name; e.g. a fleet sample's scaled copy)."""
 
     def __init__(self, scenario: Scenario, with_state: bool = False, backend: str = "core",
-                 decisions_only: bool = False):
-        self.net = load_city(scenario.city)
+                 decisions_only: bool = False, net: CityNetwork | None = None):
+        self.net = net if net is not None else load_city(scenario.city)
         self.city = scenario.city
         self.with_state = with_state
         self.backend = backend
@@ -185,14 +187,15 @@ def vector_env(fns: list, vector: str):
 
 
 def make_vector_env(scenario: Scenario, n_envs: int, vector: str, with_state: bool = False,
-                    backend: str = "core", decisions_only: bool = False):
+                    backend: str = "core", decisions_only: bool = False,
+                    net: CityNetwork | None = None):
     """``n_envs`` copies of the training scenario behind one of Tianshou's vector envs
     (``backend`` sumo/sumo-meso: one SUMO per env worker, so several envs need subprocesses;
-    ``decisions_only``: see :class:`BatchRoutingEnv`)."""
+    ``decisions_only``, ``net``: see :class:`BatchRoutingEnv`)."""
     check_backend(vector)
     if backend != "core" and vector == "dummy" and n_envs > 1:
         raise VectorEnvError(f"--backend {backend} runs one SUMO per process (libsumo): use "
                              "--vector subproc (or ray) with --envs > 1, or --envs 1")
     return vector_env([functools.partial(BatchRoutingEnv, scenario, with_state, backend,
-                                         decisions_only)
+                                         decisions_only, net)
                        for _ in range(n_envs)], vector)

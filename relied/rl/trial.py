@@ -19,6 +19,7 @@ a new run starts from (seeded), :func:`run_learners` those of a run's last check
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 
 from relied.env.core import RoutingCore
 from relied.env.rollout import DecisionRecord, Trajectories
+from relied.env.sample import FleetSample
 from relied.env.scenario import Scenario
 from relied.experts.bound import PolicyProbs
 from relied.experts.learners import Learners
@@ -136,19 +138,25 @@ class LearnerUpdate:
         return self.cfg.scenario(seed=scenario.seed, city=scenario.city,
                                  n_agents=scenario.n_agents).model_copy(update=trips)
 
-    def _rollout(self, scenario: Scenario, seed: int) -> tuple:
+    def _rollout(self, scenario: Scenario, seed: int, sample: FleetSample | None = None
+                 ) -> tuple:
         """The shared rollout of the learners' current policy (``cfg.n_envs`` episodes,
         actions drawn from the lookahead's own generator), its log-probabilities, values and
         advantages, as the trainer computes them before an update; with the generator after
-        the draws (the update's minibatches continue it). One per (scenario, seed)."""
-        key = hashlib.sha256(repr((scenario.model_dump(mode="json"), seed)).encode()).hexdigest()
+        the draws (the update's minibatches continue it). One per (scenario, seed, sample).
+        ``sample``: run on its scaled network, learner ``k`` acting as (and its rows kept
+        under) fleet learner ``sample.learners[k]``."""
+        key = hashlib.sha256(repr((scenario.model_dump(mode="json"), seed, _identity(sample))
+                                  ).encode()).hexdigest()
         if key in self._rollouts:
             return self._rollouts[key]
         model, cfg = self.model, self.cfg
         device = model_device(model)
         gen = torch.Generator().manual_seed(lookahead_seed(seed))
+        fleet = None if sample is None else sample.learners
 
         def act(obs: np.ndarray, mask: np.ndarray, agent: np.ndarray) -> np.ndarray:
+            agent = agent if fleet is None else fleet[agent]
             with torch.no_grad():
                 logits = model.logits(torch.as_tensor(obs, dtype=torch.float32, device=device),
                                       torch.as_tensor(mask, dtype=torch.bool, device=device),
@@ -156,13 +164,15 @@ class LearnerUpdate:
                 probs = torch.softmax(logits, 1).cpu()
             return torch.multinomial(probs, 1, generator=gen)[:, 0].numpy()
 
-        venv = make_vector_env(scenario, cfg.n_envs, "dummy",
-                               with_state=cfg.spec.central_value, decisions_only=True)
+        venv = make_vector_env(scenario, cfg.n_envs, "dummy", with_state=cfg.spec.central_value,
+                               decisions_only=True, net=None if sample is None else sample.net)
         try:
             records = collect(venv, act, model.obs_dim, model.k)
         finally:
             venv.close()
         dec = Decisions.concat([r.dec for r in records])
+        if fleet is not None:  # (sorted ids: the rows stay sorted by agent, then time)
+            dec = dataclasses.replace(dec, agent=fleet[dec.agent])
         batch = Tensors.of(dec).to(device)
         with torch.no_grad():
             old_logp, value = evaluate_actions(model, batch)
@@ -172,7 +182,8 @@ class LearnerUpdate:
         return self._rollouts[key]
 
     def lookahead(self, scenario: Scenario, demos: DecisionRecord | Trajectories,
-                  agents: Sequence[int] | None = None, seed: int = 0) -> PolicyProbs:
+                  agents: Sequence[int] | None = None, seed: int = 0,
+                  sample: FleetSample | None = None) -> PolicyProbs:
         """The learners' policy after the whole next hybrid update with ``demos`` as the
         expert buffer: both halves (PPO on a rollout of their current policy in
         :meth:`rollout_scenario`, the expert loss with ``lambda``), every epoch and minibatch
@@ -180,11 +191,16 @@ class LearnerUpdate:
         minibatch draws come from the critic's ``seed`` (:func:`lookahead_seed`), shared by
         every plan judged under these learners, so plans differ only by their
         demonstrations. Deterministic; the same demonstrations give the same (cached)
-        successor."""
+        successor. ``sample``: ``scenario`` is this fleet sample's
+        (:class:`~relied.env.sample.FleetSample`; ``demos`` and ``agents`` carry fleet ids):
+        the rollout runs :meth:`rollout_scenario` of it on the sample's scaled network, its
+        learner ``k`` acting as fleet learner ``sample.learners[k]``
+        (:meth:`relied.experts.learners.Learners.on_sample`)."""
         model, cfg = self.model, self.cfg
         rows = demos if isinstance(demos, DecisionRecord) else DecisionRecord.of(demos)
         picked = None if agents is None else sorted(int(a) for a in agents)
-        h = hashlib.sha256(repr((scenario.model_dump(mode="json"), seed, picked)).encode())
+        h = hashlib.sha256(repr((scenario.model_dump(mode="json"), seed, picked)
+                                + (() if sample is None else (_identity(sample),))).encode())
         for part in (rows.obs, rows.mask, rows.action, rows.agent, rows.step, rows.cum,
                      rows.returns):
             h.update(np.ascontiguousarray(part).tobytes())
@@ -192,7 +208,8 @@ class LearnerUpdate:
         if key in self._ahead:
             return self._ahead[key]
         device = model_device(model)
-        batch, old_logp, adv, ret, state = self._rollout(self.rollout_scenario(scenario), seed)
+        batch, old_logp, adv, ret, state = self._rollout(self.rollout_scenario(scenario), seed,
+                                                         sample)
         dec = demonstrated(decisions_of(rows, model.k), picked)
         expert_ret = torch.as_tensor(gae(dec, np.zeros(len(dec)), cfg.gamma, 1.0),
                                      dtype=torch.float32, device=device)
@@ -207,6 +224,11 @@ class LearnerUpdate:
         successor.eval()
         self._ahead[key] = probs_of(successor)
         return self._ahead[key]
+
+
+def _identity(sample: FleetSample | None) -> tuple | None:
+    """What tells one fleet sample's rollout from another's (its network and learners)."""
+    return None if sample is None else (sample.net.name, sample.info.learners)
 
 
 def learners_of(model: ActorCritic, optim: torch.optim.Optimizer, cfg: TrainConfig,
