@@ -11,7 +11,11 @@ history. The offline planner answers the same questions from the same tools.
 The critic judges every plan of the session (and ``agent_bound`` reports its terms) under the
 learners passed to :meth:`ChatSession.start` (:class:`~relied.experts.learners.Learners`, built
 by the command: those of a training run, or a new run's seeded untrained learners, with their
-trial update: bound version 5), as ``relied experts generate`` does.
+trial update: the request's bound version, 5 or 6), as ``relied experts generate`` does. Above
+``TeamConfig.sim_vehicles`` vehicles the tools execute and judge the plan on the team's fleet
+sample (scaled capacities, :mod:`relied.env.sample`), as the team did, so an answer costs what
+a fleet of ``sim_vehicles`` costs; their answers say so (``fleet_sample``) and figures exist
+for the simulated learners only.
 """
 
 from __future__ import annotations
@@ -26,37 +30,37 @@ from autogen_core.model_context import UnboundedChatCompletionContext
 from autogen_core.models import UserMessage
 
 from relied.agents.clients import CallUsage, GuardedClient, make_client
-from relied.agents.generate import PlanRequest, plan
+from relied.agents.generate import PlanRequest, plan_team
 from relied.agents.prompt import EXPLAINER_SYSTEM, data_block
-from relied.agents.team import MAX_TOOL_ROUNDS, TeamOutcome
+from relied.agents.team import MAX_TOOL_ROUNDS, ExpertTeam, TeamOutcome
 from relied.agents.tools import ChatState, PlanFacts, chat_tools
-from relied.env.core import RoutingCore
 from relied.experts.learners import UNTRAINED, Learners
 
 
-def _facts(core: RoutingCore, outcome: TeamOutcome, request: PlanRequest, view,
-           learners: Learners) -> PlanFacts:
-    v = outcome.verdict
-    return PlanFacts(core=core, view=view, plan=outcome.plan, routes=outcome.routes,
-                     bound=request.config.bound, epsilon=v.epsilon, learners=learners,
-                     agents=outcome.demo_agents,
+def _facts(team: ExpertTeam, outcome: TeamOutcome, view, learners: Learners) -> PlanFacts:
+    """What the chat tools answer from: the plan, executed and judged where the team judged
+    it (its fleet sample above ``sim_vehicles``, with the team's bound settings)."""
+    v, bound = outcome.verdict, team.config.bound
+    return PlanFacts(core=team.core, view=view, plan=outcome.plan, routes=outcome.routes,
+                     bound=bound, epsilon=v.epsilon, learners=learners,
+                     agents=outcome.demo_agents, sample=team.sample,
                      verdict_text={"state": "accepted" if v.accepted else
                                    "fallback" if outcome.fallback else "rejected",
                                    "accepted": v.accepted, "round": v.round,
                                    "reason": v.reason[:300],
-                                   "bound_version": learners.bound_version()})
+                                   "bound_version": learners.bound_version(bound)})
 
 
 class ChatSession:
     """The plan, the conversation and the answering agent of one chat; ``learners``: what
     the critic judges every plan of the session under."""
 
-    def __init__(self, request: PlanRequest, outcome: TeamOutcome, core: RoutingCore, view,
+    def __init__(self, request: PlanRequest, outcome: TeamOutcome, team: ExpertTeam, view,
                  learners: Learners = UNTRAINED):
-        self.request, self.outcome, self.core, self.view = request, outcome, core, view
-        self.learners = learners
+        self.request, self.outcome, self.core, self.view = request, outcome, team.core, view
+        self.learners, self.sample = learners, team.sample
         self.variant = request.variant
-        self.state = ChatState(_facts(core, outcome, request, view, learners))
+        self.state = ChatState(_facts(team, outcome, view, learners))
         self.context = UnboundedChatCompletionContext()
         self.usage: list[CallUsage] = []
         self.client = self._client(request.model)
@@ -65,8 +69,8 @@ class ChatSession:
     async def start(cls, request: PlanRequest, learners: Learners = UNTRAINED) -> ChatSession:
         """The team plans ``request``, its critic judging under ``learners`` (default:
         untrained, no trial update: bound version 4)."""
-        outcome, _, core, view = await plan(request, learners)
-        return cls(request, outcome, core, view, learners)
+        outcome, _, team, view = await plan_team(request, learners)
+        return cls(request, outcome, team, view, learners)
 
     def _client(self, spec: str) -> GuardedClient:
         r = self.request
@@ -118,9 +122,9 @@ class ChatSession:
         """The team's next plan variant; the conversation is told what changed."""
         self.variant += 1
         request = self.request.model_copy(update={"variant": self.variant})
-        outcome, _, core, view = await plan(request, self.learners)
-        self.outcome, self.core, self.view = outcome, core, view
-        self.state.replace(_facts(core, outcome, request, view, self.learners), self.variant)
+        outcome, _, team, view = await plan_team(request, self.learners)
+        self.outcome, self.core, self.view, self.sample = outcome, team.core, view, team.sample
+        self.state.replace(_facts(team, outcome, view, self.learners), self.variant)
         v = outcome.verdict
         await self.context.add_message(UserMessage(
             content=f"(The team replanned: variant {self.variant}, "

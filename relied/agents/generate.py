@@ -219,14 +219,15 @@ async def plan(request: PlanRequest, learners: Learners | None = None
                ) -> tuple[TeamOutcome, bool, RoutingCore, CityView]:
     """Run (or fetch from the cache) the expert team, its critic judging under
     ``learners``; ``(outcome, cached, core, view)``."""
-    outcome, cached, team, view = await _plan(request, learners)
+    outcome, cached, team, view = await plan_team(request, learners)
     return outcome, cached, team.core, view
 
 
-async def _plan(request: PlanRequest, learners: Learners | None = None
-                ) -> tuple[TeamOutcome, bool, ExpertTeam, CityView]:
+async def plan_team(request: PlanRequest, learners: Learners | None = None
+                    ) -> tuple[TeamOutcome, bool, ExpertTeam, CityView]:
     """:func:`plan` with the team itself (its baseline and the plan's execution are reused
-    by :func:`_one`; a cached answer's team has run no check)."""
+    by :func:`_one`, its fleet sample by the chat; a cached answer's team has run no
+    check)."""
     net = load_city(request.scenario.city)
     core = RoutingCore(net, request.scenario)
     view = CityView(net)
@@ -288,7 +289,7 @@ def rejected_agents(outcome: TeamOutcome, limit: int = 20) -> list[dict]:
 
 async def _one(request: PlanRequest, out_dir: Path, filter_by_bound: bool,
                learners: Learners | None = None) -> BatchResult:
-    outcome, cached, team, _ = await _plan(request, learners)
+    outcome, cached, team, _ = await plan_team(request, learners)
     learners = team.learners
     core = team.core
     sc, model, variant = core.scenario, request.model, request.variant

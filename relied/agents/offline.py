@@ -389,11 +389,27 @@ def _word(name: str, content: str) -> str:
         return content[:300]
     if "error" in r:
         return f"{r['error']}."
+    return _sentence(name, r, content) + _sampled(r)
+
+
+def _sampled(r: dict) -> str:
+    """The fleet sample a tool's simulated figures come from, as a sentence ('' if none)."""
+    s = r.get("fleet_sample")
+    if not isinstance(s, dict):
+        return ""
+    return (f" (Simulated on a seeded fleet sample of {s['simulated_vehicles']:,} of "
+            f"{s['fleet_vehicles']:,} vehicles, {s['simulated_learners']:,} learners, "
+            f"capacities x{s['capacity_factor']:g}.)")
+
+
+def _sentence(name: str, r: dict, content: str) -> str:
+    """One tool result (parsed) as a sentence."""
     if name == "route_of_agent":
+        simulated = (f"{r['travel_time_s']:.0f} s in the simulated plan"
+                     if r["travel_time_s"] is not None else "not in the simulated fleet sample")
         return (f"Agent {r['agent']} drives {r['edges']} edges from {r['origin']} to "
                 f"{r['destination']} through zones {' -> '.join(r['zones'])} (free-flow "
-                f"{r['freeflow_s']:.0f} s, {r['travel_time_s']:.0f} s in the simulated plan). "
-                f"Reason: {r['rationale']}.")
+                f"{r['freeflow_s']:.0f} s, {simulated}). Reason: {r['rationale']}.")
     if name == "agent_bound":
         state = "within" if r["within_epsilon"] else "above"
         return (f"Agent {r['agent']}'s stationarity bound is {r['bound']:.1f} ({state} "

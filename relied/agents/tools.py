@@ -21,7 +21,9 @@ from relied.agents.view import CityView, PlanRouteError
 from relied.env.core import RoutingCore
 from relied.env.equilibrium import fastest_routes
 from relied.env.forecast import TrafficForecast
-from relied.env.scenario import index_of
+from relied.env.network import CityNetwork
+from relied.env.sample import FleetSample
+from relied.env.scenario import Scenario, index_of
 from relied.experts.bound import BoundConfig
 from relied.experts.critic import BoundTerms, Execution, execute, plan_bounds, reference_bound
 from relied.experts.learners import UNTRAINED, Learners
@@ -89,9 +91,12 @@ def planner_tools(view: CityView, edge_load: np.ndarray | None = None,
 class PlanFacts:
     """A plan executed once in the simulator, and its bound terms for every agent (computed
     on first use) under the ``learners`` the critic judged it under (their current policy and
-    trial update: bound version 5; :data:`~relied.experts.learners.UNTRAINED`: version 4);
-    what the chat tools answer from. ``agents``: the agents the critic judged (the team's
-    sample at scale; None: all).
+    trial update: bound version 5 or 6; :data:`~relied.experts.learners.UNTRAINED`: version
+    4); what the chat tools answer from. ``agents``: the agents the critic judged (the team's
+    sample at scale; None: all). ``sample``: the team's fleet sample
+    (:class:`~relied.env.sample.FleetSample`, above ``TeamConfig.sim_vehicles``): the plan is
+    executed and judged there, as the team did (its learners' routes, on the scaled network),
+    and simulated figures exist for the simulated learners only (:meth:`position`).
 
     ``epsilon`` is the critic's absolute threshold (the verdict's ``epsilon``: ``bound.epsilon``
     is a ratio); when not given it is computed as the team does without learner behaviour
@@ -106,19 +111,55 @@ class PlanFacts:
     epsilon: float | None = None
     learners: Learners = UNTRAINED
     agents: list[int] | None = None
+    sample: FleetSample | None = None
 
     @cached_property
     def nodes(self) -> list[list[int]]:
         return [index_of(self.core.net, r).tolist() for r in self.routes]
 
     @cached_property
+    def simulated(self) -> np.ndarray:
+        """The fleet agent id of each simulated learner (all learners without a sample)."""
+        return self.sample.learners if self.sample else np.arange(self.core.n)
+
+    def position(self, agent_id: int) -> int | None:
+        """``agent_id``'s index among the simulated learners (None: not simulated)."""
+        at = int(np.searchsorted(self.simulated, agent_id))
+        return at if at < self.simulated.size and self.simulated[at] == agent_id else None
+
+    @cached_property
+    def _sim(self) -> tuple[CityNetwork, Scenario, list[list[int]], Learners,
+                            list[int] | None]:
+        """Where the plan is simulated: network, scenario, routes, the learners as seen
+        there and the judged agents' ids there."""
+        if self.sample is None:
+            return self.core.net, self.core.scenario, self.nodes, self.learners, self.agents
+        s = self.sample
+        return (s.net, s.scenario, s.routes(self.nodes), self.learners.on_sample(s, self.core.n),
+                None if self.agents is None else s.positions(self.agents))
+
+    @cached_property
     def run(self) -> Execution:
-        return execute(self.core.net, self.core.scenario, routes=self.nodes)
+        net, scenario, routes, _, _ = self._sim
+        return execute(net, scenario, routes=routes)
 
     @cached_property
     def travel_s(self) -> np.ndarray:
-        """Seconds each agent spends on edges in the executed plan."""
+        """Seconds each simulated learner spends on edges in the executed plan."""
         return (self.run.edges_by_step >= 0).sum(0) * self.core.scenario.dt_s
+
+    @property
+    def sample_note(self) -> dict:
+        """What the simulated figures stand for ({} without a fleet sample)."""
+        if self.sample is None:
+            return {}
+        info = self.sample.info
+        return {"fleet_sample": {
+            "simulated_vehicles": len(info.learners) + len(info.background),
+            "fleet_vehicles": self.core.scenario.n_vehicles,
+            "simulated_learners": len(info.learners), "capacity_factor": round(info.factor, 4),
+            "note": "simulated figures come from a seeded sample of the fleet on the network "
+                    "with capacities times the factor, as the team judged the plan"}}
 
     @cached_property
     def edge_load(self) -> np.ndarray:
@@ -130,11 +171,11 @@ class PlanFacts:
 
     @cached_property
     def terms(self) -> BoundTerms:
-        """Every agent's bound and its terms, as the critic computes them under
+        """Every simulated agent's bound and its terms, as the critic computes them under
         :attr:`learners`, from the plan's execution."""
-        lr = self.learners
-        return plan_bounds(self.core.net, self.core.scenario, self.nodes, self.bound,
-                           lr.policy_probs, lr.previous_probs, run=self.run, agents=self.agents,
+        net, scenario, routes, lr, agents = self._sim
+        return plan_bounds(net, scenario, routes, self.bound, lr.policy_probs,
+                           lr.previous_probs, run=self.run, agents=agents,
                            trial_update=lr.trial_update)
 
     @cached_property
@@ -142,10 +183,10 @@ class PlanFacts:
         """The absolute epsilon an agent's bound is compared with."""
         if self.epsilon is not None:
             return self.epsilon
-        lr = self.learners
+        net, scenario, _, lr, agents = self._sim
         return self.bound.epsilon * reference_bound(
-            self.core.net, self.core.scenario, self.bound, lr.policy_probs, lr.previous_probs,
-            agents=self.agents, trial_update=lr.trial_update)
+            net, scenario, self.bound, lr.policy_probs, lr.previous_probs, agents=agents,
+            trial_update=lr.trial_update)
 
 
 class ChatState:
@@ -172,7 +213,7 @@ def chat_tools(state: ChatState) -> list[FunctionTool]:
         if error := agent_or_error(agent_id):
             return error
         f, view = state.facts, state.facts.view
-        nodes = f.nodes[agent_id]
+        nodes, at = f.nodes[agent_id], f.position(agent_id)
         zones = [view.zone_label(n) for n in nodes]
         zones = [z for k, z in enumerate(zones) if k == 0 or z != zones[k - 1]]
         rationale = next((p.rationale for p in f.plan.plans if p.agent_id == agent_id), "")
@@ -181,18 +222,22 @@ def chat_tools(state: ChatState) -> list[FunctionTool]:
                            "waypoints": [view.ref(n) for n in view.waypoints(nodes)],
                            "edges": len(nodes) - 1,
                            "freeflow_s": round(view.route_time(nodes), 1),
-                           "travel_time_s": float(f.travel_s[agent_id]),
+                           "travel_time_s": None if at is None else float(f.travel_s[at]),
+                           **({"simulated": at is not None} if f.sample else {}),
                            "rationale": rationale[:200]})
 
     def slowest_agents(k: int = 3) -> str:
         """The k agents with the longest simulated travel time in the current plan."""
         f = state.facts
-        k = max(1, min(int(k), 20, f.core.n))
-        delay = f.travel_s - f.core.ff_od
+        ids = f.simulated
+        k = max(1, min(int(k), 20, ids.size))
+        delay = f.travel_s - f.core.ff_od[ids]
         order = np.argsort(-f.travel_s, kind="stable")[:k]
-        return json.dumps({"agents": [{"agent": int(i), "travel_time_s": float(f.travel_s[i]),
-                                       "freeflow_s": round(float(f.core.ff_od[i]), 1),
-                                       "delay_s": round(float(delay[i]), 1)} for i in order]})
+        return json.dumps({"agents": [{"agent": int(ids[i]),
+                                       "travel_time_s": float(f.travel_s[i]),
+                                       "freeflow_s": round(float(f.core.ff_od[ids[i]]), 1),
+                                       "delay_s": round(float(delay[i]), 1)} for i in order],
+                           **f.sample_note})
 
     def corridor_load(from_landmark: str, to_landmark: str) -> str:
         """Vehicles of the current plan on the edges from one landmark's zone into another's."""
@@ -221,15 +266,23 @@ def chat_tools(state: ChatState) -> list[FunctionTool]:
         if error := agent_or_error(agent_id):
             return error
         f = state.facts
+        at = f.position(agent_id)
+        if at is None:
+            planned = f.agents[0] if f.agents else int(f.simulated[0])
+            return json.dumps({"error": f"agent {agent_id} is not in the fleet sample the team "
+                               f"simulated ({f.simulated.size:,} of {f.core.n:,} learners); "
+                               f"ask about a planned agent, e.g. agent {planned}"})
         t, eps = f.terms, f.threshold
-        return json.dumps({"agent": agent_id, "bound": round(float(t.bound[agent_id]), 1),
-                           "external_term": round(float(t.external[agent_id]), 1),
-                           "divergence_term": round(float(t.divergence[agent_id]), 1),
-                           "group_size": len(t.groups[agent_id]), "epsilon": round(eps, 1),
+        ahead = ({} if t.lookahead is None else {"lookahead_drift_s": round(
+            float(t.lookahead[at]) * f.core.scenario.time_scale_s, 4)})
+        return json.dumps({"agent": agent_id, "bound": round(float(t.bound[at]), 1),
+                           "external_term": round(float(t.external[at]), 1),
+                           "divergence_term": round(float(t.divergence[at]), 1),
+                           "group_size": len(t.groups[at]), "epsilon": round(eps, 1),
                            "threshold_ratio": f.bound.epsilon,
-                           "within_epsilon": bool(t.bound[agent_id] <= eps),
-                           "bound_version": f.learners.bound_version(),
-                           "learners": f.learners.source})
+                           "within_epsilon": bool(t.bound[at] <= eps), **ahead,
+                           "bound_version": f.learners.bound_version(f.bound),
+                           "learners": f.learners.source, **f.sample_note})
 
     def plan_changes() -> str:
         """What the last replan changed: agents with a new route, mean travel time and the
@@ -245,13 +298,13 @@ def chat_tools(state: ChatState) -> list[FunctionTool]:
             "mean_travel_time_before": float(old.travel_s.mean()),
             "mean_travel_time_after": float(new.travel_s.mean()),
             "verdict_before": old.verdict_text["state"],
-            "verdict_after": new.verdict_text["state"]})
+            "verdict_after": new.verdict_text["state"], **new.sample_note})
 
     def plan_summary() -> str:
         """The current plan: agents, the critic's verdict, round and mean travel time."""
         f = state.facts
         return json.dumps({"agents": f.core.n, **f.verdict_text,
-                           "mean_travel_time": float(f.travel_s.mean())})
+                           "mean_travel_time": float(f.travel_s.mean()), **f.sample_note})
 
     return _tools(route_of_agent, slowest_agents, corridor_load, busiest_corridors,
                   agent_bound, plan_changes, plan_summary)

@@ -62,11 +62,15 @@ Epsilon = Annotated[float, typer.Option(
          "stationarity bounds is strictly below this ratio times that of the learners' current "
          "behaviour (the free-flow shortest paths when unknown)")]
 Rounds = Annotated[int, typer.Option(min=1, help="planner -> critic rounds")]
+SimVehicles = Annotated[int, typer.Option(min=0, help="most vehicles simulated: a larger fleet "
+                                          "is simulated as a seeded sample of about this many "
+                                          "on the network with capacities scaled by its share "
+                                          "(0: never sample)")]
 Timeout = Annotated[float, typer.Option(help="seconds per model call, counted from when it "
                                         "is sent")]
 Run = Annotated[Path | None, typer.Option(
     "--run", help="judge plans under the learners of this training run (its last "
-    "checkpoint: policy, optimiser, lambda) and their trial update (bound version 5); default: "
+    "checkpoint: policy, optimiser, lambda) and their update (bound versions 5, 6); default: "
     "the untrained learners a new 'relied train --seed SEED' run of this city and agent count "
     "starts from (seeded, default architecture)")]
 USER_ERRORS = (CityError, ModelError, ValueError, OSError)
@@ -145,11 +149,7 @@ def generate(
                                              "demonstrated per scenario: above it a seeded "
                                              "sample from every planner block, the others "
                                              "drive shortest paths (0: all)")] = 500,
-    sim_vehicles: Annotated[int, typer.Option(min=0, help="most vehicles simulated: a larger "
-                                              "fleet is simulated as a seeded sample of about "
-                                              "this many on the network with capacities "
-                                              "scaled by its share (0: never sample)")
-                            ] = DEFAULT_SIM_VEHICLES,
+    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES,
     bound_version: Annotated[int, typer.Option(min=5, max=6, help="the critic's bound: 5, "
                                                "the learners' trial update; 6, the measured "
                                                "lookahead of their whole next update (opt-in, "
@@ -261,12 +261,14 @@ def ask_cmd(
     city: City = "aguascalientes", agents: Agents = 20, seed: Seed = 0,
     scenario: ScenarioOpt = None, model: Model = "offline", epsilon: Epsilon = DEFAULT_EPSILON,
     max_rounds: Rounds = 3, run: Run = None, ollama: Host = None, timeout: Timeout = 120.0,
-    as_json: JsonFlag = False,
+    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES, as_json: JsonFlag = False,
 ) -> None:
     """Ask the expert team one question about a scenario; prints the answer.
 
-    The critic judges the plan as 'experts generate' does (bound version 5): under the
-    learners of --run, else the seeded untrained learners a new training run starts from.
+    The critic judges the plan as 'experts generate' does (the default bound version): under
+    the learners of --run, else the seeded untrained learners a new training run starts from.
+    Above the team's sim_vehicles the plan is executed and judged on the team's fleet sample
+    (scaled capacities), and the answer (and --json's fleet_sample) says so.
     """
     if not question.strip():
         fail("the question is empty; e.g. relied experts ask 'why did agent 3 take this "
@@ -274,8 +276,9 @@ def ask_cmd(
     try:
         sc = _scenario(scenario, city, agents, seed)
         request = PlanRequest(scenario=sc, model=resolve_spec(model, ollama),
-                              config=_config(epsilon, max_rounds), ollama_host=ollama,
-                              timeout_s=timeout)
+                              config=_config(epsilon, max_rounds,
+                                             sim_vehicles=sim_vehicles),
+                              ollama_host=ollama, timeout_s=timeout)
         learners = _learners(sc, run)
         answer, session = asyncio.run(_ask(request, question, learners))
     except (*USER_ERRORS, ValidationError) as exc:
@@ -284,7 +287,9 @@ def ask_cmd(
     if as_json:
         emit_json({"question": question, "answer": answer, "model": request.model,
                    "accepted": outcome.verdict.accepted, "rounds": outcome.rounds,
-                   "bound_version": learners.bound_version(), "learners": learners.source,
+                   "bound_version": learners.bound_version(request.config.bound),
+                   "learners": learners.source,
+                   "fleet_sample": session.state.facts.sample_note.get("fleet_sample"),
                    "usage": usage_totals([*outcome.usage, *session.usage])})
         return
     console.print(answer, highlight=False, markup=False)
@@ -305,12 +310,14 @@ def chat(
     city: City = "aguascalientes", agents: Agents = 20, seed: Seed = 0,
     scenario: ScenarioOpt = None, model: Model = "offline", epsilon: Epsilon = DEFAULT_EPSILON,
     max_rounds: Rounds = 3, run: Run = None, ollama: Host = None, timeout: Timeout = 120.0,
+    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES,
 ) -> None:
     """Talk with the expert team about a scenario (a REPL that keeps the conversation).
 
     The critic judges every plan of the chat (and 'agent_bound' reports its terms) as
-    'experts generate' does (bound version 5): under the learners of --run, else the seeded
-    untrained learners a new training run starts from.
+    'experts generate' does (the default bound version): under the learners of --run, else the
+    seeded untrained learners a new training run starts from. Above the team's sim_vehicles
+    plans are executed and judged on the team's fleet sample (scaled capacities), as said.
     """
     from relied.agents.chat import ChatSession
 
@@ -320,15 +327,20 @@ def chat(
     try:
         sc = _scenario(scenario, city, agents, seed)
         request = PlanRequest(scenario=sc, model=resolve_spec(model, ollama),
-                              config=_config(epsilon, max_rounds), ollama_host=ollama,
-                              timeout_s=timeout)
+                              config=_config(epsilon, max_rounds,
+                                             sim_vehicles=sim_vehicles),
+                              ollama_host=ollama, timeout_s=timeout)
         session = asyncio.run(ChatSession.start(request, _learners(sc, run)))
     except (*USER_ERRORS, ValidationError) as exc:
         fail(_message(exc))
-    learners = session.learners
+    learners, sample = session.learners, session.sample
+    simulated = (f"; plans are simulated on a seeded fleet sample of "
+                 f"{sample.scenario.n_vehicles:,} of {sc.n_vehicles:,} vehicles (capacities x"
+                 f"{sample.info.factor:.3g})" if sample else "")
     console.print(f"expert team ({describe(session.spec)}) planned {sc.n_agents} agents in "
                   f"{session.outcome.rounds} round(s); the critic judges with bound version "
-                  f"{learners.bound_version()} under {learners.source}. {CHAT_HELP}",
+                  f"{learners.bound_version(session.request.config.bound)} under "
+                  f"{learners.source}{simulated}. {CHAT_HELP}",
                   highlight=False, markup=False, soft_wrap=True)
     while True:
         try:
