@@ -44,6 +44,8 @@ and the demonstration file's size (``.npz``, store format 2: decision rows) is r
     .venv/bin/python benchmarks/expert_scale.py --json
     .venv/bin/python benchmarks/expert_scale.py --sizes 1000 --timeout 600
     .venv/bin/python benchmarks/expert_scale.py --full-max 0 --timeout 1800  # sampled rows only
+    .venv/bin/python benchmarks/expert_scale.py --full-max 0 --timeout 2700 --bound-version 6 \
+        --name expert_scale_v6  # the critic's lookahead under a new run's untrained learners
     .venv/bin/python benchmarks/expert_scale.py --accuracy --sizes 1000,10000
 
 A stopped row counts the phases it was in up to the stop (the planning of a chat stopped in
@@ -149,8 +151,12 @@ def _counted(owner, name: str, key: str, status: Status, first_step: bool = Fals
     setattr(owner, name, awrapped if inspect.iscoroutinefunction(real) else wrapped)
 
 
-def run_case(n: int, demo_agents: int | None, path: Path) -> dict:
-    """One batch in this process; the row."""
+def run_case(n: int, demo_agents: int | None, path: Path, bound_version: int | None = None
+             ) -> dict:
+    """One batch in this process; the row. ``bound_version``: the critic judges with it under
+    the untrained learners a new training run of the case starts from (as ``relied experts
+    generate`` does; version 6: their lookahead); None: without learners (version 4's
+    stand-in, the earlier rows)."""
     import asyncio
 
     from relied.agents import generate
@@ -162,6 +168,13 @@ def run_case(n: int, demo_agents: int | None, path: Path) -> dict:
 
     case = {k: v for k, v in scale_case(n).items() if k != "n_envs"}
     scenario = TrainConfig(**case).scenario()
+    learners = None
+    if bound_version is not None:
+        from relied.env.cities import load_city
+        from relied.rl.trial import fresh_learners
+
+        learners = fresh_learners(TrainConfig(**case), RoutingCore(load_city(scenario.city),
+                                                                   scenario))
     status = Status(path)
     clock = status.clock
     _counted(OfflinePlannerClient, "create", "model_calls", status)
@@ -172,10 +185,14 @@ def run_case(n: int, demo_agents: int | None, path: Path) -> dict:
                                (generate, "save_batch", "execution")):
         _timed(owner, name, phase, status)
     config = TeamConfig(demo_agents=demo_agents)
+    if bound_version is not None:
+        config = config.model_copy(update={"bound": config.bound.model_copy(
+            update={"version": bound_version})})
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         [res] = asyncio.run(generate.agenerate([(scenario, 0)], Path(tmp), "offline",
-                                               config=config, use_cache=False))
+                                               config=config, use_cache=False,
+                                               learners=learners))
         wall = time.perf_counter() - start
         meta = load_batch(Path(res.path))[1] if res.path else None
         demo_bytes = Path(res.path).with_suffix(".npz").stat().st_size if res.path else None
@@ -193,6 +210,8 @@ def run_case(n: int, demo_agents: int | None, path: Path) -> dict:
             "sample_factor": (meta.fleet_sample.factor if meta and meta.fleet_sample else 1.0),
             "groups": meta.extra.get("groups") if meta else None, "rounds": res.rounds,
             "accepted": res.accepted, "fallback": res.fallback, "wall_s": round(wall, 1),
+            "bound_version": res.bound_version,
+            "learners": None if learners is None else learners.source,
             **{f"{k}_s": round(clock.get(k, 0.0), 1) for k in PHASES},
             "peak_rss_gib": _peak_rss_gib()}
 
@@ -318,12 +337,16 @@ def markdown(report: dict) -> str:
              "larger fleet is simulated as a seeded sample of about that many, holding the "
              "planned learners, on the network with capacities times the factor; "
              "relied.env.sample), and that factor.", "",
-             "| learners | vehicles | simulated (factor) | demo_agents | demonstrated | "
+             "Bound: the version the critic judged with (`--bound-version`: under the untrained "
+             "learners a new training run of the case starts from, as `relied experts "
+             "generate` judges; 6: their lookahead, rolled out on the fleet sample where there "
+             "is one; without it no learners: version 4's stand-in).", "",
+             "| learners | vehicles | simulated (factor) | demo_agents | demonstrated | bound | "
              "model calls | simulations "
              "(forecast / setup / critic / execution) | Vol_ext resimulations | planner groups "
              "| rounds | accepted | wall (s) | forecast / setup / planning / critic / execution "
              "(s) | demo file (MB) | peak RSS (GiB) | load 1-min after | note |",
-             "|" + "---|" * 17]
+             "|" + "---|" * 18]
     for r in report["rows"]:
         phases = " / ".join(f"{r.get(f'{k}_s', 0):.1f}" for k in PHASES)
         sims = " / ".join(str(r.get(f"simulations_{k}", 0))
@@ -332,7 +355,8 @@ def markdown(report: dict) -> str:
             f"| {r['agents']:,} | {r.get('vehicles', 0):,} | "
             f"{r.get('simulated_vehicles', 0) or 0:,} ({r.get('sample_factor', '')}) | "
             f"{r['demo_agents'] or 'all'} | "
-            f"{r.get('demonstrated', '')} | {r.get('model_calls', '')} | "
+            f"{r.get('demonstrated', '')} | {r.get('bound_version', '')} | "
+            f"{r.get('model_calls', '')} | "
             f"{r.get('simulations', '')} ({sims}) | {r.get('bound_executions', '')} | "
             f"{r.get('groups', '')} "
             f"| {r.get('rounds', '')} | {r.get('accepted', '')} | {r.get('wall_s', '')} | "
@@ -359,6 +383,9 @@ def main() -> None:
     p.add_argument("--factors", default="0.12,0.24",
                    help="--accuracy: sample factors (share of the vehicles simulated)")
     p.add_argument("--seeds", default="0,1", help="--accuracy: sample seeds")
+    p.add_argument("--bound-version", type=int, choices=(5, 6),
+                   help="judge with this bound version under the untrained learners of a new "
+                   "training run of the case (default: no learners, version 4's stand-in)")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: "n,demo_agents,status"
     args = p.parse_args()
     if args.accuracy:
@@ -381,7 +408,8 @@ def main() -> None:
         n, demo, status = args.case.split(",")
         limit = int(args.memory_gib * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        print(json.dumps(run_case(int(n), None if demo == "all" else int(demo), Path(status))))
+        print(json.dumps(run_case(int(n), None if demo == "all" else int(demo), Path(status),
+                                  args.bound_version)))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     cases = [(n, 500) for n in sizes] + [(n, "all") for n in sizes if n <= args.full_max]
@@ -392,7 +420,9 @@ def main() -> None:
     for n, demo in sorted(cases, key=lambda c: (c[0], c[1] == "all")):
         with tempfile.NamedTemporaryFile(suffix=".json") as st:
             cmd = [sys.executable, __file__, "--case", f"{n},{demo},{st.name}",
-                   "--memory-gib", str(args.memory_gib)]
+                   "--memory-gib", str(args.memory_gib),
+                   *(["--bound-version", str(args.bound_version)] if args.bound_version
+                     else [])]
             env = {**os.environ, "RELIED_EXPERT_CACHE": tempfile.mkdtemp()}
             start = time.perf_counter()
             try:
