@@ -311,6 +311,16 @@ READING = [
     "(`benchmarks/results/sumo_gridlock.md`: 95.6-99.6% of halting vehicles within 300 m "
     "upstream of a signal, 36-51% at one five-approach junction whose SUMO program gives its "
     "links 13-49% green where the core's plan gives 47%).",
+    "- `sumo-meso-split` rows (`--green-split`): SUMO meso with the core's junction model, "
+    "by SUMO's own options: no junction control (meso's default) and "
+    "`--meso-tls-flow-penalty 1` (a signalised link discharges at its queue's headway divided "
+    "by its green fraction in the running program, with no phases and no foes; the core "
+    "discharges every approach at saturation flow times its green share, with no conflicts "
+    "either). Compared with the signal-free `core`, whose model it is. It isolates the "
+    "junction model: where it agrees and junction control does not (loaded aguascalientes), "
+    "the gap is SUMO's right-of-way and phases; on monaco-peak it runs far faster than the "
+    "core, because without junction control SUMO loses no capacity at its priority junctions "
+    "while the core splits every junction's time (`benchmarks/results/sumo_gridlock.md`).",
     "- SUMO micro adds acceleration, turning speeds and priority rules to meso. Both teleport "
     "vehicles stuck for 300 s; `teleports` is SUMO's own count (meso's included: TraCI does "
     "not list them, so meso rows showed 0 before), teleported trips stay in the means.",
