@@ -278,7 +278,8 @@ def main() -> None:
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Why SUMO jams on loaded aguascalientes", "",
+    lines = ["# SUMO meso's junction model against the core's: why SUMO jams on loaded "
+             "aguascalientes and runs free without junction control on monaco-peak", "",
              f"Command: `{result['command']}` (policy {result['policy']}; load "
              f"{result['load']}; SUMO meso; one run per variant).", ""]
     for case in result["cases"]:
