@@ -52,6 +52,15 @@ def worker(tree: Path, trips: int, seed: int, cities: list[str]) -> list[dict]:
     cases += [(f"{c}-peak", load_preset(f"{c}-peak").scenario) for c in cities]
     if Path(relied.__file__).resolve().parent.parent != tree.resolve():
         raise SystemExit(f"relied imported from {relied.__file__}, not from {tree}")
+    # untimed warm-up, the same in both trees: a compiled kernel is built (or loaded from
+    # numba's disk cache) at its first call in a process, which no cell's steps should hold
+    start = time.perf_counter()
+    warm = cases[0][1]
+    for signals in (False, True):
+        b.drive_timed(RoutingCore(load_city(warm.city),
+                                  warm.model_copy(update={"signals": signals})),
+                      make_policy("shortest-path", seed))
+    warmup = time.perf_counter() - start
     rows = []
     for label, scenario in cases:
         net = load_city(scenario.city)
@@ -65,6 +74,7 @@ def worker(tree: Path, trips: int, seed: int, cities: list[str]) -> list[dict]:
                 m, steps, wall = b.drive_timed(core, pol)
                 rows.append({"case": label, "backend": backend, "policy": policy,
                              "wall_s": wall, "setup_s": setup, "steps": steps,
+                             "warmup_s": warmup,
                              "mean_travel_time": m["mean_travel_time"]})
     return rows
 
@@ -111,6 +121,11 @@ def compare(passes: dict[str, list[dict]]) -> list[dict]:
     return cells
 
 
+def warmup(result: dict, side: str) -> float:
+    """Median untimed warm-up of ``side``'s passes (0 for results that have none)."""
+    return statistics.median(p["rows"][0].get("warmup_s", 0.0) for p in result["passes"][side])
+
+
 def markdown(result: dict) -> str:
     loads = [x for side in ("before", "after") for p in result["passes"][side]
              for x in p["load"]]
@@ -123,7 +138,12 @@ def markdown(result: dict) -> str:
              "(shared with other engineers' jobs): absolute seconds are those of that load, "
              "the ratio is the figure. Wall: the episode's steps as `backends.py` times them; "
              "set-up: `RoutingCore(...)` + `reset()`, outside the timed steps in both. Mean "
-             "travel times are equal in both trees in every pass (checked).", "",
+             "travel times are equal in both trees in every pass (checked). Before the cells, "
+             "each pass drives the first case untimed, with and without signals (a compiled "
+             "kernel is built or loaded from numba's disk cache at its first call in a "
+             "process): median "
+             + ", ".join(f"{side} {warmup(result, side):.2f} s" for side in ("before", "after"))
+             + ".", "",
              "| case | core | policy | steps | mean tt (s) | wall before (s) | wall after (s) "
              "| speed-up | set-up before (s) | set-up after (s) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -35,18 +35,21 @@ on longer edges and in queues. A learner's reward each step is minus the time it
 advanced, so its rewards sum exactly to minus its travel time (in ``time_scale_s`` units).
 
 Cost: a step touches only the vehicles en route (departed, not arrived; ``active``, kept by
-state changes), numpy throughout with no per-vehicle Python loop. The queue model's extra work
-is kept to a few array operations per step in the uncongested case: entries are counted in by
-one ``bincount`` (reused for the edges' entry counts) and checked against what each edge can
-hold (ranked first come first served only where an entry is really refused), storage is
-recounted over vehicles at stop lines only in the retry after the step's moves (before them
-every such vehicle has just decided, so ``stored`` equals ``count``), and the retry itself is
-skipped where every held queue is bound to an edge that stays full; the per-edge FIFO chain is
-computed only where a queue's second vehicle can leave within the step (otherwise at most one
-vehicle leaves each edge, and moves are plain indexing, no ``ufunc.at``), held queues are gated
-only while some head waits for a full edge, and a lone vehicle at its destination leaves
-without a second discharge pass. A step in which no vehicle changes state (none departs,
-decides, waits at a stop line or reaches one; sparse demand has many) only moves the clock.
+state changes), numpy throughout with no per-vehicle Python loop; where numba's JIT is on, the
+queue model's discharge runs as one compiled loop instead (:mod:`relied.env.kernel`, the same
+arithmetic in the same order: every result bit for bit that of the numpy path). The queue
+model's extra work is kept to a few array operations per step in the uncongested case: entries
+are counted in by one ``bincount`` (reused for the edges' entry counts) and checked against
+what each edge can hold (ranked first come first served only where an entry is really refused),
+storage is recounted over vehicles at stop lines only in the retry after the step's moves
+(before them every such vehicle has just decided, so ``stored`` equals ``count``), and the
+retry itself is skipped where every held queue is bound to an edge that stays full; the
+per-edge FIFO chain is computed only where a queue's second vehicle can leave within the step
+(otherwise at most one vehicle leaves each edge, and moves are plain indexing, no
+``ufunc.at``), held queues are gated only while some head waits for a full edge, and a lone
+vehicle at its destination leaves without a second discharge pass. A step in which no vehicle
+changes state (none departs, decides, waits at a stop line or reaches one; sparse demand has
+many) only moves the clock.
 
 Vehicle states: ``WAITING`` (before departure), ``AT_NODE`` (at an intersection or its origin,
 choosing the next edge), ``QUEUED`` (next edge chosen, waiting to leave), ``ON_EDGE`` (driving
@@ -72,6 +75,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from relied.env.kernel import COMPILED, discharge_queues
 from relied.env.live import CostFloor, LiveCostToGo, cost_to_go, local_xy
 from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
@@ -133,7 +137,9 @@ class RoutingCore:
     ``record_routes`` keeps every learner's edges (:meth:`agent_routes`); ``record_queues``
     keeps the queue length of every edge at every step (``queue_history``, for plots);
     ``record_traversals`` keeps every edge traversal of every vehicle (``traversals``, for
-    the dynamic equilibrium).
+    the dynamic equilibrium). ``compiled``: the queue model's discharge runs in one compiled
+    kernel (:mod:`relied.env.kernel`; the default where numba's JIT is on) or in numpy (the
+    reference); both give the same results, bit for bit.
     """
 
     def __init__(self, net: CityNetwork, scenario: Scenario, record_routes: bool = False,
@@ -150,6 +156,7 @@ class RoutingCore:
         self._ff_slot: np.ndarray | None = None  # (:meth:`_free_flow_slots`)
         self._floors: list[CostFloor] | None = None  # (:meth:`_cost_floor`)
         self.queue_model = s.traffic_model == "queue"
+        self.compiled = COMPILED
         self.headway = 1.0 / (net.saturation_vps * net.green_share)
         # traffic signals (``Scenario.signals``): a controlled approach discharges at its full
         # saturation flow during green and not at all during red; its mean capacity (for the
@@ -171,6 +178,7 @@ class RoutingCore:
         # ``next_edge`` of a vehicle leaving the network at its edge's head: one past the edges
         self._arrive = net.n_edges
         self._no_one = np.empty(0, dtype=np.int64)  # (the vehicles that arrive in an idle step)
+        self._none, self._no_time = np.zeros(1, dtype=bool), np.zeros(1)  # (kernel: unused)
         # the most vehicles each edge can hold: a vehicle enters while fewer than ``storage``
         # are on it, so ``ceil(storage)``; two more entries, index ``_arrive`` (leaving the
         # network) and -1: never full, so the entry check needs no mask
@@ -542,6 +550,8 @@ class RoutingCore:
         """Move queued vehicles that can leave by ``t1`` into their next edge (or out of the
         network), only those on ``edges`` (a mask over edges, last entry: origins) if given.
         Returns the vehicles that arrived; ``self._held`` keeps those a full next edge held."""
+        if self.queue_model and self.compiled:
+            return self._discharge_compiled(t1, edges)
         act = self.active
         queued = self.v_status[act] == QUEUED
         if edges is not None:
@@ -567,6 +577,34 @@ class RoutingCore:
         stay = q[~go]
         self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
         return self._move(q[go], depart[go], src[go], self.next_edge[q][go], t1)
+
+    def _discharge_compiled(self, t1: float, edges: np.ndarray | None) -> np.ndarray:
+        """:meth:`_discharge` of the queue model in the compiled kernel
+        (:func:`relied.env.kernel.discharge_queues`: the numpy path's arithmetic, in order)."""
+        sig, none = self.signal_plan, self._none
+        self._recount = retried = edges is not None
+        (arrived, self._held, self._entered, src, go, slot, left, self._blocking, forced,
+         v, d, from_edge, to, entered) = discharge_queues(
+            self.active, edges if retried else none, retried, t1, retried, self._blocking,
+            float(self.scenario.stuck_time_s), self.v_status, self.v_edge, self.v_node,
+            self.next_edge, self.ready_s, self.entered_s, self.clock_s, self.head_since,
+            self.v_arrival, self._count, self._next_slot, self._blocked_on,
+            self.blocked_since, self.entries, self.traversal_s, self._src_key, self._headway,
+            self._most, self.net.storage, self.net.freeflow_s, self.net.edge_dst,
+            sig is not None, none if sig is None else sig.controlled,
+            self._no_time if sig is None else sig.start_s,
+            self._no_time if sig is None else sig.green_s,
+            0.0 if sig is None else float(sig.cycle_s))
+        self.forced += forced
+        self._left = (src, go, slot, t1) if left else None
+        if v.size and self.record_traversals:  # (what the numpy path's _move records)
+            i = int(from_edge.searchsorted(0))
+            self.traversals.append((v[i:], from_edge[i:], entered[i:], d[i:]))
+        if self.record_routes and self._entered.size:
+            e = to[to != self._arrive]
+            learner = self._entered < self.n
+            self.routes.append((self._entered[learner], e[learner]))
+        return arrived
 
     def _discharge_queues(self, q: np.ndarray, t1: float) -> np.ndarray:
         """Queue model part of :meth:`_discharge` for queued ``q`` (ascending). Queues whose

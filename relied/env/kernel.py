@@ -1,0 +1,421 @@
+"""The queue model's discharge (:meth:`RoutingCore._discharge_queues`) as one compiled loop.
+
+The numpy discharge spends most of a congested step in many small array calls over a few
+dozen queued vehicles. :func:`discharge_queues` does the same work in one numba kernel, step
+for step the same arithmetic in the same order (the closed-form FIFO times, the signal waits,
+the first-come-first-served admission, the sequential ``ufunc.at`` updates), so every result
+is bit for bit that of the numpy path, which stays the reference (:data:`COMPILED` is False
+where numba's JIT is off, e.g. ``NUMBA_DISABLE_JIT=1`` in the test suite: the numpy path
+runs). ``tests/test_core_kernel.py`` checks the two paths give the same state at every step.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+#: whether the core uses the compiled discharge (numba's JIT on)
+COMPILED = not numba.config.DISABLE_JIT
+
+_QUEUED, _AT_NODE, _ON_EDGE, _ARRIVED = 2, 1, 3, 4
+_EPS = 1e-9
+
+
+@numba.njit(cache=True)
+def _max(a, b):
+    """``np.maximum`` of two floats (the first where equal, NaN from the first)."""
+    return a if a >= b or a != a else b
+
+
+@numba.njit(cache=True)
+def _stored(active, v_status, v_edge, next_slot, ready_s, count, n_edges):
+    """:attr:`RoutingCore.stored` (the same counts)."""
+    queued = np.zeros(n_edges + 1, dtype=np.int64)
+    for a in active:
+        if v_status[a] == _QUEUED:
+            queued[v_edge[a] + 1] += 1
+    out = count[:n_edges].copy()
+    for a in active:
+        at = v_edge[a]
+        if v_status[a] == _AT_NODE and at >= 0 and queued[at + 1] == 0 and \
+                next_slot[at] <= ready_s[a] + _EPS:
+            out[at] -= 1
+    return out
+
+
+@numba.njit(cache=True)
+def discharge_queues(active, retry, use_retry, t1, recount, blocking, stuck_time_s,
+                     v_status, v_edge, v_node, next_edge, ready_s, entered_s, clock_s,
+                     head_since, v_arrival, count, next_slot, blocked_on, blocked_since,
+                     entries, traversal_s, src_key, headway, most, storage, freeflow_s,
+                     edge_dst, signals, controlled, green_start, green_s, cycle_s):
+    """:meth:`RoutingCore._discharge` of the queue model (with :meth:`_gate`, :meth:`_fifo`,
+    :meth:`_wait_for_green`, :meth:`_admit`, :meth:`_move`), updating the state arrays in
+    place. ``count``, ``next_slot``, ``blocked_on``, ``headway``, ``src_key``, ``most`` are
+    the core's padded arrays (``_count`` ...; index -1: origins). Returns ``(arrived, held,
+    entered, left_src, left_go, left_slot, has_left, blocking, forced, lv, ld, lfrom, lto,
+    lentered)``: ``l*`` the vehicles that left, in order (for the records)."""
+    n_edges = storage.size
+    arrive = n_edges
+    lim = t1 + _EPS
+    # the queued vehicles (on the retried edges)
+    q = np.empty(active.size, dtype=np.int64)
+    n = 0
+    for a in active:
+        if v_status[a] == _QUEUED and (not use_retry or retry[v_edge[a]]):
+            q[n] = a
+            n += 1
+    q = q[:n]
+    stored = np.empty(0, dtype=np.int64)
+    have_stored = False
+    held = np.empty(0, dtype=np.int64)
+    forced = 0
+    empty_i = np.empty(0, dtype=np.int64)
+    empty_f = np.empty(0)
+    empty_b = np.empty(0, dtype=np.bool_)
+    # ---- gate: queues whose head waits for an edge still full stay out
+    if blocking:
+        ge = np.empty(n, dtype=np.int64)
+        full = np.zeros(n, dtype=np.bool_)
+        any_full = False
+        for j in range(n):
+            ge[j] = v_edge[q[j]]
+            if blocked_on[ge[j]] >= 0:
+                full[j] = True
+                any_full = True
+        if not any_full:
+            still = False
+            for k in range(n_edges):
+                if blocked_on[k] >= 0:
+                    still = True
+                    break
+            if not still:
+                blocking = False
+        else:
+            any_full = False
+            for j in range(n):
+                if full[j]:
+                    w = blocked_on[ge[j]]
+                    full[j] = count[w] >= storage[w] and \
+                        t1 - blocked_since[ge[j]] < stuck_time_s
+                    any_full |= full[j]
+            if recount and any_full:
+                stored = _stored(active, v_status, v_edge, next_slot, ready_s, count, n_edges)
+                have_stored = True
+                any_full = False
+                for j in range(n):
+                    if full[j]:
+                        w = blocked_on[ge[j]]
+                        full[j] = stored[w] >= storage[w]
+                        any_full |= full[j]
+            if any_full:
+                held = np.empty(n, dtype=np.int64)
+                nh = 0
+                keep = 0
+                for j in range(n):
+                    if full[j]:
+                        next_slot[ge[j]] = _max(next_slot[ge[j]], t1)
+                for j in range(n):
+                    v = q[j]
+                    if full[j]:
+                        held[nh] = v
+                        nh += 1
+                        clock_s[v] = _max(clock_s[v], t1) if recount else t1
+                    else:
+                        q[keep] = v
+                        keep += 1
+                held = held[:nh]
+                q = q[:keep]
+                n = keep
+    if n == 0:
+        return (q, held, q, empty_i, empty_b, empty_f, False, blocking, 0,
+                empty_i, empty_f, empty_i, empty_i, empty_f)
+    # ---- FIFO per edge: by stop-line time, then vehicle id (q ascending, the sort stable)
+    key = np.empty(n)
+    for j in range(n):
+        key[j] = src_key[v_edge[q[j]]] + ready_s[q[j]]
+    order = np.argsort(key, kind="mergesort")
+    q = q[order]
+    src = np.empty(n, dtype=np.int64)
+    slot = np.empty(n)
+    for j in range(n):
+        src[j] = v_edge[q[j]]
+        slot[j] = next_slot[src[j]]
+    # ---- cannot leave (long queues): the first few of each queue only
+    everyone = False
+    out = empty_b
+    n_out = 0
+    if n >= 64:
+        out = np.zeros(n, dtype=np.bool_)
+        first = 0
+        for j in range(n):
+            if j and src[j] != src[j - 1]:
+                first = j
+            out[j] = (j - first) * headway[src[j]] + slot[j] > lim
+            if out[j]:
+                n_out += 1
+        if 2 * n_out >= n:
+            everyone = True
+    q_all, src_all, slot_all = q, src, slot
+    if everyone:
+        m = n - n_out
+        q, src, slot = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64), np.empty(m)
+        i = 0
+        for j in range(n):
+            if not out[j]:
+                q[i], src[i], slot[i] = q_all[j], src_all[j], slot_all[j]
+                i += 1
+        n = m
+    # ---- FIFO discharge times (the closed form of RoutingCore._fifo)
+    depart = np.empty(n)
+    for j in range(n):
+        depart[j] = _max(slot[j], clock_s[q[j]])
+    one_each = True
+    k = 0
+    while k < n and src[k] < 0:
+        k += 1
+    k += 1
+    has_behind = False
+    start = np.ones(n, dtype=np.bool_)
+    if k < n:
+        for j in range(k, n):
+            if src[j] == src[j - 1]:
+                start[j] = False
+                has_behind = True
+    if has_behind:
+        second_by_t1 = False
+        for j in range(k, n):
+            if not start[j] and slot[j] + headway[src[j]] <= lim:
+                second_by_t1 = True
+                break
+        if not second_by_t1:
+            for j in range(k, n):
+                if not start[j]:
+                    depart[j] = np.inf
+        else:
+            one_each = False
+            first = 0
+            top = 0.0
+            for j in range(n):
+                if start[j]:
+                    first = j
+                jh = (j - first) * headway[src[j]]
+                b = ready_s[q[j]] - jh
+                if start[j] or b > top:
+                    top = b
+                depart[j] = _max(jh + _max(slot[j], top), clock_s[q[j]])
+    # ---- signals: those crossing a light wait for green (RoutingCore._wait_for_green)
+    if signals:
+        cand = np.zeros(n, dtype=np.bool_)
+        for j in range(n):
+            cand[j] = controlled[src[j]] and depart[j] <= lim
+        prev = -1  # the previous candidate
+        for j in range(n):
+            if not cand[j]:
+                continue
+            e = src[j]
+            if prev >= 0 and src[prev] == e:  # behind a candidate of its own queue
+                if depart[j - 1] <= lim:
+                    v = q[j]
+                    t = _max(_max(ready_s[v], depart[j - 1] + headway[e]), clock_s[v])
+                else:
+                    depart[j] = np.inf
+                    prev = j
+                    continue
+            else:
+                t = depart[j]
+            if next_edge[q[j]] < arrive:
+                u = np.fmod(t - green_start[e], cycle_s)  # (np.mod, as numpy computes it)
+                if u != 0.0 and (u < 0.0) != (cycle_s < 0.0):
+                    u += cycle_s
+                if u >= green_s[e]:
+                    t = t + (cycle_s - u)
+            depart[j] = t
+            prev = j
+    can = np.empty(n, dtype=np.bool_)
+    target = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        can[j] = depart[j] <= lim
+        target[j] = next_edge[q[j]]
+    # ---- count the entries in; rank them only where an edge would be over what it holds
+    for j in range(n):
+        if can[j] and target[j] < arrive:
+            count[target[j]] += 1
+    over = False
+    for j in range(n):
+        if can[j] and count[target[j]] > most[target[j]]:
+            over = True
+            break
+    admitted = False
+    go = can
+    if over:
+        for j in range(n):
+            if can[j] and target[j] < arrive:
+                count[target[j]] -= 1
+        admitted = True
+        go, blocking, forced, held = _admit(
+            q, src, target, depart, can, start, has_behind, t1, recount, stored, have_stored,
+            active, v_status, v_edge, ready_s, count, next_slot, blocked_on, blocked_since,
+            head_since, storage, stuck_time_s, held, blocking, n_edges)
+    # the vehicles that leave, in order
+    n_go = 0
+    for j in range(n):
+        if go[j]:
+            n_go += 1
+    lv = np.empty(n_go, dtype=np.int64)
+    ld = np.empty(n_go)
+    lfrom = np.empty(n_go, dtype=np.int64)
+    lto = np.empty(n_go, dtype=np.int64)
+    i = 0
+    for j in range(n):
+        if go[j]:
+            lv[i], ld[i], lfrom[i], lto[i] = q[j], depart[j], src[j], target[j]
+            i += 1
+    if everyone:
+        went = np.zeros(q_all.size, dtype=np.bool_)
+        i = 0
+        for j in range(q_all.size):
+            if not out[j]:
+                went[j] = go[i]
+                i += 1
+        go = went
+    q, src, slot = q_all, src_all, slot_all
+    for j in range(q.size):
+        v = q[j]
+        if recount:
+            if not go[j]:
+                clock_s[v] = _max(clock_s[v], t1)
+        else:
+            clock_s[v] = t1
+    has_left = admitted or has_behind or everyone or signals
+    # ---- move (RoutingCore._move): leave the edges, enter the next ones or arrive
+    lentered = np.empty(n_go)
+    n_gone = 0
+    for j in range(n_go):
+        v, f, d = lv[j], lfrom[j], ld[j]
+        lentered[j] = entered_s[v]
+        if f >= 0:
+            blocked_on[f] = -1
+            if one_each:
+                next_slot[f] = d + headway[f]
+            else:
+                next_slot[f] = _max(next_slot[f], d + headway[f])
+            count[f] -= 1
+            traversal_s[f] += d - entered_s[v]
+        clock_s[v] = d
+        head_since[v] = np.nan
+        next_edge[v] = -1
+        if lto[j] == arrive:
+            n_gone += 1
+    gone = np.empty(n_gone, dtype=np.int64)
+    entered = np.empty(n_go - n_gone, dtype=np.int64)
+    ia = ib = 0
+    for j in range(n_go):
+        v, to, d = lv[j], lto[j], ld[j]
+        if to == arrive:
+            v_status[v] = _ARRIVED
+            v_arrival[v] = d
+            v_edge[v] = -1
+            gone[ia] = v
+            ia += 1
+        else:
+            entered[ib] = v
+            ib += 1
+            if admitted:  # (else counted in before the ranking)
+                count[to] += 1
+            entries[to] += 1
+            v_status[v] = _ON_EDGE
+            v_edge[v] = to
+            v_node[v] = edge_dst[to]
+            entered_s[v] = d
+            ready = d + freeflow_s[to]
+            ready_s[v] = ready
+            clock_s[v] = ready if ready <= t1 or ready != ready else t1
+    return (gone, held, entered, src, go, slot, has_left, blocking, forced,
+            lv, ld, lfrom, lto, lentered)
+
+
+@numba.njit(cache=True)
+def _admit(q, src, target, depart, can, start, has_behind, t1, recount, stored, have_stored,
+           active, v_status, v_edge, ready_s, count, next_slot, blocked_on, blocked_since,
+           head_since, storage, stuck_time_s, held, blocking, n_edges):
+    """:meth:`RoutingCore._admit`: which of ``q`` leave; returns ``(go, blocking, forced,
+    held)`` (``held`` with the vehicles a full edge holds appended)."""
+    n = q.size
+    arrive = n_edges
+    entries = np.zeros(n_edges, dtype=np.int64)
+    n_in = 0
+    for j in range(n):
+        if can[j] and target[j] < arrive:
+            entries[target[j]] += 1
+            n_in += 1
+    if recount and not have_stored:
+        stored = _stored(active, v_status, v_edge, next_slot, ready_s, count, n_edges)
+    tq = np.empty(n_in, dtype=np.int64)
+    room_of = np.empty(n_in)
+    over = False
+    i = 0
+    for j in range(n):
+        if can[j] and target[j] < arrive:
+            w = target[j]
+            room = storage[w] - (stored[w] if recount else count[w])
+            room_of[i] = room
+            tq[i] = j
+            i += 1
+            over |= entries[w] > room
+    if not over:
+        return can, blocking, 0, held
+    # rank the entries per edge, first come first served: by (edge, time, vehicle)
+    by = np.argsort(q[tq], kind="mergesort")
+    by = by[np.argsort(depart[tq][by], kind="mergesort")]
+    by = by[np.argsort(target[tq][by], kind="mergesort")]
+    fits = np.zeros(n, dtype=np.bool_)
+    first = 0
+    for r in range(n_in):
+        if r and target[tq[by[r]]] != target[tq[by[r - 1]]]:
+            first = r
+        fits[tq[by[r]]] = r - first < room_of[by[r]]
+    go = np.zeros(n, dtype=np.bool_)
+    stuck = np.zeros(n, dtype=np.bool_)
+    forced = 0
+    blocked = False  # a vehicle of this queue so far could not go
+    for j in range(n):
+        leaving = target[j] == arrive
+        stuck[j] = can[j] and not leaving and t1 - head_since[q[j]] >= stuck_time_s
+        ok = can[j] and (leaving or fits[j] or stuck[j])
+        if src[j] >= 0:
+            if start[j]:
+                blocked = False
+            blocked |= not ok
+            go[j] = not blocked
+        else:
+            go[j] = ok
+        if go[j] and stuck[j] and not fits[j]:
+            forced += 1
+    n_held = 0
+    for j in range(n):
+        if can[j] and not go[j]:
+            n_held += 1
+    if n_held:
+        for j in range(n):
+            h = can[j] and not go[j]
+            if h and (start[j] or src[j] < 0):
+                v = q[j]
+                if head_since[v] != head_since[v]:
+                    head_since[v] = t1
+        more = np.empty(held.size + n_held, dtype=np.int64)
+        more[: held.size] = held
+        i = held.size
+        for j in range(n):
+            if can[j] and not go[j]:
+                more[i] = q[j]
+                i += 1
+        held = more
+        for j in range(n):
+            if can[j] and not go[j] and src[j] >= 0 and start[j]:
+                e = src[j]
+                next_slot[e] = _max(next_slot[e], t1)
+                blocked_on[e] = target[j]
+                blocked_since[e] = head_since[q[j]]
+        blocking = True
+    return go, blocking, forced, held

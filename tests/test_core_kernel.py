@@ -1,0 +1,168 @@
+"""The compiled queue discharge (:mod:`relied.env.kernel`) gives what the numpy discharge
+gives, bit for bit: every step's rewards and every state array, the traversals and routes
+recorded, on congested runs that take every branch of the numpy path (ranked admission into
+full edges, held queues gated, forced entries, FIFO chains, long queues cut short, waits for
+green). The suite runs with ``NUMBA_DISABLE_JIT=1`` (the kernel then runs as plain Python,
+on small runs); the compiled kernel is checked in a subprocess with the JIT on
+(``python tests/test_core_kernel.py`` runs that check)."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from relied.env.cities import load_city
+from relied.env.core import RoutingCore
+from relied.env.policies import make_policy
+from relied.env.presets import load_preset
+from relied.env.scenario import Scenario
+
+STATE = ("v_status", "v_edge", "v_node", "next_edge", "ready_s", "entered_s", "clock_s",
+         "head_since", "v_arrival", "_count", "_next_slot", "_blocked_on", "blocked_since",
+         "entries", "traversal_s", "active", "_held")
+
+
+def congested(city: str, signals: bool, n: int = 150) -> Scenario:
+    """``2 n`` vehicles (half learners) departing within 30 s: queues spill back at once."""
+    return Scenario(city=city, n_agents=n, seed=3, departure_window_s=30.0, signals=signals,
+                    background_share=0.5, horizon_s=900.0)
+
+
+def trace(net, scenario: Scenario, compiled: bool, policy: str) -> tuple[list[str], dict]:
+    """A digest of each step's rewards and state, and the episode's records and metrics."""
+    core = RoutingCore(net, scenario, record_routes=True, record_traversals=True)
+    core.compiled = compiled
+    pol = make_policy(policy, 0)
+    steps = []
+    while not core.done:
+        h = hashlib.sha1()
+        for a in core.advance(pol(core)):
+            h.update(a.tobytes())
+        for name in STATE:
+            h.update(np.ascontiguousarray(getattr(core, name)).tobytes())
+        h.update(repr((core.forced, core._blocking, core.n_arrived, core._left is None,
+                       core._entered.tolist())).encode())
+        steps.append(h.hexdigest())
+    records = [np.concatenate(x) for x in zip(*core.traversals, strict=True)]
+    records += [np.concatenate(x) for x in zip(*core.routes, strict=True)]
+    end = {"records": hashlib.sha1(b"".join(r.tobytes() for r in records)).hexdigest(),
+           "metrics": core.metrics()}
+    return steps, end
+
+
+def branches(net, scenario: Scenario, policy: str, monkeypatch) -> collections.Counter:
+    """How often the numpy discharge took each branch the kernel reproduces."""
+    hits: collections.Counter = collections.Counter()
+
+    def spy(name, taken):
+        real = getattr(RoutingCore, name)
+
+        def wrapped(self, *args):
+            out = real(self, *args)
+            hits[name] += bool(taken(out, args))
+            return out
+        monkeypatch.setattr(RoutingCore, name, wrapped)
+
+    spy("_admit", lambda go, a: (go != a[4]).any())  # some entry refused
+    spy("_gate", lambda out, a: out[2].size)  # some queue held out
+    spy("_cannot_leave", lambda out, a: out is not None)  # long queues cut short
+    spy("_fifo", lambda out, a: out[1] is not None and
+        np.isfinite(out[0][out[1][0]:][out[1][1]]).any())  # chained departures
+    spy("_wait_for_green", lambda out, a: True)
+    core = RoutingCore(net, scenario)
+    core.compiled = False
+    pol = make_policy(policy, 0)
+    while not core.done:
+        core.advance(pol(core))
+    hits["forced"] = core.forced
+    return hits
+
+
+@pytest.mark.parametrize("signals,policy", [(True, "shortest-path"),
+                                            (False, "congestion-aware")])
+def test_kernel_is_the_numpy_discharge(signals, policy, monkeypatch):
+    """The kernel's logic (run as Python here) equals the numpy discharge at every step of a
+    congested run that takes each of its branches."""
+    net = load_city("west-oakland")
+    scenario = congested("west-oakland", signals)
+    hits = branches(net, scenario, policy, monkeypatch)
+    monkeypatch.undo()
+    needed = ["_admit", "_gate", "_cannot_leave", "_fifo", "forced"]
+    assert all(hits[b] > 0 for b in needed + ["_wait_for_green"] * signals), hits
+    reference, ref_end = trace(net, scenario, False, policy)
+    got, end = trace(net, scenario, True, policy)
+    assert len(got) == len(reference) > 300
+    assert got == reference
+    assert end == ref_end
+
+
+def test_kernel_would_catch_a_wrong_admission(monkeypatch):
+    """The comparison fails when the kernel's logic differs: here, storage read one vehicle
+    larger (a full edge admits one more)."""
+    net = load_city("west-oakland")
+    scenario = congested("west-oakland", False, n=100)
+    reference, _ = trace(net, scenario, False, "shortest-path")
+    import relied.env.kernel as kernel
+
+    real = kernel.discharge_queues
+
+    def roomier(*args):
+        args = list(args)
+        args[25] = args[25] + 1.0  # storage
+        return real(*args)
+
+    monkeypatch.setattr(kernel, "discharge_queues", roomier)
+    monkeypatch.setattr("relied.env.core.discharge_queues", roomier)
+    got, _ = trace(net, scenario, True, "shortest-path")
+    assert got != reference
+
+
+#: runs compared with the JIT on: (preset or city, policy, signals)
+COMPILED_CASES = [("west-oakland", "congestion-aware", True),
+                  ("aguascalientes", "shortest-path", True),
+                  ("monaco", "shortest-path", False),
+                  ("aguascalientes-peak", "congestion-aware", False)]
+
+
+def compare_compiled() -> list[dict]:
+    """Every case of :data:`COMPILED_CASES` with the compiled kernel and with numpy."""
+    from relied.env.kernel import COMPILED
+
+    assert COMPILED, "numba's JIT is off"
+    out = []
+    for name, policy, signals in COMPILED_CASES:
+        base = load_preset(name).scenario if name.endswith("-peak") else \
+            congested(name, signals, n=300)
+        scenario = base.model_copy(update={"signals": signals})
+        net = load_city(scenario.city)
+        reference, ref_end = trace(net, scenario, False, policy)
+        got, end = trace(net, scenario, True, policy)
+        out.append({"case": [name, policy, signals], "steps": len(reference),
+                    "equal": got == reference and end == ref_end,
+                    "forced": ref_end["metrics"]["forced_entries"]})
+    return out
+
+
+def test_compiled_kernel_is_the_numpy_discharge():
+    """With numba's JIT on (a subprocess; the suite runs with it off), the compiled kernel
+    equals the numpy discharge at every step of congested runs and a peak preset."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
+    run = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
+                         timeout=900, cwd=Path(__file__).parent.parent)
+    assert run.returncode == 0, run.stderr[-3000:]
+    cases = json.loads(run.stdout.strip().splitlines()[-1])
+    assert [c["case"] for c in cases] == [list(c) for c in COMPILED_CASES]
+    assert all(c["equal"] and c["steps"] > 200 for c in cases), cases
+    assert sum(c["forced"] for c in cases) > 0
+
+
+if __name__ == "__main__":
+    print(json.dumps(compare_compiled()))
