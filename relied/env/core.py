@@ -225,6 +225,8 @@ class RoutingCore:
         self.status, self.node, self.edge = self.v_status[:n], self.v_node[:n], self.v_edge[:n]
         self.arrival_s = self.v_arrival[:n]
         self.reset()
+        if self.compiled and self.queue_model:  # the kernel is built (or loaded from numba's
+            self._discharge_compiled(0.0, None, self._no_one)  # disk cache) here, not in a step
 
     # ---- state ------------------------------------------------------------------------------
     def reset(self) -> np.ndarray:
@@ -578,14 +580,17 @@ class RoutingCore:
         self.clock_s[stay] = np.maximum(self.clock_s[stay], t1)
         return self._move(q[go], depart[go], src[go], self.next_edge[q][go], t1)
 
-    def _discharge_compiled(self, t1: float, edges: np.ndarray | None) -> np.ndarray:
+    def _discharge_compiled(self, t1: float, edges: np.ndarray | None,
+                            active: np.ndarray | None = None) -> np.ndarray:
         """:meth:`_discharge` of the queue model in the compiled kernel
-        (:func:`relied.env.kernel.discharge_queues`: the numpy path's arithmetic, in order)."""
+        (:func:`relied.env.kernel.discharge_queues`: the numpy path's arithmetic, in order), of
+        the vehicles ``active`` if given (none: nothing changes, the kernel is only loaded)."""
         sig, none = self.signal_plan, self._none
         self._recount = retried = edges is not None
         (arrived, self._held, self._entered, src, go, slot, left, self._blocking, forced,
          v, d, from_edge, to, entered) = discharge_queues(
-            self.active, edges if retried else none, retried, t1, retried, self._blocking,
+            self.active if active is None else active, edges if retried else none, retried,
+            t1, retried, self._blocking,
             float(self.scenario.stuck_time_s), self.v_status, self.v_edge, self.v_node,
             self.next_edge, self.ready_s, self.entered_s, self.clock_s, self.head_since,
             self.v_arrival, self._count, self._next_slot, self._blocked_on,
