@@ -123,8 +123,9 @@ def train(
         min=0, help="most learners the expert team plans and demonstrates per scenario (a "
         "seeded sample from every planner block above it; 0: all) [500]")] = None,
     bound_version: Annotated[int | None, typer.Option(
-        min=5, max=6, help="the critic's bound: 5, the learners' trial update; 6, the measured "
-        "lookahead of their whole next update (opt-in, docs/experts.md) [5]")] = None,
+        min=5, max=6, help="the critic's bound: 6, the measured lookahead of the learners' "
+        "whole next update; 5, the analytic bound with their trial update (docs/experts.md) "
+        "[6]")] = None,
     sim_vehicles: Annotated[int | None, typer.Option(
         min=0, help="most vehicles the expert team simulates: a larger fleet is simulated as a "
         "seeded sample of about this many on the network with capacities scaled by its share "
