@@ -57,7 +57,8 @@ def profile(case: str, policy: str, signals: bool, top: int) -> dict:
                     "own_s": v[2], "cumulative_s": v[3]}
                    for (f, line, name), v in stats.items()), key=lambda r: -r["own_s"])
     return {"case": case, "policy": policy, "signals": signals, "steps": steps,
-            "mean_travel_time": tt, "wall_s": wall, "us_per_step": 1e6 * wall / steps,
+            "mean_travel_time": tt, "compiled": core.compiled, "wall_s": wall,
+            "us_per_step": 1e6 * wall / steps,
             "profiled_s": total, "advance_s": steps_s, "top": rows[:top]}
 
 
@@ -70,7 +71,10 @@ def markdown(r: dict) -> str:
              f"{r['wall_s']:.3f} s unprofiled ({r['us_per_step']:.0f} us per step), "
              f"{r['profiled_s']:.3f} s of own time under cProfile (its overhead included). A "
              "function's own time includes the numpy ufuncs it calls (cProfile lists Python "
-             "functions and some builtins, not ufuncs).", "",
+             "functions and some builtins, not ufuncs). The queue discharge ran "
+             + ("compiled (`kernel.discharge_queues`, a numba dispatcher cProfile does not "
+                "list: its time is `_discharge_compiled`'s own)." if r.get("compiled")
+                else "in numpy."), "",
              "| function | calls | own (s) | share of own time | cumulative (s) | cumulative / "
              "`advance` |", "|---|---:|---:|---:|---:|---:|"]
     for row in r["top"]:
