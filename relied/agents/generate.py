@@ -102,7 +102,7 @@ class BatchResult(BaseModel):
     rejected: list[dict] = Field(default_factory=list, description="[{agent, reason}]")
     usage: list[CallUsage] = Field(default_factory=list)
     bound_version: int = Field(description="the bound version the critic judged with (6: "
-                               "the lookahead, opt-in; 5: "
+                               "the lookahead, the default; 5: "
                                "with the learners' trial update)")
     learners: str = Field(description="the learners the critic judged under")
 

@@ -150,10 +150,10 @@ def generate(
                                              "sample from every planner block, the others "
                                              "drive shortest paths (0: all)")] = 500,
     sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES,
-    bound_version: Annotated[int, typer.Option(min=5, max=6, help="the critic's bound: 5, "
-                                               "the learners' trial update; 6, the measured "
-                                               "lookahead of their whole next update (opt-in, "
-                                               "docs/experts.md)")] = BOUND_VERSION,
+    bound_version: Annotated[int, typer.Option(min=5, max=6, help="the critic's bound: 6, "
+                                               "the measured lookahead of the learners' whole "
+                                               "next update; 5, the analytic bound with their "
+                                               "trial update (docs/experts.md)")] = BOUND_VERSION,
     no_filter: Annotated[bool, typer.Option("--no-filter", help="keep first plans whatever the "
                                             "critic says (LEED)")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore cached answers")] = False,
@@ -164,10 +164,11 @@ def generate(
 ) -> None:
     """Plan routes with the expert team and save accepted plans as demonstrations.
 
-    The critic judges every plan with the stationarity bound (version 5; --bound-version 6:
-    the measured lookahead of the learners' whole next update) under learners: their
-    current policy and their trial update on the plan. These are the learners of --run, else
-    the seeded untrained learners a new training run starts from. Where no plan of a scenario
+    The critic judges every plan by the measured lookahead of the learners' whole next update
+    with the plan's demonstrations (bound version 6; --bound-version 5: the analytic bound with
+    their trial update on the plan), under learners: their current policy and their update.
+    These are the learners of --run, else the seeded untrained learners a new training run
+    starts from. Where no plan of a scenario
     passes the critic within --max-rounds, its lowest-bound plan is saved as a fallback batch
     (not accepted; metadata extra.fallback). Exit status: 0 when a plan was accepted (or saved
     with --no-filter), 1 when the critic accepted no plan (the reasons are shown; fallback
