@@ -42,7 +42,7 @@ def seeds(per_iteration: bool = True) -> list[dict]:
 
 def summary(preset: str = "aguascalientes-peak", per_iteration: bool = True) -> dict:
     run = argparse.Namespace(agents=30, seeds=2, first_seed=5, iterations=2, eq_iterations=2)
-    return bv.summarise(preset, seeds(per_iteration), run, bv.BoundConfig())
+    return bv.summarise(preset, seeds(per_iteration), run, bv.BoundConfig(version=5))
 
 
 def test_first_update_gap_is_reported_beside_the_mean_over_updates():
