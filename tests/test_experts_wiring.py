@@ -40,8 +40,9 @@ def tiny(**kw) -> TrainConfig:
 
 def test_training_judges_every_plan_under_the_learners_trial_update(tmp_path, monkeypatch):
     """The first demos, the re-generated ones and every re-check are judged with the
-    learners' trial update (bound version 5, recorded in each batch); a re-check's terms
-    differ from version 4's under the same policy."""
+    learners' update (the default bound version, 6, recorded in each batch); a re-check's
+    terms (v5's, reported beside v6's verdict) differ from version 4's under the same
+    policy."""
     team = expert_team_demos("offline", batches=1, filter_by_bound=True, progress=False)
     given: list[Learners] = []
 
@@ -62,7 +63,8 @@ def test_training_judges_every_plan_under_the_learners_trial_update(tmp_path, mo
     trainer.run()
     rows = read_metrics(trainer.run_dir)
     assert len(given) == 1 + len(rows) // 2 >= 2 and len(rechecked) == len(rows)
-    assert all(g.trial_update is not None and g.bound_version() == BOUND_VERSION for g in given)
+    assert all(g.trial_update is not None and g.bound_version(BoundConfig()) == BOUND_VERSION
+               for g in given)
     assert given[0].digest is not None  # the seeded untrained learners: cacheable
     assert all(g.digest is None for g in given[1:])  # trained ones are not
     assert all(r.trial_update is not None and r.previous_probs is not None for r in rechecked)
