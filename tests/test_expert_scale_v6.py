@@ -4,11 +4,11 @@ verdict is the sample's, mapped back to fleet ids; training's re-check of such a
 the same sample."""
 
 import asyncio
-import copy
 
 import numpy as np
 import pytest
 import torch
+from test_experts_bound_v6 import hybrid_successor  # tests/ on sys.path
 
 from relied.agents.clients import make_client
 from relied.agents.generate import generate_demonstrations
@@ -27,9 +27,8 @@ from relied.rl import trial as trial_module
 from relied.rl.config import TrainConfig
 from relied.rl.demos import decisions_of, demonstrated
 from relied.rl.envs import make_vector_env
-from relied.rl.hybrid_ppo import Tensors, evaluate_actions, hybrid_update
 from relied.rl.model import ActorCritic
-from relied.rl.rollout import Decisions, collect, gae
+from relied.rl.rollout import Decisions, collect
 from relied.rl.trial import lookahead_seed, probs_of, trial_update
 
 # 40 learners among 200 vehicles, 8 planned; the team simulates a sample of about 80
@@ -90,23 +89,12 @@ def _next_policy_on_sample(model, update, sample, rows, agents, seed, net):
     venv.close()
     dec = Decisions.concat([r.dec for r in records])
     dec.agent = fleet[dec.agent]
-    batch = Tensors.of(dec)
-    old_logp, value = evaluate_actions(model, batch)
-    adv = torch.as_tensor(gae(dec, value.numpy(), cfg.gamma, cfg.gae_lambda))
     returns = np.zeros(SC.n_agents)
     returns[fleet] = rows.returns
     fleet_rows = type(rows)(rows.step, fleet[rows.agent], rows.obs, rows.mask, rows.action,
                             rows.cum, returns, rows.steps)
     expert = demonstrated(decisions_of(fleet_rows, model.k), fleet[agents].tolist())
-    successor = copy.deepcopy(model)
-    opt = torch.optim.Adam(successor.parameters(), lr=cfg.lr, eps=1e-5)
-    opt.load_state_dict(update.optim.state_dict())
-    hybrid_update(successor, opt, cfg, gen, batch, old_logp, adv, adv + value,
-                  Tensors.of(expert),
-                  torch.as_tensor(gae(expert, np.zeros(len(expert)), cfg.gamma, 1.0)),
-                  torch.as_tensor(update.lam(), dtype=torch.float32))
-    successor.eval()
-    return _on(probs_of(successor), fleet)
+    return _on(probs_of(hybrid_successor(model, update, gen, dec, expert)), fleet)
 
 
 def test_the_lookahead_on_a_sample_is_the_next_update_rolled_out_on_the_sample(learners):

@@ -46,10 +46,17 @@ def _whole_update(model, update, scenario, rows, seed):
     records = collect(venv, act, model.obs_dim, model.k)
     venv.close()
     dec = Decisions.concat([r.dec for r in records])
+    return probs_of(hybrid_successor(model, update, gen, dec, decisions_of(rows, model.k)))
+
+
+def hybrid_successor(model, update, gen, dec, expert):
+    """The learners' policy after one hybrid update, computed here: PPO on the rollout rows
+    ``dec`` (advantages and returns from the current value function) plus the expert loss on
+    ``expert``, from the trainer's optimiser state, minibatches drawn from ``gen``."""
+    cfg = update.cfg
     batch = Tensors.of(dec)
     old_logp, value = evaluate_actions(model, batch)
     adv = torch.as_tensor(gae(dec, value.numpy(), cfg.gamma, cfg.gae_lambda))
-    expert = decisions_of(rows, model.k)
     successor = copy.deepcopy(model)
     opt = torch.optim.Adam(successor.parameters(), lr=cfg.lr, eps=1e-5)
     opt.load_state_dict(update.optim.state_dict())
@@ -58,7 +65,7 @@ def _whole_update(model, update, scenario, rows, seed):
                   torch.as_tensor(gae(expert, np.zeros(len(expert)), cfg.gamma, 1.0)),
                   torch.as_tensor(update.lam(), dtype=torch.float32))
     successor.eval()
-    return probs_of(successor)
+    return successor
 
 
 def test_lookahead_verdict_on_the_congested_crowd(crowd):
