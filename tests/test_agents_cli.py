@@ -82,9 +82,9 @@ def _strict(text):
 
 
 def test_rejected_plans_are_listed_saved_as_fallback_and_exit_non_zero(tmp_path):
-    # the analytic bound (v5): at 20 agents v6 forecasts no drift at all for the offline plan
-    # (0 s, the reference's is positive but below 0.001 s), so it passes any epsilon > 0;
-    # v5's bound rejects every plan at epsilon 1e-6
+    # the analytic bound (v5): at 20 agents v6 forecasts (next to) no drift for the offline
+    # plan, below even 1e-6 times the reference's, so it passes there; v5's bound rejects
+    # every plan at epsilon 1e-6
     strict = ["experts", "generate", "--agents", "20", "--epsilon", "1e-6", "--max-rounds", "1",
               "--bound-version", "5"]
     res = runner.invoke(app, [*strict, "--out", str(tmp_path / "d"), "--json"])
