@@ -84,6 +84,8 @@ def test_lookahead_verdict_on_the_congested_crowd(crowd):
           for k, r in plans.items()}
     assert not v6["herd"].accepted and "forecast" in v6["herd"].reason
     assert v6["few"].accepted and v6["half"].accepted
+    ref_s = v6["few"].reference_lookahead_drift_s  # the reason names the reference's drift
+    assert f"below 1 x the reference's {ref_s:.3f} s" in v6["few"].reason
     herd = v6["herd"].lookahead_drift_s
     assert herd == pytest.approx(v6["herd"].reference_lookahead_drift_s) and herd > 0.005
     assert v6["half"].lookahead_drift_s < v6["few"].lookahead_drift_s < herd

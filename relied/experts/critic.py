@@ -792,7 +792,8 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
         plan_mean_return=plan_return, baseline_mean_return=baseline_return, too_slow=short,
         mean_travel_time=run.metrics["mean_travel_time"],
         reason="; ".join(reasons) or (
-            _lookahead_reason(ahead_mean, limit, scenario.time_scale_s) if lookahead
+            _lookahead_reason(ahead_mean, config.epsilon, ahead_ref, scenario.time_scale_s)
+            if lookahead
             else _accepted_reason(plan_mean, eps, vol * scenario.time_scale_s)),
         **({"lookahead": True,
             "lookahead_drift_s": ahead_mean * scenario.time_scale_s,
@@ -801,12 +802,13 @@ def check_plan(net: CityNetwork, scenario: Scenario, routes: Sequence[Sequence[i
     return report, run
 
 
-def _lookahead_reason(ahead: float, limit: float, time_scale_s: float) -> str:
-    how = "below" if ahead < limit else "at (negligible)"
+def _lookahead_reason(ahead: float, epsilon: float, reference: float,
+                      time_scale_s: float) -> str:
+    how = "below" if ahead < epsilon * reference else "at (negligible)"
     return (f"the learners' next update with this plan's demonstrations is forecast to move "
             f"its agents' travel times by {ahead * time_scale_s:.3f} s per decision, {how} "
-            f"the reference's {limit * time_scale_s:.3f} s, and the mean return is not below "
-            "the shortest-path baseline")
+            f"{epsilon:g} x the reference's {reference * time_scale_s:.3f} s, and the mean "
+            "return is not below the shortest-path baseline")
 
 
 def _accepted_reason(plan_mean: float, eps: float, vol_s: float) -> str:
