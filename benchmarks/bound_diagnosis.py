@@ -120,7 +120,7 @@ def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
             })
             previous = before
         venv.close()
-        trainer.release()
+        trainer.folder.release()
         row = {"preset": preset_name, "seed": seed, "plan": name, "bound_version": bound.version,
                "accepted": report.accepted,
                "too_slow": report.too_slow, "plan_bound": report.plan_bound,
@@ -134,7 +134,7 @@ def seed_rows(preset_name: str, seed: int, args, work: Path) -> list[dict]:
         print(f"{preset_name} seed {seed} {name}: drift "
               + ", ".join(f"{i['drift_s']:.3f}" for i in iters) + " s", file=sys.stderr,
               flush=True)
-    case.judge.release()
+    case.judge.folder.release()
     return out
 
 

@@ -76,7 +76,7 @@ def measure(version: int, seed: int, agents: int) -> dict:
                      "minibatch_steps": cfg.epochs * int(np.ceil(len(rollout.action)
                                                                  / cfg.minibatch)),
                      "trial_steps_v5": cfg.epochs}
-        case.judge.release()
+        case.judge.folder.release()
     return {"version": version, "setup": setup, "checks": rows, "update": steps}
 
 

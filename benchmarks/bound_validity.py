@@ -306,7 +306,7 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
             pairs += list(zip(terms.bound, terms.absolute, terms.divergence, terms.external,
                               count, d, route_drifts[-1], terms.move, ahead, strict=True))
         venv.close()
-        trainer.release()
+        trainer.folder.release()
         rows.append({"seed": seed, "plan": name, "accepted": report.accepted,
                      "same_as_reference": [list(r) for r in routes] == [list(r) for r in sp],
                      "negligible": report.negligible, "volatility_s": report.volatility_s,
@@ -325,7 +325,7 @@ def _one_seed(preset_name: str, seed: int, args, bound: BoundConfig, work: Path)
                  f"accepted={report.bound_accepted}, forecast {report.lookahead_drift_s:.3f} s, "
                  f"reference's {report.reference_lookahead_drift_s:.3f} s)"
                  if report.lookahead else ""), file=sys.stderr, flush=True)
-    case.judge.release()
+    case.judge.folder.release()
     p = np.array(pairs, dtype=float)
     if lookahead_only:
         return {"rows": rows, "pairs": len(p), "rho": {

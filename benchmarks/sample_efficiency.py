@@ -74,7 +74,8 @@ from relied.experts.bound import BOUND_VERSION
 from relied.rl.config import ALGO_SPECS, TrainConfig
 from relied.rl.demos import expert_team_demos, team_config
 from relied.rl.policy import TrainedPolicy
-from relied.rl.trainer import Trainer, read_metrics
+from relied.rl.run_folder import read_metrics
+from relied.rl.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 ALGOS = "reled,reled-nofilter,reled-fixed,leed,ippo,mappo,bc"

@@ -138,7 +138,7 @@ def run_case(case: dict, device: str, profile: Path | None) -> dict:
                         it = trainer.iterate(venv)
                 finally:
                     venv.close()
-                    trainer.release()
+                    trainer.folder.release()
                 wall, steps, decisions = it["wall_s"], it["env_steps"], it["decisions"]
                 timing = trainer.timing
                 sgd = cfg.epochs * math.ceil(decisions / cfg.minibatch)

@@ -20,7 +20,8 @@ from relied.experts.demos import load_batch
 from relied.experts.learners import Learners
 from relied.rl.config import TrainConfig
 from relied.rl.demos import expert_team_demos
-from relied.rl.trainer import Trainer, read_metrics
+from relied.rl.run_folder import read_metrics
+from relied.rl.trainer import Trainer
 from relied.rl.trial import fresh_learners, probs_of, run_learners
 
 torch.set_num_threads(1)

@@ -14,7 +14,7 @@ from relied.env.rollout import DecisionRecord
 from relied.env.scenario import Scenario
 from relied.experts.demos import DemoMeta, list_batches, load_batch, save_batch
 from relied.rl.config import TrainConfig
-from relied.rl.trainer import new_run_dir
+from relied.rl.run_folder import new_run_dir
 
 CTX = mp.get_context("fork")
 

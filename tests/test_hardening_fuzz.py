@@ -23,7 +23,8 @@ from relied.experts.demos import DemoFileError, load_batch
 from relied.rl.config import TrainConfig
 from relied.rl.demos import shortest_path_demos
 from relied.rl.policy import PolicyFileError, load_policy
-from relied.rl.trainer import Trainer, TrainError, read_metrics
+from relied.rl.run_folder import TrainError, read_metrics
+from relied.rl.trainer import Trainer
 
 torch.set_num_threads(1)
 FUZZ = settings(max_examples=40, deadline=None,
@@ -188,7 +189,7 @@ def trainer(tmp_path_factory):
 @given(data=st.binary(max_size=300), flips=st.lists(st.integers(0, 10**9), max_size=6),
        mode=st.sampled_from(["random", "flipped", "truncated"]))
 def test_random_or_damaged_checkpoints(trainer, data, flips, mode):
-    good = trainer.checkpoints()[-1].read_bytes()
+    good = trainer.folder.checkpoints()[-1].read_bytes()
     if mode == "random":
         blob = data
     elif mode == "flipped":

@@ -11,7 +11,8 @@ import torch
 from relied.rl.config import TrainConfig
 from relied.rl.demos import DemoError, shortest_path_demos
 from relied.rl.policy import PolicyFileError, load_policy
-from relied.rl.trainer import Trainer, TrainError, read_metrics
+from relied.rl.run_folder import TrainError, read_metrics
+from relied.rl.trainer import Trainer
 
 torch.set_num_threads(1)
 
@@ -208,7 +209,7 @@ def test_run_that_checkpointed_keeps_its_folder_on_failure(tmp_path, monkeypatch
     monkeypatch.setattr(trainer, "iterate", iterate_then_fail)
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
-    assert len(trainer.checkpoints()) == 1 and len(read_metrics(trainer.run_dir)) == 1
+    assert len(trainer.folder.checkpoints()) == 1 and len(read_metrics(trainer.run_dir)) == 1
     assert Trainer.resume(trainer.run_dir, progress=False).counters["iteration"] == 1
 
 
@@ -245,7 +246,7 @@ def test_ollama_down_fails_before_a_run_folder_exists(tmp_path):
 
 
 def test_run_folder_of_an_unrelated_file_is_never_removed(tmp_path):
-    from relied.rl.trainer import discard_run_dir
+    from relied.rl.run_folder import discard_run_dir
 
     root = tmp_path / "runs"
     run = root / "c" / "ippo" / "0" / "stamp"

@@ -57,7 +57,7 @@ def test_cuda_without_cuda_is_one_line_and_exit_2(monkeypatch, tmp_path):
 def test_checkpoint_and_policy_hold_cpu_tensors_and_load_on_cpu(tmp_path):
     trainer = Trainer.create(tiny(), tmp_path, progress=False)
     trainer.run()
-    ckpt = safe_torch_load(trainer.checkpoints()[-1])
+    ckpt = safe_torch_load(trainer.folder.checkpoints()[-1])
     tensors = [v for part in ("model", "optim") for v in _tensors(ckpt[part])]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
     resumed = Trainer.resume(trainer.run_dir, progress=False, device="cpu")
@@ -170,7 +170,7 @@ def test_cuda_training_loads_and_acts_on_cpu(tmp_path):
     trainer = Trainer.create(tiny(device="cuda"), tmp_path, progress=False)
     assert next(trainer.model.parameters()).device.type == "cuda"
     trainer.run()
-    ckpt = safe_torch_load(trainer.checkpoints()[-1])
+    ckpt = safe_torch_load(trainer.folder.checkpoints()[-1])
     assert all(t.device.type == "cpu" for t in _tensors(ckpt["model"]))
     cpu_model, _ = load_policy(trainer.run_dir / "policy.pt", device="cpu")
     resumed = Trainer.resume(trainer.run_dir, progress=False, device="cpu")

@@ -12,7 +12,8 @@ from relied.rl.config import TrainConfig
 from relied.rl.demos import DemoError, shortest_path_demos
 from relied.rl.envs import make_vector_env
 from relied.rl.policy import PolicyFileError, TrainedPolicy, load_policy
-from relied.rl.trainer import Trainer, TrainError, read_metrics
+from relied.rl.run_folder import TrainError, read_metrics
+from relied.rl.trainer import Trainer
 
 torch.set_num_threads(1)
 
@@ -48,7 +49,7 @@ def test_resume_after_a_kill_restores_identical_state(tmp_path):
     cfg = tiny(total_steps=2000, keep_checkpoints=3)
     full = Trainer.create(cfg, tmp_path / "a", progress=False)
     full.run()
-    ckpts = full.checkpoints()
+    ckpts = full.folder.checkpoints()
     assert len(ckpts) >= 2
     killed = tmp_path / "b"
     shutil.copytree(full.run_dir, killed)
@@ -76,7 +77,7 @@ def test_resume_after_a_kill_restores_identical_state(tmp_path):
 def test_corrupt_checkpoint_and_missing_run_give_clear_errors(tmp_path):
     trainer = Trainer.create(tiny(total_steps=10, algo="ippo"), tmp_path, progress=False)
     trainer.run()
-    trainer.checkpoints()[-1].write_bytes(b"not a checkpoint")
+    trainer.folder.checkpoints()[-1].write_bytes(b"not a checkpoint")
     with pytest.raises(PolicyFileError, match="checkpoint .* is corrupt"):
         Trainer.resume(trainer.run_dir, progress=False)
     (trainer.run_dir / "policy.pt").write_bytes(b"\x00garbage")

@@ -21,6 +21,7 @@ from relied.rl.demos import load_expert_set, shortest_path_demos
 from relied.rl.model import ActorCritic
 from relied.rl.policy import TrainedPolicy
 from relied.rl.rollout import Decisions, gae
+from relied.rl.run_folder import TrainError, read_metrics
 from relied.rl.tianshou_engine import HybridPPO, TianshouRun, resume
 from relied.rl.tianshou_policy import (
     buffer_decisions,
@@ -28,7 +29,6 @@ from relied.rl.tianshou_policy import (
     save_demo_buffer,
     to_multiagent_policy,
 )
-from relied.rl.trainer import TrainError, read_metrics
 
 torch.set_num_threads(1)
 SCEN = Scenario(city="west-oakland", n_agents=6, seed=0, horizon_s=300)

@@ -15,7 +15,7 @@ from relied.env.policies import make_policy
 from relied.env.rollout import run_episode
 from relied.rl.config import TrainConfig
 from relied.rl.policy import PolicyFileError, TrainedPolicy, load_policy
-from relied.rl.trainer import TrainError, check_city, read_metrics
+from relied.rl.run_folder import TrainError, check_city, read_metrics
 
 REFERENCES = ("shortest-path", "congestion-aware", "equilibrium")
 #: MSA iterations of the equilibrium reference in evaluations (its gap is reported).

@@ -43,6 +43,7 @@ from relied.rl.demos import DemoProvider, ExpertSet
 from relied.rl.hybrid_ppo import ExpertTerm, Tensors
 from relied.rl.model import ActorCritic
 from relied.rl.rollout import Decisions, gae
+from relied.rl.run_folder import RunFolder, TrainError
 from relied.rl.tianshou_env import TripSchedule, make_aec_vector_env
 from relied.rl.tianshou_policy import (
     ModelActor,
@@ -53,7 +54,7 @@ from relied.rl.tianshou_policy import (
     expert_buffer,
     save_demo_buffer,
 )
-from relied.rl.trainer import Trainer, TrainError
+from relied.rl.trainer import Trainer
 
 #: what this engine trains: PPO algorithms without a central value (and Tianshou's own)
 ENGINE_ALGOS = tuple(name for name, spec in ALGO_SPECS.items()
@@ -234,13 +235,13 @@ class TianshouRun(Trainer):
     (on the CPU: ``device`` ``auto`` means the CPU here); build with :meth:`create` (new run)
     or :meth:`resume`, then :meth:`run`."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, provider: DemoProvider | None = None,
+    def __init__(self, cfg: TrainConfig, folder: RunFolder, provider: DemoProvider | None = None,
                  progress: bool = True):
         if cfg.engine != "tianshou":
-            raise TrainError(f"run '{run_dir}' was trained with --engine {cfg.engine}; "
+            raise TrainError(f"run '{folder.path}' was trained with --engine {cfg.engine}; "
                              "resume it with that engine")
         check_engine(cfg)
-        super().__init__(cfg.model_copy(update={"device": "cpu"}), run_dir, provider, progress)
+        super().__init__(cfg.model_copy(update={"device": "cpu"}), folder, provider, progress)
         self.algo = self.algorithm()
 
     @classmethod

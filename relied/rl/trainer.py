@@ -1,10 +1,7 @@
 """The training loop: sample, update, log, checkpoint; resumable exactly.
 
-A run folder ``runs/<city>/<algo>/<seed>/<timestamp>/`` holds ``config.json`` (the
-:class:`TrainConfig`), ``demos/seed-<s>/`` (the expert store of each fixed scenario),
-``metrics.csv`` (one row per iteration), ``tb/`` (TensorBoard, through Tianshou's
-``TensorboardLogger``), ``checkpoints/ckpt_<iteration>.pt``, and at the end ``policy.pt``,
-``summary.json``, ``learning_curve.png`` and ``routes.png``.
+The run folder's files (layout, safety) are :class:`relied.rl.run_folder.RunFolder`'s; this
+module holds the algorithm's side.
 
 One iteration = one full episode in each of the ``n_envs`` envs, then one hybrid update. By
 default every iteration draws fresh trips (:meth:`TrainConfig.training_seed`), and the
@@ -15,39 +12,24 @@ experts demonstrate ``demo_scenarios`` fixed scenarios; with ``train_seeds = N``
 scenario per iteration). A checkpoint after every
 iteration holds model, optimizer, all RNG states, step counters and the lambda state; episodes
 never straddle a checkpoint, so ``--resume`` continues from the last one without losing or
-repeating data (later CSV rows and TensorBoard events are dropped).
-
-Safety (docs/reliability.md): checkpoints are plain tensors and numbers read with
-``torch.load(weights_only=True)`` (a pickled object in a run folder is refused, never run);
-files are written to unique temporary names and renamed; run folders are created exclusively
-(concurrent runs of one city/algo/seed get distinct folders) and locked while a process trains
-them; a run that fails before its first checkpoint removes its folder; ``config.json`` records
-the city's absolute path and SHA-256, checked on resume and evaluation."""
+repeating data (later CSV rows and TensorBoard events are dropped)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
-import io
 import json
-import os
-import random
-import re
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from relied.env.cities import CityError, city_source, load_city
+from relied.env.cities import city_source, load_city
 from relied.env.core import RoutingCore
 from relied.env.rollout import run_episode
 from relied.experts.bound import TrialUpdate
 from relied.experts.learners import Learners
-from relied.rl.checkpoints import checkpoint_files, checkpoint_path
 from relied.rl.config import TrainConfig
 from relied.rl.demos import (
     DemoProvider,
@@ -59,119 +41,15 @@ from relied.rl.demos import (
 from relied.rl.envs import check_backend, make_vector_env
 from relied.rl.hybrid_ppo import Tensors, evaluate_actions, hybrid_update
 from relied.rl.model import ActorCritic, resolve_device
-from relied.rl.policy import (
-    PolicyFileError,
-    TrainedPolicy,
-    atomic_torch_save,
-    on_cpu,
-    safe_torch_load,
-    save_policy,
-)
+from relied.rl.policy import PolicyFileError, TrainedPolicy, on_cpu, save_policy
 from relied.rl.rollout import Decisions, EpisodeRecord, collect, gae
+from relied.rl.run_folder import CSV_FIELDS, RunFolder, TrainError, check_city
 from relied.rl.schedule import dtw_per_step, expert_weights
+from relied.rl.seeding import global_rng_state, restore_global_rng, seed_everything
 from relied.rl.trial import learners_of, new_model, new_optimizer, trial_update
 
-CSV_FIELDS = ("iteration", "env_steps", "agent_steps", "decisions", "wall_s", "return",
-              "mean_travel_time", "p95_travel_time", "arrival_rate", "loss_pg", "loss_v",
-              "entropy", "approx_kl", "loss_expert", "expert_nll", "expert_kept", "lambda_mean",
-              "dtw_km", "bound_max", "bound_offenders", "demos_regenerated", "demos_fallback",
-              "model_calls", "model_prompt_tokens", "model_completion_tokens", "model_wall_s")
-CKPT_FORMAT = 2  # plain tensors/numbers only (weights_only=True); 1 was a full pickle
 COUNTERS = {"iteration": int, "env_steps": int, "agent_steps": int, "decisions": int,
             "wall_s": float}
-
-
-class TrainError(RuntimeError):
-    """A run that cannot start or resume; the message is one line."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def new_run_dir(root: Path, cfg: TrainConfig) -> Path:
-    """Create ``root/<city>/<algo>/<seed>/<timestamp>[-k]`` exclusively: concurrent runs of the
-    same city, algo and seed get distinct folders."""
-    city = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(cfg.city).stem if "/" in cfg.city else cfg.city)
-    base = Path(root) / city / cfg.algo / str(cfg.seed)
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for i in range(10_000):
-        run_dir = base / (stamp if i == 0 else f"{stamp}-{i}")
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            continue
-        return run_dir
-    raise TrainError(f"could not create a run folder under '{base}' (10000 taken)")
-
-
-def discard_run_dir(run_dir: Path, root: Path) -> None:
-    """Remove a run folder that never reached a checkpoint, and its parents up to ``root``
-    when they are left empty (``rmdir`` only: folders of other runs are never touched)."""
-    import shutil
-
-    run_dir, root = Path(run_dir).absolute(), Path(root).absolute()
-    shutil.rmtree(run_dir, ignore_errors=True)
-    parent = run_dir.parent
-    while parent != root and root in parent.parents:
-        try:
-            parent.rmdir()
-        except OSError:
-            break
-        parent = parent.parent
-
-
-def read_metrics(run_dir: Path, drop_partial_tail: bool = True) -> list[dict[str, float]]:
-    """The rows of ``metrics.csv`` (empty if absent). A last line without its newline (a write
-    cut by a kill) is dropped when ``drop_partial_tail``; any other malformed row raises
-    :class:`TrainError` naming the file and line."""
-    path = Path(run_dir) / "metrics.csv"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainError(f"metrics file '{path}' cannot be read ({type(exc).__name__}); "
-                         "move it aside to resume without its log") from None
-    lines = text.splitlines(keepends=True)
-    if drop_partial_tail and lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]
-    if not lines:
-        return []
-    reader = csv.reader(io.StringIO("".join(lines)))
-    header = next(reader)
-    if not {"iteration", "env_steps", "return"} <= set(header) or len(set(header)) != len(header):
-        raise TrainError(f"metrics file '{path}' has no valid header (line 1); move it aside "
-                         "to resume without its log")
-    rows = []
-    for line, values in enumerate(reader, start=2):
-        try:
-            if len(values) != len(header):
-                raise ValueError(f"{len(values)} fields for {len(header)} columns")
-            rows.append({k: float(v) if v != "" else float("nan")
-                         for k, v in zip(header, values, strict=True)})
-        except ValueError as exc:
-            raise TrainError(f"metrics file '{path}' is corrupt at line {line} ({exc}); delete "
-                             "that line (or move the file aside) to resume") from None
-    return rows
-
-
-def check_city(cfg: TrainConfig, run_dir: Path, fix: str) -> None:
-    """:class:`TrainError` (ending in ``fix``) unless the run's city source exists and, when
-    the run recorded one, has the same SHA-256 as when it was trained."""
-    try:
-        source = city_source(cfg.city)
-    except CityError as exc:
-        raise TrainError(f"{str(exc).split(';')[0]} (the city of run '{run_dir}'); "
-                         f"{fix}") from None
-    digest = source.sha256()
-    if cfg.city_sha256 and source.path is not None and digest != cfg.city_sha256:
-        raise TrainError(f"city file '{source.path}' changed since run '{run_dir}' was trained "
-                         f"(SHA-256 {cfg.city_sha256[:12]}... recorded, {(digest or '')[:12]}"
-                         f"... now); {fix}")
 
 
 def preflight(cfg: TrainConfig) -> TrainConfig:
@@ -192,25 +70,13 @@ def preflight(cfg: TrainConfig) -> TrainConfig:
     return cfg.model_copy(update=update)
 
 
-@contextlib.contextmanager
-def _cleanup_on_failure(trainer: Trainer):
-    try:
-        yield
-    except BaseException:
-        if trainer.created_in is not None and not trainer.checkpoints():
-            trainer.release()
-            discard_run_dir(trainer.run_dir, trainer.created_in)
-        raise
-
-
 class Trainer:
     """Trains one run; build with :meth:`create` (new run) or :meth:`resume`."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, provider: DemoProvider | None = None,
+    def __init__(self, cfg: TrainConfig, folder: RunFolder, provider: DemoProvider | None = None,
                  progress: bool = True):
-        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
-        self.created_in: Path | None = None  # runs root, while this process made the folder
-        self._lock_fd: int | None = None
+        self.cfg, self.folder, self.progress = cfg, folder, progress
+        self.run_dir = folder.path
         self.provider = provider or make_provider(cfg, progress)
         check_backend(cfg.vector)
         self.device = resolve_device(cfg.device)
@@ -240,15 +106,14 @@ class Trainer:
     def create(cls, cfg: TrainConfig, runs_root: Path, provider: DemoProvider | None = None,
                progress: bool = True) -> Trainer:
         cfg = preflight(cfg)
-        run_dir = new_run_dir(runs_root, cfg)
+        folder = RunFolder.create(runs_root, cfg)
         try:
-            trainer = cls(cfg, run_dir, provider, progress)
-            trainer.lock()
-            cfg.save(trainer.run_dir / "config.json")
+            trainer = cls(cfg, folder, provider, progress)
+            folder.lock()
+            folder.save_config(cfg)
         except BaseException:
-            discard_run_dir(run_dir, runs_root)
+            folder.discard_if_new()
             raise
-        trainer.created_in = Path(runs_root)
         return trainer
 
     @classmethod
@@ -257,86 +122,44 @@ class Trainer:
         """Continue a run from its last checkpoint; ``device`` overrides the stored one
         (checkpoints load on any device)."""
         run_dir = Path(run_dir)
-        if not (run_dir / "config.json").is_file():
-            raise TrainError(f"'{run_dir}' is not a run folder (no config.json)")
-        try:
-            cfg = TrainConfig.load(run_dir / "config.json")
-        except (ValueError, OSError) as exc:
-            raise TrainError(f"'{run_dir / 'config.json'}' is corrupt "
-                             f"({type(exc).__name__}); restore it or start a new run") from None
+        folder = RunFolder(run_dir)
+        cfg = folder.load_config()
         check_city(cfg, run_dir, "restore the file, or start a new run")
         if cfg.engine == "tianshou" and cls is Trainer:
             raise TrainError(f"'{run_dir}' was trained with --engine tianshou; resume it with "
                              "relied.rl.tianshou_engine.resume (relied train --resume does)")
         if device is not None:
             cfg = cfg.model_copy(update={"device": device})
-        trainer = cls(cfg, run_dir, provider, progress)
-        trainer.lock()
+        trainer = cls(cfg, folder, provider, progress)
+        folder.lock()
         try:
-            ckpts = trainer.checkpoints()
+            ckpts = folder.checkpoints()
             if ckpts:
                 trainer.load_checkpoint(ckpts[-1])
-            trainer._truncate_metrics()
+            folder.truncate_metrics(trainer.counters["iteration"])
         except BaseException:
-            trainer.release()
+            folder.release()
             raise
         return trainer
 
-    def lock(self) -> None:
-        """Hold an exclusive lock on the run folder while this process trains it."""
-        import fcntl
-
-        fd = os.open(self.run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise TrainError(f"run folder '{self.run_dir}' is being trained by another process; "
-                             "wait for it to end (or resume a copy of the folder)") from None
-        self._lock_fd = fd
-
-    def release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
     # ---- checkpoints --------------------------------------------------------------------
-    def checkpoints(self) -> list[Path]:
-        return checkpoint_files(self.run_dir)
-
     def save_checkpoint(self) -> Path:
         """Model, optimizer, RNG states, counters and lambda inputs as tensors and plain
         numbers, readable with ``weights_only=True``."""
-        path = checkpoint_path(self.run_dir, self.counters["iteration"])
-        path.parent.mkdir(exist_ok=True)
-        np_state = np.random.get_state(legacy=False)
-        py_version, py_state, py_gauss = random.getstate()
-        state = {"format": CKPT_FORMAT, "model": on_cpu(self.model.state_dict()),
+        state = {"model": on_cpu(self.model.state_dict()),
                  "optim": on_cpu(self.optim.state_dict()), "gen": self.gen.get_state(),
-                 "torch": torch.get_rng_state(),
-                 "numpy": {"bit_generator": np_state["bit_generator"],
-                           "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                           "pos": int(np_state["state"]["pos"]),
-                           "has_gauss": int(np_state["has_gauss"]),
-                           "gauss": float(np_state["gauss"])},
-                 "python": {"version": py_version,
-                            "state": torch.tensor(py_state, dtype=torch.int64),
-                            "gauss_next": py_gauss},
+                 **global_rng_state(),
                  "counters": dict(self.counters),
                  "dtw_km": torch.from_numpy(np.array(self.dtw_km, dtype=np.float64)),
                  "agent_return": torch.from_numpy(np.array(self.agent_return, dtype=np.float64))}
-        atomic_torch_save(state, path)
-        for old in self.checkpoints()[:-self.cfg.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        return path
+        return self.folder.save_checkpoint(self.counters["iteration"], state,
+                                           self.cfg.keep_checkpoints)
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore a checkpoint; only tensors and plain numbers are unpickled (anything else,
         e.g. an object with a ``__reduce__`` payload, is refused without running it)."""
         try:
-            state = safe_torch_load(path)
-            if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
-                raise ValueError("unknown checkpoint format")
+            state = self.folder.load_checkpoint(path)
             counters = {k: kind(state["counters"][k]) for k, kind in COUNTERS.items()}
             if any(v < 0 for v in counters.values()):
                 raise ValueError("negative counter")
@@ -346,37 +169,13 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optim.load_state_dict(state["optim"])
             self.gen.set_state(state["gen"])
-            torch.set_rng_state(state["torch"])
-            npr = state["numpy"]
-            np.random.set_state({"bit_generator": str(npr["bit_generator"]),
-                                 "state": {"key": npr["key"].numpy().astype(np.uint32),
-                                           "pos": int(npr["pos"])},
-                                 "has_gauss": int(npr["has_gauss"]),
-                                 "gauss": float(npr["gauss"])})
-            py = state["python"]
-            random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()),
-                             None if py["gauss_next"] is None else float(py["gauss_next"])))
+            restore_global_rng(state)
             self.counters = counters
             self.dtw_km, self.agent_return = dtw, ret
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one clear error
             raise PolicyFileError(f"checkpoint '{path}' is corrupt or unsafe "
                                   f"({type(exc).__name__}); delete it to resume from the one "
                                   "before") from None
-
-    def _truncate_metrics(self) -> None:
-        """Drop log rows after the restored checkpoint (and a row cut by a kill)."""
-        rows = [r for r in read_metrics(self.run_dir)
-                if r["iteration"] <= self.counters["iteration"]]
-        path = self.run_dir / "metrics.csv"
-        if path.exists():
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({k: _fmt(r.get(k)) for k in CSV_FIELDS})
-            tmp = path.with_name(f".metrics.{os.getpid()}.tmp")
-            tmp.write_text(buf.getvalue())
-            tmp.replace(path)
 
     # ---- demonstrations -----------------------------------------------------------------
     def load_demos(self) -> None:
@@ -607,10 +406,12 @@ class Trainer:
         """Train to the budget and :meth:`finish`; a new run that fails before its first
         checkpoint removes its folder."""
         try:
-            with _cleanup_on_failure(self):
-                return self._run()
+            return self._run()
+        except BaseException:
+            self.folder.discard_if_new()
+            raise
         finally:
-            self.release()
+            self.folder.release()
 
     def _run(self) -> dict:
         self.load_demos()
@@ -640,19 +441,13 @@ class Trainer:
         cfg = self.cfg
         logger = TensorboardLogger(SummaryWriter(str(self.run_dir / "tb"),
                                                  purge_step=self.counters["env_steps"] + 1))
-        csv_path = self.run_dir / "metrics.csv"
         bar = tqdm(total=cfg.total_steps, initial=min(self.counters["env_steps"], cfg.total_steps),
                    unit="step", disable=not self.progress, dynamic_ncols=True)
         try:
             while self.counters["env_steps"] < cfg.total_steps:
                 row = iterate()
                 # the row first: a kill between the two leaves a row that resume drops
-                new = not csv_path.exists()
-                with open(csv_path, "a", newline="") as f:
-                    w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
-                    if new:
-                        w.writeheader()
-                    w.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
+                self.folder.append_metrics(row)
                 self.save_checkpoint()
                 logger.write("train/env_step", row["env_steps"],
                              {k: row[k] for k in CSV_FIELDS if k in row})
@@ -675,7 +470,7 @@ class Trainer:
         save_policy(self.model, self.run_dir / "policy.pt", cfg.model_dump())
         core = RoutingCore(self.net, self.scenario, record_routes=True)
         episode = run_episode(core, TrainedPolicy(self.model))
-        rows = read_metrics(self.run_dir)
+        rows = self.folder.read_metrics()
         title = f"{cfg.algo} on {cfg.city}, {cfg.n_agents} agents, seed {cfg.seed}"
         if rows:
             learning_curve(rows, self.run_dir / "learning_curve.png", title)
@@ -710,7 +505,7 @@ class Trainer:
                                                                for m in learned])),
                         "heldout_shortest_path_travel_time": sp,
                         "heldout_vs_shortest_path": tt / sp - 1.0}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.folder.write_summary(summary)
         return summary
 
 
@@ -735,8 +530,3 @@ def driven_routes(rec: EpisodeRecord, core: RoutingCore) -> list[np.ndarray]:
         routes.append(np.append(nodes, core.dest[i]) if rec.arrived[i] else nodes)
     return routes
 
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return repr(float(value)) if isinstance(value, float) else str(value)
