@@ -73,6 +73,9 @@ Run = Annotated[Path | None, typer.Option(
     "checkpoint: policy, optimiser, lambda) and their update (bound versions 5, 6); default: "
     "the untrained learners a new 'relied train --seed SEED' run of this city and agent count "
     "starts from (seeded, default architecture)")]
+BoundVersion = Annotated[int, typer.Option(
+    min=5, max=6, help="the critic's bound: 6, the measured lookahead of the learners' whole "
+    "next update; 5, the analytic bound with their trial update (docs/experts.md)")]
 USER_ERRORS = (CityError, ModelError, ValueError, OSError)
 # Scenario / TeamConfig / BoundConfig fields and the flags that set them
 FLAGS = {"n_agents": "--agents", "seed": "--seed", "city": "--city", "epsilon": "--epsilon",
@@ -150,10 +153,7 @@ def generate(
                                              "sample from every planner block, the others "
                                              "drive shortest paths (0: all)")] = 500,
     sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES,
-    bound_version: Annotated[int, typer.Option(min=5, max=6, help="the critic's bound: 6, "
-                                               "the measured lookahead of the learners' whole "
-                                               "next update; 5, the analytic bound with their "
-                                               "trial update (docs/experts.md)")] = BOUND_VERSION,
+    bound_version: BoundVersion = BOUND_VERSION,
     no_filter: Annotated[bool, typer.Option("--no-filter", help="keep first plans whatever the "
                                             "critic says (LEED)")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore cached answers")] = False,
@@ -262,12 +262,14 @@ def ask_cmd(
     city: City = "aguascalientes", agents: Agents = 20, seed: Seed = 0,
     scenario: ScenarioOpt = None, model: Model = "offline", epsilon: Epsilon = DEFAULT_EPSILON,
     max_rounds: Rounds = 3, run: Run = None, ollama: Host = None, timeout: Timeout = 120.0,
-    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES, as_json: JsonFlag = False,
+    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES, bound_version: BoundVersion = BOUND_VERSION,
+    as_json: JsonFlag = False,
 ) -> None:
     """Ask the expert team one question about a scenario; prints the answer.
 
-    The critic judges the plan as 'experts generate' does (the default bound version): under
-    the learners of --run, else the seeded untrained learners a new training run starts from.
+    The critic judges the plan as 'experts generate' does, with --bound-version (default 6,
+    as generate's, also with --run): under the learners of --run, else the seeded untrained
+    learners a new training run starts from; --json's bound_version is the version used.
     Above the team's sim_vehicles the plan is executed and judged on the team's fleet sample
     (scaled capacities), and the answer (and --json's fleet_sample) says so.
     """
@@ -278,7 +280,8 @@ def ask_cmd(
         sc = _scenario(scenario, city, agents, seed)
         request = PlanRequest(scenario=sc, model=resolve_spec(model, ollama),
                               config=_config(epsilon, max_rounds,
-                                             sim_vehicles=sim_vehicles),
+                                             sim_vehicles=sim_vehicles,
+                                             bound_version=bound_version),
                               ollama_host=ollama, timeout_s=timeout)
         learners = _learners(sc, run)
         answer, session = asyncio.run(_ask(request, question, learners))
@@ -288,6 +291,7 @@ def ask_cmd(
     if as_json:
         emit_json({"question": question, "answer": answer, "model": request.model,
                    "accepted": outcome.verdict.accepted, "rounds": outcome.rounds,
+                   "reason": outcome.verdict.reason,
                    "bound_version": learners.bound_version(request.config.bound),
                    "learners": learners.source,
                    "fleet_sample": session.state.facts.sample_note.get("fleet_sample"),
@@ -311,14 +315,15 @@ def chat(
     city: City = "aguascalientes", agents: Agents = 20, seed: Seed = 0,
     scenario: ScenarioOpt = None, model: Model = "offline", epsilon: Epsilon = DEFAULT_EPSILON,
     max_rounds: Rounds = 3, run: Run = None, ollama: Host = None, timeout: Timeout = 120.0,
-    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES,
+    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES, bound_version: BoundVersion = BOUND_VERSION,
 ) -> None:
     """Talk with the expert team about a scenario (a REPL that keeps the conversation).
 
     The critic judges every plan of the chat (and 'agent_bound' reports its terms) as
-    'experts generate' does (the default bound version): under the learners of --run, else the
-    seeded untrained learners a new training run starts from. Above the team's sim_vehicles
-    plans are executed and judged on the team's fleet sample (scaled capacities), as said.
+    'experts generate' does, with --bound-version (default 6, also with --run): under the
+    learners of --run, else the seeded untrained learners a new training run starts from.
+    Above the team's sim_vehicles plans are executed and judged on the team's fleet sample
+    (scaled capacities), as said.
     """
     from relied.agents.chat import ChatSession
 
@@ -329,7 +334,8 @@ def chat(
         sc = _scenario(scenario, city, agents, seed)
         request = PlanRequest(scenario=sc, model=resolve_spec(model, ollama),
                               config=_config(epsilon, max_rounds,
-                                             sim_vehicles=sim_vehicles),
+                                             sim_vehicles=sim_vehicles,
+                                             bound_version=bound_version),
                               ollama_host=ollama, timeout_s=timeout)
         session = asyncio.run(ChatSession.start(request, _learners(sc, run)))
     except (*USER_ERRORS, ValidationError) as exc:
