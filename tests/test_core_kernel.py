@@ -1,9 +1,11 @@
-"""The compiled queue discharge (:mod:`relied.env.kernel`) gives what the numpy discharge
+"""The compiled kernels (:mod:`relied.env.kernel`) give what the numpy/scipy reference
 gives, bit for bit: every step's rewards and every state array, the traversals and routes
 recorded, on congested runs that take every branch of the numpy path (ranked admission into
 full edges, held queues gated, forced entries, FIFO chains, long queues cut short, waits for
-green). The suite runs with ``NUMBA_DISABLE_JIT=1`` (the kernel then runs as plain Python,
-on small runs); the compiled kernel is checked in a subprocess with the JIT on
+green), and with the congestion-aware policy (the live cost-to-go's compiled Dijkstra, rows
+searched only as far as the deciding learners need, and the compiled floor bounds). The
+suite runs with ``NUMBA_DISABLE_JIT=1`` (the kernels then run as plain Python, on small
+runs); the compiled kernels are checked in a subprocess with the JIT on
 (``python tests/test_core_kernel.py`` runs that check)."""
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.sparse.csgraph import dijkstra
 
 from relied.env.cities import load_city
 from relied.env.core import RoutingCore
+from relied.env.kernel import cost_to_go_rows
+from relied.env.live import ReverseGraph
 from relied.env.policies import make_policy
 from relied.env.presets import load_preset
 from relied.env.scenario import Scenario
@@ -125,10 +130,49 @@ def test_kernel_would_catch_a_wrong_admission(monkeypatch):
     assert got != reference
 
 
+def dijkstra_mismatches(city: str, trials: int = 60) -> dict:
+    """:func:`cost_to_go_rows` against scipy's Dijkstra on ``city``'s reversed graph with
+    random weights (some infinite, some zero): full rows must be equal; rows searched until
+    some nodes are settled must be equal there and wherever finite, inf elsewhere."""
+    net = load_city(city)
+    graph = ReverseGraph(net)
+    rng = np.random.default_rng(0)
+    out = {"full": 0, "partial": 0, "incomplete": 0}
+    no = np.zeros(0, dtype=np.int64)
+    for trial in range(trials):
+        w = net.freeflow_s * rng.uniform(1.0, 5.0, net.n_edges)
+        w[rng.integers(0, net.n_edges, 1 + trial % 3)] = [np.inf, 0.0, 0.0][: 1 + trial % 3]
+        m = graph.weighted(w)
+        targets = rng.choice(net.n_nodes, 4, replace=False).astype(np.int64)
+        ref = dijkstra(m, indices=targets)
+        rows, complete = cost_to_go_rows(m.indptr, m.indices, m.data, targets, net.n_nodes,
+                                         no, no)
+        out["full"] += int(not (np.array_equal(rows, ref) and complete.all()))
+        need = rng.integers(0, net.n_nodes, (4, 2)).astype(np.int64)
+        rows, complete = cost_to_go_rows(m.indptr, m.indices, m.data, targets, net.n_nodes,
+                                         np.arange(0, 9, 2), need.ravel())
+        known = np.isfinite(rows)
+        ok = np.array_equal(rows[known], ref[known]) and \
+            np.array_equal(rows[np.arange(4)[:, None], need], ref[np.arange(4)[:, None], need])
+        ok &= bool(np.isinf(rows[complete]).sum() == np.isinf(ref[complete]).sum())
+        out["partial"] += int(not ok)
+        out["incomplete"] += int((~complete).sum())
+    return out
+
+
+def test_compiled_dijkstra_logic_is_scipys():
+    """The Dijkstra kernel's logic (run as Python here) gives scipy's rows, bit for bit, and
+    rows searched only until their needed nodes are settled are exact there."""
+    got = dijkstra_mismatches("west-oakland")
+    assert got["full"] == 0 and got["partial"] == 0, got
+    assert got["incomplete"] > 0  # (some searches did stop early)
+
+
 #: runs compared with the JIT on: (preset or city, policy, signals)
 COMPILED_CASES = [("west-oakland", "congestion-aware", True),
                   ("aguascalientes", "shortest-path", True),
                   ("monaco", "shortest-path", False),
+                  ("monaco", "congestion-aware", True),
                   ("aguascalientes-peak", "congestion-aware", False)]
 
 
@@ -148,6 +192,7 @@ def compare_compiled() -> list[dict]:
         out.append({"case": [name, policy, signals], "steps": len(reference),
                     "equal": got == reference and end == ref_end,
                     "forced": ref_end["metrics"]["forced_entries"]})
+    out.append({"dijkstra": {c: dijkstra_mismatches(c) for c in ("monaco", "aguascalientes")}})
     return out
 
 
@@ -159,6 +204,9 @@ def test_compiled_kernel_is_the_numpy_discharge():
                          timeout=900, cwd=Path(__file__).parent.parent)
     assert run.returncode == 0, run.stderr[-3000:]
     cases = json.loads(run.stdout.strip().splitlines()[-1])
+    rows = cases.pop()["dijkstra"]
+    assert all(r["full"] == 0 and r["partial"] == 0 and r["incomplete"] for r in
+               rows.values()), rows
     assert [c["case"] for c in cases] == [list(c) for c in COMPILED_CASES]
     assert all(c["equal"] and c["steps"] > 200 for c in cases), cases
     assert sum(c["forced"] for c in cases) > 0

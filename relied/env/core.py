@@ -137,9 +137,10 @@ class RoutingCore:
     ``record_routes`` keeps every learner's edges (:meth:`agent_routes`); ``record_queues``
     keeps the queue length of every edge at every step (``queue_history``, for plots);
     ``record_traversals`` keeps every edge traversal of every vehicle (``traversals``, for
-    the dynamic equilibrium). ``compiled``: the queue model's discharge runs in one compiled
-    kernel (:mod:`relied.env.kernel`; the default where numba's JIT is on) or in numpy (the
-    reference); both give the same results, bit for bit.
+    the dynamic equilibrium). ``compiled``: the queue model's discharge, the live cost-to-go's
+    Dijkstra and its floor bounds run compiled (:mod:`relied.env.kernel`; the default where
+    numba's JIT is on) or in numpy/scipy (the reference); both give the same results, bit for
+    bit.
     """
 
     def __init__(self, net: CityNetwork, scenario: Scenario, record_routes: bool = False,
@@ -225,8 +226,22 @@ class RoutingCore:
         self.status, self.node, self.edge = self.v_status[:n], self.v_node[:n], self.v_edge[:n]
         self.arrival_s = self.v_arrival[:n]
         self.reset()
-        if self.compiled and self.queue_model:  # the kernel is built (or loaded from numba's
-            self._discharge_compiled(0.0, None, self._no_one)  # disk cache) here, not in a step
+        if self.compiled:  # the kernels are built (or loaded from numba's disk cache) here,
+            if self.queue_model:  # not in a step
+                self._discharge_compiled(0.0, None, self._no_one)
+            self._live.load()
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled kernels run (the queue discharge, the live cost-to-go's
+        Dijkstra and floor bounds); False: their numpy/scipy references. The same results."""
+        return self._compiled
+
+    @compiled.setter
+    def compiled(self, value: bool) -> None:
+        self._compiled = value
+        if hasattr(self, "_live"):
+            self._live.compiled = value
 
     # ---- state ------------------------------------------------------------------------------
     def reset(self) -> np.ndarray:
@@ -234,7 +249,7 @@ class RoutingCore:
         e = self.net.n_edges
         self.t = 0
         self._quiet_until = -np.inf  # (:meth:`_idle`)
-        self._live = LiveCostToGo(self.net, self.n)
+        self._live = LiveCostToGo(self.net, self.n, compiled=self.compiled)
         self.v_status.fill(WAITING)
         self.v_node[:] = self.v_origin
         self.v_edge.fill(-1)
@@ -1083,8 +1098,9 @@ class RoutingCore:
             self._floors = [CostFloor.build(self.net, self.net.freeflow_s, self.dest_ids,
                                             self.ff_to_dest)]
             if self.signal_plan is not None and self.queue_model:
-                self._floors.insert(0, CostFloor.build(
-                    self.net, self.net.freeflow_s + self._red_wait, np.unique(self.dest)))
+                weights, dests = self.net.freeflow_s + self._red_wait, np.unique(self.dest)
+                self._floors.insert(0, CostFloor.build(self.net, weights, dests,
+                                                       self._live.rows(dests, weights)[0]))
         for floor in self._floors[:-1]:
             if self._live.holds(self.t, self.edge_travel_time, floor):
                 return floor

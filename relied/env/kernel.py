@@ -419,3 +419,130 @@ def _admit(q, src, target, depart, can, start, has_behind, t1, recount, stored, 
                 blocked_since[e] = head_since[q[j]]
         blocking = True
     return go, blocking, forced, held
+
+
+
+@numba.njit(cache=True)
+def cost_to_go_rows(indptr, indices, data, targets, n_nodes, need_ptr, need):
+    """``(rows, complete)``: ``rows[r]`` the cheapest cost from every node to ``targets[r]``
+    on the reversed graph ``(indptr, indices, data)`` (CSR, non-negative weights), what
+    ``scipy.sparse.csgraph.dijkstra(graph, indices=targets)`` gives, bit for bit: a binary
+    heap instead of scipy's Fibonacci heap settles nodes in another order among ties, but each
+    node's cost is the least ``cost(u) + w`` over its settled neighbours either way (a later
+    neighbour's cost is no lower, weights are non-negative), the same floating-point sums,
+    so the same values (inf where a target cannot be reached).
+
+    ``need_ptr`` (empty: every row complete) and ``need``: target ``r`` is searched only until
+    the nodes ``need[need_ptr[r]:need_ptr[r + 1]]`` are settled; the row then holds the exact
+    cost of every node settled so far (the needed ones, and every node cheaper than the last
+    of them) and inf elsewhere (``complete[r]`` False), an upper bound of the true cost."""
+    out = np.full((targets.size, n_nodes), np.inf)
+    complete = np.ones(targets.size, dtype=np.bool_)
+    done = np.zeros(n_nodes, dtype=np.bool_)
+    wanted = np.zeros(n_nodes, dtype=np.bool_)
+    cap = data.size + 1
+    heap_d = np.empty(cap)
+    heap_v = np.empty(cap, dtype=np.int64)
+    partial = need_ptr.size > 0
+    for r in range(targets.size):
+        dist = out[r]
+        done[:] = False
+        left = -1  # needed nodes not settled yet (-1: every node)
+        if partial:
+            left = 0
+            for j in range(need_ptr[r], need_ptr[r + 1]):
+                if not wanted[need[j]]:
+                    wanted[need[j]] = True
+                    left += 1
+        t = targets[r]
+        dist[t] = 0.0
+        heap_d[0], heap_v[0] = 0.0, t
+        size = 1
+        while size and left != 0:
+            d, v = heap_d[0], heap_v[0]
+            size -= 1
+            if size:  # the last entry sifts down from the root
+                ld, lv = heap_d[size], heap_v[size]
+                i = 0
+                while True:
+                    c = 2 * i + 1
+                    if c >= size:
+                        break
+                    if c + 1 < size and heap_d[c + 1] < heap_d[c]:
+                        c += 1
+                    if heap_d[c] < ld:
+                        heap_d[i], heap_v[i] = heap_d[c], heap_v[c]
+                        i = c
+                    else:
+                        break
+                heap_d[i], heap_v[i] = ld, lv
+            if done[v] or d > dist[v]:
+                continue
+            done[v] = True
+            if wanted[v]:
+                left -= 1
+            for j in range(indptr[v], indptr[v + 1]):
+                u = indices[j]
+                if done[u]:
+                    continue
+                nd = d + data[j]
+                if nd < dist[u]:
+                    dist[u] = nd
+                    i = size  # push: sift up
+                    size += 1
+                    while i:
+                        p = (i - 1) // 2
+                        if heap_d[p] > nd:
+                            heap_d[i], heap_v[i] = heap_d[p], heap_v[p]
+                            i = p
+                        else:
+                            break
+                    heap_d[i], heap_v[i] = nd, u
+        if partial:
+            for j in range(need_ptr[r], need_ptr[r + 1]):
+                wanted[need[j]] = False
+            if size:  # stopped early: what is not settled is unknown
+                complete[r] = False
+                for u in range(n_nodes):
+                    if not done[u]:
+                        dist[u] = np.inf
+    return out, complete
+
+
+@numba.njit(cache=True)
+def floor_choice(cost, lower, valid, edges, edge_dst, rise, tails, xy, pace, table, rows,
+                 slack):
+    """:meth:`relied.env.live.LiveCostToGo._floor_choice` after its checks: ``(sure, pick)``
+    per learner. The same bounds in one loop; sums of rises may round in another order than
+    numpy's, which the bounds' ``slack`` (far above float rounding) absorbs: a sure pick is
+    the exact argmin either way, so the choices are the same."""
+    m, k = lower.shape
+    sure = np.zeros(m, dtype=np.bool_)
+    pick = np.zeros(m, dtype=np.int64)
+    via = np.empty(k)
+    for i in range(m):
+        best = 0
+        for j in range(k):
+            via[j] = cost[edges[i, j]] + lower[i, j] if valid[i, j] else np.inf
+            if via[j] < via[best]:
+                best = j
+        top = via[best]
+        if rise.size:
+            reach = lower[i, best] * (1 + slack) + slack
+            head = edge_dst[edges[i, best]]
+            hx, hy = xy[head, 0], xy[head, 1]
+            extra = 0.0
+            for r in range(rise.size):
+                tl = tails[r]
+                gap = np.hypot(xy[tl, 0] - hx, xy[tl, 1] - hy) * pace + table[rows[i], tl]
+                if gap <= reach:
+                    extra += rise[r]
+            top = top + extra
+        other = np.inf
+        for j in range(k):
+            if j != best and via[j] < other:
+                other = via[j]
+        top += abs(top) * slack + slack
+        sure[i] = top < other
+        pick[i] = best
+    return sure, pick

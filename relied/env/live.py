@@ -27,6 +27,15 @@ the choice is certain, exactly the one a fresh Dijkstra gives; a destination is 
 for the learners whose choice the bounds leave open. The lower bound is the cost-to-go on a
 :class:`CostFloor`: edge weights no cost is below (free flow; with signals, plus the mean red
 wait the queue model's delay always includes).
+
+Compiled (where numba's JIT is on; ``compiled=False`` or ``NUMBA_DISABLE_JIT=1``: scipy and
+numpy, the reference). Rows come from :func:`relied.env.kernel.cost_to_go_rows`, scipy's
+values bit for bit; a row computed for the bounded choice is searched only until the heads
+of its open learners are settled (exact there and on the ball inside them, inf elsewhere:
+an upper bound the bounds may use, never handed to :meth:`LiveCostToGo.get`'s readers, which
+get complete rows), and the floor's bounds run in :func:`relied.env.kernel.floor_choice`.
+Every choice is the one exact rows give, so results are the reference's, bit for bit
+(``tests/test_core_kernel.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from relied.env.kernel import COMPILED, cost_to_go_rows, floor_choice
 from relied.env.network import CityNetwork
 
 #: learners up to which every needed destination is exact every step
@@ -51,6 +61,7 @@ BOUND_STEPS = 30
 FLOOR_RAISED_MAX = 64
 #: relative and absolute slack on the upper bounds (float rounding of path sums: ~1e-14)
 _SLACK = 1e-9
+_NO_NEED = np.zeros(0, dtype=np.int64)  # (the compiled Dijkstra: every row complete)
 
 
 def cost_to_go(net: CityNetwork, targets: np.ndarray, weight: np.ndarray | None = None,
@@ -124,10 +135,12 @@ class LiveCostToGo:
     """Cost-to-go on current edge costs for the destinations of the deciding learners, one
     computation per step key (a new episode makes a new instance). A destination's row is
     reused for ``reuse`` steps (:func:`reuse_steps` of the learners by default; 1: reused
-    only while the edge costs stay the same)."""
+    only while the edge costs stay the same). ``compiled``: rows by the compiled Dijkstra
+    (:func:`cost_to_go`; the default where numba's JIT is on), else scipy's: the same values."""
 
-    def __init__(self, net: CityNetwork, n_learners: int, reuse: int | None = None):
-        self.net, self.n = net, n_learners
+    def __init__(self, net: CityNetwork, n_learners: int, reuse: int | None = None,
+                 compiled: bool = COMPILED):
+        self.net, self.n, self.compiled = net, n_learners, compiled
         self.reuse = reuse_steps(n_learners) if reuse is None else reuse
         self._graph = ReverseGraph(net)
         self._key: int | None = None
@@ -136,6 +149,7 @@ class LiveCostToGo:
         self._used = 0  # rows in use
         self._row = np.full(net.n_nodes, -1, dtype=np.int64)  # destination node -> row
         self._born = np.zeros(0, dtype=np.int64)  # step key each row was computed at
+        self._complete = np.zeros(0, dtype=bool)  # row exact at every node (else a ball)
         # the step's edge costs, and (ring, by key) those of the last BOUND_STEPS keys
         self._cost_key: int | None = None
         self._cost = np.zeros(0)
@@ -149,6 +163,30 @@ class LiveCostToGo:
         self._rise: tuple = (None, None, None)
         self._xy = local_xy(net)
         self._paces: dict[int, float] = {}  # (:meth:`_pace`)
+
+    def load(self) -> None:
+        """Build (or load from numba's disk cache) the compiled kernels now, not in a step."""
+        if self.compiled:
+            net, one = self.net, np.zeros(1, dtype=np.int64)
+            self.rows(one, net.freeflow_s)
+            k = net.max_out_degree
+            floor_choice(net.freeflow_s, np.zeros((1, k)), np.zeros((1, k), dtype=bool),
+                         np.zeros((1, k), dtype=np.int64), net.edge_dst, np.zeros(0),
+                         net.edge_src[:0], self._xy, 1.0, np.zeros((1, net.n_nodes)), one,
+                         _SLACK)
+
+    def rows(self, dests: np.ndarray, cost: np.ndarray,
+             need: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, complete)``: :func:`cost_to_go` of ``dests`` on edge costs ``cost``
+        (compiled: :func:`relied.env.kernel.cost_to_go_rows`, the same values as scipy's
+        Dijkstra without its per-call overhead; with ``need``, each row searched only until
+        its needed nodes are settled, ``complete`` False where it stopped early)."""
+        if not self.compiled:
+            return cost_to_go(self.net, dests, cost, self._graph), np.ones(len(dests), bool)
+        graph = self._graph.weighted(cost)
+        return cost_to_go_rows(graph.indptr, graph.indices, graph.data,
+                               np.asarray(dests, dtype=np.int64), self.net.n_nodes,
+                               *(need or (_NO_NEED, _NO_NEED)))
 
     @property
     def _table(self) -> np.ndarray:
@@ -189,10 +227,17 @@ class LiveCostToGo:
         row_of = np.zeros(self.n, dtype=np.int64)
         if deciding.size:
             dests = np.unique(dest[deciding])
-            self._compute(key, dests[self._stale(key, dests)])
+            self._compute(key, dests[self._stale(key, dests) | self._partial(dests)])
             row_of[deciding] = self._row[dest[deciding]]
         self._key, self._value = key, (cost, self._table, row_of)
         return self._value
+
+    def _partial(self, dests: np.ndarray) -> np.ndarray:
+        """Which of ``dests`` have a row that is not complete (exact only on a ball)."""
+        row = self._row[dests]
+        out = row >= 0
+        out[out] = ~self._complete[row[out]]
+        return out
 
     def holds(self, key: int, edge_cost: Callable[[], np.ndarray], floor: CostFloor) -> bool:
         """Whether every edge cost of step ``key`` is at least ``floor``'s weight."""
@@ -246,6 +291,9 @@ class LiveCostToGo:
         raised, rise, tails = self._rises(cost, floor)
         if raised is None or raised.size > FLOOR_RAISED_MAX:  # no bound, or not worth it
             return np.zeros(edges.shape[0], dtype=bool), np.zeros(edges.shape[0], np.int64)
+        if self.compiled:
+            return floor_choice(cost, lower, valid, edges, self.net.edge_dst, rise, tails,
+                                self._xy, self._pace(floor), floor.table, rows, _SLACK)
         via = np.where(valid, cost[edges] + lower, np.inf)
         at = np.arange(via.shape[0])
         pick = via.argmin(axis=1)
@@ -318,8 +366,12 @@ class LiveCostToGo:
                                               valid, lower)
         open_dests = np.zeros(dests.size, dtype=bool)
         open_dests[inv[~sure]] = True
-        self._compute(key, dests[stale & open_dests])
         rest = ~sure
+        todo = open_dests & (stale | self._partial(dests))
+        if self.compiled and np.count_nonzero(todo):  # searched until their heads are settled
+            self._compute(key, dests[todo], self._needed(todo, inv, rest, heads, valid))
+        else:
+            self._compute(key, dests[todo])
         if np.count_nonzero(rest):
             rows = self._row[dest[deciding[rest]]]
             pick[rest] = _argmin_slots(cost, self._rows, rows, edges[rest], heads[rest],
@@ -366,22 +418,46 @@ class LiveCostToGo:
         pick[r] = best
         return sure, pick
 
-    def _compute(self, key: int, dests: np.ndarray) -> None:
-        """Compute and store the rows of ``dests`` on the costs of step ``key``."""
+    @staticmethod
+    def _needed(todo: np.ndarray, inv: np.ndarray, rest: np.ndarray, heads: np.ndarray,
+                valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(need_ptr, need)``: per destination of ``todo`` (in order), the heads of the valid
+        slots of its ``rest`` learners (``inv``: each learner's destination)."""
+        at = np.full(todo.size, -1)
+        at[todo] = np.arange(np.count_nonzero(todo))
+        learners = rest.nonzero()[0]
+        owner = at[inv[learners]]
+        learners, owner = learners[owner >= 0], owner[owner >= 0]
+        ok = valid[learners]
+        owner = np.repeat(owner, np.count_nonzero(ok, axis=1))
+        order = np.argsort(owner, kind="stable")
+        ptr = np.zeros(np.count_nonzero(todo) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner, minlength=ptr.size - 1), out=ptr[1:])
+        return ptr, heads[learners][ok][order].astype(np.int64)
+
+    def _compute(self, key: int, dests: np.ndarray,
+                 need: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Compute and store the rows of ``dests`` on the costs of step ``key`` (``need``,
+        compiled only: ``(need_ptr, need)`` of :func:`relied.env.kernel.cost_to_go_rows`,
+        each row searched only until its needed nodes are settled: exact there and on the
+        ball inside them, inf elsewhere; a valid upper bound for :meth:`_bounded_choice`)."""
         if dests.size == 0:
             return
-        rows = cost_to_go(self.net, dests, self._cost, self._graph)
+        rows, complete = self.rows(dests, self._cost, need)
         new = dests[self._row[dests] < 0]
         if new.size:
             if self._used + new.size > len(self._rows):  # room doubles
                 grow = max(self._used + new.size, 2 * len(self._rows), 8)
                 rows_, born = np.empty((grow, self.net.n_nodes)), np.zeros(grow, np.int64)
                 rows_[: self._used], born[: self._used] = self._table, self._born[: self._used]
-                self._rows, self._born = rows_, born
+                whole = np.zeros(grow, dtype=bool)
+                whole[: self._used] = self._complete[: self._used]
+                self._rows, self._born, self._complete = rows_, born, whole
             self._row[new] = np.arange(self._used, self._used + new.size)
             self._used += new.size
         self._rows[self._row[dests]] = rows
         self._born[self._row[dests]] = key
+        self._complete[self._row[dests]] = complete
 
 
 def _argmin_slots(cost: np.ndarray, table: np.ndarray, rows: np.ndarray, edges: np.ndarray,
