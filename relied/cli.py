@@ -93,12 +93,16 @@ def simulate(
     sumo_signals: Annotated[str, typer.Option(
         help="SUMO's traffic lights with --signals: netconvert (netconvert's programs) or "
              "core (the core's fixed-time plans)")] = "netconvert",
+    meso_junctions: Annotated[str | None, typer.Option(
+        help="with --backend sumo-meso: control (SUMO's junction control) or green-split "
+             "(the core's junction model: no junction control, signalised links slowed by "
+             "their green share; docs/sumo.md) [control]")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run one episode with a reference policy and print the learners' metrics."""
     from pydantic import ValidationError
 
-    from relied.env.sumo import SumoError, check_backend, make_core
+    from relied.env.sumo import SumoError, check_backend, check_meso_junctions, make_core
 
     try:
         sc = build_scenario(preset, scenario, {
@@ -116,8 +120,9 @@ def simulate(
         if sumo_signals not in ("core", "netconvert"):
             raise ValueError(f"unknown --sumo-signals '{sumo_signals}'; choose core or "
                              "netconvert")
+        junctions = check_meso_junctions(meso_junctions, backend)
         core = make_core(net, sc, backend, record_routes=plot is not None,
-                         signal_plans=sumo_signals, **kw)
+                         signal_plans=sumo_signals, meso_junctions=junctions, **kw)
         pol = make_policy(policy, sc.seed)
         episode = run_episode(core, pol)
     except ValidationError as exc:
@@ -133,6 +138,8 @@ def simulate(
         result["sumo_signals"] = sumo_signals if sc.signals else "netconvert"
         if report is not None:
             result["core_plans_in_sumo"] = report.summary()
+    if backend == "sumo-meso":
+        result["meso_junctions"] = junctions
     equilibrium = getattr(pol, "equilibrium", None)
     if equilibrium is not None:
         result["relative_gap"] = equilibrium.relative_gap[-1]

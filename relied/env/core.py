@@ -226,10 +226,14 @@ class RoutingCore:
         self.status, self.node, self.edge = self.v_status[:n], self.v_node[:n], self.v_edge[:n]
         self.arrival_s = self.v_arrival[:n]
         self.reset()
-        if self.compiled:  # the kernels are built (or loaded from numba's disk cache) here,
-            if self.queue_model:  # not in a step
-                self._discharge_compiled(0.0, None, self._no_one)
-            self._live.load()
+        if self.compiled:
+            self._load_kernels()
+
+    def _load_kernels(self) -> None:
+        """Build (or load from numba's disk cache) the compiled kernels now, not in a step."""
+        if self.queue_model:
+            self._discharge_compiled(0.0, None, self._no_one)
+        self._live.load()
 
     @property
     def compiled(self) -> bool:

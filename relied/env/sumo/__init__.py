@@ -14,13 +14,29 @@ from relied.env.sumo.network import MapReport, SumoError, SumoNetwork, load_sumo
 BACKENDS: tuple[str, ...] = ("core", "sumo", "sumo-meso")
 
 __all__ = ["BACKENDS", "MapReport", "SumoError", "SumoNetwork", "check_backend",
-           "load_sumo_network", "make_core"]
+           "check_meso_junctions", "load_sumo_network", "make_core"]
 
 
 def check_backend(backend: str) -> None:
     """``ValueError`` naming the backends for an unknown one."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+
+
+def check_meso_junctions(meso_junctions: str | None, backend: str) -> str:
+    """The meso junction model a command asked for (``None``: ``control``, the default);
+    ``ValueError`` for an unknown one, or one given with a backend other than ``sumo-meso``."""
+    from relied.env.sumo.core import MESO_JUNCTIONS
+
+    if meso_junctions is None:
+        return "control"
+    if meso_junctions not in MESO_JUNCTIONS:
+        raise ValueError(f"unknown --meso-junctions '{meso_junctions}'; choose "
+                         f"{' or '.join(MESO_JUNCTIONS)}")
+    if backend != "sumo-meso":
+        raise ValueError(f"--meso-junctions applies to --backend sumo-meso only (got "
+                         f"--backend {backend}); drop it or use --backend sumo-meso")
+    return meso_junctions
 
 
 def make_core(net: CityNetwork, scenario: Scenario, backend: str = "core",

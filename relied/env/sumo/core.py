@@ -148,6 +148,11 @@ class SumoCore(RoutingCore):
         self.running = False
         super().__init__(net, scenario, record_routes=record_routes)
 
+    def _load_kernels(self) -> None:
+        """None at construction: SUMO moves the vehicles (the core's compiled discharge never
+        runs here), and the live cost-to-go's kernels load at their first use, if a policy
+        or an observation asks for it (~0.2 s once per process, the first numba load)."""
+
     # ---- SUMO process -------------------------------------------------------------------------
     def _command(self) -> list[str]:
         from relied.env.sumo.network import require_sumo
