@@ -546,3 +546,117 @@ def floor_choice(cost, lower, valid, edges, edge_dst, rise, tails, xy, pace, tab
         sure[i] = top < other
         pick[i] = best
     return sure, pick
+
+
+@numba.njit(cache=True)
+def bounded_choice(cost, dests, inv, bounded, edges, heads, valid, lower, row_of, born_of,
+                   rows, ring, ring_key, edge_src, slack):
+    """:meth:`relied.env.live.LiveCostToGo._bounded_choice`: ``(sure, pick)`` per deciding
+    learner from the rows of its destination (``row_of[node]``, computed at step
+    ``born_of[row]``, the costs of then in ``ring``) and the cost increases since. The same
+    bounds in loops; sums of increases may round in another order than numpy's, which
+    ``slack`` absorbs (a sure pick is the exact argmin either way: the same choices)."""
+    m, k = edges.shape
+    sure = np.zeros(m, dtype=np.bool_)
+    pick = np.zeros(m, dtype=np.int64)
+    n_ring = ring_key.size
+    use = np.zeros(dests.size, dtype=np.bool_)  # destinations whose old row may bound
+    any_use = False
+    for i in range(dests.size):
+        if bounded[i]:
+            b = born_of[row_of[dests[i]]]
+            use[i] = ring_key[b % n_ring] == b
+            any_use |= use[i]
+    if not any_use:
+        return sure, pick
+    reach = np.full(dests.size, -np.inf)
+    best_of = np.zeros(m, dtype=np.int64)
+    upper_of = np.empty(m)
+    low_of = np.empty(m)
+    for r in range(m):
+        d = inv[r]
+        if not use[d]:
+            continue
+        row = row_of[dests[d]]
+        best = 0
+        top = np.inf
+        for j in range(k):
+            u = cost[edges[r, j]] + rows[row, heads[r, j]] if valid[r, j] else np.inf
+            if j == 0 or u < top:
+                best, top = j, u
+        low = np.inf
+        for j in range(k):
+            if j != best and valid[r, j]:
+                lo = cost[edges[r, j]] + lower[r, j]
+                if lo < low:
+                    low = lo
+        best_of[r], upper_of[r], low_of[r] = best, top, low
+        old = rows[row, heads[r, best]]
+        if old > reach[d]:
+            reach[d] = old
+    # the edges whose cost rose since one of those rows was computed
+    seen = np.zeros(n_ring, dtype=np.bool_)
+    for i in range(dests.size):
+        if use[i]:
+            seen[born_of[row_of[dests[i]]] % n_ring] = True
+    n_rose = 0
+    rose = np.empty(cost.size, dtype=np.int64)
+    for e in range(cost.size):
+        for s in range(n_ring):
+            if seen[s] and cost[e] > ring[s, e]:
+                rose[n_rose] = e
+                n_rose += 1
+                break
+    extra = np.zeros(dests.size)
+    for i in range(dests.size):
+        if not use[i]:
+            continue
+        row = row_of[dests[i]]
+        s = born_of[row] % n_ring
+        total = 0.0
+        for j in range(n_rose):
+            e = rose[j]
+            rise = cost[e] - ring[s, e]
+            if rise > 0.0 and rows[row, edge_src[e]] <= reach[i]:
+                total += rise
+        extra[i] = total
+    for r in range(m):
+        d = inv[r]
+        if not use[d]:
+            continue
+        top = upper_of[r] + extra[d]
+        top += abs(top) * slack + slack
+        sure[r] = top < low_of[r]
+        pick[r] = best_of[r]
+    return sure, pick
+
+
+@numba.njit(cache=True)
+def needed_heads(todo, inv, rest, heads, valid):
+    """:meth:`relied.env.live.LiveCostToGo._needed`: ``(need_ptr, need)``, per destination
+    of ``todo`` (in order) the heads of the valid slots of its ``rest`` learners."""
+    at = np.full(todo.size, -1, dtype=np.int64)
+    n = 0
+    for i in range(todo.size):
+        if todo[i]:
+            at[i] = n
+            n += 1
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    m, k = heads.shape
+    for r in range(m):
+        if rest[r] and at[inv[r]] >= 0:
+            for j in range(k):
+                if valid[r, j]:
+                    ptr[at[inv[r]] + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    need = np.empty(ptr[n], dtype=np.int64)
+    fill = ptr[:n].copy()
+    for r in range(m):
+        if rest[r] and at[inv[r]] >= 0:
+            o = at[inv[r]]
+            for j in range(k):
+                if valid[r, j]:
+                    need[fill[o]] = heads[r, j]
+                    fill[o] += 1
+    return ptr, need

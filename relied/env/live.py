@@ -33,7 +33,8 @@ numpy, the reference). Rows come from :func:`relied.env.kernel.cost_to_go_rows`,
 values bit for bit; a row computed for the bounded choice is searched only until the heads
 of its open learners are settled (exact there and on the ball inside them, inf elsewhere:
 an upper bound the bounds may use, never handed to :meth:`LiveCostToGo.get`'s readers, which
-get complete rows), and the floor's bounds run in :func:`relied.env.kernel.floor_choice`.
+get complete rows), and the bounds run in :func:`relied.env.kernel.floor_choice` and
+:func:`relied.env.kernel.bounded_choice`.
 Every choice is the one exact rows give, so results are the reference's, bit for bit
 (``tests/test_core_kernel.py``).
 """
@@ -47,7 +48,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from relied.env.kernel import COMPILED, cost_to_go_rows, floor_choice
+from relied.env.kernel import COMPILED, bounded_choice, cost_to_go_rows, floor_choice, needed_heads
 from relied.env.network import CityNetwork
 
 #: learners up to which every needed destination is exact every step
@@ -170,10 +171,15 @@ class LiveCostToGo:
             net, one = self.net, np.zeros(1, dtype=np.int64)
             self.rows(one, net.freeflow_s)
             k = net.max_out_degree
-            floor_choice(net.freeflow_s, np.zeros((1, k)), np.zeros((1, k), dtype=bool),
-                         np.zeros((1, k), dtype=np.int64), net.edge_dst, np.zeros(0),
-                         net.edge_src[:0], self._xy, 1.0, np.zeros((1, net.n_nodes)), one,
-                         _SLACK)
+            edges, no = np.zeros((1, k), dtype=np.int64), np.zeros((1, k), dtype=bool)
+            floor_choice(net.freeflow_s, np.zeros((1, k)), no, edges, net.edge_dst,
+                         np.zeros(0), net.edge_src[:0], self._xy, 1.0,
+                         np.zeros((1, net.n_nodes)), one, _SLACK)
+            heads = net.edge_dst[edges]
+            bounded_choice(net.freeflow_s, one, one, np.zeros(1, dtype=bool), edges, heads, no,
+                           np.zeros((1, k)), self._row, self._born, self._rows, self._ring,
+                           self._ring_key, net.edge_src, _SLACK)
+            needed_heads(np.zeros(1, dtype=bool), one, np.zeros(1, dtype=bool), heads, no)
 
     def rows(self, dests: np.ndarray, cost: np.ndarray,
              need: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -362,14 +368,20 @@ class LiveCostToGo:
         pick = np.zeros(deciding.size, dtype=np.int64)
         bounded = stale & (self._row[dests] >= 0)
         if np.count_nonzero(bounded):
-            sure, pick = self._bounded_choice(key, cost, dests, inv, bounded, edges, heads,
-                                              valid, lower)
+            if self.compiled:
+                sure, pick = bounded_choice(cost, dests, inv, bounded, edges, heads, valid,
+                                            lower, self._row, self._born, self._rows,
+                                            self._ring, self._ring_key, self.net.edge_src,
+                                            _SLACK)
+            else:
+                sure, pick = self._bounded_choice(key, cost, dests, inv, bounded, edges, heads,
+                                                  valid, lower)
         open_dests = np.zeros(dests.size, dtype=bool)
         open_dests[inv[~sure]] = True
         rest = ~sure
         todo = open_dests & (stale | self._partial(dests))
         if self.compiled and np.count_nonzero(todo):  # searched until their heads are settled
-            self._compute(key, dests[todo], self._needed(todo, inv, rest, heads, valid))
+            self._compute(key, dests[todo], needed_heads(todo, inv, rest, heads, valid))
         else:
             self._compute(key, dests[todo])
         if np.count_nonzero(rest):
@@ -417,23 +429,6 @@ class LiveCostToGo:
         sure[r] = top < low.min(axis=1)
         pick[r] = best
         return sure, pick
-
-    @staticmethod
-    def _needed(todo: np.ndarray, inv: np.ndarray, rest: np.ndarray, heads: np.ndarray,
-                valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(need_ptr, need)``: per destination of ``todo`` (in order), the heads of the valid
-        slots of its ``rest`` learners (``inv``: each learner's destination)."""
-        at = np.full(todo.size, -1)
-        at[todo] = np.arange(np.count_nonzero(todo))
-        learners = rest.nonzero()[0]
-        owner = at[inv[learners]]
-        learners, owner = learners[owner >= 0], owner[owner >= 0]
-        ok = valid[learners]
-        owner = np.repeat(owner, np.count_nonzero(ok, axis=1))
-        order = np.argsort(owner, kind="stable")
-        ptr = np.zeros(np.count_nonzero(todo) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(owner, minlength=ptr.size - 1), out=ptr[1:])
-        return ptr, heads[learners][ok][order].astype(np.int64)
 
     def _compute(self, key: int, dests: np.ndarray,
                  need: tuple[np.ndarray, np.ndarray] | None = None) -> None:
