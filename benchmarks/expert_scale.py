@@ -20,8 +20,11 @@ one seeded fleet sample of about that many vehicles holding the planned learners
 network with saturation flow, storage and capacity scaled by the sample's share
 (``relied.env.sample``); rows report the vehicles simulated and that factor. ``--accuracy``
 measures what the sample costs in accuracy instead: the learners' current behaviour (free-flow
-shortest paths) in the whole fleet against samples of ``--factors`` (seeds ``--seeds``), with
-and without the capacity scaling (``expert_scale_sample.md``).
+shortest paths) in the whole fleet against samples of ``--factors`` (seeds ``--seeds``) as the
+team runs them (capacities and stuck time scaled), with the fleet's stuck time (the sample
+before its stuck time was scaled) and without the capacity scaling; ``--presets`` adds
+presets' fleets (``expert_scale_sample_stuck.md``; the earlier ``expert_scale_sample*.md``
+predate the stuck time's scaling).
 
 Per row (each in its own subprocess, so peak RSS is the row's own; a row that runs past
 ``--timeout`` is stopped and reports the phases, model calls, simulations and peak RSS it got to):
@@ -46,7 +49,9 @@ and the demonstration file's size (``.npz``, store format 2: decision rows) is r
     .venv/bin/python benchmarks/expert_scale.py --full-max 0 --timeout 1800  # sampled rows only
     .venv/bin/python benchmarks/expert_scale.py --full-max 0 --timeout 2700 --bound-version 6 \
         --name expert_scale_v6  # the critic's lookahead under a new run's untrained learners
-    .venv/bin/python benchmarks/expert_scale.py --accuracy --sizes 1000,10000
+    .venv/bin/python benchmarks/expert_scale.py --accuracy --sizes 1000,10000 \
+        --factors 0.03,0.06,0.12,0.24 --seeds 0,1,2 --presets aguascalientes-peak \
+        --name expert_scale_sample_stuck
 
 A stopped row counts the phases it was in up to the stop (the planning of a chat stopped in
 the critic is its time so far minus the critic's checks).
@@ -216,8 +221,9 @@ def run_case(n: int, demo_agents: int | None, path: Path, bound_version: int | N
             "peak_rss_gib": _peak_rss_gib()}
 
 
-def _travel_times(net, scenario) -> tuple[np.ndarray, float]:
-    """Each learner's travel time (s) on its free-flow shortest path, and the run's wall."""
+def _drive(net, scenario) -> tuple[np.ndarray, float, float]:
+    """Each learner's travel time (s) on its free-flow shortest path, the entries forced by
+    the stuck time per simulated vehicle, and the run's wall."""
     from relied.env.core import RoutingCore
     from relied.env.forecast import drive
     from relied.env.policies import ShortestPathPolicy
@@ -225,30 +231,43 @@ def _travel_times(net, scenario) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     core = RoutingCore(net, scenario)
     drive(core, ShortestPathPolicy())
-    return core.travel_times(), time.perf_counter() - start
+    return (core.travel_times(), core.forced / scenario.n_vehicles,
+            time.perf_counter() - start)
 
 
-def accuracy_case(n: int, factors: list[float], seeds: list[int]) -> dict:
+def accuracy_case(case: str, factors: list[float], seeds: list[int]) -> dict:
     """The learners' current behaviour (untrained: the free-flow shortest paths, the
-    critic's reference) in the whole fleet and in fleet samples of each factor, with and
-    without the capacity scaling; mean travel times of the simulated learners, of the
-    demonstrated subset and, for the like-for-like error, of the same learners in the whole
-    fleet."""
+    critic's reference) in the whole fleet and in fleet samples of each factor: as sampled
+    now (capacities and the stuck time scaled), with the fleet's stuck time (the sample before
+    its stuck time scaled: ``SampleInfo.stuck_time_scaled=False``) and on the unscaled
+    network; mean travel times of the simulated learners, of the demonstrated subset and, for
+    the like-for-like error, of the same learners in the whole fleet. ``case``: a learner count
+    (``scale_case(n)``, the team's demonstrated subset kept in every sample) or a preset's
+    name (no subset kept: its learners are sampled like the background)."""
     import dataclasses
 
     from relied.agents.team import TeamConfig, demo_sample
     from relied.env.cities import load_city
-    from relied.env.sample import sample_fleet
+    from relied.env.presets import load_preset
+    from relied.env.sample import FleetSample, sample_fleet
     from relied.rl.config import TrainConfig
 
-    case = {k: v for k, v in scale_case(n).items() if k != "n_envs"}
-    net = load_city(case["city"])
-    scenario = TrainConfig(**case).scenario().resolve(net)
     config = TeamConfig()
-    demo = [a for b in demo_sample(n, config, scenario.seed) for a in b]
-    full, wall = _travel_times(net, scenario)
-    row = {"agents": n, "vehicles": scenario.n_vehicles, "full_mean_s": float(full.mean()),
-           "full_demo_mean_s": float(full[demo].mean()), "full_wall_s": round(wall, 1),
+    if case.isdigit():
+        spec = {k: v for k, v in scale_case(int(case)).items() if k != "n_envs"}
+        base = TrainConfig(**spec).scenario()
+    else:
+        base = load_preset(case).scenario
+    net = load_city(base.city)
+    scenario = base.resolve(net)
+    n = scenario.n_agents
+    demo = ([a for b in demo_sample(n, config, scenario.seed) for a in b] if case.isdigit()
+            else [])
+    full, forced, wall = _drive(net, scenario)
+    row = {"case": case, "agents": n, "vehicles": scenario.n_vehicles,
+           "full_mean_s": float(full.mean()),
+           "full_demo_mean_s": float(full[demo].mean()) if demo else None,
+           "full_forced_per_vehicle": forced, "full_wall_s": round(wall, 1),
            "default_sim_vehicles": config.sim_vehicles, "samples": []}
     for factor in factors:
         for seed in seeds:
@@ -256,16 +275,25 @@ def accuracy_case(n: int, factors: list[float], seeds: list[int]) -> dict:
                                   seed=seed)
             ids = sample.learners
             at = sample.positions(demo)
-            scaled, wall = _travel_times(sample.net, sample.scenario)
-            plain, plain_wall = _travel_times(
+            scaled, scaled_forced, wall = _drive(sample.net, sample.scenario)
+            before = FleetSample.of(net, scenario, sample.info.model_copy(
+                update={"stuck_time_scaled": False}))
+            fleet_stuck, before_forced, _ = _drive(before.net, before.scenario)
+            plain, _, plain_wall = _drive(
                 dataclasses.replace(net, name=f"{net.name}@unscaled"), sample.scenario)
             row["samples"].append({
                 "factor": round(sample.info.factor, 4), "seed": seed,
                 "vehicles": sample.scenario.n_vehicles, "learners": int(ids.size),
+                "stuck_time_s": sample.scenario.stuck_time_s,
                 "full_same_mean_s": float(full[ids].mean()),
-                "mean_s": float(scaled.mean()), "demo_mean_s": float(scaled[at].mean()),
+                "mean_s": float(scaled.mean()),
+                "demo_mean_s": float(scaled[at].mean()) if demo else None,
+                "fleet_stuck_mean_s": float(fleet_stuck.mean()),
+                "fleet_stuck_demo_mean_s": float(fleet_stuck[at].mean()) if demo else None,
                 "unscaled_mean_s": float(plain.mean()),
-                "unscaled_demo_mean_s": float(plain[at].mean()),
+                "unscaled_demo_mean_s": float(plain[at].mean()) if demo else None,
+                "forced_per_vehicle": scaled_forced,
+                "fleet_stuck_forced_per_vehicle": before_forced,
                 "wall_s": round(wall, 1), "unscaled_wall_s": round(plain_wall, 1)})
             print(json.dumps(row["samples"][-1]), file=sys.stderr)
     return row
@@ -279,35 +307,62 @@ def accuracy_markdown(report: dict) -> str:
              + (f", modified under relied/: {', '.join(report['code']['modified'])}"
                 if report['code']['modified'] else "") + ")", "",
              "The learners' current behaviour (untrained: free-flow shortest paths, the "
-             "critic's reference) on `scale_case(n)` of benchmarks/train_throughput.py, "
-             "simulated with the whole fleet and on fleet samples "
-             "(`relied.env.sample.sample_fleet`: the demonstrated subset of "
-             "`TeamConfig.demo_agents` always in, the other learners and the background "
-             "drawn by a systematic sample over departure order, seeded) on the network with "
-             "saturation flow, storage and capacity times the sample's factor ('scaled'), "
-             "and the same sample on the unscaled network ('unscaled': what removing the "
-             "scaling gives). Mean travel times (s): all simulated learners (against the "
-             "same learners' mean in the whole fleet, and its relative error), and the "
-             "demonstrated subset (against its whole-fleet mean). The default setting "
+             "critic's reference) simulated with the whole fleet and on fleet samples "
+             "(`relied.env.sample.sample_fleet`: a systematic sample over departure order, "
+             "seeded; for a learner count, `scale_case(n)` of benchmarks/train_throughput.py "
+             "with the demonstrated subset of `TeamConfig.demo_agents` always in; for a preset, "
+             "no subset kept) on the network with saturation flow, storage and capacity times "
+             "the sample's factor and the stuck time divided by it ('scaled', the sample as "
+             "the team runs it), the same with the fleet's stuck time ('fleet stuck time': "
+             "the sample before the stuck time was scaled) and on the unscaled network "
+             "('unscaled'). Mean travel times (s) of the simulated learners against the same "
+             "learners' mean in the whole fleet (relative error), and of the demonstrated "
+             "subset against its whole-fleet mean. Forced: entries forced by the stuck time "
+             "per simulated vehicle (whole fleet in the heading). The default setting "
              "(`TeamConfig.sim_vehicles`) is the factor sim_vehicles / vehicles.", ""]
+
+    def err(v: float | None, ref: float | None) -> str:
+        return "-" if v is None or ref is None else f"{100 * (v / ref - 1):+.1f}%"
+
     for r in report["rows"]:
-        lines += [f"## {r['agents']:,} learners, {r['vehicles']:,} vehicles (whole fleet: "
-                  f"{r['full_wall_s']} s per simulation; all learners {r['full_mean_s']:.1f} s,"
-                  f" demonstrated subset {r['full_demo_mean_s']:.1f} s)", "",
-                  "| factor | seed | vehicles | learners | same learners, whole fleet | "
-                  "scaled | error | unscaled | error | demo subset scaled | error | "
-                  "demo subset unscaled | error | wall scaled (s) |", "|" + "---|" * 14]
+        name = (f"{r['agents']:,} learners" if str(r.get("case", r["agents"])).isdigit()
+                else f"{r['case']} ({r['agents']:,} learners)")
+        demo = (f", demonstrated subset {r['full_demo_mean_s']:.1f} s"
+                if r.get("full_demo_mean_s") is not None else "")
+        forced = r.get("full_forced_per_vehicle")
+        lines += [f"## {name}, {r['vehicles']:,} vehicles (whole fleet: {r['full_wall_s']} s "
+                  f"per simulation; all learners {r['full_mean_s']:.1f} s{demo}"
+                  + (f"; forced {forced:.3f} per vehicle" if forced is not None else "")
+                  + ")", "",
+                  "| factor | seed | vehicles | learners | stuck time (s) | same learners, "
+                  "whole fleet | scaled | error | fleet stuck time | error | unscaled | error "
+                  "| demo subset scaled | error | demo subset, fleet stuck time | error | "
+                  "forced (scaled / fleet stuck time) | wall scaled (s) |", "|" + "---|" * 18]
         for x in r["samples"]:
-            def err(v: float, ref: float) -> str:
-                return f"{100 * (v / ref - 1):+.1f}%"
+            same, dref = x["full_same_mean_s"], r.get("full_demo_mean_s")
+
+            def fig(v: float | None) -> str:
+                return "-" if v is None else f"{v:.1f}"
+
             lines.append(
                 f"| {x['factor']:.3f} | {x['seed']} | {x['vehicles']:,} | {x['learners']:,} | "
-                f"{x['full_same_mean_s']:.1f} | {x['mean_s']:.1f} | "
-                f"{err(x['mean_s'], x['full_same_mean_s'])} | {x['unscaled_mean_s']:.1f} | "
-                f"{err(x['unscaled_mean_s'], x['full_same_mean_s'])} | {x['demo_mean_s']:.1f} "
-                f"| {err(x['demo_mean_s'], r['full_demo_mean_s'])} | "
-                f"{x['unscaled_demo_mean_s']:.1f} | "
-                f"{err(x['unscaled_demo_mean_s'], r['full_demo_mean_s'])} | {x['wall_s']} |")
+                f"{x.get('stuck_time_s', 60.0):.0f} | {same:.1f} | {x['mean_s']:.1f} | "
+                f"{err(x['mean_s'], same)} | {fig(x.get('fleet_stuck_mean_s'))} | "
+                f"{err(x.get('fleet_stuck_mean_s'), same)} | {x['unscaled_mean_s']:.1f} | "
+                f"{err(x['unscaled_mean_s'], same)} | {fig(x['demo_mean_s'])} | "
+                f"{err(x['demo_mean_s'], dref)} | {fig(x.get('fleet_stuck_demo_mean_s'))} | "
+                f"{err(x.get('fleet_stuck_demo_mean_s'), dref)} | "
+                f"{x.get('forced_per_vehicle', float('nan')):.3f} / "
+                f"{x.get('fleet_stuck_forced_per_vehicle', float('nan')):.3f} | "
+                f"{x['wall_s']} |")
+        errors = [x["mean_s"] / x["full_same_mean_s"] - 1 for x in r["samples"]]
+        before = [x["fleet_stuck_mean_s"] / x["full_same_mean_s"] - 1 for x in r["samples"]
+                  if x.get("fleet_stuck_mean_s") is not None]
+        if errors:
+            lines += ["", f"Mean error over the samples: scaled {100 * np.mean(errors):+.1f}% "
+                      f"(mean absolute {100 * np.mean(np.abs(errors)):.1f}%)"
+                      + (f", fleet stuck time {100 * np.mean(before):+.1f}% (mean absolute "
+                         f"{100 * np.mean(np.abs(before)):.1f}%)" if before else "") + "."]
         lines.append("")
     return "\n".join(lines)
 
@@ -383,6 +438,8 @@ def main() -> None:
     p.add_argument("--factors", default="0.12,0.24",
                    help="--accuracy: sample factors (share of the vehicles simulated)")
     p.add_argument("--seeds", default="0,1", help="--accuracy: sample seeds")
+    p.add_argument("--presets", default="",
+                   help="--accuracy: presets measured too (comma-separated; no subset kept)")
     p.add_argument("--bound-version", type=int, choices=(5, 6),
                    help="judge with this bound version under the untrained learners of a new "
                    "training run of the case (default: no learners, version 4's stand-in)")
@@ -395,8 +452,10 @@ def main() -> None:
                   "cpus": os.cpu_count(), "python": platform.python_version(),
                   "load_before": [round(x, 2) for x in os.getloadavg()],
                   "code": code_version(), "rows": []}
-        for n in (int(s) for s in args.sizes.split(",")):
-            report["rows"].append(accuracy_case(n, [float(f) for f in args.factors.split(",")],
+        cases = [c for c in args.sizes.split(",") + args.presets.split(",") if c]
+        for case in cases:
+            report["rows"].append(accuracy_case(case, [float(f) for f in
+                                                       args.factors.split(",")],
                                                 [int(x) for x in args.seeds.split(",")]))
             report["load_after"] = [round(x, 2) for x in os.getloadavg()]
             args.out.mkdir(parents=True, exist_ok=True)

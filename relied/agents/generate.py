@@ -132,6 +132,8 @@ def cache_key(team: ExpertTeam, card: ModelCard, variant: int) -> str:
                # (the simulation setting only where it samples: other keys stay as they were)
                "config": team.config.model_dump(
                    mode="json", exclude=None if team.sample else {"sim_vehicles"})}
+    if team.sample is not None:  # what was simulated (its stuck time too)
+        request["fleet_sample"] = team.sample.info.model_dump(mode="json")
     if team.learners.digest is not None:
         request["learners"] = team.learners.digest
     blob = json.dumps(request, sort_keys=True)

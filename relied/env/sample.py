@@ -7,6 +7,15 @@ and BPR capacity are multiplied by ``factor`` in a copy of the network
 (:func:`scaled_network`), so each simulated vehicle stands for ``1 / factor`` of them: a
 queue discharges ``factor`` times as many vehicles per second and holds ``factor`` times as
 many, and the delays and fills a vehicle meets are those of the whole fleet in expectation.
+The queue model's gridlock release is a rate too: a vehicle held ``stuck_time_s`` at the head
+of a queue by a full next edge enters anyway, so a blocked queue releases one vehicle per
+stuck time. The sample divides the stuck time by ``factor`` (``SampleInfo.stuck_time_scaled``),
+so a blocked queue releases ``factor`` times as many vehicles per second, like every other
+capacity, and a head that waits one (``1 / factor`` times longer) discharge of its next edge
+is not forced in. With the fleet's stuck time the sample forced 2-3 times as many entries per
+vehicle as the whole fleet and its learners were 5-12% too fast on a gridlocking fleet
+(``benchmarks/results/expert_scale_sample_stuck.md``; records written before the field
+rebuild with the fleet's stuck time, as they were simulated).
 What the learners observe is scale-free: the delay an entering vehicle would meet is the
 queue times the headway (``count / (saturation * factor)``), the fill is ``count / (storage
 * factor)``, BPR reads ``others / (capacity * factor)`` (:mod:`relied.env.core`). Limits: an
@@ -54,6 +63,10 @@ class SampleInfo(BaseModel):
                                 "position k of the sample is learner learners[k]")
     background: list[int] = Field(description="the simulated background vehicles (indices "
                                   "among the scenario's background vehicles, sorted)")
+    stuck_time_scaled: bool = Field(False, description="the sample's stuck time is the "
+                                    "fleet's divided by factor (sample_fleet's samples); "
+                                    "False: the fleet's, as samples recorded before this "
+                                    "field were simulated")
 
 
 def scaled_network(net: CityNetwork, factor: float) -> CityNetwork:
@@ -89,8 +102,9 @@ class FleetSample:
         def take(values: list | None, idx: list[int]) -> list:
             return [values[i] for i in idx] if values is not None else []
 
+        stuck = sc.stuck_time_s / info.factor if info.stuck_time_scaled else sc.stuck_time_s
         sampled = Scenario.model_validate({
-            **sc.model_dump(), "n_agents": len(learners),
+            **sc.model_dump(), "n_agents": len(learners), "stuck_time_s": stuck,
             "background_share": len(background) / (len(learners) + len(background)),
             "origins": take(sc.origins, learners),
             "destinations": take(sc.destinations, learners),
@@ -154,5 +168,6 @@ def sample_fleet(net: CityNetwork, scenario: Scenario, target_vehicles: int,
     background = np.sort(_systematic(np.argsort(bdep, kind="stable"), b, rng))
     info = SampleInfo(target_vehicles=target_vehicles,
                       factor=(learners.size + background.size) / total,
-                      learners=learners.tolist(), background=background.tolist())
+                      learners=learners.tolist(), background=background.tolist(),
+                      stuck_time_scaled=True)
     return FleetSample.of(net, sc, info)
