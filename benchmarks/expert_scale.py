@@ -235,7 +235,28 @@ def _drive(net, scenario) -> tuple[np.ndarray, float, float]:
             time.perf_counter() - start)
 
 
-def accuracy_case(case: str, factors: list[float], seeds: list[int]) -> dict:
+def storage_rounding(net, scenario, full: np.ndarray, factors: list[float]) -> list[dict]:
+    """What the sample's rounded storages alone do: the whole fleet on the storage a sample of
+    each factor effectively has (``ceil(storage x factor) / factor``: an edge admits a vehicle
+    while fewer than ``ceil(storage x factor)`` are on it, at least one), against the fleet;
+    and that room in all against the fleet's (``room_ratio``)."""
+    import dataclasses
+
+    out = []
+    for factor in factors:
+        room = np.ceil(net.storage * factor)
+        times, forced, wall = _drive(dataclasses.replace(
+            net, name=f"{net.name}~storage@{factor:g}", storage=room / factor), scenario)
+        out.append({"factor": factor,
+                    "room_ratio": float(room.sum() / (factor * np.ceil(net.storage).sum())),
+                    "mean_s": float(times.mean()), "error": float(times.mean() / full.mean() - 1),
+                    "forced_per_vehicle": forced, "wall_s": round(wall, 1)})
+        print(json.dumps(out[-1]), file=sys.stderr)
+    return out
+
+
+def accuracy_case(case: str, factors: list[float], seeds: list[int],
+                  storage: bool = False) -> dict:
     """The learners' current behaviour (untrained: the free-flow shortest paths, the
     critic's reference) in the whole fleet and in fleet samples of each factor: as sampled
     now (capacities and the stuck time scaled), with the fleet's stuck time (the sample before
@@ -269,6 +290,8 @@ def accuracy_case(case: str, factors: list[float], seeds: list[int]) -> dict:
            "full_demo_mean_s": float(full[demo].mean()) if demo else None,
            "full_forced_per_vehicle": forced, "full_wall_s": round(wall, 1),
            "default_sim_vehicles": config.sim_vehicles, "samples": []}
+    if storage:
+        row["storage_rounding"] = storage_rounding(net, scenario, full, factors)
     for factor in factors:
         for seed in seeds:
             sample = sample_fleet(net, scenario, round(factor * scenario.n_vehicles), demo,
@@ -358,6 +381,15 @@ def accuracy_markdown(report: dict) -> str:
         errors = [x["mean_s"] / x["full_same_mean_s"] - 1 for x in r["samples"]]
         before = [x["fleet_stuck_mean_s"] / x["full_same_mean_s"] - 1 for x in r["samples"]
                   if x.get("fleet_stuck_mean_s") is not None]
+        if r.get("storage_rounding"):
+            lines += ["", "The whole fleet on the storage a sample of each factor effectively "
+                      "has (`ceil(storage x factor) / factor`; room: that storage in all over "
+                      "the fleet's):", "",
+                      "| factor | room | all learners (s) | error | forced per vehicle |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {x['factor']:.3f} | {x['room_ratio']:.3f} | {x['mean_s']:.1f} | "
+                      f"{100 * x['error']:+.1f}% | {x['forced_per_vehicle']:.3f} |"
+                      for x in r["storage_rounding"]]
         if errors:
             lines += ["", f"Mean error over the samples: scaled {100 * np.mean(errors):+.1f}% "
                       f"(mean absolute {100 * np.mean(np.abs(errors)):.1f}%)"
@@ -438,6 +470,8 @@ def main() -> None:
     p.add_argument("--factors", default="0.12,0.24",
                    help="--accuracy: sample factors (share of the vehicles simulated)")
     p.add_argument("--seeds", default="0,1", help="--accuracy: sample seeds")
+    p.add_argument("--storage-rounding", action="store_true",
+                   help="--accuracy: also the whole fleet on each factor's rounded storage")
     p.add_argument("--presets", default="",
                    help="--accuracy: presets measured too (comma-separated; no subset kept)")
     p.add_argument("--bound-version", type=int, choices=(5, 6),
@@ -456,7 +490,8 @@ def main() -> None:
         for case in cases:
             report["rows"].append(accuracy_case(case, [float(f) for f in
                                                        args.factors.split(",")],
-                                                [int(x) for x in args.seeds.split(",")]))
+                                                [int(x) for x in args.seeds.split(",")],
+                                                args.storage_rounding))
             report["load_after"] = [round(x, 2) for x in os.getloadavg()]
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
