@@ -12,17 +12,22 @@ of a queue by a full next edge enters anyway, so a blocked queue releases one ve
 stuck time. The sample divides the stuck time by ``factor`` (``SampleInfo.stuck_time_scaled``),
 so a blocked queue releases ``factor`` times as many vehicles per second, like every other
 capacity, and a head that waits one (``1 / factor`` times longer) discharge of its next edge
-is not forced in. With the fleet's stuck time the sample forced 2-3 times as many entries per
-vehicle as the whole fleet and its learners were 5-12% too fast on a gridlocking fleet
-(``benchmarks/results/expert_scale_sample_stuck.md``; records written before the field
-rebuild with the fleet's stuck time, as they were simulated).
+is not forced in. With the fleet's stuck time the sample forced 1.6-3.4 times as many entries
+per vehicle as the whole fleet and its learners were 2.6-11.6% too fast on a gridlocking fleet
+of 10,000 learners, 0.0-3.0% with it (``benchmarks/results/expert_scale_sample_stuck.md``;
+records written before the field rebuild with the fleet's stuck time, as they were
+simulated). Not corrected: on a fleet that queues without gridlock (aguascalientes-peak)
+samples are too slow (same file), most likely from the discharge's granularity (a sampled
+vehicle's headway is ``1 / factor`` times the fleet's), which only the core's discharge could
+change.
 What the learners observe is scale-free: the delay an entering vehicle would meet is the
 queue times the headway (``count / (saturation * factor)``), the fill is ``count / (storage
 * factor)``, BPR reads ``others / (capacity * factor)`` (:mod:`relied.env.core`). Limits: an
 edge still admits a vehicle while fewer than ``ceil(storage * factor)`` are on it, so very
 short edges hold at least one vehicle (relatively more than in the whole fleet when
 ``storage * factor < 1``), and the sample's travel times have sampling noise (the benchmark
-``benchmarks/expert_scale.py --accuracy`` measures both against the whole fleet).
+``benchmarks/expert_scale.py --accuracy`` measures both against the whole fleet;
+``--storage-rounding`` the rounding alone).
 
 :func:`sample_fleet` keeps the learners asked for (the expert team's demonstrated agents)
 and draws the rest so that the learners and the background traffic each keep their share of
