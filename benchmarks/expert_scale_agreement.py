@@ -17,13 +17,16 @@ Candidate plans (routes of every learner; the judged agents' routes are what dif
 * congestion-aware: the routes the learners drove under the congestion-aware policy in the
   whole fleet,
 * perturbed: congestion-aware for a seeded half of the judged agents, shortest paths for the
-  others.
+  others; perturbed-10: the same for a seeded tenth (near the reference),
+* all-switch: every judged agent off its shortest path (its congestion-aware route, or where
+  that is the same, a second path: ``critic.alternative_routes``), the others on theirs.
 
 Per plan and setting: the verdict, v6's forecast drift of the plan and of the reference (s per
 decision) and their ratio, v5's verdict on the same terms (``bound_accepted``), the return
 check, the plan's mean travel time, wall time.
 
-    .venv/bin/python benchmarks/expert_scale_agreement.py --sizes 1000 --sim-vehicles 1500
+    .venv/bin/python benchmarks/expert_scale_agreement.py --sizes 1000 --seeds 0,1 \
+        --sim-vehicles 1500,3000
 """
 
 from __future__ import annotations
@@ -42,19 +45,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 from train_throughput import code_version, scale_case  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-PLANS = ("shortest-path", "congestion-aware", "perturbed")
+PLANS = ("shortest-path", "congestion-aware", "perturbed", "perturbed-10", "all-switch")
 
 
 def candidate_plans(net, scenario, judged: list[int], seed: int = 0) -> dict[str, list]:
     """Node routes of every learner for each candidate plan (module docstring)."""
-    from relied.experts.critic import policy_routes
+    from relied.experts.critic import alternative_routes, policy_routes
 
     sp = policy_routes(net, scenario, "shortest-path")
     ca = policy_routes(net, scenario, "congestion-aware")
     rng = np.random.default_rng(seed)
-    half = set(rng.choice(judged, size=len(judged) // 2, replace=False).tolist())
-    mixed = [ca[i] if i in half else sp[i] for i in range(len(sp))]
-    return {"shortest-path": sp, "congestion-aware": ca, "perturbed": mixed}
+
+    def mixed(share: float) -> list:
+        some = set(rng.choice(judged, size=round(len(judged) * share), replace=False).tolist())
+        return [ca[i] if i in some else sp[i] for i in range(len(sp))]
+
+    switch = alternative_routes(net, scenario, sp, "congestion-aware")
+    keep = set(judged)
+    return {"shortest-path": sp, "congestion-aware": ca, "perturbed": mixed(0.5),
+            "perturbed-10": mixed(0.1),
+            "all-switch": [switch[i] if i in keep else sp[i] for i in range(len(sp))]}
 
 
 def judge(team, routes: list[list[int]]) -> dict:
@@ -81,8 +91,9 @@ def judge(team, routes: list[list[int]]) -> dict:
             "reason": report.reason, "wall_s": round(time.perf_counter() - start, 1)}
 
 
-def agreement_case(n: int, sim_vehicles: list[int], report: dict, save) -> dict:
-    """Every candidate plan judged on the whole fleet and on each sample; the row."""
+def agreement_case(n: int, seed: int, sim_vehicles: list[int], report: dict, save) -> dict:
+    """Every candidate plan judged on the whole fleet and on each sample of the case with
+    scenario (and learners') seed ``seed``; the row."""
     from relied.agents.clients import make_client
     from relied.agents.team import ExpertTeam, TeamConfig
     from relied.agents.view import CityView
@@ -92,13 +103,14 @@ def agreement_case(n: int, sim_vehicles: list[int], report: dict, save) -> dict:
     from relied.rl.trial import fresh_learners
 
     case = {k: v for k, v in scale_case(n).items() if k != "n_envs"}
-    cfg = TrainConfig(**case)
+    cfg = TrainConfig(**case, seed=seed)
     scenario = cfg.scenario()
     net = load_city(scenario.city)
     core = RoutingCore(net, scenario)
     learners = fresh_learners(cfg, core)
     view = CityView(net)
-    row = {"agents": n, "vehicles": core.scenario.n_vehicles, "learners": learners.source,
+    row = {"agents": n, "seed": seed, "vehicles": core.scenario.n_vehicles,
+           "learners": learners.source,
            "settings": []}
     report["rows"].append(row)
     plans = None
@@ -133,8 +145,8 @@ def markdown(report: dict) -> str:
                 if report['code']['modified'] else "") + ")", "",
              (__doc__ or "").split("\n\n", 1)[1].split("    .venv")[0].strip(), ""]
     for r in report["rows"]:
-        lines += [f"## {r['agents']:,} learners, {r['vehicles']:,} vehicles (learners: "
-                  f"{r['learners']})", "",
+        lines += [f"## {r['agents']:,} learners, {r['vehicles']:,} vehicles, seed "
+                  f"{r.get('seed', 0)} (learners: {r['learners']})", "",
                   "| plan | simulated (factor) | verdict | v6 drift plan / reference (s) | "
                   "ratio | v5 verdict | too slow | plan mean travel time (s) | check wall (s) |",
                   "|" + "---|" * 9]
@@ -169,6 +181,7 @@ def main() -> None:
     p.add_argument("--sizes", default="1000", help="learner counts")
     p.add_argument("--sim-vehicles", default="1500",
                    help="sample sizes (TeamConfig.sim_vehicles) judged beside the whole fleet")
+    p.add_argument("--seeds", default="0", help="scenario (and learners') seeds")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder of the results files")
     p.add_argument("--name", default="expert_scale_agreement", help="stem of the results files")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -189,7 +202,9 @@ def main() -> None:
         (args.out / f"{args.name}.md").write_text(markdown(report))
 
     for n in (int(s) for s in args.sizes.split(",")):
-        agreement_case(n, [int(s) for s in args.sim_vehicles.split(",") if s], report, save)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            agreement_case(n, seed, [int(s) for s in args.sim_vehicles.split(",") if s],
+                           report, save)
     save()
     print(json.dumps(report) if args.json else markdown(report))
 
