@@ -352,6 +352,37 @@ def test_eval_trained_run_on_sumo(tiny_run, backend):
     assert out["sumo_network"]["unmapped_edges"] == 0
 
 
+def test_eval_meso_junctions_reaches_sumo(tiny_run, monkeypatch):
+    """`relied eval RUN --backend sumo-meso --meso-junctions green-split`: every SUMO core of
+    the evaluation is built with that junction model, and the report says which; with another
+    backend the flag is a one-line error."""
+    from typer.testing import CliRunner
+
+    import relied.env.sumo as sumo
+    from relied.cli import app
+
+    built = []
+    real = sumo.make_core
+
+    def spy(*args, **kw):
+        core = real(*args, **kw)
+        built.append(core.meso_junctions)
+        return core
+
+    monkeypatch.setattr(sumo, "make_core", spy)
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", tiny_run, "--backend", "sumo-meso", "--seeds", "7",
+                              "--meso-junctions", "green-split", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["meso_junctions"] == "green-split"
+    assert built == ["green-split"]  # one scenario, all four policies on it
+    res = runner.invoke(app, ["eval", tiny_run, "--backend", "sumo", "--seeds", "7",
+                              "--meso-junctions", "green-split"])
+    assert res.exit_code == 2
+    assert res.output.strip() == ("error: --meso-junctions applies to --backend sumo-meso only "
+                                  "(got --backend sumo); drop it or use --backend sumo-meso")
+
+
 def test_eval_on_sumo_without_sumo_is_one_line(tiny_run, monkeypatch):
     from typer.testing import CliRunner
 

@@ -42,7 +42,7 @@ def _errors():
     from relied.rl.envs import VectorEnvError
     from relied.rl.model import DeviceError
     from relied.rl.policy import PolicyFileError
-    from relied.rl.trainer import TrainError
+    from relied.rl.run_folder import TrainError
 
     return (CityError, DemoError, DemoFileError, DeviceError, TrainError, VectorEnvError,
             PolicyFileError, ModelError, ValueError, OSError)
@@ -201,15 +201,19 @@ def evaluate(
     device: Annotated[str, typer.Option(
         help="auto | cpu | cuda: torch device of the policy [auto: CUDA when available]")]
     = "auto",
+    meso_junctions: Annotated[str | None, typer.Option(
+        help="with --backend sumo-meso: control (SUMO's junction control) or green-split "
+             "(the core's junction model; docs/sumo.md) [control]")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate a trained run on held-out scenarios against the reference policies."""
-    from relied.env.sumo import SumoError
+    from relied.env.sumo import SumoError, check_meso_junctions
     from relied.rl.evaluate import evaluate_run, load_run
 
     try:
         from relied.rl.model import resolve_device
 
+        junctions = check_meso_junctions(meso_junctions, backend)
         torch_device = resolve_device(device)
         if seeds:
             seed_list = parse_seeds(seeds)
@@ -217,7 +221,7 @@ def evaluate(
             base = load_run(run)[0].seed + 1000
             seed_list = [base, base + 1, base + 2]
         result = evaluate_run(run, seed_list, city=city, n_agents=agents, backend=backend,
-                              device=torch_device)
+                              device=torch_device, meso_junctions=junctions)
     except (*_errors(), SumoError) as exc:
         fail(error_message(exc, {"n_agents": "--agents", "city": "--city", "seed": "--seeds"}),
              as_json)
@@ -235,6 +239,8 @@ def evaluate(
         table.add_row(name, *(f"{values[m]:,.2f}" for m in heads))
     if backend != "core":
         table.title += f", backend {backend}"
+        if backend == "sumo-meso":
+            table.title += f" ({junctions} junctions)"
     console.print(table)
     learner, eq = result["policies"][result["algo"]], result["policies"].get("equilibrium", {})
     if "relative_gap" in eq and "vs_equilibrium" in learner:

@@ -61,8 +61,10 @@ def load_config(run: Path) -> TrainConfig:
 
 
 def _run_policies(net, cfg: TrainConfig, model, seeds: list[int], city: str,
-                  n_agents: int | None, backend: str, sumo_net=None) -> dict[str, dict]:
-    """Seed-mean metrics of the trained policy and the references on one backend."""
+                  n_agents: int | None, backend: str, sumo_net=None,
+                  meso_junctions: str = "control") -> dict[str, dict]:
+    """Seed-mean metrics of the trained policy and the references on one backend
+    (``meso_junctions``: SUMO meso's junction model, with ``sumo-meso``)."""
     from relied.env.equilibrium import EquilibriumPolicy
     from relied.env.sumo import make_core
 
@@ -71,7 +73,8 @@ def _run_policies(net, cfg: TrainConfig, model, seeds: list[int], city: str,
     for seed in seeds:
         scenario = cfg.scenario(seed=seed, city=city, n_agents=n_agents)
         core = (RoutingCore(net, scenario) if backend == "core"
-                else make_core(net, scenario, backend, sumo_net=sumo_net))
+                else make_core(net, scenario, backend, sumo_net=sumo_net,
+                               meso_junctions=meso_junctions))
         results[cfg.algo].append(run_episode(core, TrainedPolicy(model)).metrics)
         for name in REFERENCES:
             policy = (EquilibriumPolicy(iterations=EQUILIBRIUM_ITERATIONS)
@@ -113,17 +116,21 @@ def backend_report(algo: str, core: dict[str, dict], other: dict[str, dict]) -> 
 
 def evaluate_run(run_dir: Path, seeds: list[int], city: str | None = None,
                  n_agents: int | None = None, backend: str = "core",
-                 device: torch.device | str = "cpu") -> dict:
+                 device: torch.device | str = "cpu", meso_junctions: str = "control") -> dict:
     """Greedy trained policy and the reference policies on scenarios of ``seeds`` (and
     ``city``/``n_agents`` if given); metrics averaged over seeds. Without ``city`` the run's
     own city file must still exist with the SHA-256 recorded at training time.
 
     ``backend`` ``sumo``/``sumo-meso`` evaluates in SUMO and also in the core, and adds
-    ``comparison`` (:func:`backend_report`); ``policies`` are the backend's figures. The
-    policy runs on ``device`` (any device loads any run's ``policy.pt``)."""
-    from relied.env.sumo import check_backend
+    ``comparison`` (:func:`backend_report`); ``policies`` are the backend's figures;
+    ``meso_junctions`` is SUMO meso's junction model (``control`` or ``green-split``, only
+    with ``sumo-meso``; docs/sumo.md). The policy runs on ``device`` (any device loads any
+    run's ``policy.pt``)."""
+    from relied.env.sumo import check_backend, check_meso_junctions
 
     check_backend(backend)
+    if meso_junctions != "control":
+        check_meso_junctions(meso_junctions, backend)
     run_dir = latest_run(run_dir)
     cfg, model = load_run(run_dir, device)
     if city is None:
@@ -142,7 +149,10 @@ def evaluate_run(run_dir: Path, seeds: list[int], city: str | None = None,
         if source is None:
             raise TrainError(f"city '{city}' has no local OSM file for SUMO's netconvert")
         sumo_net = load_sumo_network(net, source)
-        other = _run_policies(net, cfg, model, seeds, city, n_agents, backend, sumo_net)
+        other = _run_policies(net, cfg, model, seeds, city, n_agents, backend, sumo_net,
+                              meso_junctions)
+        if backend == "sumo-meso":
+            out["meso_junctions"] = meso_junctions
         out.update(policies=other, core_policies=policies,
                    comparison=backend_report(cfg.algo, policies, other),
                    sumo_network=sumo_net.report.summary())
