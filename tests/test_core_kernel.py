@@ -23,7 +23,7 @@ import pytest
 from scipy.sparse.csgraph import dijkstra
 
 from relied.env.cities import load_city
-from relied.env.core import RoutingCore
+from relied.env.core import AT_NODE, InvalidActionError, RoutingCore
 from relied.env.kernel import cost_to_go_rows
 from relied.env.live import ReverseGraph
 from relied.env.policies import make_policy
@@ -128,6 +128,62 @@ def test_kernel_would_catch_a_wrong_admission(monkeypatch):
     monkeypatch.setattr("relied.env.core.discharge_queues", roomier)
     got, _ = trace(net, scenario, True, "shortest-path")
     assert got != reference
+
+
+def _copying(real, index: int):
+    """``real`` (a kernel) given a copy of its argument ``index``: its updates of that state
+    array are lost."""
+    def mutated(*args):
+        args = list(args)
+        args[index] = args[index].copy()
+        return real(*args)
+    return mutated
+
+
+@pytest.mark.parametrize("name,index", [("decide", 10),  # blocked_on: a new head stays bound
+                                        ("reach_stop_lines", 5),  # clock_s: not moved on
+                                        ("decide", 11)])  # ff_slot: nothing remembered
+def test_kernels_would_catch_a_wrong_step(name, index, monkeypatch):
+    """The comparison fails when the compiled decision or stop-line step differs (each
+    state update lost in turn), and passes with the kernels as they are (the one that loses
+    only the remembered free-flow slots changes no state: it passes too)."""
+    net = load_city("west-oakland")
+    scenario = congested("west-oakland", False, n=100)
+    reference, ref_end = trace(net, scenario, False, "shortest-path")
+    assert trace(net, scenario, True, "shortest-path") == (reference, ref_end)
+    import relied.env.kernel as kernel
+
+    monkeypatch.setattr(f"relied.env.core.{name}", _copying(getattr(kernel, name), index))
+    got, end = trace(net, scenario, True, "shortest-path")
+    if index == 11:
+        assert (got, end) == (reference, ref_end)
+    else:
+        assert got != reference
+
+
+def test_compiled_decision_refuses_a_masked_action():
+    """The compiled decision names the first learner whose action is masked, as the numpy
+    path does, and changes nothing."""
+    net = load_city("west-oakland")
+    scenario = congested("west-oakland", False, n=40)
+    messages, states = [], []
+    for compiled in (False, True):
+        core = RoutingCore(net, scenario)
+        core.compiled = compiled
+        pol = make_policy("shortest-path", 0)
+        while not np.count_nonzero(core.status == AT_NODE):
+            core.advance(pol(core))
+        actions = pol(core)
+        deciding, valid = core.deciding_mask()
+        bad = deciding[-1]
+        actions[bad] = int(np.flatnonzero(~valid[-1])[0]) if not valid[-1].all() else core.k
+        before = [np.copy(getattr(core, name)) for name in STATE]
+        with pytest.raises(InvalidActionError) as info:
+            core.advance(actions)
+        messages.append(str(info.value))
+        states.append(all(np.array_equal(b, getattr(core, name), equal_nan=True)
+                          for b, name in zip(before, STATE, strict=True)))
+    assert messages[0] == messages[1] and states == [True, True]
 
 
 def dijkstra_mismatches(city: str, trials: int = 60) -> dict:

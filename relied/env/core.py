@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relied.env.kernel import COMPILED, discharge_queues
+from relied.env.kernel import COMPILED, decide, discharge_queues, reach_stop_lines
 from relied.env.live import CostFloor, LiveCostToGo, cost_to_go, local_xy
 from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
@@ -233,6 +233,9 @@ class RoutingCore:
         """Build (or load from numba's disk cache) the compiled kernels now, not in a step."""
         if self.queue_model:
             self._discharge_compiled(0.0, None, self._no_one)
+            self._reach_stop_lines(0.0, self._no_one)
+        if self.scenario.background_choice == "shortest-path":
+            self._decide_compiled(self._no_one, self._no_one)  # (nobody: nothing changes)
         self._live.load()
 
     @property
@@ -278,6 +281,7 @@ class RoutingCore:
         self.traversal_s = np.zeros(e)  # summed experienced traversal times
         self.forced = 0  # entries forced by the stuck time
         self._blocking = False  # whether any queue's head waits for a full edge
+        self._kernel_state = None  # (:meth:`_discharge_compiled`: this episode's arrays)
         self.routes: list[tuple[np.ndarray, np.ndarray]] = []
         self.queue_history: list[np.ndarray] = []
         self.traversals: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -496,6 +500,10 @@ class RoutingCore:
 
     def _decide(self, actions: np.ndarray) -> None:
         """Learners at a decision point take their chosen slot; background vehicles choose."""
+        if self.compiled and self.scenario.background_choice == "shortest-path" and \
+                self.dest_ids.size * self.net.n_nodes <= FF_MEMO_MAX:
+            self._decide_compiled(actions)
+            return
         act = self.active
         deciding = act[self.v_status[act] == AT_NODE]
         if deciding.size == 0:
@@ -519,6 +527,24 @@ class RoutingCore:
         self.v_status[deciding] = QUEUED
         came = self.v_edge[deciding]
         self.blocked_on[came[came >= 0]] = -1  # new heads?
+
+    def _decide_compiled(self, actions: np.ndarray, active: np.ndarray | None = None) -> None:
+        """:meth:`_decide` in :func:`relied.env.kernel.decide` (free-flow shortest-path
+        background, its slots remembered as :meth:`_free_flow_slots` remembers them), of the
+        vehicles ``active`` if given (none: nothing changes, the kernel is only loaded)."""
+        if self._mask_table is None:
+            self._mask_table = mask_table(self.net, self.out_table)
+        if self._ff_slot is None and active is None:  # (-1: not computed yet)
+            self._ff_slot = np.full(self.dest_ids.size * self.net.n_nodes, -1, dtype=np.int8)
+        memo = np.full(1, -1, dtype=np.int8) if self._ff_slot is None else self._ff_slot
+        net = self.net
+        bad = decide(self.active if active is None else active, self.n, actions,
+                     self._mask_table, self._arrive, self.v_status, self.v_node, self.v_edge,
+                     self.out_table, self.next_edge, self._blocked_on, memo, self.v_dest_row,
+                     net.n_nodes, net.freeflow_s, net.edge_dst, self.ff_to_dest)
+        if bad >= 0:
+            raise InvalidActionError(f"agent {bad} at node {int(self.v_node[bad])} chose slot "
+                                     f"{int(actions[bad])}, which is masked; use action_mask()")
 
     def _background_choice(self, vehicles: np.ndarray) -> np.ndarray:
         """Free-flow shortest path, or a logit choice among the out-edges that bring the
@@ -604,21 +630,13 @@ class RoutingCore:
         """:meth:`_discharge` of the queue model in the compiled kernel
         (:func:`relied.env.kernel.discharge_queues`: the numpy path's arithmetic, in order), of
         the vehicles ``active`` if given (none: nothing changes, the kernel is only loaded)."""
-        sig, none = self.signal_plan, self._none
         self._recount = retried = edges is not None
+        if self._kernel_state is None:  # the same arrays all episode (:meth:`reset`)
+            self._kernel_state = self._kernel_arrays()
         (arrived, self._held, self._entered, src, go, slot, left, self._blocking, forced,
          v, d, from_edge, to, entered) = discharge_queues(
-            self.active if active is None else active, edges if retried else none, retried,
-            t1, retried, self._blocking,
-            float(self.scenario.stuck_time_s), self.v_status, self.v_edge, self.v_node,
-            self.next_edge, self.ready_s, self.entered_s, self.clock_s, self.head_since,
-            self.v_arrival, self._count, self._next_slot, self._blocked_on,
-            self.blocked_since, self.entries, self.traversal_s, self._src_key, self._headway,
-            self._most, self.net.storage, self.net.freeflow_s, self.net.edge_dst,
-            sig is not None, none if sig is None else sig.controlled,
-            self._no_time if sig is None else sig.start_s,
-            self._no_time if sig is None else sig.green_s,
-            0.0 if sig is None else float(sig.cycle_s))
+            self.active if active is None else active, edges if retried else self._none,
+            retried, t1, retried, self._blocking, *self._kernel_state)
         self.forced += forced
         self._left = (src, go, slot, t1) if left else None
         if v.size and self.record_traversals:  # (what the numpy path's _move records)
@@ -629,6 +647,22 @@ class RoutingCore:
             learner = self._entered < self.n
             self.routes.append((self._entered[learner], e[learner]))
         return arrived
+
+    def _kernel_arrays(self) -> tuple:
+        """The arguments of :func:`relied.env.kernel.discharge_queues` after ``blocking``:
+        the episode's state arrays (the same objects from :meth:`reset` on, updated in place)
+        and the network's and signal plan's."""
+        sig = self.signal_plan
+        return (float(self.scenario.stuck_time_s), self.v_status, self.v_edge, self.v_node,
+                self.next_edge, self.ready_s, self.entered_s, self.clock_s, self.head_since,
+                self.v_arrival, self._count, self._next_slot, self._blocked_on,
+                self.blocked_since, self.entries, self.traversal_s, self._src_key,
+                self._headway, self._most, self.net.storage, self.net.freeflow_s,
+                self.net.edge_dst, sig is not None,
+                self._none if sig is None else sig.controlled,
+                self._no_time if sig is None else sig.start_s,
+                self._no_time if sig is None else sig.green_s,
+                0.0 if sig is None else float(sig.cycle_s))
 
     def _discharge_queues(self, q: np.ndarray, t1: float) -> np.ndarray:
         """Queue model part of :meth:`_discharge` for queued ``q`` (ascending). Queues whose
@@ -1016,6 +1050,14 @@ class RoutingCore:
         """Vehicles whose free-flow traversal ends by ``t1`` are at the stop line: they decide
         next (or, at their destination's edge, queue to leave the network: returned). Only
         ``among`` those vehicles (on an edge) if given."""
+        if self.compiled:  # (:func:`relied.env.kernel.reach_stop_lines`: the same updates)
+            end, self._mid, end_edge = reach_stop_lines(
+                self.active if among is None else among, among is None, t1, self.v_status,
+                self.ready_s, self.clock_s, self.v_node, self.v_dest, self.v_edge,
+                self.next_edge, self._blocked_on, self._arrive)
+            if end.size or self._mid.size:
+                self._end_edge = end_edge
+            return end
         if among is None:
             act = self.active
             on = act[(self.v_status[act] == ON_EDGE) & (self.ready_s[act] <= t1 + 1e-9)]

@@ -660,3 +660,103 @@ def needed_heads(todo, inv, rest, heads, valid):
                     need[fill[o]] = heads[r, j]
                     fill[o] += 1
     return ptr, need
+
+
+@numba.njit(cache=True)
+def reach_stop_lines(vehicles, every, t1, v_status, ready_s, clock_s, v_node, v_dest, v_edge,
+                     next_edge, blocked_on, arrive):
+    """:meth:`RoutingCore._reach_stop_lines`: of ``vehicles`` (``every``: the active ones, of
+    which only those on an edge; else those given, all on an edge), those whose free-flow
+    traversal ends by ``t1`` reach their stop line, in order. Returns ``(end, mid, end_edge)``:
+    those at their destination's edge (queued to leave), the others (deciding next), the
+    edges of ``end``."""
+    lim = t1 + _EPS
+    n_end = n_mid = 0
+    for v in vehicles:
+        if (not every or v_status[v] == _ON_EDGE) and ready_s[v] <= lim:
+            if v_node[v] == v_dest[v]:
+                n_end += 1
+            else:
+                n_mid += 1
+    end = np.empty(n_end, dtype=np.int64)
+    mid = np.empty(n_mid, dtype=np.int64)
+    end_edge = np.empty(n_end, dtype=np.int64)
+    i = k = 0
+    for v in vehicles:
+        if (not every or v_status[v] == _ON_EDGE) and ready_s[v] <= lim:
+            clock_s[v] = ready_s[v]
+            if v_node[v] == v_dest[v]:
+                end[i] = v
+                end_edge[i] = v_edge[v]
+                i += 1
+            else:
+                mid[k] = v
+                k += 1
+    for j in range(n_end):
+        v = end[j]
+        v_status[v] = _QUEUED
+        next_edge[v] = arrive
+        blocked_on[end_edge[j]] = -1
+    for j in range(n_mid):
+        v_status[mid[j]] = _AT_NODE
+    return end, mid, end_edge
+
+
+@numba.njit(cache=True)
+def _free_flow_slot(node, row, out_table, freeflow_s, edge_dst, ff_to_dest):
+    """:meth:`RoutingCore._free_flow_choice` of one vehicle (``np.argmin``: the first of
+    equals, the first NaN)."""
+    best = 0
+    low = np.inf
+    for j in range(out_table.shape[1]):
+        e = out_table[node, j]
+        via = freeflow_s[e] + ff_to_dest[row, edge_dst[e]] if e >= 0 else np.inf
+        if via != via:
+            return j
+        if j == 0 or via < low:
+            best, low = j, via
+    return best
+
+
+@numba.njit(cache=True)
+def decide(active, n, actions, mask_table, arrive, v_status, v_node, v_edge, out_table,
+           next_edge, blocked_on, ff_slot, v_dest_row, n_nodes, freeflow_s, edge_dst,
+           ff_to_dest):
+    """:meth:`RoutingCore._decide` with free-flow shortest-path background vehicles and their
+    remembered slots (``ff_slot``, -1: not computed yet; :meth:`_free_flow_slots`): the
+    deciding learners take their action, the background its slot. Returns -1, or the first
+    deciding learner whose action is masked (then nothing has changed)."""
+    m = 0
+    for v in active:
+        if v_status[v] == _AT_NODE:
+            m += 1
+    deciding = np.empty(m, dtype=np.int64)
+    i = 0
+    for v in active:
+        if v_status[v] == _AT_NODE:
+            deciding[i] = v
+            i += 1
+    k = out_table.shape[1]
+    for v in deciding:
+        if v >= n:
+            break
+        a = actions[v]
+        came = v_edge[v]
+        if a < 0 or a >= k or not mask_table[came if came >= 0 else v_node[v] + arrive, a]:
+            return v
+    for v in deciding:
+        node = v_node[v]
+        if v < n:
+            slot = actions[v]
+        else:
+            key = v_dest_row[v] * n_nodes + node
+            slot = ff_slot[key]
+            if slot < 0:
+                slot = _free_flow_slot(node, v_dest_row[v], out_table, freeflow_s, edge_dst,
+                                       ff_to_dest)
+                ff_slot[key] = slot
+        next_edge[v] = out_table[node, slot]
+        v_status[v] = _QUEUED
+        if v_edge[v] >= 0:
+            blocked_on[v_edge[v]] = -1
+    return -1

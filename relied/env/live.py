@@ -466,4 +466,9 @@ def _unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(values, return_inverse=True)``, at once for a single value."""
     if values.size == 1:
         return values, np.zeros(1, dtype=np.int64)
-    return np.unique(values, return_inverse=True)
+    ordered = np.sort(values)  # (np.unique's own steps, without its general wrapper)
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    unique = ordered[keep]
+    return unique, unique.searchsorted(values)
