@@ -132,8 +132,10 @@ def test_kernel_would_catch_a_wrong_admission(monkeypatch):
 
 def _copying(real, index: int):
     """``real`` (a kernel) given a copy of its argument ``index``: its updates of that state
-    array are lost."""
+    array are lost (``index`` -1: the kernel's answer negated)."""
     def mutated(*args):
+        if index < 0:
+            return not real(*args)
         args = list(args)
         args[index] = args[index].copy()
         return real(*args)
@@ -142,6 +144,7 @@ def _copying(real, index: int):
 
 @pytest.mark.parametrize("name,index", [("decide", 10),  # blocked_on: a new head stays bound
                                         ("reach_stop_lines", 5),  # clock_s: not moved on
+                                        ("held_still", -1),  # retry when not needed
                                         ("decide", 11)])  # ff_slot: nothing remembered
 def test_kernels_would_catch_a_wrong_step(name, index, monkeypatch):
     """The comparison fails when the compiled decision or stop-line step differs (each

@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relied.env.kernel import COMPILED, decide, discharge_queues, reach_stop_lines
+from relied.env.kernel import COMPILED, decide, discharge_queues, held_still, reach_stop_lines
 from relied.env.live import CostFloor, LiveCostToGo, cost_to_go, local_xy
 from relied.env.network import CityNetwork
 from relied.env.scenario import Scenario, index_of
@@ -234,6 +234,8 @@ class RoutingCore:
         if self.queue_model:
             self._discharge_compiled(0.0, None, self._no_one)
             self._reach_stop_lines(0.0, self._no_one)
+            held_still(self._no_one, self._no_one, 0.0, 1.0, self.v_edge, self._blocked_on,
+                       self.blocked_since, self._count, self.net.storage)
         if self.scenario.background_choice == "shortest-path":
             self._decide_compiled(self._no_one, self._no_one)  # (nobody: nothing changes)
         self._live.load()
@@ -825,6 +827,10 @@ class RoutingCore:
         retry's gate takes the queue out), not for the stuck time yet, and that edge stays
         full even without every vehicle just at its stop line (those are the only ones
         :attr:`stored` may leave out). A sufficient condition: False sends to the retry."""
+        if self.compiled:  # (:func:`relied.env.kernel.held_still`: the same answer)
+            return held_still(self._held, self._mid, t1, float(self.scenario.stuck_time_s),
+                              self.v_edge, self._blocked_on, self.blocked_since, self._count,
+                              self.net.storage)
         on = self.v_edge[self._held]
         w = self._blocked_on[on]  # index -1 (origins): never bound
         if np.count_nonzero(w < 0):

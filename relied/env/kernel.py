@@ -760,3 +760,25 @@ def decide(active, n, actions, mask_table, arrive, v_status, v_node, v_edge, out
         if v_edge[v] >= 0:
             blocked_on[v_edge[v]] = -1
     return -1
+
+
+@numba.njit(cache=True)
+def held_still(held, mid, t1, stuck_time_s, v_edge, blocked_on, blocked_since, count,
+               storage):
+    """:meth:`RoutingCore._held_still`: would the retry hold every one of ``held`` again
+    (each queue bound to a full edge, not for the stuck time yet, that edge full even
+    without ``mid``, the vehicles just at a stop line)?"""
+    for v in held:
+        if blocked_on[v_edge[v]] < 0:  # (index -1, origins: never bound)
+            return False
+    for v in held:
+        if not t1 - blocked_since[v_edge[v]] < stuck_time_s:
+            return False
+    at_stop = np.zeros(storage.size, dtype=np.int64)
+    for v in mid:
+        at_stop[v_edge[v]] += 1
+    for v in held:
+        w = blocked_on[v_edge[v]]
+        if count[w] - at_stop[w] < storage[w]:
+            return False
+    return True
