@@ -83,7 +83,8 @@ def _next_policy_on_sample(model, update, sample, rows, agents, seed, net):
     rollout = cfg.scenario(seed=sample.scenario.seed, city=SC.city,
                            n_agents=sample.scenario.n_agents).model_copy(update={
                                k: getattr(sample.scenario, k)
-                               for k in ("origins", "destinations", "departures_s")})
+                               for k in ("origins", "destinations", "departures_s",
+                                         "stuck_time_s")})
     venv = make_vector_env(rollout, cfg.n_envs, "dummy", decisions_only=True, net=net)
     records = collect(venv, act, model.obs_dim, model.k)
     venv.close()
@@ -127,6 +128,18 @@ def test_the_lookahead_on_a_sample_is_the_next_update_rolled_out_on_the_sample(l
                                       np.asarray(agents), V6.seed, sample.net)
     assert not np.allclose(successor_move(sample.net, sample.scenario, run,
                                           probs_of(model), unmapped), mine)
+
+
+def test_the_lookahead_on_a_sample_rolls_out_with_the_samples_stuck_time(learners):
+    """The sample scales its stuck time with its network (relied.env.sample); the
+    lookahead's rollout on the sample keeps it, on the whole fleet it keeps the learners'."""
+    net, _, update, _ = learners
+    sample = sample_fleet(net, SC, 80, keep=KEEP, seed=1)
+    assert sample.info.stuck_time_scaled
+    assert sample.scenario.stuck_time_s == pytest.approx(SC.stuck_time_s / sample.info.factor)
+    on_sample = update.rollout_scenario(sample.scenario, sample)
+    assert on_sample.stuck_time_s == sample.scenario.stuck_time_s
+    assert update.rollout_scenario(sample.scenario).stuck_time_s == SC.stuck_time_s
 
 
 def test_a_v6_team_judges_on_the_sample_and_maps_its_verdict_back(learners, monkeypatch):

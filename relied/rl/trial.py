@@ -129,12 +129,17 @@ class LearnerUpdate:
         successor.eval()
         return probs_of(successor)
 
-    def rollout_scenario(self, scenario: Scenario) -> Scenario:
+    def rollout_scenario(self, scenario: Scenario, sample: FleetSample | None = None
+                         ) -> Scenario:
         """Where the lookahead's rollout runs: ``scenario``'s learner trips (origins,
         destinations, departures; its seed) in the learners' own training environment
         (``cfg``'s background share, horizon, time step and traffic model), the environment
-        their next update samples; the same scenario when training runs on it (a preset)."""
-        trips = {k: getattr(scenario, k) for k in ("origins", "destinations", "departures_s")}
+        their next update samples; the same scenario when training runs on it (a preset).
+        On a fleet ``sample`` (``scenario`` is its own) also the sample's stuck time, scaled
+        with its network (:mod:`relied.env.sample`)."""
+        keys = ("origins", "destinations", "departures_s") + (
+            () if sample is None else ("stuck_time_s",))
+        trips = {k: getattr(scenario, k) for k in keys}
         return self.cfg.scenario(seed=scenario.seed, city=scenario.city,
                                  n_agents=scenario.n_agents).model_copy(update=trips)
 
@@ -208,8 +213,8 @@ class LearnerUpdate:
         if key in self._ahead:
             return self._ahead[key]
         device = model_device(model)
-        batch, old_logp, adv, ret, state = self._rollout(self.rollout_scenario(scenario), seed,
-                                                         sample)
+        batch, old_logp, adv, ret, state = self._rollout(
+            self.rollout_scenario(scenario, sample), seed, sample)
         dec = demonstrated(decisions_of(rows, model.k), picked)
         expert_ret = torch.as_tensor(gae(dec, np.zeros(len(dec)), cfg.gamma, 1.0),
                                      dtype=torch.float32, device=device)
