@@ -124,3 +124,33 @@ def test_a_bad_run_is_one_line(trained, tmp_path, verb):
     res = runner.invoke(app, ["experts", *verb, "--city", "west-oakland", "--agents", "7",
                               "--run", str(run.run_dir)], input="quit\n")
     assert res.exit_code == 2 and "trained 6 learners, the scenario has 7" in res.stderr
+
+
+def test_with_a_run_the_bound_version_defaults_to_the_runs(trained, tmp_path):
+    """``--run`` of a run that trains with bound version 5: ask, chat and generate judge with
+    5 unless --bound-version says otherwise (without --run: 6)."""
+    import shutil
+
+    run, scenario = trained
+    five = tmp_path / "run-v5"
+    shutil.copytree(run.run_dir, five, ignore=shutil.ignore_patterns(".lock"))
+    stored = json.loads((five / "config.json").read_text())
+    assert stored["bound_version"] == BOUND_VERSION == 6
+    stored["bound_version"] = 5
+    (five / "config.json").write_text(json.dumps(stored))
+    base = ["experts", "ask", QUESTION, "--scenario", str(scenario), "--json", "--run", str(five)]
+    for flags, version in (([], 5), (["--bound-version", "6"], 6)):
+        res = runner.invoke(app, [*base, *flags])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.stdout)
+        assert out["bound_version"] == version
+        assert ("forecast" in out["reason"]) == (version == 6)  # the critic judged with it
+    res = runner.invoke(app, ["experts", "chat", "--scenario", str(scenario), "--run",
+                              str(five)], input="quit\n")
+    assert res.exit_code == 0, res.output
+    assert "the critic judges with bound version 5 under" in " ".join(res.stdout.split())
+    res = runner.invoke(app, ["experts", "generate", "--scenario", str(scenario), "--run",
+                              str(five), "--out", str(tmp_path / "demos"), "--no-progress",
+                              "--json"])
+    assert res.exit_code in (0, 1), res.output
+    assert json.loads(res.stdout)["bound_version"] == 5

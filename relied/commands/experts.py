@@ -73,9 +73,10 @@ Run = Annotated[Path | None, typer.Option(
     "checkpoint: policy, optimiser, lambda) and their update (bound versions 5, 6); default: "
     "the untrained learners a new 'relied train --seed SEED' run of this city and agent count "
     "starts from (seeded, default architecture)")]
-BoundVersion = Annotated[int, typer.Option(
+BoundVersion = Annotated[int | None, typer.Option(
     min=5, max=6, help="the critic's bound: 6, the measured lookahead of the learners' whole "
-    "next update; 5, the analytic bound with their trial update (docs/experts.md)")]
+    "next update; 5, the analytic bound with their trial update (docs/experts.md) "
+    "[with --run: the version that run trains with; else 6]")]
 USER_ERRORS = (CityError, ModelError, ValueError, OSError)
 # Scenario / TeamConfig / BoundConfig fields and the flags that set them
 FLAGS = {"n_agents": "--agents", "seed": "--seed", "city": "--city", "epsilon": "--epsilon",
@@ -109,6 +110,19 @@ def _config(epsilon: float, max_rounds: int, group_size: int = 50,
     return TeamConfig(max_rounds=max_rounds, group_size=group_size,
                       demo_agents=demo_agents or None, sim_vehicles=sim_vehicles or None,
                       bound=BoundConfig(epsilon=epsilon, version=bound_version))
+
+
+def _bound_version(flag: int | None, run: Path | None) -> int:
+    """``--bound-version``, else the version ``run`` trains with (its ``config.json``; call
+    after :func:`_learners`, which names a run that cannot be read), else training's
+    default."""
+    if flag is not None:
+        return flag
+    if run is None:
+        return BOUND_VERSION
+    from relied.rl.config import TrainConfig
+
+    return TrainConfig.load(Path(run) / "config.json").bound_version
 
 
 def _learners(base: Scenario, run: Path | None):
@@ -153,7 +167,7 @@ def generate(
                                              "sample from every planner block, the others "
                                              "drive shortest paths (0: all)")] = 500,
     sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES,
-    bound_version: BoundVersion = BOUND_VERSION,
+    bound_version: BoundVersion = None,
     no_filter: Annotated[bool, typer.Option("--no-filter", help="keep first plans whatever the "
                                             "critic says (LEED)")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore cached answers")] = False,
@@ -166,7 +180,8 @@ def generate(
 
     The critic judges every plan by the measured lookahead of the learners' whole next update
     with the plan's demonstrations (bound version 6; --bound-version 5: the analytic bound with
-    their trial update on the plan), under learners: their current policy and their update.
+    their trial update on the plan; with --run the default is the version that run trains
+    with), under learners: their current policy and their update.
     These are the learners of --run, else the seeded untrained learners a new training run
     starts from. Where no plan of a scenario
     passes the critic within --max-rounds, its lowest-bound plan is saved as a fallback batch
@@ -177,10 +192,10 @@ def generate(
     partial = None
     try:
         base = _scenario(scenario, city, agents, seed)
-        config = _config(epsilon, max_rounds, group_size, demo_agents, sim_vehicles,
-                         bound_version)
         spec = resolve_spec(model, ollama)
         learners = _learners(base, run)
+        config = _config(epsilon, max_rounds, group_size, demo_agents, sim_vehicles,
+                         _bound_version(bound_version, run))
         jobs = [(base.model_copy(update={"seed": base.seed + k}) if k else base, b)
                 for k in range(scenarios) for b in range(batches)]
         results = asyncio.run(agenerate(
@@ -262,14 +277,15 @@ def ask_cmd(
     city: City = "aguascalientes", agents: Agents = 20, seed: Seed = 0,
     scenario: ScenarioOpt = None, model: Model = "offline", epsilon: Epsilon = DEFAULT_EPSILON,
     max_rounds: Rounds = 3, run: Run = None, ollama: Host = None, timeout: Timeout = 120.0,
-    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES, bound_version: BoundVersion = BOUND_VERSION,
+    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES, bound_version: BoundVersion = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Ask the expert team one question about a scenario; prints the answer.
 
-    The critic judges the plan as 'experts generate' does, with --bound-version (default 6,
-    as generate's, also with --run): under the learners of --run, else the seeded untrained
-    learners a new training run starts from; --json's bound_version is the version used.
+    The critic judges the plan as 'experts generate' does, with --bound-version (default: the
+    version the run of --run trains with, else 6): under the learners of --run, else the
+    seeded untrained learners a new training run starts from; --json's bound_version is the
+    version used.
     Above the team's sim_vehicles the plan is executed and judged on the team's fleet sample
     (scaled capacities), and the answer (and --json's fleet_sample) says so.
     """
@@ -278,12 +294,12 @@ def ask_cmd(
              "route?'", as_json)
     try:
         sc = _scenario(scenario, city, agents, seed)
+        learners = _learners(sc, run)
         request = PlanRequest(scenario=sc, model=resolve_spec(model, ollama),
                               config=_config(epsilon, max_rounds,
                                              sim_vehicles=sim_vehicles,
-                                             bound_version=bound_version),
+                                             bound_version=_bound_version(bound_version, run)),
                               ollama_host=ollama, timeout_s=timeout)
-        learners = _learners(sc, run)
         answer, session = asyncio.run(_ask(request, question, learners))
     except (*USER_ERRORS, ValidationError) as exc:
         fail(_message(exc), as_json)
@@ -315,13 +331,14 @@ def chat(
     city: City = "aguascalientes", agents: Agents = 20, seed: Seed = 0,
     scenario: ScenarioOpt = None, model: Model = "offline", epsilon: Epsilon = DEFAULT_EPSILON,
     max_rounds: Rounds = 3, run: Run = None, ollama: Host = None, timeout: Timeout = 120.0,
-    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES, bound_version: BoundVersion = BOUND_VERSION,
+    sim_vehicles: SimVehicles = DEFAULT_SIM_VEHICLES, bound_version: BoundVersion = None,
 ) -> None:
     """Talk with the expert team about a scenario (a REPL that keeps the conversation).
 
     The critic judges every plan of the chat (and 'agent_bound' reports its terms) as
-    'experts generate' does, with --bound-version (default 6, also with --run): under the
-    learners of --run, else the seeded untrained learners a new training run starts from.
+    'experts generate' does, with --bound-version (default: the version the run of --run
+    trains with, else 6): under the learners of --run, else the seeded untrained learners a
+    new training run starts from.
     Above the team's sim_vehicles plans are executed and judged on the team's fleet sample
     (scaled capacities), as said.
     """
@@ -332,12 +349,13 @@ def chat(
              "QUESTION' for one question")
     try:
         sc = _scenario(scenario, city, agents, seed)
+        learners = _learners(sc, run)
         request = PlanRequest(scenario=sc, model=resolve_spec(model, ollama),
                               config=_config(epsilon, max_rounds,
                                              sim_vehicles=sim_vehicles,
-                                             bound_version=bound_version),
+                                             bound_version=_bound_version(bound_version, run)),
                               ollama_host=ollama, timeout_s=timeout)
-        session = asyncio.run(ChatSession.start(request, _learners(sc, run)))
+        session = asyncio.run(ChatSession.start(request, learners))
     except (*USER_ERRORS, ValidationError) as exc:
         fail(_message(exc))
     learners, sample = session.learners, session.sample
