@@ -74,7 +74,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_throughput import code_version, scale_case  # noqa: E402
+from train_throughput import code_version, provenance, scale_case  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PHASES = ("forecast", "setup", "planning", "critic", "execution")
@@ -323,12 +323,8 @@ def accuracy_case(case: str, factors: list[float], seeds: list[int],
 
 
 def accuracy_markdown(report: dict) -> str:
-    lines = [f"# Fleet samples vs the whole fleet (`{report['command']}`, {report['cpus']} "
-             f"CPUs shared with other engineers' jobs, load average {report['load_before']} at "
-             f"the start, {report.get('load_after')} at the end, commit "
-             f"{report['code']['commit']}"
-             + (f", modified under relied/: {', '.join(report['code']['modified'])}"
-                if report['code']['modified'] else "") + ")", "",
+    lines = [f"# Fleet samples vs the whole fleet (`{report['command']}`, "
+             f"{provenance(report)})", "",
              "The learners' current behaviour (untrained: free-flow shortest paths, the "
              "critic's reference) simulated with the whole fleet and on fleet samples "
              "(`relied.env.sample.sample_fleet`: a systematic sample over departure order, "
@@ -407,11 +403,7 @@ def _vehicles(n: int) -> int:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Expert team at scale (`{report['command']}`, "
-             f"{report['cpus']} CPUs shared with other engineers' jobs, load average "
-             f"{report['load_before']} at the start, commit {report['code']['commit']}"
-             + (f", modified under relied/: {', '.join(report['code']['modified'])}"
-                if report['code']['modified'] else "") + ")", "",
+    lines = [f"# Expert team at scale (`{report['command']}`, {provenance(report)})", "",
              "One demonstration batch (offline planner, default team settings) on "
              "`scale_case(n)` of benchmarks/train_throughput.py (aguascalientes-peak scaled to "
              "N learners on north-bayreuth). demo_agents: the most learners planned and "

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_throughput import code_version, scale_case  # noqa: E402
+from train_throughput import code_version, provenance, scale_case  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PLANS = ("shortest-path", "congestion-aware", "perturbed", "perturbed-10", "all-switch")
@@ -138,11 +138,7 @@ def agreement_case(n: int, seed: int, sim_vehicles: list[int], report: dict, sav
 
 def markdown(report: dict) -> str:
     lines = [f"# Bound v6 on a fleet sample vs the whole fleet (`{report['command']}`, "
-             f"{report['cpus']} CPUs shared with other engineers' jobs, load average "
-             f"{report['load_before']} at the start, {report.get('load_after')} at the end, "
-             f"commit {report['code']['commit']}"
-             + (f", modified under relied/: {', '.join(report['code']['modified'])}"
-                if report['code']['modified'] else "") + ")", "",
+             f"{provenance(report)})", "",
              (__doc__ or "").split("\n\n", 1)[1].split("    .venv")[0].strip(), ""]
     for r in report["rows"]:
         lines += [f"## {r['agents']:,} learners, {r['vehicles']:,} vehicles, seed "

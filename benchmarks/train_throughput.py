@@ -189,6 +189,16 @@ def code_version() -> dict:
             "modified": git("diff", "--name-only", "HEAD", "--", "relied").split()}
 
 
+def provenance(report: dict) -> str:
+    """Where a report's figures come from, for its results header: CPUs, load average at the
+    start (and end), the commit (:func:`code_version`) and files modified under relied/."""
+    end = f", {report['load_after']} at the end" if report.get("load_after") else ""
+    modified = report["code"]["modified"]
+    return (f"{report['cpus']} CPUs shared with other engineers' jobs, load average "
+            f"{report['load_before']} at the start{end}, commit {report['code']['commit']}"
+            + (f", modified under relied/: {', '.join(modified)}" if modified else ""))
+
+
 def goals(rows: list[dict]) -> dict:
     out = {}
     r10k = scale_on(rows, 10_000, "cpu")
